@@ -1,0 +1,33 @@
+# Two entry points that work on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# PyTorch is pinned where this project is tested (x86_64 CPU machines take it from local disk);
+# override with `make TORCH_SPEC="torch torchvision" ...` elsewhere.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/medsam2 demo --output-dir medsam2_demo --overwrite
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/propagate.py
+
+clean:
+	rm -rf $(VENV) medsam2_demo .pytest_cache

@@ -1,0 +1,39 @@
+"""medsam2: promptable medical image segmentation in the MedSAM-2 style.
+
+Public API: :class:`Segmenter`, :func:`load_volume`, :func:`save_mask`, the prompt types and the
+errors. Everything else is an implementation detail that may change.
+"""
+
+__version__ = "0.1.0"
+
+from medsam2.errors import (  # noqa: E402
+    CheckpointError,
+    InputError,
+    MedSAM2Error,
+    OutputError,
+    PromptError,
+    UsageError,
+)
+from medsam2.io.volume import Volume, load_volume, save_mask  # noqa: E402
+from medsam2.prompts import Box, MaskPrompt, ObjectPrompts, Point  # noqa: E402
+from medsam2.segmenter import ObjectReport, SegmentationReport, SegmentationResult, Segmenter  # noqa: E402
+
+__all__ = [
+    "Box",
+    "CheckpointError",
+    "InputError",
+    "MaskPrompt",
+    "MedSAM2Error",
+    "ObjectPrompts",
+    "ObjectReport",
+    "OutputError",
+    "Point",
+    "PromptError",
+    "SegmentationReport",
+    "SegmentationResult",
+    "Segmenter",
+    "UsageError",
+    "Volume",
+    "load_volume",
+    "save_mask",
+]

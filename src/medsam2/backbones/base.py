@@ -1,0 +1,62 @@
+"""The Backbone protocol: what the propagation engine needs from a segmentation network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from medsam2.preprocess import FrameGeometry
+
+
+@dataclass
+class FrameFeatures:
+    """Image features of one frame.
+
+    Attributes:
+        embedding: (C, h, w) float tensor on the backbone's device (LiteMedSAM: 256x64x64).
+        geometry: how the frame maps into the model input.
+    """
+
+    embedding: torch.Tensor
+    geometry: FrameGeometry
+
+
+@dataclass
+class Prediction:
+    """A decoded mask for one frame.
+
+    Attributes:
+        logits: (S, S) float32 mask logits in model space on the CPU (LiteMedSAM: 256x256),
+            covering the whole padded model input.
+        iou: the model's predicted IoU of the mask, in [0, 1].
+    """
+
+    logits: torch.Tensor
+    iou: float
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """A promptable image segmenter that encodes frames once and decodes prompts cheaply."""
+
+    name: str
+    input_size: int
+    device: torch.device
+
+    def encode(self, frames: list[np.ndarray]) -> list[FrameFeatures]:
+        """Encode frames, each (H, W) or (H, W, 3) with values in [0, 1]."""
+        ...
+
+    def decode(
+        self,
+        features: FrameFeatures,
+        box: np.ndarray | None = None,
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+    ) -> Prediction:
+        """Decode one mask from a box (x0, y0, x1, y1) and/or points (N, 2) with labels (N,),
+        all in model-input coordinates."""
+        ...

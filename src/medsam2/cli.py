@@ -1,0 +1,244 @@
+"""The ``medsam2`` command line: ``segment`` and ``demo``.
+
+Errors are printed on one line to stderr (``medsam2: error: ...``) with exit code 2 for usage
+errors and 1 for data errors; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from medsam2 import __version__
+from medsam2.errors import MedSAM2Error, OutputError, PromptError, UsageError
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit code 2), like every other medsam2 error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+class _PromptAction(argparse.Action):
+    """Keeps --label/--box/--point/--mask in command-line order, so --label applies to what follows."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = list(getattr(namespace, "prompt_items", None) or [])
+        items.append((self.dest, values))
+        namespace.prompt_items = items
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from medsam2.memory import MEMORY_KINDS
+    from medsam2.preprocess import WINDOW_CHOICES
+    from medsam2.slicing import AXES
+
+    parser = _OneLineParser(prog="medsam2", description="Promptable medical image segmentation (MedSAM-2 style).")
+    parser.add_argument("--version", action="version", version=f"medsam2 {__version__}")
+    commands = parser.add_subparsers(dest="command", parser_class=_OneLineParser)
+
+    seg = commands.add_parser(
+        "segment",
+        help="segment structures through a scan from prompts on one or a few slices",
+        description="Segment structures through a scan. Coordinates are 0-based voxel indices (IJK) as "
+        "ITK-SNAP and 3D Slicer show them: --box 42:10,20,80,90 is slice 42, x 10..80, y 20..90.",
+    )
+    seg.add_argument("input", help="NIfTI, NRRD, MHA/MHD file, a DICOM series folder, or a 2D image")
+    seg.add_argument("-o", "--output", required=True, help="label map to write (.nii.gz default; suffix picks the format)")
+    seg.add_argument("--label", type=int, action=_PromptAction, help="label of the object that the prompts after it belong to (default 1)")
+    seg.add_argument("--box", action=_PromptAction, help="box SLICE:x0,y0,x1,y1 (inclusive voxel indices)")
+    seg.add_argument("--point", action=_PromptAction, help="click SLICE:x,y[,1|0] (1 foreground, the default; 0 background)")
+    seg.add_argument("--mask", action=_PromptAction, help="mask file on the input's grid: every slice with foreground pins the object")
+    seg.add_argument("--name", action=_PromptAction, help="name of the current object (for the report)")
+    seg.add_argument("--prompts", help="prompts.json with many objects (see README)")
+    seg.add_argument("--axis", default="axial", choices=AXES, help="slicing direction (default axial)")
+    seg.add_argument("--window", default="auto", choices=WINDOW_CHOICES, help="intensity window (default auto)")
+    seg.add_argument("--memory", default="confidence", choices=MEMORY_KINDS, help="memory rule (default: confidence bank)")
+    seg.add_argument("--backbone", default="litemedsam", help="segmentation backbone (default litemedsam, embedded)")
+    seg.add_argument("--checkpoint", help="weights file to use instead of the backbone's bundled weights")
+    seg.add_argument("--time-index", type=int, help="for 4D input: which 3D volume to segment (0-based)")
+    seg.add_argument("--report", help="write a JSON report here")
+    _add_common(seg)
+
+    demo = commands.add_parser("demo", help="segment five organs of the bundled CT sample and score them")
+    demo.add_argument("-o", "--output-dir", default="medsam2_demo", help="folder for the label map, montage and report")
+    _add_common(demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``medsam2`` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        if args.command == "segment":
+            return _segment(args)
+        if args.command == "demo":
+            from medsam2.demo import run_demo
+
+            return run_demo(Path(args.output_dir), device=args.device, overwrite=args.overwrite, quiet=args.quiet)
+        raise UsageError(f"unknown command {args.command}")
+    except MedSAM2Error as exc:
+        if debug:
+            raise
+        print(f"medsam2: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("medsam2: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last line of defence: one line, not a traceback
+        if debug:
+            raise
+        print(f"medsam2: internal error: {exc.__class__.__name__}: {exc} (rerun with --debug for details)", file=sys.stderr)
+        return 1
+
+
+def _warn(message: str) -> None:
+    print(f"medsam2: warning: {message}", file=sys.stderr)
+
+
+def _collect_prompts(args, volume, axis):
+    """Objects from --label/--box/--point/--mask/--name (in order) and --prompts."""
+    from medsam2.io.volume import read_mask
+    from medsam2.prompts import ObjectPrompts, load_prompts_json, mask_prompts_from_array, parse_box, parse_point
+    from medsam2.slicing import to_frames
+
+    objects: dict[int, ObjectPrompts] = {}
+    current = 1
+    for kind, value in getattr(args, "prompt_items", None) or []:
+        if kind == "label":
+            if not 1 <= value <= 65535:
+                raise PromptError(f"--label {value}: labels are integers from 1 to 65535")
+            current = value
+            continue
+        obj = objects.setdefault(current, ObjectPrompts(label=current))
+        if kind == "box":
+            obj.boxes.append(parse_box(value))
+        elif kind == "point":
+            obj.points.append(parse_point(value))
+        elif kind == "name":
+            obj.name = value
+        elif kind == "mask":
+            mask = to_frames(read_mask(value, volume), axis)
+            obj.masks.extend(mask_prompts_from_array(mask, value))
+    if args.prompts:
+        prompt_file = load_prompts_json(args.prompts)
+        for obj in prompt_file.objects:
+            if obj.label in prompt_file.mask_paths:
+                path, value = prompt_file.mask_paths[obj.label]
+                mask = to_frames(read_mask(path, volume), axis)
+                if value is not None:
+                    mask = mask == value
+                obj.masks.extend(mask_prompts_from_array(mask, str(path)))
+            if obj.label in objects:
+                objects[obj.label].merge(obj)
+            else:
+                objects[obj.label] = obj
+    empty = [label for label, obj in objects.items() if obj.is_empty()]
+    if empty:
+        raise PromptError(f"label {empty[0]} has a name but no prompt; add --box, --point or --mask after --label {empty[0]}")
+    return [objects[label] for label in sorted(objects)]
+
+
+def _output_path(text: str) -> Path:
+    path = Path(text)
+    if not path.suffix:
+        path = path.with_name(path.name + ".nii.gz")
+    return path
+
+
+def write_json_atomic(data: dict, path: Path, overwrite: bool) -> None:
+    """Write JSON through a temporary file in the target folder, then rename."""
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} exists; pass --overwrite to replace it")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _check_report_path(report: str | None, inputs: list[str], overwrite: bool) -> Path | None:
+    if not report:
+        return None
+    path = Path(report)
+    if path.suffix.lower() != ".json":
+        raise UsageError(f"--report {report}: name the report with a .json suffix")
+    if any(Path(i).resolve() == path.resolve() for i in inputs):
+        raise OutputError(f"--report {report} is an input; choose another path")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} exists; pass --overwrite to replace it")
+    parent = path.resolve().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write the report: the folder {parent} does not exist or is not writable")
+    return path
+
+
+def _segment(args) -> int:
+    from medsam2.io.volume import check_output_path, load_volume, save_mask
+    from medsam2.segmenter import Segmenter
+
+    output = _output_path(args.output)
+    inputs = [args.input] + [v for k, v in (getattr(args, "prompt_items", None) or []) if k == "mask"]
+    if args.prompts:
+        inputs.append(args.prompts)
+    check_output_path(output, inputs, args.overwrite)
+    report_path = _check_report_path(args.report, inputs + [str(output)], args.overwrite)
+    if report_path is not None and report_path.resolve() == output.resolve():
+        raise OutputError("--report and --output name the same file")
+
+    start = time.perf_counter()
+    volume = load_volume(args.input, time_index=args.time_index)
+    read_seconds = time.perf_counter() - start
+    objects = _collect_prompts(args, volume, args.axis)
+    if not objects:
+        raise PromptError("no prompt given; add --box, --point, --mask or --prompts")
+    segmenter = Segmenter(backbone=args.backbone, device=args.device, checkpoint=args.checkpoint, memory=args.memory)
+    progress = not args.quiet and sys.stderr.isatty()
+    result = segmenter.segment(volume, objects, axis=args.axis, window=args.window, progress=progress)
+    for note in result.report.warnings:
+        _warn(note)
+    write_start = time.perf_counter()
+    save_mask(result.labels, volume, output, overwrite=args.overwrite)
+    result.report.timings.read_seconds = round(read_seconds, 3)
+    result.report.timings.write_seconds = round(time.perf_counter() - write_start, 3)
+    if report_path is not None:
+        write_json_atomic(result.report.to_dict(), report_path, args.overwrite)
+    if not args.quiet:
+        for obj in result.report.objects:
+            span = f"slices {obj.first_slice}-{obj.last_slice}" if obj.slices else "not found"
+            name = f" ({obj.name})" if obj.name else ""
+            conf = f", mean confidence {obj.mean_confidence:.2f}" if obj.mean_confidence is not None else ""
+            print(f"label {obj.label}{name}: {span}, {obj.volume_ml:.1f} mL{conf}")
+        timings = result.report.timings
+        print(
+            f"wrote {output} ({result.report.slices_encoded} of {result.report.slices_total} slices encoded, "
+            f"{timings.total_seconds:.1f} s)"
+        )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""PNG montages of slices with label overlays, for a person to look at."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from scipy import ndimage
+
+from medsam2.io.volume import Volume
+
+#: distinct colours for labels (cycled)
+PALETTE = np.array(
+    [
+        [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+        [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 190],
+    ],
+    dtype=np.float32,
+)
+
+
+def label_colour(label: int) -> tuple[int, int, int]:
+    r, g, b = PALETTE[(label - 1) % len(PALETTE)]
+    return int(r), int(g), int(b)
+
+
+def display_orientation(volume: Volume, frame: np.ndarray) -> np.ndarray:
+    """Flip an axial (rows=j, cols=i) frame so that anterior is up and the patient's right is on
+    the left (radiological view), judged from the volume's direction cosines."""
+    d = volume.direction
+    out = frame
+    if d[4] < 0:  # j runs towards anterior: row 0 is posterior
+        out = out[::-1]
+    if d[0] < 0:  # i runs towards the patient's right
+        out = out[:, ::-1]
+    return out
+
+
+def render_overlay(gray01: np.ndarray, labels: np.ndarray, reference: np.ndarray | None = None, alpha: float = 0.45) -> np.ndarray:
+    """(H, W) grey in [0, 1] + (H, W) labels (+ optional reference labels drawn as outlines)
+    -> (H, W, 3) uint8 RGB."""
+    rgb = np.repeat((np.clip(gray01, 0, 1) * 255)[..., None], 3, axis=2).astype(np.float32)
+    for label in np.unique(labels):
+        if label == 0:
+            continue
+        mask = labels == label
+        rgb[mask] = (1 - alpha) * rgb[mask] + alpha * np.array(label_colour(int(label)), dtype=np.float32)
+    if reference is not None:
+        for label in np.unique(reference):
+            if label == 0:
+                continue
+            mask = reference == label
+            edge = mask & ~ndimage.binary_erosion(mask)
+            rgb[edge] = np.array(label_colour(int(label)), dtype=np.float32) * 0.6 + 255 * 0.4
+    return rgb.clip(0, 255).astype(np.uint8)
+
+
+def write_montage(
+    path: str | os.PathLike,
+    volume: Volume,
+    gray01: np.ndarray,
+    labels: np.ndarray,
+    slices: list[int],
+    reference: np.ndarray | None = None,
+    names: dict[int, str] | None = None,
+    zoom: int = 3,
+    columns: int = 4,
+) -> Path:
+    """Write a grid of axial slices with label fills (and reference outlines) as a PNG, atomically.
+
+    Arguments:
+        gray01: (z, y, x) intensities in [0, 1]; labels/reference: (z, y, x) label maps.
+        slices: which z slices to show, in order.
+        names: label -> name for the legend.
+    """
+    tiles = []
+    for z in slices:
+        ref = None if reference is None else display_orientation(volume, reference[z])
+        tile = render_overlay(display_orientation(volume, gray01[z]), display_orientation(volume, labels[z]), ref)
+        image = Image.fromarray(tile).resize((tile.shape[1] * zoom, tile.shape[0] * zoom), Image.NEAREST)
+        ImageDraw.Draw(image).text((4, 4), f"z={z}", fill=(255, 255, 255))
+        tiles.append(image)
+    width, height = tiles[0].size
+    rows = (len(tiles) + columns - 1) // columns
+    legend_height = 18 if names else 0
+    sheet = Image.new("RGB", (width * min(columns, len(tiles)), height * rows + legend_height), (0, 0, 0))
+    for index, tile in enumerate(tiles):
+        sheet.paste(tile, ((index % columns) * width, (index // columns) * height))
+    if names:
+        draw = ImageDraw.Draw(sheet)
+        x = 4
+        for label, name in names.items():
+            draw.rectangle((x, height * rows + 4, x + 10, height * rows + 14), fill=label_colour(label))
+            draw.text((x + 14, height * rows + 3), name, fill=(255, 255, 255))
+            x += 14 + 7 * len(name) + 12
+    out = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.png", dir=out.resolve().parent)
+    os.close(fd)
+    try:
+        sheet.save(tmp, format="PNG")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out

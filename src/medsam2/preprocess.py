@@ -1,0 +1,178 @@
+"""Intensity windows, and the resize+pad to a backbone's square input with its exact inverse.
+
+Frames follow MedSAM's reference pipeline: window to [0, 1], min-max normalise each slice, resize
+the longest side to the input size (keeping the aspect ratio) and pad the bottom and right with
+zeros. Measured on the TotalSegmentator CT with the reference box on every slice, this scored
+0.947 mean Dice on five organs against 0.936 for a plain stretch to 256x256 (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medsam2.errors import UsageError
+
+#: CT windows as (level, width) in Hounsfield units.
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "abdomen": (40.0, 400.0),
+    "liver": (80.0, 150.0),
+    "lung": (-600.0, 1500.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+    "soft-tissue": (50.0, 350.0),
+}
+WINDOW_CHOICES = ("auto", "none", "percentile", *CT_WINDOWS)
+
+
+@dataclass(frozen=True)
+class IntensityResult:
+    """Intensities mapped to [0, 1] and how it was done."""
+
+    array: np.ndarray  # float32, same shape as the input, values in [0, 1]
+    window: str  # the window actually used ("abdomen", "percentile", "none", ...)
+    warnings: tuple[str, ...] = ()
+
+
+def looks_like_ct(array: np.ndarray, modality: str | None) -> bool:
+    """CT when the DICOM modality says so, or when values span a Hounsfield-like range
+    (air near -1000 and dense tissue above +200) on an integer-valued grid."""
+    if modality:
+        return modality.upper() == "CT"
+    finite = array[np.isfinite(array)]
+    if finite.size == 0:
+        return False
+    low, high = np.percentile(finite, [0.5, 99.5])
+    integer_valued = np.allclose(finite[:: max(1, finite.size // 10000)] % 1, 0)
+    return bool(low < -500 and high > 200 and integer_valued)
+
+
+def normalize_intensities(array: np.ndarray, window: str = "auto", modality: str | None = None) -> IntensityResult:
+    """Map raw voxel values to float32 in [0, 1].
+
+    Arguments:
+        array: raw values, (z, y, x) or (z, y, x, 3).
+        window: "auto" (CT window "abdomen" for CT, else percentiles), a CT preset name,
+            "percentile" (0.5th to 99.5th percentile, for MR, US, PET), or "none" (8-bit values
+            taken as they are, x / 255).
+        modality: DICOM modality when known; used by "auto".
+
+    NaN and infinite values are replaced by the lowest finite value (with a warning); a constant
+    volume gives zeros (with a warning).
+    """
+    if window not in WINDOW_CHOICES:
+        raise UsageError(f"unknown window '{window}'; choose one of {', '.join(WINDOW_CHOICES)}")
+    notes: list[str] = []
+    data = np.asarray(array, dtype=np.float32)
+    finite_mask = np.isfinite(data)
+    if not finite_mask.all():
+        if not finite_mask.any():
+            notes.append("the volume holds no finite values; nothing can be segmented")
+            return IntensityResult(np.zeros_like(data), window, tuple(notes))
+        fill = float(data[finite_mask].min())
+        notes.append(f"{int((~finite_mask).sum())} NaN or infinite voxels were set to the lowest value ({fill:g})")
+        data = np.where(finite_mask, data, fill).astype(np.float32)
+    if float(data.max()) == float(data.min()):
+        notes.append("the volume is constant; there is no structure to segment")
+        return IntensityResult(np.zeros_like(data), window, tuple(notes))
+
+    chosen = window
+    if window == "auto":
+        chosen = "abdomen" if looks_like_ct(data, modality) else "percentile"
+    if chosen == "none":
+        if data.min() < 0 or data.max() > 255:
+            notes.append("--window none expects 8-bit values; values outside 0..255 were clipped")
+        out = np.clip(data / 255.0, 0.0, 1.0)
+    elif chosen == "percentile":
+        low, high = np.percentile(data, [0.5, 99.5])
+        if high <= low:
+            low, high = float(data.min()), float(data.max())
+        out = np.clip((data - low) / (high - low), 0.0, 1.0)
+    else:
+        level, width = CT_WINDOWS[chosen]
+        out = np.clip((data - (level - width / 2.0)) / width, 0.0, 1.0)
+    return IntensityResult(out.astype(np.float32), chosen, tuple(notes))
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """How a (height, width) frame maps into a square model input of side ``input_size``.
+
+    The frame is scaled by ``scale`` (longest side -> input_size) and padded at the bottom and
+    right. Model coordinates are continuous pixel edges: voxel column ``x`` covers
+    ``[x * scale, (x + 1) * scale)``.
+    """
+
+    height: int
+    width: int
+    input_size: int
+
+    @property
+    def scale(self) -> float:
+        return self.input_size / max(self.height, self.width)
+
+    @property
+    def resized_shape(self) -> tuple[int, int]:
+        """(rows, cols) of the frame's content inside the model input."""
+        return (max(1, round(self.height * self.scale)), max(1, round(self.width * self.scale)))
+
+    def box_to_model(self, box_xyxy: tuple[float, float, float, float]) -> np.ndarray:
+        """Inclusive voxel box (x0, y0, x1, y1) -> model box covering those voxels' extent."""
+        x0, y0, x1, y1 = box_xyxy
+        s = self.scale
+        return np.array([x0 * s, y0 * s, (x1 + 1) * s, (y1 + 1) * s], dtype=np.float32)
+
+    def points_to_model(self, points_xy: np.ndarray) -> np.ndarray:
+        """Voxel centres (N, 2) as (x, y) -> model coordinates of those centres."""
+        return (np.asarray(points_xy, dtype=np.float32) + 0.5) * self.scale - 0.5
+
+    def model_to_frame(self, model_map: torch.Tensor) -> torch.Tensor:
+        """A (S, S) map in model space (any S, e.g. 256 logits) -> (height, width) frame map.
+
+        The padded part is cropped, the rest resized bilinearly, exactly inverting the forward
+        resize+pad."""
+        size = model_map.shape[-1]
+        rows, cols = self.resized_shape
+        crop_r = max(1, round(rows * size / self.input_size))
+        crop_c = max(1, round(cols * size / self.input_size))
+        cropped = model_map[..., :crop_r, :crop_c]
+        out = F.interpolate(cropped[None, None].float(), size=(self.height, self.width), mode="bilinear", align_corners=False)
+        return out[0, 0]
+
+    def frame_to_model(self, frame_map: np.ndarray | torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """A (height, width) map -> (size, size) map in model space (zeros in the padding)."""
+        size = size or self.input_size
+        rows, cols = self.resized_shape
+        tr = max(1, round(rows * size / self.input_size))
+        tc = max(1, round(cols * size / self.input_size))
+        t = torch.as_tensor(np.asarray(frame_map, dtype=np.float32))[None, None]
+        resized = F.interpolate(t, size=(tr, tc), mode="bilinear", align_corners=False)[0, 0]
+        out = torch.zeros((size, size), dtype=torch.float32)
+        out[:tr, :tc] = resized
+        return out
+
+
+def prepare_frame(frame01: np.ndarray, geometry: FrameGeometry) -> torch.Tensor:
+    """A windowed frame -> the model's (3, S, S) float32 input.
+
+    Arguments:
+        frame01: (H, W) or (H, W, 3) values in [0, 1].
+        geometry: the frame's :class:`FrameGeometry`.
+
+    Returns:
+        (3, S, S) tensor: min-max normalised per frame, resized keeping the aspect ratio, padded.
+    """
+    t = torch.as_tensor(np.ascontiguousarray(frame01), dtype=torch.float32)
+    t = t.permute(2, 0, 1) if t.ndim == 3 else t[None].expand(3, -1, -1)
+    low, high = t.min(), t.max()
+    t = (t - low) / torch.clamp(high - low, min=1e-8)
+    rows, cols = geometry.resized_shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        resized = F.interpolate(t[None], size=(rows, cols), mode="bilinear", align_corners=False, antialias=True)[0]
+    s = geometry.input_size
+    return F.pad(resized, (0, s - cols, 0, s - rows))

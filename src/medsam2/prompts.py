@@ -1,0 +1,256 @@
+"""Prompt types, parsing of command-line strings and prompts.json, and validation.
+
+Coordinates are 0-based voxel indices as ITK-SNAP and 3D Slicer show them (IJK). A prompt's
+``frame`` is the slice index along the slicing axis; ``x`` is the frame's column and ``y`` its row
+(see :mod:`medsam2.slicing` for coronal and sagittal frames). Boxes are inclusive.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medsam2.errors import PromptError
+
+_NUMBER = r"-?\d+(?:\.\d+)?"
+_BOX_RE = re.compile(rf"^\s*(-?\d+)\s*:\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*$")
+_POINT_RE = re.compile(rf"^\s*(-?\d+)\s*:\s*({_NUMBER})\s*,\s*({_NUMBER})\s*(?:,\s*(-?\d+)\s*)?$")
+
+
+@dataclass(frozen=True)
+class Box:
+    """An inclusive box on one frame: columns x0..x1, rows y0..y1."""
+
+    frame: int
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    def as_tuple(self) -> tuple[float, float, float, float]:
+        return (self.x0, self.y0, self.x1, self.y1)
+
+
+@dataclass(frozen=True)
+class Point:
+    """A click on one frame at column x, row y; positive (foreground) or negative (background)."""
+
+    frame: int
+    x: float
+    y: float
+    positive: bool = True
+
+
+@dataclass
+class MaskPrompt:
+    """A mask on one frame: (rows, cols) bool. It is that frame's answer and pins the object."""
+
+    frame: int
+    mask: np.ndarray
+
+
+@dataclass
+class ObjectPrompts:
+    """All prompts of one object (one output label)."""
+
+    label: int
+    name: str | None = None
+    boxes: list[Box] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+    masks: list[MaskPrompt] = field(default_factory=list)
+
+    def prompted_frames(self) -> list[int]:
+        frames = {b.frame for b in self.boxes} | {p.frame for p in self.points} | {m.frame for m in self.masks}
+        return sorted(frames)
+
+    def is_empty(self) -> bool:
+        return not (self.boxes or self.points or self.masks)
+
+    def merge(self, other: ObjectPrompts) -> None:
+        self.boxes.extend(other.boxes)
+        self.points.extend(other.points)
+        self.masks.extend(other.masks)
+        self.name = self.name or other.name
+
+
+def parse_box(text: str) -> Box:
+    """``"Z:x0,y0,x1,y1"`` -> :class:`Box`."""
+    match = _BOX_RE.match(text)
+    if not match:
+        raise PromptError(f"cannot read box '{text}': write it as SLICE:x0,y0,x1,y1, e.g. 42:10,20,80,90")
+    frame, x0, y0, x1, y1 = match.groups()
+    return Box(int(frame), float(x0), float(y0), float(x1), float(y1))
+
+
+def parse_point(text: str) -> Point:
+    """``"Z:x,y"`` or ``"Z:x,y,1"`` (foreground) or ``"Z:x,y,0"`` (background) -> :class:`Point`."""
+    match = _POINT_RE.match(text)
+    if not match:
+        raise PromptError(f"cannot read point '{text}': write it as SLICE:x,y or SLICE:x,y,1 or SLICE:x,y,0")
+    frame, x, y, label = match.groups()
+    if label is not None and label not in ("0", "1"):
+        raise PromptError(f"point '{text}' has label {label}; a point label is 1 (foreground) or 0 (background)")
+    return Point(int(frame), float(x), float(y), positive=label != "0")
+
+
+def mask_prompts_from_array(mask: np.ndarray, source: str) -> list[MaskPrompt]:
+    """(frames, rows, cols) mask -> one :class:`MaskPrompt` per frame that has foreground.
+
+    Raises:
+        PromptError: the mask has no foreground voxel.
+    """
+    binary = np.asarray(mask) > 0
+    frames = np.flatnonzero(binary.reshape(binary.shape[0], -1).any(axis=1))
+    if frames.size == 0:
+        raise PromptError(f"mask prompt {source} is empty (no voxel above 0); draw the structure on at least one slice")
+    return [MaskPrompt(int(f), binary[f].copy()) for f in frames]
+
+
+_OBJECT_KEYS = {"label", "name", "boxes", "points", "mask", "mask_value"}
+_TOP_KEYS = {"objects"}
+
+
+@dataclass
+class PromptFile:
+    """prompts.json, parsed: objects with boxes and points; masks still as paths to read."""
+
+    objects: list[ObjectPrompts]
+    mask_paths: dict[int, tuple[Path, int | None]]
+
+
+def load_prompts_json(path: str | Path) -> PromptFile:
+    """Read prompts.json.
+
+    The file holds ``{"objects": [...]}``; each object has ``label`` (int >= 1), optional ``name``,
+    and any of ``boxes`` (``"Z:x0,y0,x1,y1"`` strings or ``{"slice": Z, "box": [x0, y0, x1, y1]}``),
+    ``points`` (``"Z:x,y[,1|0]"`` or ``{"slice": Z, "point": [x, y], "label": 1}``), ``mask`` (a
+    path, relative to the JSON file) and ``mask_value`` (take only that value from the mask).
+
+    Raises:
+        PromptError: invalid JSON, unknown keys, or malformed entries.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PromptError(f"no such prompts file: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PromptError(f"{path} is not valid JSON ({exc.__class__.__name__}: {exc})") from exc
+    if not isinstance(data, dict):
+        raise PromptError(f"{path} must hold a JSON object with the key 'objects'")
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise PromptError(f"{path} has unknown keys {sorted(unknown)}; expected only 'objects'")
+    items = data.get("objects")
+    if not isinstance(items, list) or not items:
+        raise PromptError(f"{path}: 'objects' must be a non-empty list")
+    objects: list[ObjectPrompts] = []
+    mask_paths: dict[int, tuple[Path, int | None]] = {}
+    for index, item in enumerate(items):
+        where = f"{path}: objects[{index}]"
+        if not isinstance(item, dict):
+            raise PromptError(f"{where} must be a JSON object")
+        unknown = set(item) - _OBJECT_KEYS
+        if unknown:
+            raise PromptError(f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(_OBJECT_KEYS)}")
+        label = item.get("label")
+        if not isinstance(label, int) or isinstance(label, bool) or not 1 <= label <= 65535:
+            raise PromptError(f"{where}: 'label' must be an integer from 1 to 65535")
+        name = item.get("name")
+        if name is not None and not isinstance(name, str):
+            raise PromptError(f"{where}: 'name' must be a string")
+        obj = ObjectPrompts(label=label, name=name)
+        for entry in _as_list(item.get("boxes", []), f"{where}.boxes"):
+            obj.boxes.append(_box_entry(entry, f"{where}.boxes"))
+        for entry in _as_list(item.get("points", []), f"{where}.points"):
+            obj.points.append(_point_entry(entry, f"{where}.points"))
+        if "mask" in item:
+            if not isinstance(item["mask"], str):
+                raise PromptError(f"{where}: 'mask' must be a path string")
+            value = item.get("mask_value")
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise PromptError(f"{where}: 'mask_value' must be an integer")
+            mask_path = Path(item["mask"])
+            mask_paths[label] = (mask_path if mask_path.is_absolute() else path.parent / mask_path, value)
+        elif "mask_value" in item:
+            raise PromptError(f"{where}: 'mask_value' needs 'mask'")
+        if obj.is_empty() and label not in mask_paths:
+            raise PromptError(f"{where} (label {label}) has no prompt; give boxes, points or a mask")
+        objects.append(obj)
+    return PromptFile(objects=objects, mask_paths=mask_paths)
+
+
+def _as_list(value: object, where: str) -> list:
+    if not isinstance(value, list):
+        raise PromptError(f"{where} must be a list")
+    return value
+
+
+def _box_entry(entry: object, where: str) -> Box:
+    if isinstance(entry, str):
+        return parse_box(entry)
+    if isinstance(entry, dict) and set(entry) == {"slice", "box"}:
+        box = entry["box"]
+        if isinstance(entry["slice"], int) and isinstance(box, list) and len(box) == 4 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in box
+        ):
+            return Box(entry["slice"], *(float(v) for v in box))
+    raise PromptError(f"{where}: each box is 'Z:x0,y0,x1,y1' or {{\"slice\": Z, \"box\": [x0, y0, x1, y1]}}")
+
+
+def _point_entry(entry: object, where: str) -> Point:
+    if isinstance(entry, str):
+        return parse_point(entry)
+    if isinstance(entry, dict) and {"slice", "point"} <= set(entry) <= {"slice", "point", "label"}:
+        xy = entry["point"]
+        label = entry.get("label", 1)
+        if label not in (0, 1) or isinstance(label, bool):
+            raise PromptError(f"{where}: a point label is 1 (foreground) or 0 (background), not {label!r}")
+        if isinstance(entry["slice"], int) and isinstance(xy, list) and len(xy) == 2:
+            return Point(entry["slice"], float(xy[0]), float(xy[1]), positive=label == 1)
+    raise PromptError(f"{where}: each point is 'Z:x,y[,1|0]' or {{\"slice\": Z, \"point\": [x, y], \"label\": 1}}")
+
+
+def validate_prompts(objects: list[ObjectPrompts], n_frames: int, rows: int, cols: int, axis: str = "axial") -> None:
+    """Check every prompt against the frame grid.
+
+    Raises:
+        PromptError: no object, a frame out of range, a box outside the image or of zero width, a
+            point outside the image, clicks with no foreground point, an empty or mis-sized mask.
+    """
+    if not objects:
+        raise PromptError("no prompt given; add --box, --point, --mask or --prompts")
+    labels = [o.label for o in objects]
+    if len(set(labels)) != len(labels):
+        raise PromptError("two objects share one label; merge their prompts or give each its own --label")
+    for obj in objects:
+        if obj.is_empty():
+            raise PromptError(f"label {obj.label} has no prompt")
+        for frame in obj.prompted_frames():
+            if not 0 <= frame < n_frames:
+                raise PromptError(
+                    f"slice {frame} is out of range: the scan has {n_frames} slices along the {axis} axis (0..{n_frames - 1})"
+                )
+        for box in obj.boxes:
+            text = f"box {box.frame}:{box.x0:g},{box.y0:g},{box.x1:g},{box.y1:g}"
+            if box.x1 <= box.x0 or box.y1 <= box.y0:
+                raise PromptError(f"{text} has zero or negative width or height; give x0 < x1 and y0 < y1")
+            if box.x0 < 0 or box.y0 < 0 or box.x1 > cols - 1 or box.y1 > rows - 1:
+                raise PromptError(f"{text} reaches outside the image (x 0..{cols - 1}, y 0..{rows - 1})")
+        for point in obj.points:
+            if not (0 <= point.x <= cols - 1 and 0 <= point.y <= rows - 1):
+                raise PromptError(
+                    f"point {point.frame}:{point.x:g},{point.y:g} is outside the image (x 0..{cols - 1}, y 0..{rows - 1})"
+                )
+        for frame in {p.frame for p in obj.points}:
+            if not any(p.positive for p in obj.points if p.frame == frame):
+                raise PromptError(f"label {obj.label}: the clicks on slice {frame} have no foreground point (label 1)")
+        for mask in obj.masks:
+            if mask.mask.shape != (rows, cols):
+                raise PromptError(f"label {obj.label}: mask on slice {mask.frame} has shape {mask.mask.shape}, expected {(rows, cols)}")
+            if not mask.mask.any():
+                raise PromptError(f"label {obj.label}: the mask on slice {mask.frame} is empty")
