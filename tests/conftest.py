@@ -4,21 +4,9 @@ results are memoised for the whole session (the encoder costs about 1-3 s per sl
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("MEDSAM2_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
-def shared(*parts: str) -> Path:
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real data not found at {path} (set MEDSAM2_SHARED_DATA)")
-    return path
 
 
 class MemoisedBackbone:

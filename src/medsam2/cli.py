@@ -198,7 +198,9 @@ def _check_report_path(report: str | None, inputs: list[str], overwrite: bool) -
 
 def _segment(args) -> int:
     from medsam2.io.volume import check_output_path, load_volume, save_mask
+    from medsam2.prompts import validate_prompts
     from medsam2.segmenter import Segmenter
+    from medsam2.slicing import to_frames
 
     output = _output_path(args.output)
     inputs = [args.input] + [v for k, v in (getattr(args, "prompt_items", None) or []) if k == "mask"]
@@ -215,6 +217,8 @@ def _segment(args) -> int:
     objects = _collect_prompts(args, volume, args.axis)
     if not objects:
         raise PromptError("no prompt given; add --box, --point, --mask or --prompts")
+    frames_shape = to_frames(volume.array, args.axis).shape
+    validate_prompts(objects, frames_shape[0], frames_shape[1], frames_shape[2], args.axis)  # before the model loads
     segmenter = Segmenter(backbone=args.backbone, device=args.device, checkpoint=args.checkpoint, memory=args.memory)
     progress = not args.quiet and sys.stderr.isatty()
     result = segmenter.segment(volume, objects, axis=args.axis, window=args.window, progress=progress)

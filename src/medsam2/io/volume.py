@@ -6,9 +6,12 @@ and screenshots (PNG, JPEG, TIFF, BMP) go through Pillow and become one-slice vo
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
+import struct
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,8 +105,33 @@ def load_volume(path: str | os.PathLike, time_index: int | None = None) -> Volum
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"cannot read {path}: not a valid {suffix} image or the file is truncated") from exc
+    _check_complete(path, suffix, image)
     modality = _metadata(image, "0008|0060")
     return _volume_from_sitk(image, path, time_index, modality)
+
+
+def _check_complete(path: Path, suffix: str, image: sitk.Image) -> None:
+    """SimpleITK's NIfTI reader fills a truncated file's missing voxels silently; refuse it."""
+    if suffix not in (".nii", ".nii.gz"):
+        return
+    needed = image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel()
+    try:
+        if suffix == ".nii.gz":
+            size = 0
+            with gzip.open(path, "rb") as handle:
+                while chunk := handle.read(1 << 22):
+                    size += len(chunk)
+        else:
+            size = path.stat().st_size
+        with (gzip.open(path, "rb") if suffix == ".nii.gz" else path.open("rb")) as handle:
+            header = handle.read(348)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"cannot read {path}: the file is truncated or corrupt ({exc})") from exc
+    if len(header) >= 74 and 348 in (struct.unpack("<i", header[:4])[0], struct.unpack(">i", header[:4])[0]):
+        order = "<" if struct.unpack("<i", header[:4])[0] == 348 else ">"
+        bitpix = struct.unpack(order + "h", header[72:74])[0]
+        if bitpix > 0 and size < 348 + needed * bitpix // 8:
+            raise InputError(f"cannot read {path}: the file is truncated ({size} bytes, the header promises more)")
 
 
 def _metadata(image: sitk.Image, key: str) -> str | None:

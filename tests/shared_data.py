@@ -1,0 +1,19 @@
+"""Where the real data live: ../shared/data beside the repository (MEDSAM2_SHARED_DATA overrides)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MEDSAM2_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared(*parts: str) -> Path:
+    """Path of a file in the shared data; skips the test (saying where it looked) when absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (set MEDSAM2_SHARED_DATA)")
+    return path
