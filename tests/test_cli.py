@@ -147,3 +147,19 @@ def test_constant_or_nan_volume_warns_and_writes(tmp_path, capsys, kind):
     assert "warning" in err and ("constant" in err or "NaN" in err)
     assert sitk.ReadImage(str(out)).GetSize() == (24, 24, 3)
     assert json.loads(report.read_text())["warnings"]
+
+
+def test_bad_checkpoint_is_one_line(tmp_path, capsys, scan):
+    broken = tmp_path / "weights.pth"
+    broken.write_bytes(b"\x80\x02not really a checkpoint")
+    code, err = run_cli(["segment", scan, "-o", tmp_path / "o.nii.gz", "--box", "2:5,5,20,20", "--checkpoint", broken], capsys)
+    assert_one_line_error(code, err, 1, "cannot read checkpoint")
+    code, err = run_cli(["segment", scan, "-o", tmp_path / "o.nii.gz", "--box", "2:5,5,20,20", "--checkpoint", tmp_path / "no.pth"], capsys)
+    assert_one_line_error(code, err, 1, "pass --checkpoint PATH")
+    import torch
+
+    torch.save({"model": {"encoder.weight": torch.zeros(2)}}, tmp_path / "other.pth")
+    other = tmp_path / "other.pth"
+    code, err = run_cli(["segment", scan, "-o", tmp_path / "o.nii.gz", "--box", "2:5,5,20,20", "--checkpoint", other], capsys)
+    assert_one_line_error(code, err, 1, "is not a LiteMedSAM checkpoint")
+    assert not (tmp_path / "o.nii.gz").exists()

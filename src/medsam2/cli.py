@@ -10,13 +10,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from medsam2 import __version__
 from medsam2.errors import MedSAM2Error, OutputError, PromptError, UsageError
+from medsam2.io.atomic import atomic_write
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -170,14 +170,7 @@ def write_json_atomic(data: dict, path: Path, overwrite: bool) -> None:
     """Write JSON through a temporary file in the target folder, then rename."""
     if path.exists() and not overwrite:
         raise OutputError(f"{path} exists; pass --overwrite to replace it")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2)))
 
 
 def _check_report_path(report: str | None, inputs: list[str], overwrite: bool) -> Path | None:

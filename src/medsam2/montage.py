@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from medsam2.io.atomic import atomic_write
 from medsam2.io.volume import Volume
 
 #: distinct colours for labels (cycled)
@@ -96,13 +96,4 @@ def write_montage(
             draw.rectangle((x, height * rows + 4, x + 10, height * rows + 14), fill=label_colour(label))
             draw.text((x + 14, height * rows + 3), name, fill=(255, 255, 255))
             x += 14 + 7 * len(name) + 12
-    out = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.png", dir=out.resolve().parent)
-    os.close(fd)
-    try:
-        sheet.save(tmp, format="PNG")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    return atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"), ".png")

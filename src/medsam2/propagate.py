@@ -13,7 +13,7 @@ are several; the decoder's predicted IoU picks between them). Measured choices a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,7 +95,7 @@ class PropagationStats:
 class FeatureStore:
     """Encodes frames on demand; keeps only the frames that a later sweep will visit again."""
 
-    def __init__(self, frames01: np.ndarray, backbone: Backbone, keep: set[int], stats: PropagationStats) -> None:
+    def __init__(self, frames01: Sequence[np.ndarray], backbone: Backbone, keep: set[int], stats: PropagationStats) -> None:
         self.frames01 = frames01
         self.backbone = backbone
         self.keep = keep
@@ -146,7 +146,9 @@ class Propagator:
     """Runs the sweeps for a set of objects over one stack of frames.
 
     Arguments:
-        frames01: (n, H, W) or (n, H, W, 3) frames with values in [0, 1].
+        frames01: n frames, each (H, W) or (H, W, 3) with values in [0, 1], with a ``shape``
+            attribute (an array, or :class:`medsam2.preprocess.WindowedFrames` that windows
+            each frame when it is asked for).
         backbone: the segmentation network.
         memory_factory: makes a fresh memory for each object and sweep.
         settings: engine settings.
@@ -155,7 +157,7 @@ class Propagator:
 
     def __init__(
         self,
-        frames01: np.ndarray,
+        frames01: Sequence[np.ndarray],
         backbone: Backbone,
         memory_factory: Callable[[], Memory],
         settings: PropagationSettings | None = None,
@@ -166,7 +168,7 @@ class Propagator:
         self.memory_factory = memory_factory
         self.settings = settings or PropagationSettings()
         self.progress = progress
-        self.stats = PropagationStats(frames_total=int(frames01.shape[0]))
+        self.stats = PropagationStats(frames_total=len(frames01))
 
     # -- decoding helpers -------------------------------------------------------------------
     def _decode(self, features: FrameFeatures, box=None, points=None, labels=None) -> Prediction:
@@ -290,7 +292,7 @@ class Propagator:
         return tracks
 
     def _sweep(self, direction, objects, pinned, tracks, store, bar) -> None:
-        n = self.frames01.shape[0]
+        n = len(self.frames01)
         settings = self.settings
         starts = [min(p) if direction == 1 else max(p) for p in pinned]
         memories: list[Memory | None] = [None] * len(objects)

@@ -15,7 +15,7 @@ from medsam2.backbones import Backbone, build_backbone
 from medsam2.devices import resolve_device
 from medsam2.io.volume import Volume
 from medsam2.memory import make_memory
-from medsam2.preprocess import FrameGeometry, normalize_intensities
+from medsam2.preprocess import FrameGeometry, WindowedFrames, choose_window
 from medsam2.prompts import ObjectPrompts, validate_prompts
 from medsam2.propagate import ObjectTrack, PropagationSettings, Propagator
 from medsam2.slicing import check_axis, from_frames, to_frames
@@ -149,13 +149,14 @@ class Segmenter:
         frames_raw = to_frames(volume.array, axis)
         n_frames, rows, cols = (int(s) for s in frames_raw.shape[:3])
         validate_prompts(objects, n_frames, rows, cols, axis)
-        intensity = normalize_intensities(frames_raw, window, volume.modality)
+        intensity = choose_window(frames_raw, window, volume.modality)
         notes = list(intensity.warnings)
         if "warning" in volume.metadata:
             notes.append(volume.metadata["warning"])
         preprocess_seconds = time.perf_counter() - start
 
-        propagator = Propagator(intensity.array, self.backbone, lambda: make_memory(self.memory), self.settings, progress)
+        frames = WindowedFrames(frames_raw, intensity)
+        propagator = Propagator(frames, self.backbone, lambda: make_memory(self.memory), self.settings, progress)
         tracks = propagator.run(objects)
         labels_frames, confidences = self._label_map(tracks, (n_frames, rows, cols))
         labels = from_frames(labels_frames, axis)
@@ -199,7 +200,7 @@ class Segmenter:
             device=str(self.device),
             memory=self.memory,
             axis=axis,
-            window=intensity.window,
+            window=intensity.name,
             input=volume.source,
             size_xyz=list(reversed(volume.shape)),
             spacing_xyz=[float(s) for s in volume.spacing],

@@ -20,6 +20,7 @@ import SimpleITK as sitk
 from PIL import Image, UnidentifiedImageError
 
 from medsam2.errors import InputError, OutputError, UsageError
+from medsam2.io.atomic import atomic_write
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -335,21 +336,10 @@ def save_mask(labels: np.ndarray, reference: Volume, path: str | os.PathLike, ov
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         return out
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".tmp{suffix}", dir=out.resolve().parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write in {out.resolve().parent}: {exc.strerror or exc}") from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        if suffix in IMAGE_SUFFIXES:
-            _write_2d(labels.astype(dtype), tmp, suffix)
-        else:
-            _write_sitk(labels.astype(dtype), reference, tmp)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    if suffix in IMAGE_SUFFIXES:
+        atomic_write(out, lambda tmp: _write_2d(labels.astype(dtype), tmp, suffix), suffix)
+    else:
+        atomic_write(out, lambda tmp: _write_sitk(labels.astype(dtype), reference, tmp), suffix)
     return out
 
 

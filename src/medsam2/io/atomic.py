@@ -1,0 +1,38 @@
+"""Writing files so that an interrupted run leaves no partial output."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from medsam2.errors import OutputError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = "") -> Path:
+    """Call ``write(tmp)`` on a temporary file in the target folder, then rename it to ``path``.
+
+    Arguments:
+        path: the final file.
+        write: writes the whole content to the path it is given.
+        suffix: the temporary file's suffix (writers that pick a format by suffix need it).
+
+    Raises:
+        OutputError: the folder cannot be written.
+    """
+    out = Path(path)
+    folder = out.resolve().parent
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".tmp{suffix}", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"cannot write in {folder}: {exc.strerror or exc}") from exc
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
