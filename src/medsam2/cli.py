@@ -74,6 +74,27 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--report", help="write a JSON report here")
     _add_common(seg)
 
+    ev = commands.add_parser(
+        "evaluate",
+        help="measure methods side by side on a labelled dataset with simulated prompts",
+        description="Datasets: nnU-Net/MSD layout (imagesTr/, labelsTr/, dataset.json) or images/ + labels/.",
+    )
+    ev.add_argument("dataset", help="dataset folder")
+    ev.add_argument("-o", "--output-dir", required=True, help="RESULTS_DIR for per_case.csv, summary.csv/.md, results.json")
+    ev.add_argument("--protocol", default="box-mid", help="box-mid (default), box-largest, click-mid or box-every-K")
+    ev.add_argument("--methods", default="confidence,oracle", help="comma-separated: confidence, fifo, none, oracle")
+    ev.add_argument("--labels", help="comma-separated label values to evaluate (default: every label found)")
+    ev.add_argument("--cases", type=int, help="only the first N cases")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the prompt jitter")
+    ev.add_argument("--jitter", type=int, default=0, help="move box edges at random by up to this many pixels")
+    ev.add_argument("--nsd-tol", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
+    ev.add_argument("--axis", default="axial", choices=AXES)
+    ev.add_argument("--window", default="auto", choices=WINDOW_CHOICES)
+    ev.add_argument("--checkpoint", help="weights file to use instead of the backbone's bundled weights")
+    ev.add_argument("--save-predictions", action="store_true", help="write every method's masks under RESULTS_DIR/predictions")
+    ev.add_argument("--resume", action="store_true", help="continue a run in RESULTS_DIR, skipping finished cases")
+    _add_common(ev)
+
     demo = commands.add_parser("demo", help="segment five organs of the bundled CT sample and score them")
     demo.add_argument("-o", "--output-dir", default="medsam2_demo", help="folder for the label map, montage and report")
     _add_common(demo)
@@ -92,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if args.command == "segment":
             return _segment(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         if args.command == "demo":
             from medsam2.demo import run_demo
 
@@ -234,6 +257,52 @@ def _segment(args) -> int:
             f"wrote {output} ({result.report.slices_encoded} of {result.report.slices_total} slices encoded, "
             f"{timings.total_seconds:.1f} s)"
         )
+    return 0
+
+
+def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise UsageError(f"{option} takes comma-separated integers, not '{text}'") from exc
+
+
+def _evaluate(args) -> int:
+    from medsam2.datasets import discover_dataset
+    from medsam2.evaluate import EvaluationConfig, check_config, run_evaluation
+    from medsam2.segmenter import Segmenter
+
+    config = EvaluationConfig(
+        protocol=args.protocol,
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        labels=_int_list(args.labels, "--labels"),
+        cases=args.cases,
+        seed=args.seed,
+        jitter=args.jitter,
+        nsd_tolerance_mm=args.nsd_tol,
+        axis=args.axis,
+        window=args.window,
+    )
+    check_config(config)
+    dataset = discover_dataset(args.dataset)
+    segmenters: dict[str, Segmenter] = {}
+
+    def segmenter_for(memory: str) -> Segmenter:
+        if memory not in segmenters:
+            shared_backbone = next(iter(segmenters.values())).backbone if segmenters else "litemedsam"
+            segmenters[memory] = Segmenter(backbone=shared_backbone, device=args.device, checkpoint=args.checkpoint, memory=memory)
+        return segmenters[memory]
+
+    results = run_evaluation(
+        dataset, Path(args.output_dir), config, segmenter_for, resume=args.resume, overwrite=args.overwrite,
+        save_predictions=args.save_predictions, progress=not args.quiet and sys.stderr.isatty(),
+    )
+    for note in results["notes"]:
+        _warn(note)
+    if not args.quiet:
+        print((Path(args.output_dir) / "summary.md").read_text(), end="")
     return 0
 
 

@@ -1,0 +1,101 @@
+"""Labelled datasets on disk: the nnU-Net / Medical Segmentation Decathlon layout and plain folders.
+
+* nnU-Net / MSD: ``imagesTr/CASE_0000.nii.gz`` (the ``_0000`` channel suffix is optional),
+  ``labelsTr/CASE.nii.gz`` and ``dataset.json`` whose ``labels`` names the structures (nnU-Net v2
+  writes ``{"background": 0, "liver": 1}``, the MSD ``{"0": "background", "1": "liver"}``).
+* plain: ``images/NAME.ext`` with ``labels/NAME.ext`` (matched by name without suffix); 2D
+  images and 3D volumes alike.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medsam2.errors import InputError
+from medsam2.io.volume import SUPPORTED_SUFFIXES, suffix_of
+
+_CHANNEL = re.compile(r"_\d{4}$")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One image with its label map."""
+
+    case_id: str
+    image: Path
+    label: Path
+
+
+@dataclass
+class Dataset:
+    """Cases found in a folder, the structure names, and what was skipped and why."""
+
+    root: Path
+    layout: str  # "nnunet" or "plain"
+    cases: list[Case]
+    label_names: dict[int, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _stem(path: Path) -> str:
+    suffix = suffix_of(path)
+    return path.name[: -len(suffix)] if suffix else path.name
+
+
+def _images_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and suffix_of(p) in SUPPORTED_SUFFIXES and not p.name.startswith("."))
+
+
+def _label_names(dataset_json: Path) -> dict[int, str]:
+    try:
+        data = json.loads(dataset_json.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read {dataset_json}: {exc}") from exc
+    labels = data.get("labels", {}) if isinstance(data, dict) else {}
+    names: dict[int, str] = {}
+    for key, value in labels.items():
+        if isinstance(value, int) and not isinstance(value, bool):  # nnU-Net v2: name -> value
+            names[value] = key
+        elif isinstance(value, str) and str(key).isdigit():  # MSD: "value" -> name
+            names[int(key)] = value
+    names.pop(0, None)
+    return names
+
+
+def discover_dataset(root: str | Path) -> Dataset:
+    """Find the cases of a dataset folder.
+
+    Raises:
+        InputError: the folder does not exist or holds no image.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"no such dataset folder: {root}")
+    if (root / "imagesTr").is_dir():
+        layout, image_dir, label_dir = "nnunet", root / "imagesTr", root / "labelsTr"
+    elif (root / "images").is_dir():
+        layout, image_dir, label_dir = "plain", root / "images", root / "labels"
+    else:
+        raise InputError(f"{root} holds neither imagesTr/ (nnU-Net layout) nor images/ (plain layout)")
+    images = _images_in(image_dir)
+    if not images:
+        raise InputError(f"{image_dir} holds no image")
+    labels = {_stem(p): p for p in _images_in(label_dir)}
+    cases, skipped = [], []
+    for image in images:
+        stem = _stem(image)
+        case_id = _CHANNEL.sub("", stem) if layout == "nnunet" else stem
+        if layout == "nnunet" and stem.endswith(tuple(f"_{c:04d}" for c in range(1, 10))):
+            continue  # further channels of a multi-channel case: the first channel is used
+        label = labels.get(case_id)
+        if label is None:
+            skipped.append(f"{case_id}: no label file in {label_dir}")
+            continue
+        cases.append(Case(case_id, image, label))
+    names = _label_names(root / "dataset.json") if (root / "dataset.json").is_file() else {}
+    return Dataset(root=root, layout=layout, cases=cases, label_names=names, skipped=skipped)

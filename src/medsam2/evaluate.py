@@ -1,0 +1,337 @@
+"""``medsam2 evaluate``: methods side by side on a labelled dataset with simulated prompts.
+
+Protocols (the prompts a simulated user gives, per structure, from its reference mask):
+
+* ``box-mid``: the bounding box on the slice in the middle of the structure's extent;
+* ``box-largest``: the bounding box on the slice where the structure is largest;
+* ``click-mid``: one foreground click at the point deepest inside the structure (largest
+  distance to its border) on the middle slice;
+* ``box-every-K``: a box every K slices of the extent, starting at its first slice.
+
+``--jitter P`` moves every box edge by a random whole number of pixels in [-P, P] (seeded).
+
+Methods: ``confidence`` (the confidence memory bank), ``fifo`` (prompted frames plus the last
+six), ``none`` (previous slice only) and ``oracle`` (the reference box on every slice: an upper
+bound that costs one prompt per slice).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import resource
+import statistics
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from tqdm import tqdm
+
+from medsam2.datasets import Dataset
+from medsam2.errors import InputError, OutputError, UsageError
+from medsam2.io.atomic import atomic_write
+from medsam2.io.volume import load_volume, save_mask
+from medsam2.metrics import dice, hd95, iou, nsd
+from medsam2.prompts import Box, ObjectPrompts, Point
+from medsam2.slicing import frame_spacing, to_frames
+
+METHODS = ("confidence", "fifo", "none", "oracle")
+_EVERY = re.compile(r"^box-every-(\d+)$")
+PER_CASE_FIELDS = [
+    "case", "method", "label", "structure", "dice", "iou", "hd95_mm", "nsd", "prompts", "prompted_slices",
+    "slices_decoded", "seconds", "seconds_per_slice", "peak_rss_mb",
+]
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What a run measures; a resumed run must have the same."""
+
+    protocol: str = "box-mid"
+    methods: tuple[str, ...] = ("confidence", "oracle")
+    labels: tuple[int, ...] | None = None
+    cases: int | None = None
+    seed: int = 0
+    jitter: int = 0
+    nsd_tolerance_mm: float = 2.0
+    axis: str = "axial"
+    window: str = "auto"
+
+
+def check_config(config: EvaluationConfig) -> None:
+    """Raises UsageError for an unknown protocol or method."""
+    if config.protocol not in ("box-mid", "box-largest", "click-mid") and not _EVERY.match(config.protocol):
+        raise UsageError(f"unknown protocol '{config.protocol}'; choose box-mid, box-largest, click-mid or box-every-K")
+    unknown = [m for m in config.methods if m not in METHODS]
+    if unknown or not config.methods:
+        raise UsageError(f"unknown method {unknown[0] if unknown else '(none)'}; choose from {', '.join(METHODS)}")
+    if config.jitter < 0:
+        raise UsageError("--jitter must be 0 or more pixels")
+
+
+def _extent(reference: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(reference.reshape(reference.shape[0], -1).any(axis=1))
+
+
+def _box_on(reference: np.ndarray, frame: int, rng: np.random.Generator, jitter: int) -> Box:
+    rows, cols = np.nonzero(reference[frame])
+    x0, y0, x1, y1 = (int(v) for v in (cols.min(), rows.min(), cols.max(), rows.max()))
+    if jitter:
+        x0, y0, x1, y1 = (v + int(rng.integers(-jitter, jitter + 1)) for v in (x0, y0, x1, y1))
+    height, width = reference.shape[1:3]
+    x0, x1 = sorted((min(max(x0, 0), width - 1), min(max(x1, 0), width - 1)))
+    y0, y1 = sorted((min(max(y0, 0), height - 1), min(max(y1, 0), height - 1)))
+    if x1 == x0:
+        x1, x0 = (x0 + 1, x0) if x0 + 1 < width else (x0, x0 - 1)
+    if y1 == y0:
+        y1, y0 = (y0 + 1, y0) if y0 + 1 < height else (y0, y0 - 1)
+    return Box(frame, x0, y0, x1, y1)
+
+
+def simulate_prompts(reference: np.ndarray, protocol: str, rng: np.random.Generator, jitter: int = 0) -> ObjectPrompts:
+    """Prompts for one structure from its (frames, rows, cols) bool reference (label set later)."""
+    slices = _extent(reference)
+    middle = int((slices[0] + slices[-1]) // 2)
+    if not reference[middle].any():  # a structure with a gap at its middle: nearest slice holding it
+        middle = int(slices[np.argmin(np.abs(slices - middle))])
+    if protocol == "box-mid":
+        return ObjectPrompts(0, boxes=[_box_on(reference, middle, rng, jitter)])
+    if protocol == "box-largest":
+        areas = reference.reshape(reference.shape[0], -1).sum(axis=1)
+        return ObjectPrompts(0, boxes=[_box_on(reference, int(np.argmax(areas)), rng, jitter)])
+    if protocol == "click-mid":
+        depth = ndimage.distance_transform_edt(np.pad(reference[middle], 1))[1:-1, 1:-1]
+        row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)
+        return ObjectPrompts(0, points=[Point(middle, float(col), float(row))])
+    if protocol == "oracle":
+        return ObjectPrompts(0, boxes=[_box_on(reference, int(z), rng, 0) for z in slices])
+    match = _EVERY.match(protocol)
+    if match:
+        step = max(1, int(match.group(1)))
+        frames = [int(z) for z in range(int(slices[0]), int(slices[-1]) + 1, step) if reference[z].any()]
+        return ObjectPrompts(0, boxes=[_box_on(reference, z, rng, jitter) for z in frames])
+    raise UsageError(f"unknown protocol '{protocol}'")
+
+
+@dataclass
+class StructureResult:
+    """One structure of one case under one method."""
+
+    case: str
+    method: str
+    label: int
+    structure: str
+    dice: float
+    iou: float
+    hd95_mm: float
+    nsd: float
+    prompts: int
+    prompted_slices: str
+    slices_decoded: int
+    seconds: float
+    seconds_per_slice: float
+    peak_rss_mb: float
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def evaluate_case(
+    case, segmenter_for, config: EvaluationConfig, names: dict[int, str], predictions_dir: Path | None
+) -> tuple[list[StructureResult], list[str]]:
+    """Run every method on one case; returns results and notes (skipped structures)."""
+    volume = load_volume(case.image)
+    reference_volume = load_volume(case.label)
+    if reference_volume.shape != volume.shape:
+        return [], [f"{case.case_id}: image {volume.shape} and label {reference_volume.shape} differ in shape; skipped"]
+    reference = np.asarray(reference_volume.array if reference_volume.array.ndim == 3 else reference_volume.array[..., 0])
+    present = [int(v) for v in np.unique(reference) if v != 0]
+    wanted = list(config.labels) if config.labels else present
+    notes = [f"{case.case_id}: label {v} not found; skipped" for v in wanted if v not in present]
+    labels = [v for v in wanted if v in present]
+    if not labels:
+        return [], notes
+    frames_reference = to_frames(reference, config.axis)
+    spacing = frame_spacing(volume.spacing, config.axis)
+    rng = np.random.default_rng([config.seed, zlib.crc32(case.case_id.encode())])
+    prompts = {}
+    for label in labels:
+        simulated = simulate_prompts(frames_reference == label, config.protocol, rng, config.jitter)
+        prompts[label] = simulated
+    results = []
+    for method in config.methods:
+        objects = []
+        for label in labels:
+            source = simulate_prompts(frames_reference == label, "oracle", rng) if method == "oracle" else prompts[label]
+            objects.append(ObjectPrompts(label, names.get(label), boxes=list(source.boxes), points=list(source.points)))
+        segmenter = segmenter_for("confidence" if method == "oracle" else method)
+        start = time.perf_counter()
+        outcome = segmenter.segment(volume, objects, axis=config.axis, window=config.window)
+        seconds = time.perf_counter() - start
+        frames_prediction = to_frames(outcome.labels, config.axis)
+        if predictions_dir is not None:
+            save_mask(outcome.labels, volume, predictions_dir / method / f"{case.case_id}.nii.gz", overwrite=True)
+        encoded = max(outcome.report.slices_encoded, 1)
+        for obj, report in zip(objects, outcome.report.objects):
+            predicted = frames_prediction == obj.label
+            truth = frames_reference == obj.label
+            results.append(
+                StructureResult(
+                    case=case.case_id,
+                    method=method,
+                    label=obj.label,
+                    structure=names.get(obj.label, f"label_{obj.label}"),
+                    dice=round(dice(predicted, truth), 5),
+                    iou=round(iou(predicted, truth), 5),
+                    hd95_mm=round(hd95(predicted, truth, spacing), 3),
+                    nsd=round(nsd(predicted, truth, spacing, config.nsd_tolerance_mm), 5),
+                    prompts=len(obj.boxes) + len(obj.points),
+                    prompted_slices=" ".join(str(f) for f in report.prompted_slices),
+                    slices_decoded=len(report.confidence_per_slice),
+                    seconds=round(seconds, 3),
+                    seconds_per_slice=round(seconds / encoded, 4),
+                    peak_rss_mb=_peak_rss_mb(),
+                )
+            )
+    return results, notes
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean, std and median per method and structure, and the ratio of each mean Dice to the oracle's."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["structure"]), []).append(row)
+    oracle = {s: statistics.fmean(float(r["dice"]) for r in g) for (m, s), g in groups.items() if m == "oracle"}
+    summary = []
+    for (method, structure), group in sorted(groups.items()):
+        values = [float(r["dice"]) for r in group]
+        nsds = [float(r["nsd"]) for r in group]
+        hds = [float(r["hd95_mm"]) for r in group]
+        mean = statistics.fmean(values)
+        summary.append(
+            {
+                "method": method,
+                "structure": structure,
+                "cases": len(group),
+                "dice_mean": round(mean, 4),
+                "dice_std": round(statistics.pstdev(values), 4),
+                "dice_median": round(statistics.median(values), 4),
+                "nsd_mean": round(statistics.fmean(nsds), 4),
+                "hd95_median_mm": round(statistics.median(hds), 3),
+                "ratio_to_oracle": round(mean / oracle[structure], 4) if oracle.get(structure) else None,
+            }
+        )
+    return summary
+
+
+def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write, ".csv")
+
+
+def _summary_markdown(summary: list[dict], config: EvaluationConfig) -> str:
+    lines = [
+        f"# medsam2 evaluate: protocol {config.protocol}, jitter {config.jitter} px, NSD tolerance {config.nsd_tolerance_mm} mm",
+        "",
+        "| method | structure | cases | Dice mean | Dice std | Dice median | NSD mean | HD95 median (mm) | / oracle |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summary:
+        ratio = "" if s["ratio_to_oracle"] is None else f"{s['ratio_to_oracle']:.3f}"
+        lines.append(
+            f"| {s['method']} | {s['structure']} | {s['cases']} | {s['dice_mean']:.4f} | {s['dice_std']:.4f} | "
+            f"{s['dice_median']:.4f} | {s['nsd_mean']:.4f} | {s['hd95_median_mm']} | {ratio} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def prepare_results_dir(results_dir: Path, config: EvaluationConfig, resume: bool, overwrite: bool) -> list[dict]:
+    """Create or check RESULTS_DIR; returns the rows of a run being resumed.
+
+    Raises:
+        OutputError: the folder holds another run's results and neither resume nor overwrite
+            was asked for, or a resumed run's settings differ.
+    """
+    results_json = results_dir / "results.json"
+    if results_dir.exists() and not results_dir.is_dir():
+        raise OutputError(f"{results_dir} exists and is not a folder")
+    if results_json.exists():
+        previous = json.loads(results_json.read_text())
+        if resume:
+            if previous.get("config") != json.loads(json.dumps(asdict(config))):
+                raise OutputError(f"{results_dir} holds a run with other settings; use another folder or --overwrite")
+            return list(previous.get("per_case", []))
+        if not overwrite:
+            raise OutputError(f"{results_dir} holds results of another run; pass --resume to continue it or --overwrite")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    return []
+
+
+def run_evaluation(
+    dataset: Dataset,
+    results_dir: Path,
+    config: EvaluationConfig,
+    segmenter_for,
+    resume: bool = False,
+    overwrite: bool = False,
+    save_predictions: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Evaluate every case; writes per_case.csv, summary.csv, summary.md and results.json.
+
+    Arguments:
+        segmenter_for: memory kind -> a Segmenter (built once per kind by the caller).
+    """
+    check_config(config)
+    rows = prepare_results_dir(results_dir, config, resume, overwrite)
+    done = {r["case"] for r in rows}
+    cases = dataset.cases[: config.cases] if config.cases else dataset.cases
+    notes = list(dataset.skipped)
+    predictions_dir = results_dir / "predictions" if save_predictions else None
+    if predictions_dir is not None:
+        for method in config.methods:
+            (predictions_dir / method).mkdir(parents=True, exist_ok=True)
+    for case in tqdm(cases, desc="cases", unit="case", disable=not progress):
+        if case.case_id in done:
+            continue
+        try:
+            results, case_notes = evaluate_case(case, segmenter_for, config, dataset.label_names, predictions_dir)
+        except InputError as exc:
+            results, case_notes = [], [f"{case.case_id}: {exc}; skipped"]
+        notes.extend(case_notes)
+        rows.extend(asdict(r) for r in results)
+        _write_outputs(results_dir, rows, config, notes, dataset)  # after every case: an interrupted run can resume
+    if not rows:
+        raise InputError("no structure could be evaluated: " + ("; ".join(notes[:3]) or "no case"))
+    return _write_outputs(results_dir, rows, config, notes, dataset)
+
+
+def _write_outputs(results_dir: Path, rows: list[dict], config: EvaluationConfig, notes: list[str], dataset: Dataset) -> dict:
+    summary = summarise(rows) if rows else []
+    _write_csv(results_dir / "per_case.csv", rows, PER_CASE_FIELDS)
+    if summary:
+        _write_csv(results_dir / "summary.csv", summary, list(summary[0]))
+    atomic_write(results_dir / "summary.md", lambda tmp: tmp.write_text(_summary_markdown(summary, config)), ".md")
+    results = {
+        "config": asdict(config),
+        "dataset": str(dataset.root),
+        "layout": dataset.layout,
+        "notes": notes,
+        "summary": summary,
+        "per_case": rows,
+    }
+    atomic_write(results_dir / "results.json", lambda tmp: tmp.write_text(json.dumps(results, indent=2)), ".json")
+    return results
+
+
+__all__ = ["METHODS", "EvaluationConfig", "run_evaluation", "simulate_prompts", "summarise"]
