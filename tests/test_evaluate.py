@@ -69,6 +69,11 @@ def test_evaluate_two_methods_end_to_end(nnunet_dataset, tmp_path, capsys, monke
     assert "tiny_900" in err and "tiny_901" in err  # skipped and said so
     for name in ("per_case.csv", "summary.csv", "summary.md", "results.json"):
         assert (results_dir / name).is_file()
+    for name in ("dice_boxplot.png", "dice_by_distance.png"):
+        assert (results_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    curves = json.loads((results_dir / "results.json").read_text())["dice_by_distance"]
+    assert {c["distance"] for c in curves if c["method"] == "confidence"} >= {0, 1, 2, 3}
+    assert all(c["distance"] == 0 for c in curves if c["method"] == "oracle")
     rows = list(csv.DictReader((results_dir / "per_case.csv").open()))
     assert {(r["case"], r["method"], r["structure"]) for r in rows} == {
         (c, m, s) for c in ("tiny_000", "tiny_001") for m in ("confidence", "oracle") for s in ("spleen", "kidney_left")

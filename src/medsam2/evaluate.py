@@ -135,6 +135,21 @@ class StructureResult:
     seconds: float
     seconds_per_slice: float
     peak_rss_mb: float
+    #: Dice per reference slice by distance (in slices) from the nearest prompted slice
+    dice_by_distance: dict[int, list[float]] | None = None
+
+
+def slice_dice_by_distance(predicted: np.ndarray, truth: np.ndarray, prompted: list[int]) -> dict[int, list[float]]:
+    """(frames, rows, cols) masks -> {distance from the nearest prompted slice: [Dice of each slice]}
+    over the slices where the reference has the structure."""
+    out: dict[int, list[float]] = {}
+    for z in _extent(truth):
+        if not truth[z].any():
+            continue
+        distance = int(min(abs(int(z) - p) for p in prompted)) if prompted else -1
+        inter = float((predicted[z] & truth[z]).sum())
+        out.setdefault(distance, []).append(round(2 * inter / (float(predicted[z].sum()) + float(truth[z].sum())), 5))
+    return out
 
 
 def _peak_rss_mb() -> float:
@@ -196,6 +211,7 @@ def evaluate_case(
                     seconds=round(seconds, 3),
                     seconds_per_slice=round(seconds / encoded, 4),
                     peak_rss_mb=_peak_rss_mb(),
+                    dice_by_distance=slice_dice_by_distance(predicted, truth, report.prompted_slices),
                 )
             )
     return results, notes
@@ -255,8 +271,9 @@ def _summary_markdown(summary: list[dict], config: EvaluationConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def prepare_results_dir(results_dir: Path, config: EvaluationConfig, resume: bool, overwrite: bool) -> list[dict]:
-    """Create or check RESULTS_DIR; returns the rows of a run being resumed.
+def prepare_results_dir(results_dir: Path, config: EvaluationConfig, resume: bool, overwrite: bool) -> tuple[list[dict], list[dict]]:
+    """Create or check RESULTS_DIR; returns the per-case rows and Dice-by-distance rows of a run
+    being resumed.
 
     Raises:
         OutputError: the folder holds another run's results and neither resume nor overwrite
@@ -270,11 +287,11 @@ def prepare_results_dir(results_dir: Path, config: EvaluationConfig, resume: boo
         if resume:
             if previous.get("config") != json.loads(json.dumps(asdict(config))):
                 raise OutputError(f"{results_dir} holds a run with other settings; use another folder or --overwrite")
-            return list(previous.get("per_case", []))
+            return list(previous.get("per_case", [])), list(previous.get("dice_by_distance", []))
         if not overwrite:
             raise OutputError(f"{results_dir} holds results of another run; pass --resume to continue it or --overwrite")
     results_dir.mkdir(parents=True, exist_ok=True)
-    return []
+    return [], []
 
 
 def run_evaluation(
@@ -293,7 +310,7 @@ def run_evaluation(
         segmenter_for: memory kind -> a Segmenter (built once per kind by the caller).
     """
     check_config(config)
-    rows = prepare_results_dir(results_dir, config, resume, overwrite)
+    rows, curves = prepare_results_dir(results_dir, config, resume, overwrite)
     done = {r["case"] for r in rows}
     cases = dataset.cases[: config.cases] if config.cases else dataset.cases
     notes = list(dataset.skipped)
@@ -309,14 +326,25 @@ def run_evaluation(
         except InputError as exc:
             results, case_notes = [], [f"{case.case_id}: {exc}; skipped"]
         notes.extend(case_notes)
-        rows.extend(asdict(r) for r in results)
-        _write_outputs(results_dir, rows, config, notes, dataset)  # after every case: an interrupted run can resume
+        for result in results:
+            row = asdict(result)
+            by_distance = row.pop("dice_by_distance") or {}
+            curves.extend(
+                {"case": result.case, "method": result.method, "structure": result.structure, "distance": d, "dice": v}
+                for d, values in by_distance.items() for v in values
+            )
+            rows.append(row)
+        _write_outputs(results_dir, rows, curves, config, notes, dataset)  # after every case: a run can resume
     if not rows:
         raise InputError("no structure could be evaluated: " + ("; ".join(notes[:3]) or "no case"))
-    return _write_outputs(results_dir, rows, config, notes, dataset)
+    results = _write_outputs(results_dir, rows, curves, config, notes, dataset)
+    write_plots(results_dir, rows, curves)
+    return results
 
 
-def _write_outputs(results_dir: Path, rows: list[dict], config: EvaluationConfig, notes: list[str], dataset: Dataset) -> dict:
+def _write_outputs(
+    results_dir: Path, rows: list[dict], curves: list[dict], config: EvaluationConfig, notes: list[str], dataset: Dataset
+) -> dict:
     summary = summarise(rows) if rows else []
     _write_csv(results_dir / "per_case.csv", rows, PER_CASE_FIELDS)
     if summary:
@@ -329,9 +357,51 @@ def _write_outputs(results_dir: Path, rows: list[dict], config: EvaluationConfig
         "notes": notes,
         "summary": summary,
         "per_case": rows,
+        "dice_by_distance": curves,
     }
     atomic_write(results_dir / "results.json", lambda tmp: tmp.write_text(json.dumps(results, indent=2)), ".json")
     return results
+
+
+def write_plots(results_dir: Path, rows: list[dict], curves: list[dict]) -> None:
+    """``dice_boxplot.png`` (Dice per method and structure) and ``dice_by_distance.png`` (mean
+    slice Dice against the distance from the nearest prompted slice, per method)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = sorted({r["method"] for r in rows})
+    structures = sorted({r["structure"] for r in rows})
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(structures) * len(methods)), 4))
+    data, labels = [], []
+    for structure in structures:
+        for method in methods:
+            data.append([float(r["dice"]) for r in rows if r["method"] == method and r["structure"] == structure])
+            labels.append(f"{structure}\n{method}")
+    ax.boxplot(data)
+    ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
+    ax.set_ylabel("Dice")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Dice per method and structure")
+    fig.tight_layout()
+    atomic_write(results_dir / "dice_boxplot.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110), ".png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in methods:
+        points = [c for c in curves if c["method"] == method]
+        distances = sorted({int(c["distance"]) for c in points})
+        means = [statistics.fmean(float(c["dice"]) for c in points if int(c["distance"]) == d) for d in distances]
+        ax.plot(distances, means, marker="o", label=method)
+    ax.set_xlabel("distance from the nearest prompted slice (slices)")
+    ax.set_ylabel("mean slice Dice")
+    ax.set_ylim(0, 1.02)
+    ax.legend()
+    ax.set_title("How accuracy decays away from the prompt")
+    fig.tight_layout()
+    atomic_write(results_dir / "dice_by_distance.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110), ".png")
+    plt.close(fig)
 
 
 __all__ = ["METHODS", "EvaluationConfig", "run_evaluation", "simulate_prompts", "summarise"]
