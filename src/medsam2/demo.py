@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -57,9 +56,9 @@ def run_demo(output_dir: Path, device: str = "auto", overwrite: bool = False, qu
     montage_path = output_dir / "demo_montage.png"
     report_path = output_dir / "demo_report.json"
     for path in (labels_path, montage_path, report_path):
-        check_output_path(path, [], overwrite) if path.suffix != ".json" else None
         if path.exists() and not overwrite:
             raise OutputError(f"{path} exists; pass --overwrite to replace it")
+    check_output_path(labels_path, [], overwrite)  # also checks that the folder is writable
 
     ct_path, seg_path = sample_paths()
     volume = load_volume(ct_path)
@@ -114,7 +113,3 @@ def _write_demo_montage(path: Path, volume: Volume, labels: np.ndarray, referenc
     picks = np.unique(np.linspace(slices_with[0], slices_with[-1], num=min(8, slices_with.size)).round().astype(int))
     ref = np.where(np.isin(reference, list(DEMO_ORGANS)), reference, 0)
     write_montage(path, volume, gray, labels, picks.tolist(), reference=ref, names=DEMO_ORGANS)
-
-
-def load_demo_report(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
