@@ -8,9 +8,20 @@ Dice) uses a tolerance in mm and is 1.0 when both masks are empty.
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou, compute_surface_dice
+
+
+@contextmanager
+def _quiet_monai():
+    """MONAI 1.5+ warns about an argument its own metric functions pass internally; hide that."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*always_return_as_numpy.*")
+        yield
 
 
 def _pair(prediction: np.ndarray, reference: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,7 +51,8 @@ def hd95(prediction: np.ndarray, reference: np.ndarray, spacing: tuple[float, ..
         return float("nan")
     if not p.any() or not r.any():
         return float("inf")
-    value = compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=list(spacing))
+    with _quiet_monai():
+        value = compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=list(spacing))
     return float(value[0, 0])
 
 
@@ -49,5 +61,6 @@ def nsd(prediction: np.ndarray, reference: np.ndarray, spacing: tuple[float, ...
     p, r = _pair(prediction, reference)
     if not p.any() and not r.any():
         return 1.0
-    value = compute_surface_dice(p, r, class_thresholds=[tolerance_mm], include_background=True, spacing=list(spacing))
+    with _quiet_monai():
+        value = compute_surface_dice(p, r, class_thresholds=[tolerance_mm], include_background=True, spacing=list(spacing))
     return float(value[0, 0])
