@@ -40,13 +40,13 @@ def run_case(case: str, slices: int) -> dict:
     import torch
 
     from medsam2 import Box, ObjectPrompts, Segmenter, Volume, load_volume
-    from medsam2.demo import middle_slice_box
+    from medsam2.evaluate import middle_slice_box
 
     if case == "ct":
         volume = load_volume(SHARED / "totalseg_example" / "example_ct.nii.gz")
         reference = load_volume(SHARED / "totalseg_example" / "example_seg_fast_force_split.nii.gz").array
         organs = {1: "spleen", 2: "kidney_right", 3: "kidney_left", 5: "liver", 6: "stomach"}
-        prompts = [ObjectPrompts(label, name, boxes=[middle_slice_box(reference == label).box]) for label, name in organs.items()]
+        prompts = [ObjectPrompts(label, name, boxes=[middle_slice_box(reference == label)]) for label, name in organs.items()]
     else:
         rng = np.random.default_rng(0)
         array = rng.normal(100, 10, size=(slices, 512, 512)).astype(np.float32)

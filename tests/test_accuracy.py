@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from medsam2 import Box, ObjectPrompts, Segmenter, load_volume
-from medsam2.demo import middle_slice_box
+from medsam2.evaluate import middle_slice_box
 from medsam2.metrics import dice
 from medsam2.preprocess import FrameGeometry, normalize_intensities
 
@@ -30,7 +30,7 @@ def ct_case():
 
 
 def one_box_prompts(reference):
-    return [ObjectPrompts(label, name, boxes=[middle_slice_box(reference == label).box]) for label, name in ORGANS.items()]
+    return [ObjectPrompts(label, name, boxes=[middle_slice_box(reference == label)]) for label, name in ORGANS.items()]
 
 
 def oracle_dice(volume, reference, backbone):

@@ -60,7 +60,7 @@ def test_protocols_place_prompts_where_they_say():
 
 
 def test_evaluate_two_methods_end_to_end(nnunet_dataset, tmp_path, capsys, monkeypatch, backbone):
-    monkeypatch.setattr("medsam2.segmenter.build_backbone", lambda *a, **k: backbone)
+    monkeypatch.setattr("medsam2.backbones.build_backbone", lambda *a, **k: backbone)
     results_dir = tmp_path / "results"
     code = main(["evaluate", str(nnunet_dataset), "-o", str(results_dir), "--methods", "confidence,oracle",
                  "--save-predictions", "--quiet"])

@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--nsd-tol", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
     ev.add_argument("--axis", default="axial", choices=AXES)
     ev.add_argument("--window", default="auto", choices=WINDOW_CHOICES)
+    ev.add_argument("--backbone", default="litemedsam", help="segmentation backbone (default litemedsam, embedded)")
     ev.add_argument("--checkpoint", help="weights file to use instead of the backbone's bundled weights")
     ev.add_argument("--save-predictions", action="store_true", help="write every method's masks under RESULTS_DIR/predictions")
     ev.add_argument("--resume", action="store_true", help="continue a run in RESULTS_DIR, skipping finished cases")
@@ -270,7 +271,10 @@ def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
 
 
 def _evaluate(args) -> int:
+    from medsam2.backbones import build_backbone
+    from medsam2.backbones.cache import CachedBackbone
     from medsam2.datasets import discover_dataset
+    from medsam2.devices import resolve_device
     from medsam2.evaluate import EvaluationConfig, check_config, run_evaluation
     from medsam2.segmenter import Segmenter
 
@@ -288,16 +292,20 @@ def _evaluate(args) -> int:
     check_config(config)
     dataset = discover_dataset(args.dataset)
     segmenters: dict[str, Segmenter] = {}
+    cache: list[CachedBackbone] = []  # built with the first segmenter: no model load for a run with nothing to do
 
     def segmenter_for(memory: str) -> Segmenter:
+        if not cache:
+            cache.append(CachedBackbone(build_backbone(args.backbone, resolve_device(args.device), args.checkpoint)))
         if memory not in segmenters:
-            shared_backbone = next(iter(segmenters.values())).backbone if segmenters else "litemedsam"
-            segmenters[memory] = Segmenter(backbone=shared_backbone, device=args.device, checkpoint=args.checkpoint, memory=memory)
+            # every method of a case reads the same frames: encode them once for all methods
+            segmenters[memory] = Segmenter(backbone=cache[0], memory=memory)
         return segmenters[memory]
 
     results = run_evaluation(
         dataset, Path(args.output_dir), config, segmenter_for, resume=args.resume, overwrite=args.overwrite,
         save_predictions=args.save_predictions, progress=not args.quiet and sys.stderr.isatty(),
+        after_case=lambda: cache[0].clear() if cache else None,
     )
     for note in results["notes"]:
         _warn(note)

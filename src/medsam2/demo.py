@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from medsam2.errors import OutputError
+from medsam2.evaluate import middle_slice_box
 from medsam2.io.volume import Volume, check_output_path, load_volume, save_mask
 from medsam2.metrics import dice
 from medsam2.montage import write_montage
 from medsam2.preprocess import normalize_intensities
-from medsam2.prompts import Box, ObjectPrompts
+from medsam2.prompts import ObjectPrompts
 
 #: TotalSegmentator labels of the demo organs
 DEMO_ORGANS = {1: "spleen", 2: "kidney_right", 3: "kidney_left", 5: "liver", 6: "stomach"}
@@ -24,24 +24,6 @@ def sample_paths() -> tuple[Path, Path]:
     """(CT, reference label map) of the bundled TotalSegmentator crop (see data/NOTICE)."""
     data = resources.files("medsam2") / "data"
     return Path(str(data / "example_ct_sm.nii.gz")), Path(str(data / "example_seg.nii.gz"))
-
-
-@dataclass(frozen=True)
-class SimulatedPrompt:
-    """A box drawn from a reference mask on the middle slice of the structure's extent."""
-
-    frame: int
-    box: Box
-
-
-def middle_slice_box(reference: np.ndarray) -> SimulatedPrompt:
-    """Reference (z, y, x) bool mask -> its bounding box on the middle slice of its z extent."""
-    slices = np.flatnonzero(reference.reshape(reference.shape[0], -1).any(axis=1))
-    if slices.size == 0:
-        raise ValueError("the reference mask is empty")
-    frame = int((slices[0] + slices[-1]) // 2)
-    rows, cols = np.nonzero(reference[frame])
-    return SimulatedPrompt(frame, Box(frame, float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max())))
 
 
 def run_demo(output_dir: Path, device: str = "auto", overwrite: bool = False, quiet: bool = False) -> int:
@@ -65,8 +47,7 @@ def run_demo(output_dir: Path, device: str = "auto", overwrite: bool = False, qu
     reference = load_volume(seg_path).array
     objects = []
     for label, name in DEMO_ORGANS.items():
-        prompt = middle_slice_box(reference == label)
-        objects.append(ObjectPrompts(label=label, name=name, boxes=[prompt.box]))
+        objects.append(ObjectPrompts(label=label, name=name, boxes=[middle_slice_box(reference == label)]))
     segmenter = Segmenter(device=device)
     if not quiet:
         print(f"medsam2 demo: {len(objects)} organs of the bundled CT ({ct_path.name}, {volume.shape[0]} slices), one box each")

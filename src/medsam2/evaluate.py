@@ -24,6 +24,7 @@ import resource
 import statistics
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -115,6 +116,12 @@ def simulate_prompts(reference: np.ndarray, protocol: str, rng: np.random.Genera
         frames = [int(z) for z in range(int(slices[0]), int(slices[-1]) + 1, step) if reference[z].any()]
         return ObjectPrompts(0, boxes=[_box_on(reference, z, rng, jitter) for z in frames])
     raise UsageError(f"unknown protocol '{protocol}'")
+
+
+def middle_slice_box(reference: np.ndarray) -> Box:
+    """The ``box-mid`` prompt without jitter: the reference's bounding box on the middle slice of
+    its extent. ``reference`` is (frames, rows, cols) bool with at least one foreground voxel."""
+    return simulate_prompts(reference, "box-mid", np.random.default_rng(0)).boxes[0]
 
 
 @dataclass
@@ -303,11 +310,13 @@ def run_evaluation(
     overwrite: bool = False,
     save_predictions: bool = False,
     progress: bool = False,
+    after_case: Callable[[], None] | None = None,
 ) -> dict:
     """Evaluate every case; writes per_case.csv, summary.csv, summary.md and results.json.
 
     Arguments:
         segmenter_for: memory kind -> a Segmenter (built once per kind by the caller).
+        after_case: called after each case, e.g. to clear a feature cache that the methods share.
     """
     check_config(config)
     rows, curves = prepare_results_dir(results_dir, config, resume, overwrite)
@@ -325,6 +334,9 @@ def run_evaluation(
             results, case_notes = evaluate_case(case, segmenter_for, config, dataset.label_names, predictions_dir)
         except InputError as exc:
             results, case_notes = [], [f"{case.case_id}: {exc}; skipped"]
+        finally:
+            if after_case is not None:
+                after_case()
         notes.extend(case_notes)
         for result in results:
             row = asdict(result)
@@ -404,4 +416,4 @@ def write_plots(results_dir: Path, rows: list[dict], curves: list[dict]) -> None
     plt.close(fig)
 
 
-__all__ = ["METHODS", "EvaluationConfig", "run_evaluation", "simulate_prompts", "summarise"]
+__all__ = ["METHODS", "EvaluationConfig", "middle_slice_box", "run_evaluation", "simulate_prompts", "summarise"]
