@@ -35,11 +35,38 @@ class _PromptAction(argparse.Action):
         namespace.prompt_items = items
 
 
+class _SupportPromptAction(argparse.Action):
+    """Keeps --support-mask/--support-box/--support-point in command-line order."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = list(getattr(namespace, "support_prompts", None) or [])
+        items.append((self.dest.replace("support_", ""), values))
+        namespace.support_prompts = items
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    from medsam2.backbones.runtime import PRECISIONS, RUNTIMES
+
+    parser.add_argument("--backbone", default="litemedsam", help="segmentation backbone (default litemedsam, embedded)")
+    parser.add_argument("--checkpoint", help="weights file to use instead of the backbone's bundled weights")
+    parser.add_argument(
+        "--runtime", default="auto", choices=RUNTIMES, help="image encoder runtime: auto (OpenVINO on CPUs, else PyTorch), torch, openvino"
+    )
+    parser.add_argument(
+        "--precision", default="auto", choices=PRECISIONS, help="auto (native bf16 if any, else fp32), fp32, bf16, fp16"
+    )
+
+
+def _model_kwargs(args) -> dict:
+    """The model options of a parsed command line, as keyword arguments of build_backbone."""
+    return {"checkpoint": args.checkpoint, "runtime": args.runtime, "precision": args.precision}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,8 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--axis", default="axial", choices=AXES, help="slicing direction (default axial)")
     seg.add_argument("--window", default="auto", choices=WINDOW_CHOICES, help="intensity window (default auto)")
     seg.add_argument("--memory", default="confidence", choices=MEMORY_KINDS, help="memory rule (default: confidence bank)")
-    seg.add_argument("--backbone", default="litemedsam", help="segmentation backbone (default litemedsam, embedded)")
-    seg.add_argument("--checkpoint", help="weights file to use instead of the backbone's bundled weights")
+    _add_model_options(seg)
     seg.add_argument("--time-index", type=int, help="for 4D input: which 3D volume to segment (0-based)")
     seg.add_argument("--report", help="write a JSON report here")
     _add_common(seg)
@@ -90,11 +116,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--nsd-tol", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
     ev.add_argument("--axis", default="axial", choices=AXES)
     ev.add_argument("--window", default="auto", choices=WINDOW_CHOICES)
-    ev.add_argument("--backbone", default="litemedsam", help="segmentation backbone (default litemedsam, embedded)")
-    ev.add_argument("--checkpoint", help="weights file to use instead of the backbone's bundled weights")
+    _add_model_options(ev)
     ev.add_argument("--save-predictions", action="store_true", help="write every method's masks under RESULTS_DIR/predictions")
     ev.add_argument("--resume", action="store_true", help="continue a run in RESULTS_DIR, skipping finished cases")
     _add_common(ev)
+
+    one = commands.add_parser(
+        "oneprompt",
+        help="segment the structure of annotated support example(s) in other images or scans, with no prompt on them",
+        description="Each --support takes the next --support-mask, --support-box or --support-point (in order). "
+        "Boxes and points on 2D images may omit the slice (x0,y0,x1,y1 / x,y); on volumes write SLICE:x0,y0,x1,y1.",
+    )
+    one.add_argument("queries", nargs="+", help="query images or volumes, or folders of them")
+    one.add_argument("--support", action="append", required=True, help="an annotated example image or volume (repeatable)")
+    one.add_argument("--support-mask", action=_SupportPromptAction, help="mask of the structure on the support (one slice is enough)")
+    one.add_argument("--support-box", action=_SupportPromptAction, help="box on the support instead of a mask")
+    one.add_argument("--support-point", action=_SupportPromptAction, help="click on the support instead of a mask")
+    one.add_argument("-o", "--output-dir", required=True, help="folder for one mask per query, report.json and overview.png")
+    one.add_argument("--window", default="auto", choices=WINDOW_CHOICES, help="intensity window (default auto)")
+    _add_model_options(one)
+    _add_common(one)
 
     demo = commands.add_parser("demo", help="segment five organs of the bundled CT sample and score them")
     demo.add_argument("-o", "--output-dir", default="medsam2_demo", help="folder for the label map, montage and report")
@@ -116,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _segment(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "oneprompt":
+            from medsam2.oneprompt_cli import run_oneprompt_command
+
+            return run_oneprompt_command(args, _model_kwargs(args), _warn)
         if args.command == "demo":
             from medsam2.demo import run_demo
 
@@ -236,7 +281,7 @@ def _segment(args) -> int:
         raise PromptError("no prompt given; add --box, --point, --mask or --prompts")
     frames_shape = to_frames(volume.array, args.axis).shape
     validate_prompts(objects, frames_shape[0], frames_shape[1], frames_shape[2], args.axis)  # before the model loads
-    segmenter = Segmenter(backbone=args.backbone, device=args.device, checkpoint=args.checkpoint, memory=args.memory)
+    segmenter = Segmenter(backbone=args.backbone, device=args.device, memory=args.memory, **_model_kwargs(args))
     progress = not args.quiet and sys.stderr.isatty()
     result = segmenter.segment(volume, objects, axis=args.axis, window=args.window, progress=progress)
     for note in result.report.warnings:
@@ -296,7 +341,7 @@ def _evaluate(args) -> int:
 
     def segmenter_for(memory: str) -> Segmenter:
         if not cache:
-            cache.append(CachedBackbone(build_backbone(args.backbone, resolve_device(args.device), args.checkpoint)))
+            cache.append(CachedBackbone(build_backbone(args.backbone, resolve_device(args.device), **_model_kwargs(args))))
         if memory not in segmenters:
             # every method of a case reads the same frames: encode them once for all methods
             segmenters[memory] = Segmenter(backbone=cache[0], memory=memory)

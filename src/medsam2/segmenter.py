@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,12 +15,17 @@ import torch
 from medsam2 import __version__
 from medsam2.backbones import Backbone, build_backbone
 from medsam2.devices import resolve_device
+from medsam2.errors import PromptError
 from medsam2.io.volume import Volume
 from medsam2.memory import make_memory
+from medsam2.oneprompt import OnePromptSettings
 from medsam2.preprocess import FrameGeometry, WindowedFrames, choose_window
 from medsam2.prompts import ObjectPrompts, validate_prompts
 from medsam2.propagate import ObjectTrack, PropagationSettings, Propagator
 from medsam2.slicing import check_axis, from_frames, to_frames
+
+if TYPE_CHECKING:
+    from medsam2.oneprompt_run import OnePromptResult
 
 
 @dataclass
@@ -59,6 +66,8 @@ class SegmentationReport:
     backbone: str
     checkpoint: str | None
     device: str
+    runtime: str
+    precision: str
     memory: str
     axis: str
     window: str
@@ -100,6 +109,10 @@ class Segmenter:
         memory: "confidence" (the confidence memory bank), "fifo" (SAM 2's rule) or "none"
             (previous slice only).
         settings: propagation settings; the measured defaults when None.
+        runtime: how the image encoder runs: "auto" (OpenVINO on CPUs where installed, else
+            PyTorch), "torch" or "openvino" (ignored when a built backbone is given).
+        precision: "auto" (bf16 where the hardware has it natively, else fp32 on CPUs; bf16 or
+            fp16 on CUDA), "fp32", "bf16" or "fp16".
     """
 
     def __init__(
@@ -109,11 +122,15 @@ class Segmenter:
         checkpoint: str | Path | None = None,
         memory: str = "confidence",
         settings: PropagationSettings | None = None,
+        runtime: str = "auto",
+        precision: str = "auto",
     ) -> None:
         make_memory(memory)  # validates the name early
         if isinstance(backbone, str):
             self.device = resolve_device(device)
-            self.backbone: Backbone = build_backbone(backbone, device=self.device, checkpoint=checkpoint)
+            self.backbone: Backbone = build_backbone(
+                backbone, device=self.device, checkpoint=checkpoint, runtime=runtime, precision=precision
+            )
         else:
             self.backbone = backbone
             self.device = backbone.device
@@ -151,6 +168,9 @@ class Segmenter:
         validate_prompts(objects, n_frames, rows, cols, axis)
         intensity = choose_window(frames_raw, window, volume.modality)
         notes = list(intensity.warnings)
+        plan = getattr(self.backbone, "plan", None)
+        if plan is not None:
+            notes.extend(plan.notes)
         if "warning" in volume.metadata:
             notes.append(volume.metadata["warning"])
         preprocess_seconds = time.perf_counter() - start
@@ -198,6 +218,8 @@ class Segmenter:
             backbone=self.backbone.name,
             checkpoint=str(getattr(self.backbone, "checkpoint", "")) or None,
             device=str(self.device),
+            runtime=plan.runtime if plan is not None else "torch",
+            precision=plan.precision if plan is not None else "fp32",
             memory=self.memory,
             axis=axis,
             window=intensity.name,
@@ -212,6 +234,34 @@ class Segmenter:
             warnings=notes,
         )
         return SegmentationResult(labels=labels, report=report)
+
+    def one_prompt(
+        self,
+        support: Volume | Sequence[Volume],
+        support_prompt: ObjectPrompts | Sequence[ObjectPrompts],
+        queries: Sequence[Volume | str | Path],
+        window: str = "auto",
+        settings: OnePromptSettings | None = None,
+    ) -> OnePromptResult:
+        """One-prompt segmentation: the structure prompted on the support(s) is found in every
+        query (other images, other patients' scans) with no prompt on the queries.
+
+        Arguments:
+            support: one volume or 2D image (a one-slice volume), or several.
+            support_prompt: its prompts (a mask on one slice or more, a box or clicks), one per support.
+            queries: volumes or file paths (read one at a time; an unreadable one is reported in
+                its outcome's ``error`` and the rest go on).
+
+        Returns:
+            :class:`~medsam2.oneprompt_run.OnePromptResult`: one outcome per query, in order.
+        """
+        from medsam2.oneprompt_run import run_one_prompt
+
+        volumes = [support] if isinstance(support, Volume) else list(support)
+        prompts = [support_prompt] if isinstance(support_prompt, ObjectPrompts) else list(support_prompt)
+        if len(volumes) != len(prompts):
+            raise PromptError(f"{len(volumes)} supports but {len(prompts)} support prompts; give one prompt per support")
+        return run_one_prompt(self, list(zip(volumes, prompts)), queries, settings=settings, window=window)
 
     def _label_map(
         self, tracks: list[ObjectTrack], shape: tuple[int, int, int]

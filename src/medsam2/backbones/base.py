@@ -18,10 +18,19 @@ class FrameFeatures:
     Attributes:
         embedding: (C, h, w) float tensor on the backbone's device (LiteMedSAM: 256x64x64).
         geometry: how the frame maps into the model input.
+        descriptor: optional (D, h, w) features for matching structures between images (one-prompt
+            segmentation); LiteMedSAM: the last TinyViT stage before the neck, 320x64x64 float16.
+            None where the backbone has none: the embedding serves.
     """
 
     embedding: torch.Tensor
     geometry: FrameGeometry
+    descriptor: torch.Tensor | None = None
+
+    def matching_features(self) -> torch.Tensor:
+        """(D, h, w) float32 features on the CPU for comparing images: the descriptor, else the embedding."""
+        source = self.descriptor if self.descriptor is not None else self.embedding
+        return source.float().cpu()
 
 
 @dataclass

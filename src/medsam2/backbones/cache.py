@@ -20,6 +20,7 @@ class CachedBackbone:
         self.input_size = inner.input_size
         self.device = inner.device
         self.checkpoint = getattr(inner, "checkpoint", None)
+        self.plan = getattr(inner, "plan", None)
         self._features: dict[str, FrameFeatures] = {}
         self.encoded = 0
 

@@ -14,10 +14,33 @@ import numpy as np
 import torch
 
 from medsam2.backbones.base import FrameFeatures, Prediction
+from medsam2.backbones.runtime import build_encoder, plan_execution
 from medsam2.errors import CheckpointError
 from medsam2.preprocess import FrameGeometry, prepare_frame
 
 INPUT_SIZE = 256
+GRID = 64
+
+
+class EncoderWithDescriptor(torch.nn.Module):
+    """TinyViT's forward pass that also returns its last stage before the neck.
+
+    Returns (embedding (N, 256, 64, 64), descriptor (N, 320, 64, 64)). The descriptor matches
+    structures between images better than the embedding (one-prompt localisation on HC18: 0.72
+    against 0.68 Dice, see DESIGN.md).
+    """
+
+    def __init__(self, tinyvit: torch.nn.Module) -> None:
+        super().__init__()
+        self.tinyvit = tinyvit
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        net = self.tinyvit
+        x = net.patch_embed(x)
+        for layer in net.layers:
+            x = layer(x)
+        tokens = x.view(x.shape[0], GRID, GRID, x.shape[-1]).permute(0, 3, 1, 2)
+        return net.neck(tokens), tokens
 
 
 def _import_lite_tools():
@@ -55,12 +78,23 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 class LiteMedSAMBackbone:
-    """LiteMedSAM at 256x256 input: 256x64x64 features per frame, 256x256 mask logits."""
+    """LiteMedSAM at 256x256 input: 256x64x64 features per frame, 256x256 mask logits.
+
+    ``runtime`` and ``precision`` choose how the image encoder runs (see
+    :mod:`medsam2.backbones.runtime`); ``plan`` records what was used. The prompt encoder and mask
+    decoder (a few ms per call) always run in PyTorch fp32.
+    """
 
     name = "litemedsam"
     input_size = INPUT_SIZE
 
-    def __init__(self, device: torch.device | None = None, checkpoint: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        device: torch.device | None = None,
+        checkpoint: str | Path | None = None,
+        runtime: str = "auto",
+        precision: str = "auto",
+    ) -> None:
         tools = _import_lite_tools()
         self.device = device or torch.device("cpu")
         self.checkpoint = Path(checkpoint) if checkpoint else bundled_checkpoint_path()
@@ -76,6 +110,10 @@ class LiteMedSAMBackbone:
         self.net = net.to(self.device).eval()
         with torch.no_grad():
             self._dense_pe = self.net.prompt_encoder.get_dense_pe()
+        plan = plan_execution(runtime, precision, self.device)
+        shape = (1, 3, self.input_size, self.input_size)
+        module = EncoderWithDescriptor(self.net.image_encoder).eval()
+        self.encoder, self.plan = build_encoder(module, plan, self.device, shape, self.checkpoint, graph="tinyvit+descriptor/1")
 
     @torch.no_grad()
     def encode(self, frames: list[np.ndarray]) -> list[FrameFeatures]:
@@ -84,8 +122,10 @@ class LiteMedSAMBackbone:
             return []
         geometries = [FrameGeometry(f.shape[0], f.shape[1], self.input_size) for f in frames]
         batch = torch.stack([prepare_frame(f, g) for f, g in zip(frames, geometries)]).to(self.device)
-        embeddings = self.net.image_encoder(batch)
-        return [FrameFeatures(embedding=e, geometry=g) for e, g in zip(embeddings, geometries)]
+        embeddings, descriptors = self.encoder(batch)
+        embeddings = embeddings.to(self.device)
+        descriptors = descriptors.to(torch.float16).cpu()
+        return [FrameFeatures(embedding=e, geometry=g, descriptor=d) for e, g, d in zip(embeddings, geometries, descriptors)]
 
     @torch.no_grad()
     def decode(

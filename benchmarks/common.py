@@ -1,0 +1,26 @@
+"""What every benchmark script prints about the machine, and where the shared data lies."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MEDSAM2_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_line() -> str:
+    """One line: core count and CPU model."""
+    return f"{os.cpu_count()} cores, {cpu_model()}"

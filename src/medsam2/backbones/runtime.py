@@ -1,0 +1,238 @@
+"""How an image encoder is executed: the runtime (PyTorch eager or OpenVINO) and the precision.
+
+Measured on 2 cores of an AMD EPYC with AVX2 (benchmarks/speed.py): the LiteMedSAM encoder takes
+2.3 s per 256x256 slice in fp32 PyTorch eager and 0.86 s in OpenVINO fp32, with features equal to
+1e-5; bf16 autocast on a CPU without native bf16 takes 56 s. So ``auto`` picks OpenVINO in the
+precision the CPU runs natively (bf16 only where the CPU has avx512_bf16 or AMX), and falls back
+to PyTorch when OpenVINO is missing or cannot convert the model. On CUDA, ``auto`` is PyTorch with
+autocast in bf16 where the GPU supports it, else fp16.
+
+The converted OpenVINO model is cached in the user's cache folder (``MEDSAM2_CACHE_DIR``, else
+platformdirs' user cache dir), keyed by the weights' SHA-256, the input shape, medsam2's version
+and OpenVINO's version; never in the working folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from medsam2.errors import UsageError
+
+RUNTIMES = ("auto", "torch", "openvino")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """The runtime and precision an encoder runs with, and why.
+
+    Attributes:
+        runtime: "torch" or "openvino".
+        precision: "fp32", "bf16" or "fp16".
+        notes: warnings for the report (a fallback taken, an emulated precision).
+    """
+
+    runtime: str
+    precision: str
+    notes: tuple[str, ...] = ()
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bf16 in hardware (avx512_bf16 or AMX); probed once per process.
+
+    Reads /proc/cpuinfo on Linux; elsewhere asks PyTorch's CPU capability (no bf16 when unsure).
+    """
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        try:
+            text = cpuinfo.read_text(errors="ignore")
+        except OSError:
+            return False
+        for line in text.splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return bool(flags & {"avx512_bf16", "amx_bf16"})
+        return False
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
+    return "AMX" in str(capability).upper()
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def plan_execution(runtime: str, precision: str, device: torch.device) -> ExecutionPlan:
+    """Resolve ``--runtime`` and ``--precision`` for a device.
+
+    Raises:
+        UsageError: an unknown name, OpenVINO asked for but not installed or not on a CPU, fp16 on a CPU.
+    """
+    if runtime not in RUNTIMES:
+        raise UsageError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
+    notes: list[str] = []
+    if device.type == "cuda":
+        if runtime == "openvino":
+            raise UsageError("--runtime openvino runs on the CPU only; use --runtime torch (or auto) with --device cuda")
+        if precision == "auto":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return ExecutionPlan("torch", precision)
+    if precision == "fp16" and device.type == "cpu":
+        raise UsageError("--precision fp16 is for GPUs; on a CPU use fp32 or bf16 (or auto)")
+    if device.type != "cpu":  # mps: eager PyTorch, fp32 unless asked
+        if runtime == "openvino":
+            raise UsageError("--runtime openvino runs on the CPU only; use --runtime torch with this device")
+        return ExecutionPlan("torch", "fp32" if precision == "auto" else precision)
+    native_bf16 = cpu_has_native_bf16()
+    if precision == "auto":
+        precision = "bf16" if native_bf16 else "fp32"
+    if runtime == "openvino" and not openvino_available():
+        raise UsageError("--runtime openvino needs the 'openvino' package: pip install openvino (or use --runtime torch)")
+    if runtime == "auto":
+        runtime = "openvino" if openvino_available() else "torch"
+        if runtime == "torch":
+            notes.append("OpenVINO is not installed; the encoder runs in PyTorch eager (about 2.3x slower on CPUs)")
+    if precision == "bf16" and not native_bf16:
+        if runtime == "openvino":
+            notes.append("bf16 was asked for but this CPU has no native bf16 (avx512_bf16/AMX): OpenVINO runs fp32")
+            precision = "fp32"
+        else:
+            notes.append("bf16 was asked for but this CPU has no native bf16 (avx512_bf16/AMX): it is emulated, about 25x slower than fp32")
+    return ExecutionPlan(runtime, precision, tuple(notes))
+
+
+def cache_root() -> Path:
+    """The folder where converted models are kept: $MEDSAM2_CACHE_DIR, else the user cache dir."""
+    override = os.environ.get("MEDSAM2_CACHE_DIR")
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("medsam2"))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class TorchEncoder:
+    """Runs a module in PyTorch eager, under autocast when the precision is bf16 or fp16; returns
+    the module's outputs as a tuple."""
+
+    def __init__(self, module: torch.nn.Module, device: torch.device, precision: str) -> None:
+        self.module = module
+        self.device = device
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    @torch.no_grad()
+    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.dtype is None:
+            return _as_tuple(self.module(batch))
+        with torch.autocast(device_type=self.device.type, dtype=self.dtype):
+            return tuple(out.float() for out in _as_tuple(self.module(batch)))
+
+
+def _as_tuple(outputs) -> tuple[torch.Tensor, ...]:
+    return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+
+
+class OpenVINOEncoder:
+    """Runs a module converted to OpenVINO on the CPU, for one fixed input shape (N=1, C, S, S);
+    returns the module's outputs as a tuple, batched again.
+
+    The conversion (about 17 s for LiteMedSAM) happens once per weights file and version; later
+    runs load the cached model (about 0.7 s).
+    """
+
+    def __init__(self, module: torch.nn.Module, input_shape: tuple[int, int, int, int], weights_key: str, precision: str) -> None:
+        import openvino as ov
+
+        self.input_shape = input_shape
+        folder = cache_root() / "openvino" / self._key(weights_key, input_shape, ov.__version__)
+        model_path = folder / "encoder.xml"
+        if not model_path.is_file():
+            self._convert(module, input_shape, folder)
+        core = ov.Core()
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+        self.compiled = core.compile_model(str(model_path), "CPU", config)
+        self.model_path = model_path
+
+    @staticmethod
+    def _key(weights_key: str, input_shape: tuple[int, ...], ov_version: str) -> str:
+        from medsam2 import __version__
+
+        text = f"{weights_key}|{input_shape}|medsam2 {__version__}|openvino {ov_version}"
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    @staticmethod
+    def _convert(module: torch.nn.Module, input_shape: tuple[int, ...], folder: Path) -> None:
+        import openvino as ov
+
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=folder.parent))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = ov.convert_model(module, example_input=torch.zeros(input_shape), input=[input_shape])
+            ov.save_model(model, str(staging / "encoder.xml"), compress_to_fp16=False)
+            try:
+                os.replace(staging, folder)
+            except OSError:  # another process finished first: keep its copy
+                if not (folder / "encoder.xml").is_file():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        per_item = []
+        for item in batch.cpu():
+            result = self.compiled(item[None].numpy())
+            per_item.append([torch.from_numpy(result[i].copy())[0] for i in range(len(result))])
+        return tuple(torch.stack(outputs) for outputs in zip(*per_item))
+
+
+def build_encoder(
+    module: torch.nn.Module,
+    plan: ExecutionPlan,
+    device: torch.device,
+    input_shape: tuple[int, int, int, int],
+    weights_path: Path,
+    graph: str,
+) -> tuple[Callable[[torch.Tensor], tuple[torch.Tensor, ...]], ExecutionPlan]:
+    """An encoder callable for the plan; falls back to PyTorch when OpenVINO conversion fails.
+
+    Arguments:
+        graph: a name for what ``module`` computes (part of the cache key, with the weights' hash).
+
+    Returns:
+        (encoder, plan actually used): the encoder maps (N, C, S, S) float32 to the module's
+        outputs, as a tuple.
+    """
+    if plan.runtime == "openvino":
+        try:
+            encoder = OpenVINOEncoder(module, input_shape, f"{graph}|{file_sha256(weights_path)}", plan.precision)
+        except Exception as exc:  # OpenVINO raises its own types for models it cannot convert
+            note = f"OpenVINO could not run the encoder ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]}); using PyTorch"
+            return TorchEncoder(module, device, plan.precision), ExecutionPlan("torch", plan.precision, plan.notes + (note,))
+        return encoder, plan
+    return TorchEncoder(module, device, plan.precision), plan
