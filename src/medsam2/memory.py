@@ -31,6 +31,7 @@ class MemoryEntry:
         confidence: predicted IoU x object presence, in [0, 1].
         area: mask area in model pixels (probability > 0.5).
         pinned: a prompted frame; never evicted, always read.
+        background: (C,) L2-normalised mean feature outside the mask (one-prompt localisation).
     """
 
     frame: int
@@ -40,6 +41,7 @@ class MemoryEntry:
     confidence: float
     area: float
     pinned: bool = False
+    background: torch.Tensor | None = None
 
 
 @dataclass

@@ -97,3 +97,30 @@ def write_montage(
             draw.text((x + 14, height * rows + 3), name, fill=(255, 255, 255))
             x += 14 + 7 * len(name) + 12
     return atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"), ".png")
+
+
+def write_contact_sheet(
+    path: str | os.PathLike, tiles: list[tuple[str, np.ndarray, np.ndarray, bool]], tile_size: int = 160, columns: int = 6
+) -> Path:
+    """Write a contact sheet of images with their masks as a PNG, atomically.
+
+    Arguments:
+        tiles: (caption, (H, W) grey in [0, 1], (H, W) mask, flagged) per image; flagged
+            captions are drawn in red on a red frame.
+    """
+    images = []
+    for caption, gray01, mask, flagged in tiles:
+        tile = Image.fromarray(render_overlay(gray01, (mask > 0).astype(np.uint8)))
+        tile.thumbnail((tile_size, tile_size))
+        canvas = Image.new("RGB", (tile_size, tile_size + 14), (200, 30, 30) if flagged else (0, 0, 0))
+        canvas.paste(tile, ((tile_size - tile.width) // 2, 14 + (tile_size - tile.height) // 2))
+        ImageDraw.Draw(canvas).text((3, 1), caption[:30], fill=(255, 255, 255))
+        images.append(canvas)
+    if not images:
+        images = [Image.new("RGB", (tile_size, tile_size + 14))]
+    width, height = images[0].size
+    rows = (len(images) + columns - 1) // columns
+    sheet = Image.new("RGB", (width * min(columns, len(images)), height * rows), (0, 0, 0))
+    for index, image in enumerate(images):
+        sheet.paste(image, ((index % columns) * width, (index // columns) * height))
+    return atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"), ".png")
