@@ -6,7 +6,11 @@ Protocols (the prompts a simulated user gives, per structure, from its reference
 * ``box-largest``: the bounding box on the slice where the structure is largest;
 * ``click-mid``: one foreground click at the point deepest inside the structure (largest
   distance to its border) on the middle slice;
-* ``box-every-K``: a box every K slices of the extent, starting at its first slice.
+* ``box-every-K``: a box every K slices of the extent, starting at its first slice;
+* ``oneprompt``: the first case is the annotated support (its whole reference mask of each
+  structure); every other case is a query segmented with no prompt (``medsam2 oneprompt``). Methods:
+  ``confidence`` (the bank admits confident answers), ``none`` (the support alone) and ``oracle``
+  (box on every slice of each query).
 
 ``--jitter P`` moves every box edge by a random whole number of pixels in [-P, P] (seeded).
 
@@ -20,12 +24,11 @@ from __future__ import annotations
 import csv
 import json
 import re
-import resource
 import statistics
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,7 @@ from medsam2.errors import InputError, OutputError, UsageError
 from medsam2.io.atomic import atomic_write
 from medsam2.io.volume import load_volume, save_mask
 from medsam2.metrics import dice, hd95, iou, nsd
+from medsam2.peakmem import PeakMemory
 from medsam2.prompts import Box, ObjectPrompts, Point
 from medsam2.slicing import frame_spacing, to_frames
 
@@ -65,11 +69,13 @@ class EvaluationConfig:
 
 def check_config(config: EvaluationConfig) -> None:
     """Raises UsageError for an unknown protocol or method."""
-    if config.protocol not in ("box-mid", "box-largest", "click-mid") and not _EVERY.match(config.protocol):
-        raise UsageError(f"unknown protocol '{config.protocol}'; choose box-mid, box-largest, click-mid or box-every-K")
+    if config.protocol not in ("box-mid", "box-largest", "click-mid", "oneprompt") and not _EVERY.match(config.protocol):
+        raise UsageError(f"unknown protocol '{config.protocol}'; choose box-mid, box-largest, click-mid, box-every-K or oneprompt")
     unknown = [m for m in config.methods if m not in METHODS]
     if unknown or not config.methods:
         raise UsageError(f"unknown method {unknown[0] if unknown else '(none)'}; choose from {', '.join(METHODS)}")
+    if config.protocol == "oneprompt" and "fifo" in config.methods:
+        raise UsageError("method fifo does not apply to --protocol oneprompt; choose from confidence, none, oracle")
     if config.jitter < 0:
         raise UsageError("--jitter must be 0 or more pixels")
 
@@ -159,10 +165,6 @@ def slice_dice_by_distance(predicted: np.ndarray, truth: np.ndarray, prompted: l
     return out
 
 
-def _peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
 def evaluate_case(
     case, segmenter_for, config: EvaluationConfig, names: dict[int, str], predictions_dir: Path | None
 ) -> tuple[list[StructureResult], list[str]]:
@@ -193,7 +195,8 @@ def evaluate_case(
             objects.append(ObjectPrompts(label, names.get(label), boxes=list(source.boxes), points=list(source.points)))
         segmenter = segmenter_for("confidence" if method == "oracle" else method)
         start = time.perf_counter()
-        outcome = segmenter.segment(volume, objects, axis=config.axis, window=config.window)
+        with PeakMemory() as memory:
+            outcome = segmenter.segment(volume, objects, axis=config.axis, window=config.window)
         seconds = time.perf_counter() - start
         frames_prediction = to_frames(outcome.labels, config.axis)
         if predictions_dir is not None:
@@ -217,10 +220,85 @@ def evaluate_case(
                     slices_decoded=len(report.confidence_per_slice),
                     seconds=round(seconds, 3),
                     seconds_per_slice=round(seconds / encoded, 4),
-                    peak_rss_mb=_peak_rss_mb(),
+                    peak_rss_mb=memory.peak_mb,
                     dice_by_distance=slice_dice_by_distance(predicted, truth, report.prompted_slices),
                 )
             )
+    return results, notes
+
+
+def _load_case(case) -> tuple | None:
+    volume = load_volume(case.image)
+    reference_volume = load_volume(case.label)
+    if reference_volume.shape != volume.shape:
+        return None
+    reference = np.asarray(reference_volume.array if reference_volume.array.ndim == 3 else reference_volume.array[..., 0])
+    return volume, reference
+
+
+def evaluate_oneprompt(
+    cases: list, segmenter_for, config: EvaluationConfig, names: dict[int, str], predictions_dir: Path | None
+) -> tuple[list[StructureResult], list[str]]:
+    """The ``oneprompt`` protocol: cases[0] is the support, the others are queries with no prompt."""
+    from medsam2.oneprompt import OnePromptSettings
+    from medsam2.oneprompt_run import support_from_arrays
+
+    if len(cases) < 2:
+        return [], ["oneprompt needs at least two cases (a support and a query)"]
+    loaded = _load_case(cases[0])
+    if loaded is None:
+        return [], [f"{cases[0].case_id}: image and label differ in shape; the support cannot be used"]
+    support, support_reference = loaded
+    present = [int(v) for v in np.unique(support_reference) if v != 0]
+    wanted = list(config.labels) if config.labels else present
+    notes = [f"{cases[0].case_id} (support): label {v} not found; skipped" for v in wanted if v not in present]
+    queries = []
+    for case in cases[1:]:
+        query = _load_case(case)
+        if query is None:
+            notes.append(f"{case.case_id}: image and label differ in shape; skipped")
+        else:
+            queries.append((case, *query))
+    results: list[StructureResult] = []
+    for label in [v for v in wanted if v in present]:
+        structure = names.get(label, f"label_{label}")
+        for method in config.methods:
+            if method == "oracle":
+                for case, _volume, reference in queries:
+                    if not (reference == label).any():
+                        continue
+                    single = EvaluationConfig(**{**asdict(config), "protocol": "box-mid", "methods": ("oracle",), "labels": (label,)})
+                    case_results, _ = evaluate_case(case, segmenter_for, single, names, None)
+                    results.extend(replace(r, dice_by_distance=None) for r in case_results)
+                continue
+            settings = OnePromptSettings() if method == "confidence" else OnePromptSettings(admit=1.01)  # none: the support only
+            segmenter = segmenter_for("confidence")
+            start = time.perf_counter()
+            with PeakMemory() as memory:
+                run = segmenter.one_prompt(
+                    *support_from_arrays(support, support_reference == label, cases[0].case_id),
+                    [volume for _, volume, _ in queries], window=config.window, settings=settings,
+                )
+            seconds_each = (time.perf_counter() - start) / max(len(queries), 1)
+            for (case, volume, reference), outcome in zip(queries, run.queries):
+                truth = to_frames(reference == label, config.axis)
+                predicted = to_frames(outcome.labels > 0, config.axis)
+                if predictions_dir is not None:
+                    suffix = ".png" if volume.is_2d else ".nii.gz"
+                    target = predictions_dir / method / f"{case.case_id}_label{label}{suffix}"
+                    save_mask((outcome.labels * label).astype(reference.dtype), volume, target, overwrite=True)
+                spacing = frame_spacing(volume.spacing, config.axis)
+                results.append(
+                    StructureResult(
+                        case=case.case_id, method=method, label=label, structure=structure,
+                        dice=round(dice(predicted, truth), 5), iou=round(iou(predicted, truth), 5),
+                        hd95_mm=round(hd95(predicted, truth, spacing), 3),
+                        nsd=round(nsd(predicted, truth, spacing, config.nsd_tolerance_mm), 5),
+                        prompts=0, prompted_slices="", slices_decoded=int(predicted.reshape(predicted.shape[0], -1).any(axis=1).sum()),
+                        seconds=round(seconds_each, 3), seconds_per_slice=round(outcome.seconds / max(volume.shape[0], 1), 4),
+                        peak_rss_mb=memory.peak_mb,
+                    )
+                )
     return results, notes
 
 
@@ -327,6 +405,18 @@ def run_evaluation(
     if predictions_dir is not None:
         for method in config.methods:
             (predictions_dir / method).mkdir(parents=True, exist_ok=True)
+    if config.protocol == "oneprompt":
+        # queries depend on each other through the bank: the run is one unit (resume redoes it unless finished)
+        cases = [] if done else cases
+        if cases:
+            try:
+                results, case_notes = evaluate_oneprompt(cases, segmenter_for, config, dataset.label_names, predictions_dir)
+            finally:
+                if after_case is not None:
+                    after_case()
+            notes.extend(case_notes)
+            rows.extend({k: v for k, v in asdict(r).items() if k != "dice_by_distance"} for r in results)
+        cases = []
     for case in tqdm(cases, desc="cases", unit="case", disable=not progress):
         if case.case_id in done:
             continue
