@@ -50,6 +50,12 @@ def support_prompts(kind: str, value: str, volume: Volume, name: str) -> ObjectP
     return ObjectPrompts(1, name, points=[parse_point(_with_slice(value, volume))])
 
 
+def _thumbnail(image: np.ndarray, side: int = 160) -> np.ndarray:
+    """Every k-th pixel so that the longest side is at most about ``side`` (the contact sheet's tile)."""
+    step = max(1, max(image.shape[:2]) // side)
+    return image[::step, ::step]
+
+
 def _check_output_dir(folder: Path, overwrite: bool) -> None:
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{folder} exists and is not a folder")
@@ -102,7 +108,8 @@ def run_oneprompt_command(args, model_kwargs: dict, warn: Callable[[str], None])
         if gray.ndim == 3:
             gray = gray.mean(axis=2)
         caption = f"{outcome.name} {outcome.confidence:.2f}"
-        tiles[position] = (caption, gray, outcome.labels[z], outcome.flagged)
+        tiles[position] = (caption, _thumbnail(gray), _thumbnail(outcome.labels[z]), outcome.flagged)
+        outcome.labels, outcome.volume = None, None  # written: keep memory flat over many queries
         if not args.quiet:
             print(f"{outcome.name}: confidence {outcome.confidence:.2f}{' (review)' if outcome.flagged else ''} -> {target.name}")
 

@@ -42,6 +42,9 @@ class QueryOutcome:
         admitted: whether the answer joined the memory bank.
         seconds: encoding, locating and (3D) propagation time.
         error: why the query could not be segmented, or None.
+        voxels: foreground voxels (pixels) of the answer.
+        volume: the query as read (a caller that has written the answer may drop ``labels`` and
+            ``volume`` to keep memory flat over many queries).
     """
 
     name: str
@@ -53,6 +56,7 @@ class QueryOutcome:
     admitted: bool
     seconds: float
     error: str | None = None
+    voxels: int = 0
     volume: Volume | None = field(default=None, repr=False)
 
 
@@ -75,8 +79,6 @@ class OnePromptResult:
             row = {k: v for k, v in asdict(q).items() if k not in ("labels", "volume")}
             row["confidence"] = round(q.confidence, 4)
             row["seconds"] = round(q.seconds, 3)
-            if q.labels is not None:
-                row["voxels"] = int((q.labels > 0).sum())
             rows.append(row)
         flagged = [q.name for q in self.queries if q.flagged]
         return {
@@ -209,7 +211,7 @@ def run_one_prompt(
         outcome = QueryOutcome(
             name=answer.name, labels=labels, confidence=confidence, flagged=confidence < settings.review_below,
             support=answer.support, located_slice=answer.frame if volume.shape[0] > 1 else None, admitted=answer.admitted,
-            seconds=answer.seconds + time.perf_counter() - start, volume=volume,
+            seconds=answer.seconds + time.perf_counter() - start, voxels=int((labels > 0).sum()), volume=volume,
         )
         outcomes[position] = outcome
         if on_outcome:
