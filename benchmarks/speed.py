@@ -138,7 +138,7 @@ def main() -> int:
         backbone = LiteMedSAMBackbone(device=torch.device("cpu"), runtime=runtime.split("-")[0], precision=precision)
         if runtime == "torch-channels-last":
             backbone.net.image_encoder.to(memory_format=torch.channels_last)
-        emulated = precision == "bf16" and not native_bf16
+        emulated = backbone.plan.precision == "bf16" and not native_bf16
         repeats = 2 if emulated and runtime.startswith("torch") else args.repeats  # emulated bf16 takes about a minute a slice
         times, features = time_encoder(backbone, frames, repeats)
         if reference is None:
@@ -146,7 +146,8 @@ def main() -> int:
         errors = [float((f.float() - r).norm() / r.norm()) for f, r in zip(features, reference)]
         median = float(np.median(times))
         rows.append({
-            "runtime": runtime, "precision": precision + (" (emulated)" if emulated else ""),
+            "runtime": runtime, "precision": backbone.plan.precision + (" (emulated)" if emulated else "")
+            + (f" (asked {precision})" if backbone.plan.precision != precision else ""),
             "s_per_slice_median": round(median, 3), "s_per_slice_min": round(min(times), 3), "s_per_slice_max": round(max(times), 3),
             "gflops": round(ENCODER_GFLOP / median, 1), "fraction_of_gemm_peak": round(ENCODER_GFLOP / median / gemm, 2),
             "speedup_vs_torch_fp32": None, "feature_rel_error_max": round(max(errors), 5),

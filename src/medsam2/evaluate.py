@@ -169,11 +169,10 @@ def evaluate_case(
     case, segmenter_for, config: EvaluationConfig, names: dict[int, str], predictions_dir: Path | None
 ) -> tuple[list[StructureResult], list[str]]:
     """Run every method on one case; returns results and notes (skipped structures)."""
-    volume = load_volume(case.image)
-    reference_volume = load_volume(case.label)
-    if reference_volume.shape != volume.shape:
-        return [], [f"{case.case_id}: image {volume.shape} and label {reference_volume.shape} differ in shape; skipped"]
-    reference = np.asarray(reference_volume.array if reference_volume.array.ndim == 3 else reference_volume.array[..., 0])
+    loaded = _load_case(case)
+    if loaded is None:
+        return [], [f"{case.case_id}: image and label differ in shape; skipped"]
+    volume, reference = loaded
     present = [int(v) for v in np.unique(reference) if v != 0]
     wanted = list(config.labels) if config.labels else present
     notes = [f"{case.case_id}: label {v} not found; skipped" for v in wanted if v not in present]
@@ -228,6 +227,7 @@ def evaluate_case(
 
 
 def _load_case(case) -> tuple | None:
+    """(image volume, (z, y, x) reference labels) of a case; None when their shapes differ."""
     volume = load_volume(case.image)
     reference_volume = load_volume(case.label)
     if reference_volume.shape != volume.shape:

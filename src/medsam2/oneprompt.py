@@ -31,7 +31,7 @@ from scipy import ndimage
 
 from medsam2.backbones.base import Backbone, FrameFeatures
 from medsam2.memory import ConfidenceMemoryBank, MemoryEntry
-from medsam2.propagate import frame_key
+from medsam2.propagate import box_of_mask, frame_key
 
 
 @dataclass(frozen=True)
@@ -120,12 +120,6 @@ def _normalise(vector: torch.Tensor) -> torch.Tensor:
     return vector / vector.norm(dim=0, keepdim=True).clamp(min=1e-8)
 
 
-def _box_of(mask: np.ndarray, scale: float) -> np.ndarray:
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float32) * scale
-
-
 def _pieces(mask: torch.Tensor, fraction: float = 0.25) -> int:
     """Connected pieces of a mask at least ``fraction`` of the largest piece's size."""
     labels, count = ndimage.label(mask.numpy())
@@ -204,7 +198,7 @@ class StructureLocator:
                 if sizes[component] < self.settings.min_cells:
                     continue
                 part = labels == component + 1
-                prediction = self.backbone.decode(features, box=_box_of(part, scale))
+                prediction = self.backbone.decode(features, box=box_of_mask(part, 0.0, score.shape[-1]) * scale)
                 self.decode_calls += 1
                 probability = torch.sigmoid(prediction.logits)
                 decoded_parts.append((part, prediction.iou, probability))
@@ -228,7 +222,8 @@ class StructureLocator:
         refined = []
         for piece in range(1, count + 1):  # refine: each piece's own tight box
             if (pieces == piece).sum() >= 16:
-                refined.append(torch.sigmoid(self.backbone.decode(features, box=_box_of(pieces == piece, 1.0)).logits))
+                box = box_of_mask(pieces == piece, 0.0, self.backbone.input_size)
+                refined.append(torch.sigmoid(self.backbone.decode(features, box=box).logits))
                 self.decode_calls += 1
         if refined:
             probability = torch.stack(refined).max(dim=0).values

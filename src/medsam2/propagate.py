@@ -135,7 +135,8 @@ def mask_prototype(features: FrameFeatures, probability: torch.Tensor) -> torch.
     return proto / proto.norm().clamp(min=1e-8)
 
 
-def _box_of(mask: np.ndarray, margin: float, limit: int) -> np.ndarray:
+def box_of_mask(mask: np.ndarray, margin: float, limit: float) -> np.ndarray:
+    """(x0, y0, x1, y1) pixel-edge box around a (rows, cols) mask, grown by ``margin``, clipped to [0, limit]."""
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     box = np.array([cols[0] - margin, rows[0] - margin, cols[-1] + 1 + margin, rows[-1] + 1 + margin], dtype=np.float32)
@@ -188,13 +189,13 @@ class Propagator:
         sizes = ndimage.sum(mask, labels, range(1, count + 1))
         keep = [i + 1 for i, s in enumerate(sizes) if s >= self.settings.component_fraction * sizes.max()]
         kept = np.isin(labels, keep)
-        union = self._decode(features, box=_box_of(kept, self.settings.box_margin, limit))
+        union = self._decode(features, box=box_of_mask(kept, self.settings.box_margin, limit))
         if len(keep) == 1:
             return union
         probs, weighted_iou, area = [], 0.0, 0.0
         for component in keep:
             part = labels == component
-            prediction = self._decode(features, box=_box_of(part, self.settings.box_margin, limit))
+            prediction = self._decode(features, box=box_of_mask(part, self.settings.box_margin, limit))
             probs.append(torch.sigmoid(prediction.logits))
             weighted_iou += prediction.iou * float(part.sum())
             area += float(part.sum())
