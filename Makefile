@@ -10,9 +10,12 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# Meta's sam2 (the optional sam2 backbone) is an sdist: build it against the torch above, and
+	# without its CUDA extension (SAM 2 skips the hole filling that needs it)
+	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install --quiet --no-build-isolation 'sam2>=1.1.0'
+	$(BIN)/python -m pip install --quiet -e '.[dev,sam2]'
 	touch $@
 
 install: $(BIN)/.installed

@@ -52,10 +52,16 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    from medsam2.backbones import BACKBONES
     from medsam2.backbones.runtime import PRECISIONS, RUNTIMES
 
-    parser.add_argument("--backbone", default="litemedsam", help="segmentation backbone (default litemedsam, embedded)")
-    parser.add_argument("--checkpoint", help="weights file to use instead of the backbone's bundled weights")
+    parser.add_argument(
+        "--backbone", default="litemedsam", choices=BACKBONES,
+        help="litemedsam (default, embedded weights) or sam2 (SAM 2 / SAM 2.1 / MedSAM-2 weights; needs --checkpoint)",
+    )
+    parser.add_argument("--checkpoint", help="weights file to use instead of the backbone's bundled weights (required for sam2)")
+    parser.add_argument("--model-config", help="sam2: architecture name (see `medsam2 models`); default: read from the checkpoint")
+    parser.add_argument("--offload", action="store_true", help="sam2: keep past frames' memory in CPU memory (long scans, small GPUs)")
     parser.add_argument(
         "--runtime", default="auto", choices=RUNTIMES, help="image encoder runtime: auto (OpenVINO on CPUs, else PyTorch), torch, openvino"
     )
@@ -66,7 +72,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def _model_kwargs(args) -> dict:
     """The model options of a parsed command line, as keyword arguments of build_backbone."""
-    return {"checkpoint": args.checkpoint, "runtime": args.runtime, "precision": args.precision}
+    return {
+        "checkpoint": args.checkpoint,
+        "runtime": args.runtime,
+        "precision": args.precision,
+        "model_config": args.model_config,
+        "offload": args.offload,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(one)
     _add_common(one)
 
+    commands.add_parser("models", help="list the backbones and SAM 2 model configs, with what each needs")
     demo = commands.add_parser("demo", help="segment five organs of the bundled CT sample and score them")
     demo.add_argument("-o", "--output-dir", default="medsam2_demo", help="folder for the label map, montage and report")
     _add_common(demo)
@@ -161,6 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from medsam2.oneprompt_cli import run_oneprompt_command
 
             return run_oneprompt_command(args, _model_kwargs(args), _warn)
+        if args.command == "models":
+            from medsam2.backbones import describe_backbones
+
+            print(describe_backbones())
+            return 0
         if args.command == "demo":
             from medsam2.demo import run_demo
 

@@ -239,6 +239,44 @@ class FrameGeometry:
         return out
 
 
+@dataclass(frozen=True)
+class StretchGeometry:
+    """How a (height, width) frame maps into SAM 2's square input: stretched to
+    ``input_size`` x ``input_size`` (no padding), as SAM 2 resizes video frames.
+
+    Boxes are inclusive voxel boxes and cover their voxels' edges (x0 .. x1 + 1); points are
+    scaled as SAM 2's predictors scale pixel coordinates (x * input_size / width).
+    """
+
+    height: int
+    width: int
+    input_size: int
+
+    def box_to_model(self, box_xyxy: tuple[float, float, float, float]) -> np.ndarray:
+        """Inclusive voxel box (x0, y0, x1, y1) -> model box covering those voxels' extent."""
+        x0, y0, x1, y1 = box_xyxy
+        sx, sy = self.input_size / self.width, self.input_size / self.height
+        return np.array([x0 * sx, y0 * sy, (x1 + 1) * sx, (y1 + 1) * sy], dtype=np.float32)
+
+    def points_to_model(self, points_xy: np.ndarray) -> np.ndarray:
+        """Pixel coordinates (N, 2) as (x, y) -> model coordinates."""
+        scale = np.array([self.input_size / self.width, self.input_size / self.height], dtype=np.float32)
+        return np.asarray(points_xy, dtype=np.float32) * scale
+
+    def model_to_frame(self, model_map: torch.Tensor) -> torch.Tensor:
+        """A (S, S) map in model space (any S) -> (height, width), bilinear as SAM 2 does."""
+        if tuple(model_map.shape[-2:]) == (self.height, self.width):
+            return model_map.float()
+        out = F.interpolate(model_map[None, None].float(), size=(self.height, self.width), mode="bilinear", align_corners=False)
+        return out[0, 0]
+
+    def frame_to_model(self, frame_map: np.ndarray | torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """A (height, width) map -> (size, size) map in model space."""
+        size = size or self.input_size
+        t = torch.as_tensor(np.asarray(frame_map, dtype=np.float32))[None, None]
+        return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+
+
 def prepare_frame(frame01: np.ndarray, geometry: FrameGeometry) -> torch.Tensor:
     """A windowed frame -> the model's (3, S, S) float32 input.
 

@@ -57,6 +57,8 @@ class FramePrediction:
     """One object's answer on one frame.
 
     ``probability`` is (S, S) in model space, stored as uint8 (value / 255) to keep memory low.
+    ``logits`` (SAM 2 only) are the (S, S) float32 mask logits, kept so that the output mask is
+    exactly SAM 2's (logits resized to the frame, > 0).
     """
 
     frame: int
@@ -65,6 +67,7 @@ class FramePrediction:
     presence: float
     confidence: float
     prompted: bool = False
+    logits: torch.Tensor | None = None
 
     def probability_float(self) -> torch.Tensor:
         return self.probability.float() / 255.0

@@ -19,7 +19,7 @@ from medsam2.errors import PromptError
 from medsam2.io.volume import Volume
 from medsam2.memory import make_memory
 from medsam2.oneprompt import OnePromptSettings
-from medsam2.preprocess import FrameGeometry, WindowedFrames, choose_window
+from medsam2.preprocess import WindowedFrames, choose_window
 from medsam2.prompts import ObjectPrompts, validate_prompts
 from medsam2.propagate import ObjectTrack, PropagationSettings, Propagator
 from medsam2.slicing import check_axis, from_frames, to_frames
@@ -113,6 +113,12 @@ class Segmenter:
             PyTorch), "torch" or "openvino" (ignored when a built backbone is given).
         precision: "auto" (bf16 where the hardware has it natively, else fp32 on CPUs; bf16 or
             fp16 on CUDA), "fp32", "bf16" or "fp16".
+        model_config: sam2 backbone only: the architecture (`medsam2 models`); None reads it from
+            the checkpoint.
+        offload: sam2 backbone only: keep past frames' memory in CPU memory.
+
+    With the sam2 backbone, objects are tracked with SAM 2's memory attention
+    (:mod:`medsam2.sam2_tracking`); ``memory`` picks which past frames it reads.
     """
 
     def __init__(
@@ -124,12 +130,20 @@ class Segmenter:
         settings: PropagationSettings | None = None,
         runtime: str = "auto",
         precision: str = "auto",
+        model_config: str | None = None,
+        offload: bool = False,
     ) -> None:
         make_memory(memory)  # validates the name early
         if isinstance(backbone, str):
             self.device = resolve_device(device)
             self.backbone: Backbone = build_backbone(
-                backbone, device=self.device, checkpoint=checkpoint, runtime=runtime, precision=precision
+                backbone,
+                device=self.device,
+                checkpoint=checkpoint,
+                runtime=runtime,
+                precision=precision,
+                model_config=model_config,
+                offload=offload,
             )
         else:
             self.backbone = backbone
@@ -176,7 +190,12 @@ class Segmenter:
         preprocess_seconds = time.perf_counter() - start
 
         frames = WindowedFrames(frames_raw, intensity)
-        propagator = Propagator(frames, self.backbone, lambda: make_memory(self.memory), self.settings, progress)
+        if self.backbone.name == "sam2":
+            from medsam2.sam2_tracking import Sam2Tracker
+
+            propagator = Sam2Tracker(frames, self.backbone, self.memory, progress=progress)
+        else:
+            propagator = Propagator(frames, self.backbone, lambda: make_memory(self.memory), self.settings, progress)
         tracks = propagator.run(objects)
         labels_frames, confidences = self._label_map(tracks, (n_frames, rows, cols))
         labels = from_frames(labels_frames, axis)
@@ -270,7 +289,7 @@ class Segmenter:
         n_frames, rows, cols = shape
         max_label = max(t.label for t in tracks)
         labels = np.zeros(shape, dtype=np.uint8 if max_label < 256 else np.uint16)
-        geometry = FrameGeometry(rows, cols, self.backbone.input_size)
+        geometry = self.backbone.frame_geometry(rows, cols)
         confidences: dict[int, dict[int, float]] = {t.label: {} for t in tracks}
         frames = sorted({f for t in tracks for f in t.frames})
         for frame in frames:
@@ -279,8 +298,13 @@ class Segmenter:
                 result = track.frames.get(frame)
                 if result is None:
                     continue
-                probability = geometry.model_to_frame(result.probability_float())
-                score = torch.where(probability > 0.5, probability * max(result.confidence, 1e-3), torch.zeros(()))
+                if result.logits is not None:  # SAM 2: its own rule, logits resized to the frame > 0
+                    logits = geometry.model_to_frame(result.logits)
+                    foreground, probability = logits > 0, torch.sigmoid(logits)
+                else:
+                    probability = geometry.model_to_frame(result.probability_float())
+                    foreground = probability > 0.5
+                score = torch.where(foreground, probability.clamp(min=1e-6) * max(result.confidence, 1e-3), torch.zeros(()))
                 win = score > best
                 labels[frame][win.numpy()] = track.label
                 best = torch.maximum(best, score)

@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from medsam2.preprocess import FrameGeometry
+from medsam2.preprocess import FrameGeometry, StretchGeometry
 
 
 @dataclass
@@ -24,7 +24,7 @@ class FrameFeatures:
     """
 
     embedding: torch.Tensor
-    geometry: FrameGeometry
+    geometry: FrameGeometry | StretchGeometry
     descriptor: torch.Tensor | None = None
 
     def matching_features(self) -> torch.Tensor:
@@ -57,6 +57,10 @@ class Backbone(Protocol):
 
     def encode(self, frames: list[np.ndarray]) -> list[FrameFeatures]:
         """Encode frames, each (H, W) or (H, W, 3) with values in [0, 1]."""
+        ...
+
+    def frame_geometry(self, height: int, width: int) -> FrameGeometry | StretchGeometry:
+        """How a (height, width) frame maps into this backbone's input (and back)."""
         ...
 
     def decode(

@@ -35,6 +35,9 @@ class CachedBackbone:
             out.append(self._features[digest])
         return out
 
+    def frame_geometry(self, height: int, width: int):
+        return self.inner.frame_geometry(height, width)
+
     def decode(self, features: FrameFeatures, box=None, points=None, point_labels=None) -> Prediction:
         return self.inner.decode(features, box=box, points=points, point_labels=point_labels)
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from medsam2.backbones.base import FrameFeatures, Prediction
+from medsam2.backbones.checkpoints import read_state_dict
 from medsam2.backbones.runtime import build_encoder, plan_execution
 from medsam2.errors import CheckpointError
 from medsam2.preprocess import FrameGeometry, prepare_frame
@@ -62,19 +63,7 @@ def bundled_checkpoint_path() -> Path:
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a LiteMedSAM checkpoint (a state dict, or one under "model" or "state_dict")."""
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint file at {path}; pass --checkpoint PATH to a LiteMedSAM .pth file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a broken file
-        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch weights file or truncated ({exc.__class__.__name__})") from exc
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    elif isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"checkpoint {path} does not hold a state dict")
-    return state
+    return read_state_dict(path, "a LiteMedSAM .pth file")
 
 
 class LiteMedSAMBackbone:
@@ -115,12 +104,15 @@ class LiteMedSAMBackbone:
         module = EncoderWithDescriptor(self.net.image_encoder).eval()
         self.encoder, self.plan = build_encoder(module, plan, self.device, shape, self.checkpoint, graph="tinyvit+descriptor/1")
 
+    def frame_geometry(self, height: int, width: int) -> FrameGeometry:
+        return FrameGeometry(height, width, self.input_size)
+
     @torch.no_grad()
     def encode(self, frames: list[np.ndarray]) -> list[FrameFeatures]:
         """Encode frames ((H, W) or (H, W, 3), values in [0, 1]) in one batch."""
         if not frames:
             return []
-        geometries = [FrameGeometry(f.shape[0], f.shape[1], self.input_size) for f in frames]
+        geometries = [self.frame_geometry(f.shape[0], f.shape[1]) for f in frames]
         batch = torch.stack([prepare_frame(f, g) for f, g in zip(frames, geometries)]).to(self.device)
         embeddings, descriptors = self.encoder(batch)
         embeddings = embeddings.to(self.device)

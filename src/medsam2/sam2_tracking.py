@@ -1,0 +1,515 @@
+"""Tracking objects through a volume with SAM 2's memory attention, reading memory chosen by a rule.
+
+medsam2 runs its own session over the frames (typed records, no state dict) and uses the ``sam2``
+model's modules: the image encoder, memory attention, mask decoder and memory encoder. What it
+decides is which past frames the memory attention reads:
+
+- ``fifo``: SAM 2's own rule: every prompted frame plus the six frames just before (and object
+  pointers of up to 15 frames before). With one box, this reproduces ``SAM2VideoPredictor`` run the
+  way MedSAM2 runs volumes: the prompt, a forward pass, a fresh state with the same prompt, a
+  reverse pass, the union of both (tested for equality).
+- ``confidence``: the prompted frames plus the entries that a :class:`ConfidenceMemoryBank` holds
+  (predictions admitted by confidence = predicted IoU x object score, redundant ones evicted), the
+  six with the highest readout weight for the current frame (similarity of image features x
+  confidence), each with its temporal position code (its distance, capped at six frames).
+- ``none``: the prompted frames plus the previous frame.
+
+Each direction is its own pass that starts from the prompts alone.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from medsam2.backbones.base import Backbone
+from medsam2.backbones.sam2 import FlatFeatures, Sam2Backbone, point_inputs
+from medsam2.errors import PromptError, UsageError
+from medsam2.memory import ConfidenceMemoryBank, MemoryEntry
+from medsam2.prompts import ObjectPrompts
+from medsam2.propagate import FeatureStore, FramePrediction, ObjectTrack, PropagationStats, frame_key, mask_prototype
+
+SAM2_MEMORY_KINDS = ("confidence", "fifo", "none")
+
+
+@dataclass(frozen=True)
+class Sam2TrackingSettings:
+    """Settings of the confidence rule (fifo and none have none).
+
+    Attributes:
+        capacity: most unprompted entries the bank keeps.
+        admit: lowest confidence (predicted IoU x object score) admitted to the bank.
+        temperature: softmax temperature of the similarity weights.
+        key_grid: frame keys are the lowest-resolution features pooled to key_grid x key_grid.
+        patience: with the confidence rule, an object's pass ends after this many consecutive
+            frames where the model says it is absent (object score <= 0) and no prompt lies ahead.
+            None visits every frame (fifo and none always do, as SAM 2 does).
+    """
+
+    capacity: int = 16
+    admit: float = 0.5
+    temperature: float = 0.01
+    key_grid: int = 16
+    patience: int | None = 3
+
+
+@dataclass
+class Sam2Memory:
+    """What one frame leaves in memory for one object.
+
+    Attributes:
+        frame: frame index.
+        features: (1, C_mem, h, w) encoded memory, bfloat16 (as SAM 2 stores it), on the storage device.
+        pointer: (1, C) object pointer.
+        prompted: a prompted frame (SAM 2's conditioning frame).
+        confidence: predicted IoU x sigmoid(object score).
+    """
+
+    frame: int
+    features: torch.Tensor
+    pointer: torch.Tensor
+    prompted: bool
+    confidence: float
+
+
+@dataclass(frozen=True)
+class MemoryRead:
+    """The memory that one frame reads.
+
+    Attributes:
+        spatial: (t_pos, memory): t_pos 0 for prompted frames, num_maskmem - d for a frame d back
+            (d capped at num_maskmem - 1), as SAM 2 numbers its temporal position codes.
+        pointers: (temporal offset, memory) for the object pointers, in SAM 2's convention.
+    """
+
+    spatial: list[tuple[int, Sam2Memory]]
+    pointers: list[tuple[int, Sam2Memory]]
+
+
+@dataclass(frozen=True)
+class ReadLog:
+    """Which frames a frame read (diagnostics and tests)."""
+
+    label: int
+    direction: int
+    frame: int
+    spatial_frames: tuple[int, ...]
+    pointer_frames: tuple[int, ...]
+
+
+def _prompted_pointers(model, prompted: dict[int, Sam2Memory], frame: int, reverse: bool) -> tuple[dict, dict, list]:
+    """SAM 2's conditioning frames for ``frame``: (selected, unselected, pointer list)."""
+    from sam2.modeling.sam2_utils import select_closest_cond_frames
+
+    selected, unselected = select_closest_cond_frames(frame, prompted, model.max_cond_frames_in_attn)
+    sign = -1 if reverse else 1
+    usable = selected
+    if model.only_obj_ptrs_in_the_past_for_eval:
+        usable = {t: m for t, m in selected.items() if (t >= frame if reverse else t <= frame)}
+    pointers = [((frame - t) * sign if model.use_signed_tpos_enc_to_obj_ptrs else abs(frame - t), m) for t, m in usable.items()]
+    return selected, unselected, pointers
+
+
+class FifoSelection:
+    """SAM 2's rule: prompted frames plus the ``recent`` frames just before (all when None)."""
+
+    def __init__(self, model, recent: int | None = None) -> None:
+        self.model = model
+        self.recent = model.num_maskmem - 1 if recent is None else recent
+        self.prompted: dict[int, Sam2Memory] = {}
+        self.tracked: dict[int, Sam2Memory] = {}
+
+    def add(self, memory: Sam2Memory, entry: MemoryEntry | None = None) -> bool:
+        (self.prompted if memory.prompted else self.tracked)[memory.frame] = memory
+        return True
+
+    def select(self, frame: int, reverse: bool, num_frames: int, key: torch.Tensor | None = None) -> MemoryRead:
+        model = self.model
+        selected, unselected, pointers = _prompted_pointers(model, self.prompted, frame, reverse)
+        spatial = [(0, m) for m in selected.values()]
+        stride = model.memory_temporal_stride_for_eval
+        for t_pos in range(1, model.num_maskmem):
+            t_rel = model.num_maskmem - t_pos
+            if t_rel > self.recent:
+                continue
+            if t_rel == 1:
+                previous = frame + 1 if reverse else frame - 1
+            elif reverse:
+                previous = -(-(frame + 2) // stride) * stride + (t_rel - 2) * stride
+            else:
+                previous = ((frame - 2) // stride) * stride - (t_rel - 2) * stride
+            memory = self.tracked.get(previous, unselected.get(previous))
+            if memory is not None:
+                spatial.append((t_pos, memory))
+        if model.use_obj_ptrs_in_encoder:
+            for t_diff in range(1, min(num_frames, model.max_obj_ptrs_in_encoder)):
+                t = frame + t_diff if reverse else frame - t_diff
+                if t < 0 or t >= num_frames:
+                    break
+                memory = self.tracked.get(t, unselected.get(t))
+                if memory is not None:
+                    pointers.append((t_diff, memory))
+        # frames further back than any rule reaches are never read again
+        horizon = max(model.max_obj_ptrs_in_encoder, (model.num_maskmem + 1) * stride) + 1
+        self.tracked = {t: m for t, m in self.tracked.items() if abs(frame - t) <= horizon}
+        return MemoryRead(spatial, pointers)
+
+
+class BankSelection:
+    """The confidence rule: prompted frames plus the bank's best entries for the current frame."""
+
+    def __init__(self, model, bank: ConfidenceMemoryBank) -> None:
+        self.model = model
+        self.bank = bank
+        self.prompted: dict[int, Sam2Memory] = {}
+        self.stored: dict[int, Sam2Memory] = {}
+
+    def add(self, memory: Sam2Memory, entry: MemoryEntry | None = None) -> bool:
+        if memory.prompted:
+            self.prompted[memory.frame] = memory
+            if entry is not None:
+                self.bank.add(entry)
+            return True
+        assert entry is not None, "the bank needs the entry's key and confidence"
+        admitted = self.bank.add(entry)
+        held = {e.frame for e in self.bank.entries if not e.pinned}
+        if admitted:
+            self.stored[memory.frame] = memory
+        self.stored = {t: m for t, m in self.stored.items() if t in held}
+        return admitted
+
+    def select(self, frame: int, reverse: bool, num_frames: int, key: torch.Tensor | None = None) -> MemoryRead:
+        model = self.model
+        selected, _, pointers = _prompted_pointers(model, self.prompted, frame, reverse)
+        spatial = [(0, m) for m in selected.values()]
+        candidates = [e for e in self.bank.entries if not e.pinned and e.frame in self.stored]
+        if candidates and key is not None:
+            weights = self.bank.readout(key).weights
+            weight_of = {id(e): float(w) for e, w in zip(self.bank.entries, weights)}
+            candidates.sort(key=lambda e: -weight_of.get(id(e), 0.0))
+            for entry in candidates[: model.num_maskmem - 1]:
+                distance = min(max(abs(frame - entry.frame), 1), model.num_maskmem - 1)
+                memory = self.stored[entry.frame]
+                spatial.append((model.num_maskmem - distance, memory))
+                if model.use_obj_ptrs_in_encoder:
+                    pointers.append((abs(frame - entry.frame), memory))
+        return MemoryRead(spatial, pointers)
+
+
+def conditioned_features(model, flat: FlatFeatures, read: MemoryRead, num_frames: int, position: torch.Tensor) -> torch.Tensor:
+    """(1, C, h, w) features of the current frame after memory attention over ``read``.
+
+    ``position`` is the memory's spatial position encoding (1, C_mem, h, w), the same for every frame.
+    """
+    from sam2.modeling.sam2_utils import get_1d_sine_pe
+
+    device = flat.vision[-1].device
+    channels = model.hidden_dim
+    h, w = flat.sizes[-1]
+    memories, encodings = [], []
+    spatial_position = position.to(device).flatten(2).permute(2, 0, 1)
+    for t_pos, memory in read.spatial:
+        memories.append(memory.features.to(device, non_blocking=True).flatten(2).permute(2, 0, 1))
+        encodings.append(spatial_position + model.maskmem_tpos_enc[model.num_maskmem - t_pos - 1])
+    pointer_tokens = 0
+    if model.use_obj_ptrs_in_encoder and read.pointers:
+        max_pointers = min(num_frames, model.max_obj_ptrs_in_encoder)
+        offsets = [offset for offset, _ in read.pointers]
+        pointers = torch.stack([m.pointer.to(device) for _, m in read.pointers], dim=0)
+        if model.add_tpos_enc_to_obj_ptrs:
+            dim = channels if model.proj_tpos_enc_in_obj_ptrs else model.mem_dim
+            pointer_pos = get_1d_sine_pe(torch.tensor(offsets).to(device=device) / (max_pointers - 1), dim=dim)
+            pointer_pos = model.obj_ptr_tpos_proj(pointer_pos).unsqueeze(1).expand(-1, 1, model.mem_dim)
+        else:
+            pointer_pos = pointers.new_zeros(len(offsets), 1, model.mem_dim)
+        if model.mem_dim < channels:
+            pointers = pointers.reshape(-1, 1, channels // model.mem_dim, model.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+            pointer_pos = pointer_pos.repeat_interleave(channels // model.mem_dim, dim=0)
+        memories.append(pointers)
+        encodings.append(pointer_pos)
+        pointer_tokens = pointers.shape[0]
+    fused = model.memory_attention(
+        curr=flat.vision[-1:],
+        curr_pos=flat.positions[-1:],
+        memory=torch.cat(memories, dim=0),
+        memory_pos=torch.cat(encodings, dim=0),
+        num_obj_ptr_tokens=pointer_tokens,
+    )
+    return fused.permute(1, 2, 0).view(1, channels, h, w)
+
+
+@dataclass
+class FramePrompt:
+    """One object's prompt on one frame, in model-input coordinates."""
+
+    box: np.ndarray | None = None
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    mask: torch.Tensor | None = None  # (1, 1, S, S) float 0/1 at the input size
+
+
+@dataclass
+class StepOutput:
+    """One object on one frame."""
+
+    low_res_logits: torch.Tensor  # (1, 1, S/4, S/4) float32 after SAM 2's hole filling (output)
+    memory_masks: torch.Tensor  # (1, 1, S, S) logits that the memory encoder reads
+    pointer: torch.Tensor  # (1, C)
+    object_score_logits: torch.Tensor  # (1, 1): > 0 where the model sees the object
+    iou: float
+    from_prompt: bool  # memory encoded as SAM 2 encodes prompted frames (binarised)
+
+    @property
+    def object_score(self) -> float:
+        return float(self.object_score_logits.float().item())
+
+    @property
+    def presence(self) -> float:
+        return float(torch.sigmoid(self.object_score_logits.float()).item())
+
+    @property
+    def confidence(self) -> float:
+        return min(max(self.iou, 0.0), 1.0) * self.presence
+
+
+def _fill_holes(model, logits: torch.Tensor) -> torch.Tensor:
+    """SAM 2's own hole filling (a CUDA extension; SAM 2 skips it where the extension is missing)."""
+    area = getattr(model, "fill_hole_area", 0)
+    if area <= 0:
+        return logits
+    from sam2.utils.misc import fill_holes_in_mask_scores
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fill_holes_in_mask_scores(logits, area)
+
+
+class Sam2Tracker:
+    """Tracks prompted objects through frames with SAM 2 and a memory rule.
+
+    Arguments:
+        frames01: n frames, (H, W) or (H, W, 3) values in [0, 1] (arrays or WindowedFrames).
+        backbone: a :class:`Sam2Backbone`, or a wrapper around one (features are encoded through it).
+        memory: "confidence", "fifo" or "none".
+        settings: the confidence rule's settings.
+        progress: show a tqdm bar.
+    """
+
+    def __init__(
+        self,
+        frames01: Sequence[np.ndarray],
+        backbone: Backbone,
+        memory: str = "confidence",
+        settings: Sam2TrackingSettings | None = None,
+        progress: bool = False,
+    ) -> None:
+        if memory not in SAM2_MEMORY_KINDS:
+            raise UsageError(f"unknown memory '{memory}'; choose one of {', '.join(SAM2_MEMORY_KINDS)}")
+        sam2 = getattr(backbone, "inner", backbone)
+        if not isinstance(sam2, Sam2Backbone):
+            raise UsageError("SAM 2 tracking needs the sam2 backbone")
+        self.frames01 = frames01
+        self.backbone = backbone
+        self.sam2 = sam2
+        self.model = sam2.model
+        self.memory = memory
+        self.settings = settings or Sam2TrackingSettings()
+        self.progress = progress
+        self.stats = PropagationStats(frames_total=len(frames01))
+        self.reads: list[ReadLog] = []
+        self._position: torch.Tensor | None = None
+
+    # -- prompts ----------------------------------------------------------------------------
+    def _frame_prompts(self, obj: ObjectPrompts) -> dict[int, FramePrompt]:
+        """Each prompted frame's prompt in model coordinates (one box per frame, as SAM 2 takes)."""
+        prompts: dict[int, FramePrompt] = {}
+        rows, cols = int(self.frames01.shape[1]), int(self.frames01.shape[2])
+        geometry = self.sam2.frame_geometry(rows, cols)
+        size = self.sam2.input_size
+        for frame in obj.prompted_frames():
+            masks = [m.mask for m in obj.masks if m.frame == frame]
+            boxes = [b for b in obj.boxes if b.frame == frame]
+            clicks = [p for p in obj.points if p.frame == frame]
+            if masks:
+                union = torch.as_tensor(np.logical_or.reduce(masks).astype(np.float32))[None, None]
+                resized = F.interpolate(union, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+                prompts[frame] = FramePrompt(mask=(resized >= 0.5).float().to(self.sam2.device))
+                continue
+            if len(boxes) > 1:
+                raise PromptError(
+                    f"label {obj.label}: {len(boxes)} boxes on slice {frame}; the sam2 backbone takes one box per object "
+                    "and slice (give the parts as separate labels, or a mask)"
+                )
+            box = geometry.box_to_model(boxes[0].as_tuple()) if boxes else None
+            points = geometry.points_to_model(np.array([[p.x, p.y] for p in clicks])) if clicks else None
+            labels = np.array([1 if p.positive else 0 for p in clicks]) if clicks else None
+            prompts[frame] = FramePrompt(box=box, points=points, labels=labels)
+        return prompts
+
+    # -- one frame ----------------------------------------------------------------------------
+    def _step(self, flat: FlatFeatures, read: MemoryRead | None, prompt: FramePrompt | None) -> StepOutput:
+        model = self.model
+        high_res = flat.high_res()
+        if prompt is not None and prompt.mask is not None and model.use_mask_input_as_output_without_sam:
+            h, w = flat.sizes[-1]
+            pix = flat.vision[-1].permute(1, 2, 0).view(1, model.hidden_dim, h, w)
+            outputs = model._use_mask_as_output(pix, high_res, prompt.mask)
+            points = None
+        else:
+            points = point_inputs(prompt.box, prompt.points, prompt.labels, self.sam2.device) if prompt is not None else None
+            if read is None:
+                pix = self.sam2.no_memory_features(flat)
+            else:
+                pix = conditioned_features(model, flat, read, len(self.frames01), self._position)
+            outputs = model._forward_sam_heads(
+                backbone_features=pix,
+                point_inputs=points,
+                mask_inputs=prompt.mask if prompt is not None else None,
+                high_res_features=high_res,
+                multimask_output=model._use_multimask(read is None, points),
+            )
+        _, _, ious, low_res, high_res_masks, pointer, object_score = outputs
+        filled = _fill_holes(model, low_res)
+        prompted = prompt is not None
+        if prompted:
+            # SAM 2 encodes a prompted frame's memory from its (filled) low-resolution output
+            memory_masks = F.interpolate(filled, size=(model.image_size, model.image_size), mode="bilinear", align_corners=False)
+        else:
+            memory_masks = high_res_masks
+        # SAM 2 keeps the mask with the highest predicted IoU when it outputs several
+        return StepOutput(filled.float(), memory_masks, pointer, object_score, float(ious.float().max()), prompted)
+
+    def _remember(self, flat: FlatFeatures, frame: int, step: StepOutput) -> Sam2Memory:
+        features, positions = self.model._encode_new_memory(
+            current_vision_feats=flat.vision,
+            feat_sizes=flat.sizes,
+            pred_masks_high_res=step.memory_masks,
+            object_score_logits=step.object_score_logits,
+            is_mask_from_pts=step.from_prompt,
+        )
+        if self._position is None:
+            self._position = positions[-1][0:1].clone()
+        stored = features.to(torch.bfloat16).to(self.sam2.storage_device, non_blocking=True)
+        return Sam2Memory(frame, stored, step.pointer, step.from_prompt, step.confidence)
+
+    def _selection(self):
+        if self.memory == "fifo":
+            return FifoSelection(self.model)
+        if self.memory == "none":
+            return FifoSelection(self.model, recent=1)
+        s = self.settings
+        return BankSelection(self.model, ConfidenceMemoryBank(capacity=s.capacity, admit=s.admit, temperature=s.temperature))
+
+    def _entry(self, features, frame: int, step: StepOutput, key: torch.Tensor, pinned: bool) -> MemoryEntry:
+        probability = torch.sigmoid(step.low_res_logits[0, 0].float().cpu())
+        return MemoryEntry(
+            frame=frame,
+            key=key,
+            prototype=mask_prototype(features, probability),
+            probability=probability,
+            confidence=1.0 if pinned else step.confidence,
+            area=float((probability > 0.5).sum()),
+            pinned=pinned,
+        )
+
+    # -- the passes ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def run(self, objects: list[ObjectPrompts]) -> list[ObjectTrack]:
+        """Track every object forward and backward from its prompts; one track per object, where
+        each frame's logits are the union (max) of both passes."""
+        prompts = [self._frame_prompts(o) for o in objects]
+        store = FeatureStore(self.frames01, self.backbone, set(), self.stats)
+        tracks = [ObjectTrack(o.label, o.name, o.prompted_frames()) for o in objects]
+        start, encoding = time.perf_counter(), self.stats.encode_seconds
+        first: list[dict[int, tuple[StepOutput, Sam2Memory, MemoryEntry]]] = []
+        with self.sam2.autocast():
+            for obj_prompts in prompts:
+                per_frame = {}
+                for frame, prompt in obj_prompts.items():
+                    features = store.get(frame)
+                    flat = self.sam2.flatten(features)
+                    step = self._step(flat, None, prompt)
+                    key = frame_key(features, self.settings.key_grid)
+                    per_frame[frame] = (step, self._remember(flat, frame, step), self._entry(features, frame, step, key, True))
+                first.append(per_frame)
+        self.stats.decode_seconds += time.perf_counter() - start - (self.stats.encode_seconds - encoding)
+        bar = tqdm(desc="propagating", unit="slice", disable=not self.progress, leave=False)
+        try:
+            for direction in (1, -1):
+                self._pass(direction, objects, prompts, first, tracks, store, bar)
+        finally:
+            bar.close()
+        for track, per_frame in zip(tracks, first):
+            for frame, (step, _, _) in per_frame.items():
+                _merge(track, self._prediction(frame, step, prompted=True))
+        return tracks
+
+    def _pass(self, direction, objects, prompts, first, tracks, store, bar) -> None:
+        n = len(self.frames01)
+        reverse = direction == -1
+        starts = [min(p) if direction == 1 else max(p) for p in prompts]
+        selections = [self._selection() for _ in objects]
+        for selection, per_frame in zip(selections, first):
+            for _, memory, entry in per_frame.values():
+                selection.add(memory, entry)
+        active = [False] * len(objects)
+        ended = [False] * len(objects)
+        absent = [0] * len(objects)
+        frame = min(starts) if direction == 1 else max(starts)
+        patience = self.settings.patience if self.memory == "confidence" else None
+        while 0 <= frame < n:
+            for i in range(len(objects)):
+                if frame == starts[i]:
+                    active[i] = True
+            todo = [i for i in range(len(objects)) if active[i] and not ended[i] and frame not in prompts[i]]
+            if todo:
+                features = store.get(frame)
+                bar.update(1)
+                begin, encoding = time.perf_counter(), self.stats.encode_seconds
+                with self.sam2.autocast():
+                    flat = self.sam2.flatten(features)
+                    key = frame_key(features, self.settings.key_grid)
+                    for i in todo:
+                        read = selections[i].select(frame, reverse, n, key)
+                        spatial = tuple(m.frame for _, m in read.spatial)
+                        self.reads.append(ReadLog(objects[i].label, direction, frame, spatial, tuple(m.frame for _, m in read.pointers)))
+                        step = self._step(flat, read, None)
+                        self.stats.decode_calls += 1
+                        memory = self._remember(flat, frame, step)
+                        entry = self._entry(features, frame, step, key, False) if self.memory == "confidence" else None
+                        selections[i].add(memory, entry)
+                        _merge(tracks[i], self._prediction(frame, step, prompted=False))
+                        absent[i] = absent[i] + 1 if step.object_score <= 0 else 0
+                        ahead = any((f - frame) * direction > 0 for f in prompts[i])
+                        if patience is not None and absent[i] >= patience and not ahead:
+                            ended[i] = True
+                self.stats.decode_seconds += time.perf_counter() - begin - (self.stats.encode_seconds - encoding)
+            if all(ended):
+                break
+            frame += direction
+
+    def _prediction(self, frame: int, step: StepOutput, prompted: bool) -> FramePrediction:
+        logits = step.low_res_logits[0, 0].float().cpu()
+        probability = (torch.sigmoid(logits) * 255).round().to(torch.uint8)
+        return FramePrediction(frame, probability, step.iou, step.presence, step.confidence, prompted=prompted, logits=logits)
+
+
+def _merge(track: ObjectTrack, result: FramePrediction) -> None:
+    """The union of two passes over a frame: the larger logit wins at each pixel."""
+    current = track.frames.get(result.frame)
+    if current is None:
+        track.frames[result.frame] = result
+        return
+    best = result if result.confidence > current.confidence else current
+    logits = torch.maximum(current.logits, result.logits)
+    probability = (torch.sigmoid(logits) * 255).round().to(torch.uint8)
+    track.frames[result.frame] = FramePrediction(
+        result.frame, probability, best.iou, best.presence, best.confidence, prompted=current.prompted or result.prompted, logits=logits
+    )
