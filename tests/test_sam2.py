@@ -148,6 +148,28 @@ def test_confidence_bank_reads_other_frames_than_fifo(tiny_checkpoint, ct_frames
     assert len(bank & {6, 7, 8, 9, 10}) < 5
 
 
+def test_several_objects_with_box_click_and_mask_prompts(tiny_checkpoint, ct_frames):
+    """Three objects in one run, each prompted differently; a mask prompt is its frame's answer (SAM 2
+    takes an input mask as the output on that frame)."""
+    from medsam2.prompts import MaskPrompt, Point
+
+    mask = np.zeros(ct_frames.shape[1:], bool)
+    mask[50:80, 10:40] = True
+    objects = [
+        ObjectPrompts(1, boxes=[Box(2, 30, 20, 90, 70)]),
+        ObjectPrompts(2, points=[Point(5, 100, 60), Point(5, 20, 20, positive=False)]),
+        ObjectPrompts(3, masks=[MaskPrompt(4, mask)]),
+    ]
+    backbone = Sam2Backbone(tiny_checkpoint, CPU, image_size=SMALL)
+    result = Segmenter(backbone=backbone, memory="confidence").segment(Volume(array=ct_frames, source="ct"), objects, window="none")
+    assert [o.label for o in result.report.objects] == [1, 2, 3]
+    assert all(o.prompted_slices for o in result.report.objects)
+    on_mask_frame = result.labels[4]
+    # the mask prompt's own pixels are labelled 3 unless a more confident object claims them
+    assert (on_mask_frame[mask] == 3).mean() > 0.5
+    assert result.report.slices_encoded == len(ct_frames)
+
+
 def test_segment_command_with_sam2(tmp_path, tiny_checkpoint, capsys):
     ct_path, _ = sample_paths()
     image = sitk.ReadImage(str(ct_path))[:, :, 20:25]

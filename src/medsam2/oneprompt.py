@@ -12,8 +12,10 @@ confidence weighted means of the entries' prototypes, in the backbone's matching
 the query's location prior is where its features are closer to the foreground prototype than to
 the background one. The prior is opened (to cut thin bridges to neighbouring tissue) and
 thresholded at a few margins; the largest components give boxes; each box is decoded, and the
-candidate with the best confidence = predicted IoU x agreement (Dice between the decoded mask and
-the prior component it came from) wins. A structure that comes in pieces on the support (both
+candidate with the best predicted IoU x agreement (Dice between the decoded mask and the prior
+component it came from) x presence (cosine between the decoded mask's mean feature and the
+foreground prototype: low when the mask spills into other tissue) wins; its confidence is
+predicted IoU x agreement. A structure that comes in pieces on the support (both
 lungs) is answered with the union of as many components. Each piece's tight box is decoded once
 more (refinement).
 """
@@ -129,6 +131,15 @@ def _pieces(mask: torch.Tensor, fraction: float = 0.25) -> int:
     return int((sizes >= fraction * sizes.max()).sum())
 
 
+def _presence(matching: torch.Tensor, decoded: np.ndarray, foreground: torch.Tensor) -> float:
+    """Cosine between the mean matching feature inside a decoded mask (on the feature grid) and the
+    bank's foreground prototype, clipped to [0, 1]: low where the mask spills into other tissue."""
+    if not decoded.any():
+        return 0.0
+    inside = _normalise(matching[:, torch.from_numpy(decoded)].mean(dim=1))
+    return max(0.0, float(inside @ foreground))
+
+
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     total = a.sum() + b.sum()
     return float(2 * np.logical_and(a, b).sum() / total) if total else 0.0
@@ -211,12 +222,14 @@ class StructureLocator:
             for part, iou, probability in candidates:
                 decoded = (_grid(probability > 0.5, score.shape).numpy() > 0.5) & valid
                 agreement = _dice(decoded, part)
-                confidence = iou * agreement
-                if best is None or confidence > best[0]:
-                    best = (confidence, iou, agreement, probability)
+                presence = _presence(matching, decoded, foreground)
+                rank = iou * agreement * presence
+                if best is None or rank > best[0]:
+                    best = (rank, iou, agreement, probability, presence)
         if best is None:
             return None
-        confidence, iou, agreement, probability = best
+        _, iou, agreement, probability, presence = best
+        confidence = iou * agreement
         mask = (probability > 0.5).numpy()
         pieces, count = ndimage.label(mask)
         refined = []
@@ -279,25 +292,41 @@ def answer_queries(
             similarity = [float((keys @ bank_keys.T).max()) for _, _, keys, _ in pending]
             query, features, _, seconds = pending.pop(int(np.argmax(similarity)))
             began = time.perf_counter()
-            best: tuple[int, Localisation, FrameFeatures] | None = None
-            for frame, frame_features in zip(query.indices, features):
-                found = locator.locate(frame_features, bank)
-                if found is not None and (best is None or found.confidence > best[1].confidence):
-                    best = (frame, found, frame_features)
-            admitted = False
-            if best is not None:
-                entry = locator.entry(next_index, best[2], best[1].probability, best[1].confidence, pinned=False)
-                if entry is not None and bank.add(entry):
-                    admitted = True
-                    next_index -= 1
-            on_answer(
-                QueryAnswer(
-                    name=query.name,
-                    frame=best[0] if best else None,
-                    localisation=best[1] if best else None,
-                    admitted=admitted,
-                    support=leaned_on(best[1], support_names) if best else None,
-                    seconds=seconds + time.perf_counter() - began,
-                    features=best[2] if best else None,
-                )
-            )
+            best = _best_frame(locator, bank, query, features)
+            admitted, next_index = _admit(locator, bank, best, next_index)
+            seconds += time.perf_counter() - began
+            on_answer(_answer(query, best, admitted, support_names, seconds))
+
+
+def _best_frame(
+    locator: StructureLocator, bank: ConfidenceMemoryBank, query: QueryFrames, features: list[FrameFeatures]
+) -> tuple[int, Localisation, FrameFeatures] | None:
+    """The query frame where the structure is found with the highest confidence."""
+    best: tuple[int, Localisation, FrameFeatures] | None = None
+    for frame, frame_features in zip(query.indices, features):
+        found = locator.locate(frame_features, bank)
+        if found is not None and (best is None or found.confidence > best[1].confidence):
+            best = (frame, found, frame_features)
+    return best
+
+
+def _admit(locator, bank, best, next_index: int) -> tuple[bool, int]:
+    """Offer an answer to the bank; returns whether it was admitted and the next entry index."""
+    if best is None:
+        return False, next_index
+    entry = locator.entry(next_index, best[2], best[1].probability, best[1].confidence, pinned=False)
+    if entry is not None and bank.add(entry):
+        return True, next_index - 1
+    return False, next_index
+
+
+def _answer(query: QueryFrames, best, admitted: bool, support_names: dict[int, str], seconds: float) -> QueryAnswer:
+    return QueryAnswer(
+        name=query.name,
+        frame=best[0] if best else None,
+        localisation=best[1] if best else None,
+        admitted=admitted,
+        support=leaned_on(best[1], support_names) if best else None,
+        seconds=seconds,
+        features=best[2] if best else None,
+    )
