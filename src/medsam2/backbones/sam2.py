@@ -87,6 +87,7 @@ class Sam2Backbone:
         checkpoint: the weights file (required: nothing is downloaded).
         device: where the model runs.
         model_config: a ``--model-config`` name; None reads the architecture from the file.
+        runtime: "auto" or "torch" (SAM 2 runs in PyTorch; "openvino" is refused).
         precision: "auto" (bf16 autocast on GPUs that have it, else fp16; fp32 on CPUs without
             native bf16), "fp32", "bf16" or "fp16".
         offload: keep the memory of past frames in CPU memory (long scans on a small GPU).
@@ -186,6 +187,7 @@ class Sam2Backbone:
                 multimask_output=self.model._use_multimask(True, prompt),
             )
         _, _, ious, _, high_res_masks, _, object_score = outputs
+        # the confidence that the engines read: predicted IoU x the model's belief that the object is there
         iou = float(ious.float().max()) * float(torch.sigmoid(object_score.float()).item())
         return Prediction(logits=high_res_masks[0, 0].float().cpu(), iou=min(max(iou, 0.0), 1.0))
 
