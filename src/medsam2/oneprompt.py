@@ -225,10 +225,10 @@ class StructureLocator:
                 presence = _presence(matching, decoded, foreground)
                 rank = iou * agreement * presence
                 if best is None or rank > best[0]:
-                    best = (rank, iou, agreement, probability, presence)
+                    best = (rank, iou, agreement, probability)
         if best is None:
             return None
-        _, iou, agreement, probability, presence = best
+        _, iou, agreement, probability = best
         confidence = iou * agreement
         mask = (probability > 0.5).numpy()
         pieces, count = ndimage.label(mask)
@@ -310,7 +310,9 @@ def _best_frame(
     return best
 
 
-def _admit(locator, bank, best, next_index: int) -> tuple[bool, int]:
+def _admit(
+    locator: StructureLocator, bank: ConfidenceMemoryBank, best: tuple[int, Localisation, FrameFeatures] | None, next_index: int
+) -> tuple[bool, int]:
     """Offer an answer to the bank; returns whether it was admitted and the next entry index."""
     if best is None:
         return False, next_index
@@ -320,7 +322,9 @@ def _admit(locator, bank, best, next_index: int) -> tuple[bool, int]:
     return False, next_index
 
 
-def _answer(query: QueryFrames, best, admitted: bool, support_names: dict[int, str], seconds: float) -> QueryAnswer:
+def _answer(
+    query: QueryFrames, best: tuple[int, Localisation, FrameFeatures] | None, admitted: bool, support_names: dict[int, str], seconds: float
+) -> QueryAnswer:
     return QueryAnswer(
         name=query.name,
         frame=best[0] if best else None,

@@ -428,7 +428,7 @@ class Sam2Tracker:
         store = FeatureStore(self.frames01, self.backbone, set(), self.stats)
         tracks = [ObjectTrack(o.label, o.name, o.prompted_frames()) for o in objects]
         start, encoding = time.perf_counter(), self.stats.encode_seconds
-        first: list[dict[int, tuple[StepOutput, Sam2Memory, MemoryEntry]]] = []
+        first: list[dict[int, tuple[StepOutput, Sam2Memory, MemoryEntry | None]]] = []
         with self.sam2.autocast():
             for obj_prompts in prompts:
                 per_frame = {}
@@ -436,8 +436,10 @@ class Sam2Tracker:
                     features = store.get(frame)
                     flat = self.sam2.flatten(features)
                     step = self._step(flat, None, prompt)
-                    key = frame_key(features, self.settings.key_grid)
-                    per_frame[frame] = (step, self._remember(flat, frame, step), self._entry(features, frame, step, key, True))
+                    entry = None
+                    if self.memory == "confidence":  # only the bank reads keys and prototypes
+                        entry = self._entry(features, frame, step, frame_key(features, self.settings.key_grid), True)
+                    per_frame[frame] = (step, self._remember(flat, frame, step), entry)
                 first.append(per_frame)
         self.stats.decode_seconds += time.perf_counter() - start - (self.stats.encode_seconds - encoding)
         bar = tqdm(desc="propagating", unit="slice", disable=not self.progress, leave=False)
@@ -475,7 +477,7 @@ class Sam2Tracker:
                 begin, encoding = time.perf_counter(), self.stats.encode_seconds
                 with self.sam2.autocast():
                     flat = self.sam2.flatten(features)
-                    key = frame_key(features, self.settings.key_grid)
+                    key = frame_key(features, self.settings.key_grid) if self.memory == "confidence" else None
                     for i in todo:
                         read = selections[i].select(frame, reverse, n, key)
                         spatial = tuple(m.frame for _, m in read.spatial)
