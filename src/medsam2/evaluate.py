@@ -165,6 +165,14 @@ def slice_dice_by_distance(predicted: np.ndarray, truth: np.ndarray, prompted: l
     return out
 
 
+def _wanted_labels(reference: np.ndarray, config: EvaluationConfig, case_name: str) -> tuple[list[int], list[str]]:
+    """Labels to evaluate in a reference (``--labels`` or every non-zero value) and notes for the asked ones it lacks."""
+    present = [int(v) for v in np.unique(reference) if v != 0]
+    wanted = list(config.labels) if config.labels else present
+    notes = [f"{case_name}: label {v} not found; skipped" for v in wanted if v not in present]
+    return [v for v in wanted if v in present], notes
+
+
 def evaluate_case(
     case, segmenter_for, config: EvaluationConfig, names: dict[int, str], predictions_dir: Path | None
 ) -> tuple[list[StructureResult], list[str]]:
@@ -173,10 +181,7 @@ def evaluate_case(
     if loaded is None:
         return [], [f"{case.case_id}: image and label differ in shape; skipped"]
     volume, reference = loaded
-    present = [int(v) for v in np.unique(reference) if v != 0]
-    wanted = list(config.labels) if config.labels else present
-    notes = [f"{case.case_id}: label {v} not found; skipped" for v in wanted if v not in present]
-    labels = [v for v in wanted if v in present]
+    labels, notes = _wanted_labels(reference, config, case.case_id)
     if not labels:
         return [], notes
     frames_reference = to_frames(reference, config.axis)
@@ -249,9 +254,7 @@ def evaluate_oneprompt(
     if loaded is None:
         return [], [f"{cases[0].case_id}: image and label differ in shape; the support cannot be used"]
     support, support_reference = loaded
-    present = [int(v) for v in np.unique(support_reference) if v != 0]
-    wanted = list(config.labels) if config.labels else present
-    notes = [f"{cases[0].case_id} (support): label {v} not found; skipped" for v in wanted if v not in present]
+    labels, notes = _wanted_labels(support_reference, config, f"{cases[0].case_id} (support)")
     queries = []
     for case in cases[1:]:
         query = _load_case(case)
@@ -260,7 +263,7 @@ def evaluate_oneprompt(
         else:
             queries.append((case, *query))
     results: list[StructureResult] = []
-    for label in [v for v in wanted if v in present]:
+    for label in labels:
         structure = names.get(label, f"label_{label}")
         for method in config.methods:
             if method == "oracle":

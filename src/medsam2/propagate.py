@@ -281,7 +281,7 @@ class Propagator:
                     area=float((probability > 0.5).sum()),
                     pinned=True,
                 )
-                result = FramePrediction(frame, _quantise(probability), prediction.iou, 1.0, prediction.iou, prompted=True)
+                result = FramePrediction(frame, quantise_probability(probability), prediction.iou, 1.0, prediction.iou, prompted=True)
                 per_frame[frame] = (result, entry)
             pinned.append(per_frame)
         bar = tqdm(desc="propagating", unit="slice", disable=not self.progress, leave=False)
@@ -346,7 +346,7 @@ class Propagator:
                         or prediction.iou < settings.stop_iou
                         or area < settings.stop_area_fraction * max_area[i]
                     )
-                    result = FramePrediction(frame, _quantise(probability), prediction.iou, presence, confidence)
+                    result = FramePrediction(frame, quantise_probability(probability), prediction.iou, presence, confidence)
                     self.stats.trace.append((objects[i].label, frame, prediction.iou, presence, area, absent))
                     if absent:
                         held[i].append(result)
@@ -369,7 +369,8 @@ def _keep_better(track: ObjectTrack, result: FramePrediction) -> None:
         track.frames[result.frame] = result
 
 
-def _quantise(probability: torch.Tensor) -> torch.Tensor:
+def quantise_probability(probability: torch.Tensor) -> torch.Tensor:
+    """A [0, 1] map as uint8 (value x 255, rounded): how FramePrediction stores probabilities."""
     return (probability.clamp(0, 1) * 255).round().to(torch.uint8)
 
 

@@ -32,9 +32,17 @@ from tqdm import tqdm
 from medsam2.backbones.base import Backbone
 from medsam2.backbones.sam2 import FlatFeatures, Sam2Backbone, point_inputs
 from medsam2.errors import PromptError, UsageError
-from medsam2.memory import ConfidenceMemoryBank, MemoryEntry
+from medsam2.memory import ConfidenceMemoryBank, MemoryEntry, similarity_weights
 from medsam2.prompts import ObjectPrompts
-from medsam2.propagate import FeatureStore, FramePrediction, ObjectTrack, PropagationStats, frame_key, mask_prototype
+from medsam2.propagate import (
+    FeatureStore,
+    FramePrediction,
+    ObjectTrack,
+    PropagationStats,
+    frame_key,
+    mask_prototype,
+    quantise_probability,
+)
 
 SAM2_MEMORY_KINDS = ("confidence", "fifo", "none")
 
@@ -69,14 +77,12 @@ class Sam2Memory:
         features: (1, C_mem, h, w) encoded memory, bfloat16 (as SAM 2 stores it), on the storage device.
         pointer: (1, C) object pointer.
         prompted: a prompted frame (SAM 2's conditioning frame).
-        confidence: predicted IoU x sigmoid(object score).
     """
 
     frame: int
     features: torch.Tensor
     pointer: torch.Tensor
     prompted: bool
-    confidence: float
 
 
 @dataclass(frozen=True)
@@ -189,12 +195,12 @@ class BankSelection:
         model = self.model
         selected, _, pointers = _prompted_pointers(model, self.prompted, frame, reverse)
         spatial = [(0, m) for m in selected.values()]
-        candidates = [e for e in self.bank.entries if not e.pinned and e.frame in self.stored]
-        if candidates and key is not None:
-            weights = self.bank.readout(key).weights
-            weight_of = {id(e): float(w) for e, w in zip(self.bank.entries, weights)}
-            candidates.sort(key=lambda e: -weight_of.get(id(e), 0.0))
-            for entry in candidates[: model.num_maskmem - 1]:
+        entries = self.bank.entries
+        if key is not None and any(not e.pinned for e in entries):
+            # the bank's readout weights (similarity x confidence, over every entry, as it reads itself)
+            weights = similarity_weights(key, entries, self.bank.temperature)
+            ranked = [e for _, e in sorted(zip(weights.tolist(), entries), key=lambda pair: -pair[0]) if not e.pinned]
+            for entry in ranked[: model.num_maskmem - 1]:
                 distance = min(max(abs(frame - entry.frame), 1), model.num_maskmem - 1)
                 memory = self.stored[entry.frame]
                 spatial.append((model.num_maskmem - distance, memory))
@@ -397,7 +403,7 @@ class Sam2Tracker:
         if self._position is None:
             self._position = positions[-1][0:1].clone()
         stored = features.to(torch.bfloat16).to(self.sam2.storage_device, non_blocking=True)
-        return Sam2Memory(frame, stored, step.pointer, step.from_prompt, step.confidence)
+        return Sam2Memory(frame, stored, step.pointer, step.from_prompt)
 
     def _selection(self):
         if self.memory == "fifo":
@@ -499,7 +505,7 @@ class Sam2Tracker:
 
     def _prediction(self, frame: int, step: StepOutput, prompted: bool) -> FramePrediction:
         logits = step.low_res_logits[0, 0].float().cpu()
-        probability = (torch.sigmoid(logits) * 255).round().to(torch.uint8)
+        probability = quantise_probability(torch.sigmoid(logits))
         return FramePrediction(frame, probability, step.iou, step.presence, step.confidence, prompted=prompted, logits=logits)
 
 
@@ -511,7 +517,8 @@ def _merge(track: ObjectTrack, result: FramePrediction) -> None:
         return
     best = result if result.confidence > current.confidence else current
     logits = torch.maximum(current.logits, result.logits)
-    probability = (torch.sigmoid(logits) * 255).round().to(torch.uint8)
+    probability = quantise_probability(torch.sigmoid(logits))
+    prompted = current.prompted or result.prompted
     track.frames[result.frame] = FramePrediction(
-        result.frame, probability, best.iou, best.presence, best.confidence, prompted=current.prompted or result.prompted, logits=logits
+        result.frame, probability, best.iou, best.presence, best.confidence, prompted=prompted, logits=logits
     )

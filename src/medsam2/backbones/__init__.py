@@ -42,11 +42,7 @@ def build_backbone(
 
         return LiteMedSAMBackbone(device=device, checkpoint=checkpoint, runtime=runtime, precision=precision)
     if name == "sam2":
-        from medsam2.backbones.sam2_models import SAM2_INSTALL_HINT, sam2_available
-
-        if not sam2_available():
-            raise UsageError(f"the sam2 backbone needs Meta's sam2 package: {SAM2_INSTALL_HINT}")
-        from medsam2.backbones.sam2 import Sam2Backbone
+        from medsam2.backbones.sam2 import Sam2Backbone  # imports nothing from sam2 until it is built
 
         return Sam2Backbone(checkpoint, device, model_config=model_config, runtime=runtime, precision=precision, offload=offload)
     raise UsageError(f"unknown backbone '{name}'; available: {', '.join(BACKBONES)}")

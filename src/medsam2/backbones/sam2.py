@@ -25,6 +25,7 @@ from medsam2.backbones.sam2_models import (
     config_by_name,
     identify_checkpoint,
     read_sam2_weights,
+    require_sam2,
 )
 from medsam2.errors import UsageError
 from medsam2.preprocess import StretchGeometry
@@ -110,6 +111,7 @@ class Sam2Backbone:
             raise UsageError("the sam2 backbone ships no weights; pass --checkpoint PATH (a SAM 2, SAM 2.1 or MedSAM-2 .pt file)")
         if runtime == "openvino":
             raise UsageError("--runtime openvino is for the litemedsam backbone; sam2 runs in PyTorch (use --runtime auto or torch)")
+        require_sam2()  # before reading a checkpoint that may be gigabytes
         self.checkpoint = Path(checkpoint)
         state = read_sam2_weights(self.checkpoint)
         chosen = config_by_name(model_config) if model_config else identify_checkpoint(state, self.checkpoint)
@@ -119,7 +121,6 @@ class Sam2Backbone:
         self.model = build_sam2_model(chosen, state, device, image_size=image_size, source=self.checkpoint.name)
         self.input_size = int(self.model.image_size)
         self.storage_device = torch.device("cpu") if offload else device
-        self.offload = offload
 
     # -- execution ---------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:

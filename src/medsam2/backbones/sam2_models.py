@@ -91,6 +91,12 @@ def sam2_available() -> bool:
     return True
 
 
+def require_sam2() -> None:
+    """Raises a one-line UsageError that says how to install Meta's sam2 when it is missing."""
+    if not sam2_available():
+        raise UsageError(f"the sam2 backbone needs Meta's sam2 package: {SAM2_INSTALL_HINT}")
+
+
 def config_by_name(name: str) -> Sam2Config:
     """The config called ``name``; a one-line error listing the names otherwise."""
     if name not in SAM2_CONFIGS:
@@ -155,8 +161,7 @@ def build_sam2_model(
         CheckpointError: weights that do not fit (counts of missing, unexpected and mis-shaped
             keys; nothing is loaded partially).
     """
-    if not sam2_available():
-        raise UsageError(f"the sam2 backbone needs Meta's sam2 package: {SAM2_INSTALL_HINT}")
+    require_sam2()
     from sam2.build_sam import build_sam2_video_predictor
 
     model = build_sam2_video_predictor(
