@@ -6,18 +6,39 @@ HC18 mean 0.746 (pasted mask 0.357, whole-image box 0.433); CXR 0.972, 0.976, 0.
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from medsam2 import Segmenter, load_volume
+from medsam2.backbones.cache import frame_digest
 from medsam2.cli import main
 from medsam2.evaluate import middle_slice_box
 from medsam2.metrics import dice
 from medsam2.oneprompt_run import _windowed, support_from_arrays
 
 from .shared_data import shared
+
+
+class CountingBackbone:
+    """Counts how often each distinct frame is given to ``encode``."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.name, self.input_size, self.device = inner, inner.name, inner.input_size, inner.device
+        self.plan = getattr(inner, "plan", None)
+        self.calls: Counter[str] = Counter()
+
+    def encode(self, frames):
+        self.calls.update(frame_digest(f) for f in frames)
+        return self.inner.encode(frames)
+
+    def frame_geometry(self, height, width):
+        return self.inner.frame_geometry(height, width)
+
+    def decode(self, features, **prompt):
+        return self.inner.decode(features, **prompt)
 
 
 def annotation(path) -> np.ndarray:
@@ -80,9 +101,13 @@ def test_ct_liver_to_mr_runs_and_reports(backbone, capsys):
     one_slice[z] = liver[z]
     mr = load_volume(data / "example_mr_sm.nii.gz")
     reference = load_volume(data / "example_seg_mr.nii.gz").array == 5
-    result = Segmenter(backbone=backbone).one_prompt(*support_from_arrays(ct, one_slice, "ct"), [mr])
+    counting = CountingBackbone(backbone)
+    result = Segmenter(backbone=counting).one_prompt(*support_from_arrays(ct, one_slice, "ct"), [mr])
     query = result.queries[0]
     assert query.labels.shape == mr.shape and query.located_slice is not None and query.error is None
+    # the slices searched for the liver are not encoded again when it is propagated through the MR
+    mr_frames = [frame_digest(frame) for frame in _windowed(mr, "auto")]
+    assert all(counting.calls[d] == 1 for d in mr_frames), [counting.calls[d] for d in mr_frames]
     with capsys.disabled():
         print(f"\nCT liver -> MR liver (cross-modality, no threshold): Dice {dice(query.labels > 0, reference):.3f}, "
               f"confidence {query.confidence:.2f}, located on slice {query.located_slice}")

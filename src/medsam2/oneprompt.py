@@ -102,7 +102,10 @@ class QueryFrames:
 
 @dataclass
 class QueryAnswer:
-    """The best localisation of a query, on which of its frames, and bank bookkeeping."""
+    """The best localisation of a query, on which of its frames, and bank bookkeeping.
+
+    ``features`` are the located frame's; ``searched`` holds every searched frame's features by
+    frame index (so propagation through a query volume need not encode them again)."""
 
     name: str
     frame: int | None
@@ -111,6 +114,7 @@ class QueryAnswer:
     support: str | None
     seconds: float
     features: FrameFeatures | None = field(default=None, repr=False)
+    searched: dict[int, FrameFeatures] = field(default_factory=dict, repr=False)
 
 
 def _grid(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -295,7 +299,7 @@ def answer_queries(
             best = _best_frame(locator, bank, query, features)
             admitted, next_index = _admit(locator, bank, best, next_index)
             seconds += time.perf_counter() - began
-            on_answer(_answer(query, best, admitted, support_names, seconds))
+            on_answer(_answer(query, best, admitted, support_names, seconds, dict(zip(query.indices, features))))
 
 
 def _best_frame(
@@ -323,7 +327,12 @@ def _admit(
 
 
 def _answer(
-    query: QueryFrames, best: tuple[int, Localisation, FrameFeatures] | None, admitted: bool, support_names: dict[int, str], seconds: float
+    query: QueryFrames,
+    best: tuple[int, Localisation, FrameFeatures] | None,
+    admitted: bool,
+    support_names: dict[int, str],
+    seconds: float,
+    searched: dict[int, FrameFeatures],
 ) -> QueryAnswer:
     return QueryAnswer(
         name=query.name,
@@ -333,4 +342,5 @@ def _answer(
         support=leaned_on(best[1], support_names) if best else None,
         seconds=seconds,
         features=best[2] if best else None,
+        searched=searched,
     )

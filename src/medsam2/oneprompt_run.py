@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from medsam2.backbones.cache import SeededBackbone
 from medsam2.errors import MedSAM2Error, PromptError
 from medsam2.io.volume import Volume, load_volume
 from medsam2.oneprompt import OnePromptSettings, QueryAnswer, QueryFrames, StructureLocator, answer_queries
@@ -133,6 +134,15 @@ def _windowed(volume: Volume, window: str) -> WindowedFrames:
     return WindowedFrames(frames, choose_window(frames, window, volume.modality))
 
 
+def _propagator(segmenter: Segmenter, volume: Volume, window: str, answer: QueryAnswer) -> Segmenter:
+    """The segmenter, its backbone seeded with the query's searched slices (not encoded twice)."""
+    from medsam2.segmenter import Segmenter
+
+    frames = _windowed(volume, window)
+    seeded = SeededBackbone(segmenter.backbone, [(frames[z], features) for z, features in answer.searched.items()])
+    return Segmenter(backbone=seeded, memory=segmenter.memory, settings=segmenter.settings)
+
+
 def run_one_prompt(
     segmenter: Segmenter,
     supports: Sequence[tuple[Volume, ObjectPrompts]],
@@ -207,7 +217,8 @@ def run_one_prompt(
                 labels[0][mask] = 1
             elif mask.any():
                 prompts = ObjectPrompts(1, "structure", masks=[MaskPrompt(answer.frame, mask)])
-                labels = (segmenter.segment(volume, prompts, window=window).labels > 0).astype(np.uint8)
+                propagated = _propagator(segmenter, volume, window, answer).segment(volume, prompts, window=window)
+                labels = (propagated.labels > 0).astype(np.uint8)
         outcome = QueryOutcome(
             name=answer.name, labels=labels, confidence=confidence, flagged=confidence < settings.review_below,
             support=answer.support, located_slice=answer.frame if volume.shape[0] > 1 else None, admitted=answer.admitted,

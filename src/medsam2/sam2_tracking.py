@@ -318,7 +318,9 @@ class Sam2Tracker:
     ) -> None:
         if memory not in SAM2_MEMORY_KINDS:
             raise UsageError(f"unknown memory '{memory}'; choose one of {', '.join(SAM2_MEMORY_KINDS)}")
-        sam2 = getattr(backbone, "inner", backbone)
+        sam2 = backbone
+        while hasattr(sam2, "inner"):  # wrappers (cached, seeded) around the sam2 backbone
+            sam2 = sam2.inner
         if not isinstance(sam2, Sam2Backbone):
             raise UsageError("SAM 2 tracking needs the sam2 backbone")
         self.frames01 = frames01
