@@ -6,7 +6,6 @@ HC18 mean 0.746 (pasted mask 0.357, whole-image box 0.433); CXR 0.972, 0.976, 0.
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -19,26 +18,8 @@ from medsam2.evaluate import middle_slice_box
 from medsam2.metrics import dice
 from medsam2.oneprompt_run import _windowed, support_from_arrays
 
+from .counting import CountingBackbone
 from .shared_data import shared
-
-
-class CountingBackbone:
-    """Counts how often each distinct frame is given to ``encode``."""
-
-    def __init__(self, inner) -> None:
-        self.inner, self.name, self.input_size, self.device = inner, inner.name, inner.input_size, inner.device
-        self.plan = getattr(inner, "plan", None)
-        self.calls: Counter[str] = Counter()
-
-    def encode(self, frames):
-        self.calls.update(frame_digest(f) for f in frames)
-        return self.inner.encode(frames)
-
-    def frame_geometry(self, height, width):
-        return self.inner.frame_geometry(height, width)
-
-    def decode(self, features, **prompt):
-        return self.inner.decode(features, **prompt)
 
 
 def annotation(path) -> np.ndarray:

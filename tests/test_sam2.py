@@ -14,10 +14,12 @@ import SimpleITK as sitk
 import torch
 from PIL import Image
 
+from medsam2.backbones.cache import frame_digest
 from medsam2.cli import main
 from medsam2.demo import sample_paths
 from medsam2.io.volume import Volume
 from medsam2.prompts import Box, ObjectPrompts
+from tests.counting import CountingBackbone
 from tests.shared_data import shared
 
 if os.environ.get("CI") is None:
@@ -197,6 +199,22 @@ def test_oneprompt_command_with_sam2(tmp_path, tiny_checkpoint, capsys):
     mask = np.asarray(Image.open(out / "001_HC.png"))
     assert mask.shape == np.asarray(Image.open(folder / "001_HC.png")).shape[:2]
     assert json.loads((out / "report.json").read_text())["queries"][0]["name"] == "001_HC.png"
+
+
+def test_oneprompt_volume_with_sam2_encodes_each_query_slice_once(tiny_checkpoint, ct_frames):
+    """A 3D query: the slices searched for the structure are reused when SAM 2 propagates it."""
+    from medsam2.oneprompt_run import _windowed, support_from_arrays
+
+    support = Volume(array=ct_frames, source="support")
+    mask = np.zeros(ct_frames.shape, dtype=bool)
+    mask[4, 20:70, 30:90] = True
+    query = Volume(array=np.ascontiguousarray(ct_frames[:, :, ::-1]), source="query")
+    counting = CountingBackbone(Sam2Backbone(tiny_checkpoint, CPU, image_size=SMALL))
+    result = Segmenter(backbone=counting).one_prompt(*support_from_arrays(support, mask, "support"), [query], window="none")
+    outcome = result.queries[0]
+    assert outcome.error is None and outcome.labels.shape == query.shape and outcome.located_slice is not None
+    calls = [counting.calls[frame_digest(frame)] for frame in _windowed(query, "none")]
+    assert calls == [1] * len(ct_frames), calls
 
 
 def test_models_lists_every_config(capsys):

@@ -72,13 +72,10 @@ class SeededBackbone(_BackboneWrapper):
     def __init__(self, inner: Backbone, seeds: list[tuple[np.ndarray, FrameFeatures]]) -> None:
         super().__init__(inner)
         self._seeds = {frame_digest(frame): features for frame, features in seeds}
-        self.served = 0
 
     def encode(self, frames: list[np.ndarray]) -> list[FrameFeatures]:
         out = []
         for frame in frames:
             seeded = self._seeds.get(frame_digest(frame))
-            if seeded is not None:
-                self.served += 1
             out.append(seeded if seeded is not None else self.inner.encode([frame])[0])
         return out
