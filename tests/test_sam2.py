@@ -162,8 +162,10 @@ def test_several_objects_with_box_click_and_mask_prompts(tiny_checkpoint, ct_fra
         ObjectPrompts(2, points=[Point(5, 100, 60), Point(5, 20, 20, positive=False)]),
         ObjectPrompts(3, masks=[MaskPrompt(4, mask)]),
     ]
-    backbone = Sam2Backbone(tiny_checkpoint, CPU, image_size=SMALL)
+    backbone = CountingBackbone(Sam2Backbone(tiny_checkpoint, CPU, image_size=SMALL))
     result = Segmenter(backbone=backbone, memory="confidence").segment(Volume(array=ct_frames, source="ct"), objects, window="none")
+    # frames between the prompts are visited by both passes but encoded once
+    assert sorted(backbone.calls.values()) == [1] * len(ct_frames), backbone.calls.values()
     assert [o.label for o in result.report.objects] == [1, 2, 3]
     assert all(o.prompted_slices for o in result.report.objects)
     on_mask_frame = result.labels[4]

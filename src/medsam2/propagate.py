@@ -121,6 +121,13 @@ class FeatureStore:
         return features
 
 
+def frames_between_prompts(objects: Sequence[ObjectPrompts]) -> set[int]:
+    """Frames from the first to the last prompted frame of any object: the sweeps in both directions
+    visit them, so a FeatureStore keeps their features rather than encoding them twice."""
+    prompted = sorted({f for o in objects for f in o.prompted_frames()})
+    return set(range(prompted[0], prompted[-1] + 1))
+
+
 def frame_key(features: FrameFeatures, grid: int) -> torch.Tensor:
     """(D,) L2-normalised frame descriptor: features average-pooled to grid x grid."""
     pooled = F.adaptive_avg_pool2d(features.embedding.float()[None], grid).flatten().cpu()
@@ -261,9 +268,7 @@ class Propagator:
     # -- the sweeps -----------------------------------------------------------------------------
     def run(self, objects: list[ObjectPrompts]) -> list[ObjectTrack]:
         """Segment every object on every frame where it is found; returns one track per object."""
-        prompted = sorted({f for o in objects for f in o.prompted_frames()})
-        keep = set(range(prompted[0], prompted[-1] + 1))
-        store = FeatureStore(self.frames01, self.backbone, keep, self.stats)
+        store = FeatureStore(self.frames01, self.backbone, frames_between_prompts(objects), self.stats)
         tracks = [ObjectTrack(o.label, o.name, o.prompted_frames()) for o in objects]
         pinned: list[dict[int, tuple[FramePrediction, MemoryEntry]]] = []
         for obj in objects:

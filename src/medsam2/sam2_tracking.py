@@ -40,6 +40,7 @@ from medsam2.propagate import (
     ObjectTrack,
     PropagationStats,
     frame_key,
+    frames_between_prompts,
     mask_prototype,
     quantise_probability,
 )
@@ -433,7 +434,7 @@ class Sam2Tracker:
         """Track every object forward and backward from its prompts; one track per object, where
         each frame's logits are the union (max) of both passes."""
         prompts = [self._frame_prompts(o) for o in objects]
-        store = FeatureStore(self.frames01, self.backbone, set(), self.stats)
+        store = FeatureStore(self.frames01, self.backbone, frames_between_prompts(objects), self.stats)
         tracks = [ObjectTrack(o.label, o.name, o.prompted_frames()) for o in objects]
         start, encoding = time.perf_counter(), self.stats.encode_seconds
         first: list[dict[int, tuple[StepOutput, Sam2Memory, MemoryEntry | None]]] = []
