@@ -22,9 +22,9 @@ from pathlib import Path
 from common import SHARED, machine_line  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 RUNS = [
-    ("litemedsam", "litemedsam (embedded)", None),
-    ("sam2-512", "SAM 2.1 tiny, 512 input (random weights)", 512),
-    ("sam2-1024", "SAM 2.1 tiny, 1024 input (random weights)", 1024),
+    ("litemedsam", "litemedsam (embedded)"),
+    ("sam2-512", "SAM 2.1 tiny, 512 input (random weights)"),
+    ("sam2-1024", "SAM 2.1 tiny, 1024 input (random weights)"),
 ]
 
 
@@ -35,12 +35,12 @@ def child(run: str, checkpoint: str | None) -> dict:
     from medsam2.evaluate import middle_slice_box
     from medsam2.metrics import dice
     from medsam2.peakmem import PeakMemory, current_rss_mb
+    from medsam2.prompts import ObjectPrompts
 
     data = SHARED / "totalseg_example"
     ct = load_volume(data / "example_ct_sm.nii.gz")
     liver = load_volume(data / "example_seg.nii.gz").array == 5
     box = middle_slice_box(liver)
-    from medsam2.prompts import ObjectPrompts
 
     before = current_rss_mb() or 0.0
     start = time.perf_counter()
@@ -89,7 +89,7 @@ def main() -> int:
         torch.manual_seed(0)
         state = build_sam2_model(SAM2_CONFIGS["sam2.1_hiera_t"], None, torch.device("cpu")).state_dict()
         torch.save({"model": state}, checkpoint)
-        for run, label, _ in RUNS:
+        for run, label in RUNS:
             out = subprocess.run(
                 [sys.executable, __file__, "--child", run, "--checkpoint", str(checkpoint)],
                 capture_output=True, text=True, check=True,

@@ -104,8 +104,8 @@ class QueryFrames:
 class QueryAnswer:
     """The best localisation of a query, on which of its frames, and bank bookkeeping.
 
-    ``features`` are the located frame's; ``searched`` holds every searched frame's features by
-    frame index (so propagation through a query volume need not encode them again)."""
+    ``searched`` holds every searched frame's features by frame index (so propagation through a
+    query volume need not encode them again); ``features`` are the located frame's."""
 
     name: str
     frame: int | None
@@ -113,8 +113,11 @@ class QueryAnswer:
     admitted: bool
     support: str | None
     seconds: float
-    features: FrameFeatures | None = field(default=None, repr=False)
     searched: dict[int, FrameFeatures] = field(default_factory=dict, repr=False)
+
+    @property
+    def features(self) -> FrameFeatures | None:
+        return self.searched.get(self.frame) if self.frame is not None else None
 
 
 def _grid(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -341,6 +344,5 @@ def _answer(
         admitted=admitted,
         support=leaned_on(best[1], support_names) if best else None,
         seconds=seconds,
-        features=best[2] if best else None,
         searched=searched,
     )

@@ -134,11 +134,10 @@ def _windowed(volume: Volume, window: str) -> WindowedFrames:
     return WindowedFrames(frames, choose_window(frames, window, volume.modality))
 
 
-def _propagator(segmenter: Segmenter, volume: Volume, window: str, answer: QueryAnswer) -> Segmenter:
+def _propagator(segmenter: Segmenter, frames: WindowedFrames, answer: QueryAnswer) -> Segmenter:
     """The segmenter, its backbone seeded with the query's searched slices (not encoded twice)."""
     from medsam2.segmenter import Segmenter
 
-    frames = _windowed(volume, window)
     seeded = SeededBackbone(segmenter.backbone, [(frames[z], features) for z, features in answer.searched.items()])
     return Segmenter(backbone=seeded, memory=segmenter.memory, settings=segmenter.settings)
 
@@ -186,7 +185,7 @@ def run_one_prompt(
         raise PromptError("the support mask covers the whole image or nothing of it; draw the structure only")
 
     outcomes: list[QueryOutcome | None] = [None] * len(queries)
-    loaded: dict[str, tuple[int, Volume]] = {}
+    loaded: dict[str, tuple[int, Volume, WindowedFrames]] = {}
     order: list[str] = []
 
     def loader(position: int) -> Callable[[], QueryFrames]:
@@ -195,8 +194,8 @@ def run_one_prompt(
             volume = item if isinstance(item, Volume) else load_volume(item)
             name = Path(volume.source).name if volume.source else f"query {position}"
             name = name if name not in loaded else f"{name} ({position})"
-            loaded[name] = (position, volume)
             frames = _windowed(volume, window)
+            loaded[name] = (position, volume, frames)
             count = len(frames)
             indices = sorted(set(np.linspace(0, count - 1, min(settings.scan_slices, count)).round().astype(int).tolist()))
             return QueryFrames(name=name, frames=frames, indices=indices)
@@ -204,7 +203,7 @@ def run_one_prompt(
         return load
 
     def answered(answer: QueryAnswer) -> None:
-        position, volume = loaded.pop(answer.name)
+        position, volume, frames = loaded.pop(answer.name)
         order.append(answer.name)
         start = time.perf_counter()
         localisation = answer.localisation
@@ -217,7 +216,7 @@ def run_one_prompt(
                 labels[0][mask] = 1
             elif mask.any():
                 prompts = ObjectPrompts(1, "structure", masks=[MaskPrompt(answer.frame, mask)])
-                propagated = _propagator(segmenter, volume, window, answer).segment(volume, prompts, window=window)
+                propagated = _propagator(segmenter, frames, answer).segment(volume, prompts, window=window)
                 labels = (propagated.labels > 0).astype(np.uint8)
         outcome = QueryOutcome(
             name=answer.name, labels=labels, confidence=confidence, flagged=confidence < settings.review_below,
