@@ -24,6 +24,8 @@ demo: install
 	$(BIN)/medsam2 demo --output-dir medsam2_demo --overwrite
 
 test: install
+	@# the CPU flags and the precision `--precision auto` picks: a failure can be read from the log alone
+	@$(BIN)/medsam2 models | tail -n 1
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -22,5 +22,8 @@ def cpu_model() -> str:
 
 
 def machine_line() -> str:
-    """One line: core count and CPU model."""
-    return f"{os.cpu_count()} cores, {cpu_model()}"
+    """One line: core count, CPU model, torch threads, the CPU flags that matter and the precision
+    that ``--precision auto`` picks here (so a table says whether it was measured in bf16)."""
+    from medsam2.backbones import machine_summary
+
+    return f"{os.cpu_count()} cores, {cpu_model()}; {machine_summary()}"

@@ -64,7 +64,18 @@ def describe_backbones() -> str:
     for config in SAM2_CONFIGS.values():
         lines.append(f"  {config.name:<20}{config.version:<6}{config.hiera:<7}{config.image_size:<7}{'; '.join(config.releases)}")
     lines.append("  --memory confidence (default) | fifo (SAM 2's own rule) | none; --offload keeps past frames in CPU memory")
+    lines += ["", f"this machine: {machine_summary()}"]
     return "\n".join(lines)
 
 
-__all__ = ["BACKBONES", "describe_backbones", "Backbone", "FrameFeatures", "Prediction", "build_backbone"]
+def machine_summary() -> str:
+    """One line for logs and benchmark tables: torch and its threads, the CPU flags that matter and
+    the precision ``--precision auto`` resolves to on the CPU (see :func:`runtime.describe_cpu`)."""
+    import torch
+
+    from medsam2.backbones.runtime import describe_cpu
+
+    return f"torch {torch.__version__}, {torch.get_num_threads()} threads; {describe_cpu()}"
+
+
+__all__ = ["BACKBONES", "describe_backbones", "machine_summary", "Backbone", "FrameFeatures", "Prediction", "build_backbone"]

@@ -47,25 +47,45 @@ class ExecutionPlan:
     notes: tuple[str, ...] = ()
 
 
+#: the CPU flags that decide how fast the encoder runs and which precision ``auto`` picks
+CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as /proc/cpuinfo lists them (empty where there is none); read once per process."""
+    cpuinfo = Path("/proc/cpuinfo")
+    try:
+        text = cpuinfo.read_text(errors="ignore") if cpuinfo.is_file() else ""
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
 @lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """True when this CPU computes bf16 in hardware (avx512_bf16 or AMX); probed once per process.
 
     Reads /proc/cpuinfo on Linux; elsewhere asks PyTorch's CPU capability (no bf16 when unsure).
     """
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        try:
-            text = cpuinfo.read_text(errors="ignore")
-        except OSError:
-            return False
-        for line in text.splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return bool(flags & {"avx512_bf16", "amx_bf16"})
-        return False
+    flags = cpu_flags()
+    if flags:
+        return bool(flags & {"avx512_bf16", "amx_bf16"})
     capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
     return "AMX" in str(capability).upper()
+
+
+def describe_cpu() -> str:
+    """One line: which of :data:`CPU_FLAGS_OF_INTEREST` this CPU has, and the CPU plan that
+    ``--runtime auto --precision auto`` resolves to here, e.g.
+    ``avx2 yes, avx512f yes, avx512_bf16 yes, amx_tile no, amx_bf16 no; auto -> openvino bf16``."""
+    flags = cpu_flags()
+    listed = ", ".join(f"{name} {'yes' if name in flags else 'no'}" for name in CPU_FLAGS_OF_INTEREST)
+    plan = plan_execution("auto", "auto", torch.device("cpu"))
+    return f"{listed}; auto -> {plan.runtime} {plan.precision}"
 
 
 def openvino_available() -> bool:
