@@ -155,3 +155,42 @@ def test_oneprompt_protocol_on_2d_images(hc18_plain_dataset, tmp_path, capsys, m
 def test_oneprompt_protocol_refuses_fifo(hc18_plain_dataset, tmp_path, capsys):
     code = main(["evaluate", str(hc18_plain_dataset), "-o", str(tmp_path / "r"), "--protocol", "oneprompt", "--methods", "fifo"])
     assert code == 2 and "fifo does not apply" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("correction", ["box", "click"])
+def test_interactive_protocol_records_every_round(nnunet_dataset, tmp_path, capsys, monkeypatch, backbone, correction):
+    monkeypatch.setattr("medsam2.backbones.build_backbone", lambda *a, **k: backbone)
+    results_dir = tmp_path / "results"
+    code = main(["evaluate", str(nnunet_dataset), "-o", str(results_dir), "--protocol", "interactive-2", "--correction", correction,
+                 "--methods", "confidence,oracle", "--save-predictions", "--quiet"])
+    capsys.readouterr()
+    assert code == 0
+    rows = list(csv.DictReader((results_dir / "per_case.csv").open()))
+    bank = [r for r in rows if r["method"] == "confidence"]
+    assert len(bank) == 4
+    for row in bank:
+        rounds = [float(row[f"dice_round_{i}"]) for i in range(3)]
+        assert float(row["dice"]) == pytest.approx(rounds[-1], abs=1e-4)  # the final answer is the last round's
+        assert float(row["dice_auc"]) == pytest.approx((rounds[0] + 2 * rounds[1] + rounds[2]) / 2, abs=1e-3)
+        assert float(row["correction_seconds"]) > 0 and float(row["redecoded_per_correction"]) >= 0
+        assert int(row["prompts"]) == 1  # the simulated box-mid prompt; corrections are counted per round
+    assert all(r["dice_round_0"] == "" for r in rows if r["method"] == "oracle")
+    # Dice recomputed from the saved final prediction
+    row = next(r for r in bank if r["case"] == "tiny_000" and r["structure"] == "spleen")
+    prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(results_dir / "predictions" / "confidence" / "tiny_000.nii.gz"))) == 1
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(nnunet_dataset / "labelsTr" / "tiny_000.nii.gz"))) == 1
+    assert float(row["dice"]) == pytest.approx(2 * (prediction & truth).sum() / (prediction.sum() + truth.sum()), abs=1e-4)
+    summary = {(s["method"], s["structure"]): s for s in json.loads((results_dir / "results.json").read_text())["summary"]}
+    spleen = summary[("confidence", "spleen")]
+    assert [spleen[f"dice_round_{i}_mean"] for i in range(3)] and spleen["dice_auc_mean"] > 0
+    assert "round 2" in (results_dir / "summary.md").read_text()
+    assert (results_dir / "dice_by_round.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_interactive_protocol_bad_options(nnunet_dataset, tmp_path, capsys):
+    for args, message in ((["--protocol", "interactive-11"], "N from 1 to 10"), (["--protocol", "interactive-0"], "N from 1 to 10"),
+                          (["--protocol", "interactive-2", "--correction", "scribble"], "invalid choice")):
+        code = main(["evaluate", str(nnunet_dataset), "-o", str(tmp_path / "never"), *args])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and message in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "never").exists()

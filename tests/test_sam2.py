@@ -276,3 +276,21 @@ def test_bf16_autocast_stays_close_to_sam2_video_predictor(tiny_checkpoint, pari
     assert result.report.precision == "bf16"
     masks = result.labels > 0
     assert min(dice(masks[i], expected[i]) for i in range(len(masks))) >= 0.98
+
+
+def test_session_correction_on_sam2_tracks_again_from_cached_features(tiny_checkpoint, ct_frames):
+    """On SAM 2 a correction tracks the object again from all its prompts: every slice is decoded
+    again, none is encoded again; undo gives the previous labels back exactly."""
+    counting = CountingBackbone(Sam2Backbone(tiny_checkpoint, CPU, image_size=SMALL))
+    session = Segmenter(backbone=counting, memory="fifo").open(Volume(array=ct_frames, source="ct"), window="none")
+    session.add(ObjectPrompts(1, boxes=[Box(2, 30, 20, 90, 70)]))
+    list(session.propagate())
+    before = session.result().labels
+    encodes = sum(counting.calls.values())
+    summary = session.correct(1, 6, box=(10, 10, 40, 40))
+    after = session.result()
+    assert sum(counting.calls.values()) == encodes == len(ct_frames) and summary.encoded_slices == 0
+    assert set(summary.decoded_slices) == set(range(len(ct_frames)))  # fifo visits every slice
+    assert not np.array_equal(after.labels[6], before[6]) and 6 in after.report.objects[0].prompted_slices
+    session.undo()
+    assert np.array_equal(session.result().labels, before)

@@ -1,6 +1,6 @@
 """medsam2: promptable medical image segmentation in the MedSAM-2 style.
 
-Public API: :class:`Segmenter`, :func:`load_volume`, :func:`save_mask`, the prompt types and the
+Public API: :class:`Segmenter` and its interactive :class:`Session`, :func:`load_volume`, :func:`save_mask`, the prompt types and the
 errors. Everything else is an implementation detail that may change.
 """
 
@@ -16,11 +16,14 @@ from medsam2.errors import (  # noqa: E402
 )
 from medsam2.io.volume import Volume, load_volume, save_mask  # noqa: E402
 from medsam2.prompts import Box, MaskPrompt, ObjectPrompts, Point  # noqa: E402
-from medsam2.segmenter import ObjectReport, SegmentationReport, SegmentationResult, Segmenter  # noqa: E402
+from medsam2.results import ObjectReport, SegmentationReport, SegmentationResult  # noqa: E402
+from medsam2.segmenter import Segmenter  # noqa: E402
+from medsam2.session import CorrectionSummary, PropagationUpdate, Session  # noqa: E402
 
 __all__ = [
     "Box",
     "CheckpointError",
+    "CorrectionSummary",
     "InputError",
     "MaskPrompt",
     "MedSAM2Error",
@@ -29,9 +32,11 @@ __all__ = [
     "OutputError",
     "Point",
     "PromptError",
+    "PropagationUpdate",
     "SegmentationReport",
     "SegmentationResult",
     "Segmenter",
+    "Session",
     "UsageError",
     "Volume",
     "load_volume",

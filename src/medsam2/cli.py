@@ -119,8 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("dataset", help="dataset folder")
     ev.add_argument("-o", "--output-dir", required=True, help="RESULTS_DIR for per_case.csv, summary.csv/.md, results.json")
-    ev.add_argument("--protocol", default="box-mid", help="box-mid (default), box-largest, click-mid or box-every-K")
-    ev.add_argument("--methods", default="confidence,oracle", help="comma-separated: confidence, fifo, none, oracle")
+    ev.add_argument(
+        "--protocol", default="box-mid",
+        help="box-mid (default), box-largest, click-mid, box-every-K, oneprompt, or interactive-N (N = 1..10 rounds of corrections)",
+    )
+    ev.add_argument("--correction", default="box", choices=("box", "click"),
+                    help="interactive-N: correct the worst slice with its reference box (default) or one click")
+    ev.add_argument("--methods", default="confidence,oracle",
+                    help="comma-separated: confidence, fifo, none, oracle (default: confidence,oracle)")
     ev.add_argument("--labels", help="comma-separated label values to evaluate (default: every label found)")
     ev.add_argument("--cases", type=int, help="only the first N cases")
     ev.add_argument("--seed", type=int, default=0, help="seed of the prompt jitter")
@@ -351,6 +357,7 @@ def _evaluate(args) -> int:
         nsd_tolerance_mm=args.nsd_tol,
         axis=args.axis,
         window=args.window,
+        correction=args.correction,
     )
     check_config(config)
     dataset = discover_dataset(args.dataset)

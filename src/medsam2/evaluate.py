@@ -12,6 +12,10 @@ Protocols (the prompts a simulated user gives, per structure, from its reference
   ``confidence`` (the bank admits confident answers), ``none`` (the support alone) and ``oracle``
   (box on every slice of each query).
 
+* ``interactive-N`` (N = 1..10): ``box-mid``, then N rounds in which a simulated annotator corrects
+  each structure on its worst slice (``--correction box|click``, see :mod:`medsam2.interactive`);
+  Dice is recorded after every round (``dice_round_0..N``), with the area under that curve.
+
 ``--jitter P`` moves every box edge by a random whole number of pixels in [-P, P] (seeded).
 
 Methods: ``confidence`` (the confidence memory bank), ``fifo`` (prompted frames plus the last
@@ -37,6 +41,7 @@ from tqdm import tqdm
 
 from medsam2.datasets import Dataset
 from medsam2.errors import InputError, OutputError, UsageError
+from medsam2.interactive import CORRECTIONS, MAX_ROUNDS, dice_auc, interactive_rounds, run_interactive
 from medsam2.io.atomic import atomic_write
 from medsam2.io.volume import load_volume, save_mask
 from medsam2.metrics import dice, hd95, iou, nsd
@@ -65,12 +70,21 @@ class EvaluationConfig:
     nsd_tolerance_mm: float = 2.0
     axis: str = "axial"
     window: str = "auto"
+    correction: str = "box"
 
 
 def check_config(config: EvaluationConfig) -> None:
     """Raises UsageError for an unknown protocol or method."""
-    if config.protocol not in ("box-mid", "box-largest", "click-mid", "oneprompt") and not _EVERY.match(config.protocol):
-        raise UsageError(f"unknown protocol '{config.protocol}'; choose box-mid, box-largest, click-mid, box-every-K or oneprompt")
+    known = config.protocol in ("box-mid", "box-largest", "click-mid", "oneprompt") or _EVERY.match(config.protocol)
+    rounds = interactive_rounds(config.protocol)
+    if not known and rounds is None:
+        raise UsageError(
+            f"unknown protocol '{config.protocol}'; choose box-mid, box-largest, click-mid, box-every-K, oneprompt or interactive-N"
+        )
+    if rounds is not None and not 1 <= rounds <= MAX_ROUNDS:
+        raise UsageError(f"--protocol interactive-N takes N from 1 to {MAX_ROUNDS} (got {rounds})")
+    if config.correction not in CORRECTIONS:
+        raise UsageError(f"unknown correction '{config.correction}'; choose {' or '.join(CORRECTIONS)}")
     unknown = [m for m in config.methods if m not in METHODS]
     if unknown or not config.methods:
         raise UsageError(f"unknown method {unknown[0] if unknown else '(none)'}; choose from {', '.join(METHODS)}")
@@ -105,7 +119,7 @@ def simulate_prompts(reference: np.ndarray, protocol: str, rng: np.random.Genera
     middle = int((slices[0] + slices[-1]) // 2)
     if not reference[middle].any():  # a structure with a gap at its middle: nearest slice holding it
         middle = int(slices[np.argmin(np.abs(slices - middle))])
-    if protocol == "box-mid":
+    if protocol == "box-mid" or interactive_rounds(protocol) is not None:
         return ObjectPrompts(0, boxes=[_box_on(reference, middle, rng, jitter)])
     if protocol == "box-largest":
         areas = reference.reshape(reference.shape[0], -1).sum(axis=1)
@@ -150,6 +164,20 @@ class StructureResult:
     peak_rss_mb: float
     #: Dice per reference slice by distance (in slices) from the nearest prompted slice
     dice_by_distance: dict[int, list[float]] | None = None
+    #: interactive protocols: Dice after round 0..N, mean seconds and slices re-decoded per correction
+    dice_rounds: list[float] | None = None
+    correction_seconds: float | None = None
+    redecoded_per_correction: float | None = None
+
+    def row(self) -> dict:
+        """The per_case.csv row: Dice per round as dice_round_0..N, and the area under that curve."""
+        interactive = ("correction_seconds", "redecoded_per_correction")
+        data = {k: v for k, v in asdict(self).items() if k not in ("dice_by_distance", "dice_rounds", *interactive)}
+        if self.dice_rounds is not None:
+            data.update({k: getattr(self, k) for k in interactive})
+            data.update({f"dice_round_{i}": value for i, value in enumerate(self.dice_rounds)})
+            data["dice_auc"] = round(dice_auc(self.dice_rounds), 5)
+        return data
 
 
 def slice_dice_by_distance(predicted: np.ndarray, truth: np.ndarray, prompted: list[int]) -> dict[int, list[float]]:
@@ -187,6 +215,7 @@ def evaluate_case(
     frames_reference = to_frames(reference, config.axis)
     spacing = frame_spacing(volume.spacing, config.axis)
     rng = np.random.default_rng([config.seed, zlib.crc32(case.case_id.encode())])
+    rounds = interactive_rounds(config.protocol)
     prompts = {}
     for label in labels:
         simulated = simulate_prompts(frames_reference == label, config.protocol, rng, config.jitter)
@@ -199,8 +228,16 @@ def evaluate_case(
             objects.append(ObjectPrompts(label, names.get(label), boxes=list(source.boxes), points=list(source.points)))
         segmenter = segmenter_for("confidence" if method == "oracle" else method)
         start = time.perf_counter()
+        traces = {}
         with PeakMemory() as memory:
-            outcome = segmenter.segment(volume, objects, axis=config.axis, window=config.window)
+            if rounds is not None and method != "oracle":
+                session = segmenter.open(volume, axis=config.axis, window=config.window)
+                for obj in objects:
+                    session.add(obj)
+                traces = run_interactive(session, frames_reference, labels, rounds, config.correction)
+                outcome = session.result()
+            else:
+                outcome = segmenter.segment(volume, objects, axis=config.axis, window=config.window)
         seconds = time.perf_counter() - start
         frames_prediction = to_frames(outcome.labels, config.axis)
         if predictions_dir is not None:
@@ -209,6 +246,7 @@ def evaluate_case(
         for obj, report in zip(objects, outcome.report.objects):
             predicted = frames_prediction == obj.label
             truth = frames_reference == obj.label
+            trace = traces.get(obj.label)
             results.append(
                 StructureResult(
                     case=case.case_id,
@@ -226,6 +264,9 @@ def evaluate_case(
                     seconds_per_slice=round(seconds / encoded, 4),
                     peak_rss_mb=memory.peak_mb,
                     dice_by_distance=slice_dice_by_distance(predicted, truth, report.prompted_slices),
+                    dice_rounds=trace.dice_per_round if trace else None,
+                    correction_seconds=round(float(np.mean(trace.seconds)), 4) if trace and trace.seconds else None,
+                    redecoded_per_correction=round(float(np.mean(trace.redecoded)), 2) if trace and trace.redecoded else None,
                 )
             )
     return results, notes
@@ -330,13 +371,28 @@ def summarise(rows: list[dict]) -> list[dict]:
                 "ratio_to_oracle": round(mean / oracle[structure], 4) if oracle.get(structure) else None,
             }
         )
+        rounds = sorted(int(k.rsplit("_", 1)[1]) for k in group[0] if k.startswith("dice_round_") and group[0][k] not in ("", None))
+        for index in rounds:
+            summary[-1][f"dice_round_{index}_mean"] = round(statistics.fmean(float(r[f"dice_round_{index}"]) for r in group), 4)
+        if rounds:
+            summary[-1]["dice_auc_mean"] = round(statistics.fmean(float(r["dice_auc"]) for r in group), 4)
+            costs = [float(r["correction_seconds"]) for r in group if r.get("correction_seconds") not in ("", None)]
+            summary[-1]["correction_seconds_mean"] = round(statistics.fmean(costs), 4) if costs else None
     return summary
+
+
+def per_case_fields(config: EvaluationConfig) -> list[str]:
+    """per_case.csv's columns; interactive protocols add Dice per round, its area and correction costs."""
+    rounds = interactive_rounds(config.protocol)
+    if rounds is None:
+        return list(PER_CASE_FIELDS)
+    return PER_CASE_FIELDS + [f"dice_round_{i}" for i in range(rounds + 1)] + ["dice_auc", "correction_seconds", "redecoded_per_correction"]
 
 
 def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer = csv.DictWriter(handle, fieldnames=fields, restval="")
             writer.writeheader()
             writer.writerows(rows)
 
@@ -356,6 +412,19 @@ def _summary_markdown(summary: list[dict], config: EvaluationConfig) -> str:
             f"| {s['method']} | {s['structure']} | {s['cases']} | {s['dice_mean']:.4f} | {s['dice_std']:.4f} | "
             f"{s['dice_median']:.4f} | {s['nsd_mean']:.4f} | {s['hd95_median_mm']} | {ratio} |"
         )
+    interactive = [s for s in summary if "dice_auc_mean" in s]
+    if interactive:
+        rounds = sorted(int(k.split("_")[2]) for k in interactive[0] if k.startswith("dice_round_"))
+        lines += [
+            "",
+            f"Mean Dice after each round of corrections ({config.correction}); AUC: area under Dice per round (0..{rounds[-1]})",
+            "",
+            "| method | structure | " + " | ".join(f"round {i}" for i in rounds) + " | AUC | s per correction |",
+            "|---|---|" + "---|" * (len(rounds) + 2),
+        ]
+        for s in interactive:
+            cells = " | ".join(f"{s[f'dice_round_{i}_mean']:.4f}" for i in rounds)
+            lines.append(f"| {s['method']} | {s['structure']} | {cells} | {s['dice_auc_mean']:.3f} | {s['correction_seconds_mean']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -418,7 +487,7 @@ def run_evaluation(
                 if after_case is not None:
                     after_case()
             notes.extend(case_notes)
-            rows.extend({k: v for k, v in asdict(r).items() if k != "dice_by_distance"} for r in results)
+            rows.extend(r.row() for r in results)
         cases = []
     for case in tqdm(cases, desc="cases", unit="case", disable=not progress):
         if case.case_id in done:
@@ -432,13 +501,11 @@ def run_evaluation(
                 after_case()
         notes.extend(case_notes)
         for result in results:
-            row = asdict(result)
-            by_distance = row.pop("dice_by_distance") or {}
             curves.extend(
                 {"case": result.case, "method": result.method, "structure": result.structure, "distance": d, "dice": v}
-                for d, values in by_distance.items() for v in values
+                for d, values in (result.dice_by_distance or {}).items() for v in values
             )
-            rows.append(row)
+            rows.append(result.row())
         _write_outputs(results_dir, rows, curves, config, notes, dataset)  # after every case: a run can resume
     if not rows:
         raise InputError("no structure could be evaluated: " + ("; ".join(notes[:3]) or "no case"))
@@ -451,7 +518,7 @@ def _write_outputs(
     results_dir: Path, rows: list[dict], curves: list[dict], config: EvaluationConfig, notes: list[str], dataset: Dataset
 ) -> dict:
     summary = summarise(rows) if rows else []
-    _write_csv(results_dir / "per_case.csv", rows, PER_CASE_FIELDS)
+    _write_csv(results_dir / "per_case.csv", rows, per_case_fields(config))
     if summary:
         _write_csv(results_dir / "summary.csv", summary, list(summary[0]))
     atomic_write(results_dir / "summary.md", lambda tmp: tmp.write_text(_summary_markdown(summary, config)), ".md")
@@ -507,6 +574,25 @@ def write_plots(results_dir: Path, rows: list[dict], curves: list[dict]) -> None
     fig.tight_layout()
     atomic_write(results_dir / "dice_by_distance.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110), ".png")
     plt.close(fig)
+
+    rounds = sorted(int(k.rsplit("_", 1)[1]) for k in (rows[0] if rows else {}) if k.startswith("dice_round_"))
+    if rounds:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for method in methods:
+            for structure in structures:
+                group = [r for r in rows if (r["method"], r["structure"]) == (method, structure) and r.get("dice_round_0") is not None]
+                if group:
+                    means = [statistics.fmean(float(r[f"dice_round_{i}"]) for r in group) for i in rounds]
+                    ax.plot(rounds, means, marker="o", label=f"{method}: {structure}")
+        ax.set_xlabel("round of corrections (0: the first propagation)")
+        ax.set_ylabel("mean Dice")
+        ax.set_xticks(rounds)
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=7)
+        ax.set_title("Dice after each correction round")
+        fig.tight_layout()
+        atomic_write(results_dir / "dice_by_round.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110), ".png")
+        plt.close(fig)
 
 
 __all__ = ["METHODS", "EvaluationConfig", "middle_slice_box", "run_evaluation", "simulate_prompts", "summarise"]

@@ -13,7 +13,7 @@ are several; the decoder's predicted IoU picks between them). Measured choices a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +23,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from medsam2.backbones.base import Backbone, FrameFeatures, Prediction
+from medsam2.errors import PromptError
 from medsam2.memory import Memory, MemoryEntry
 from medsam2.prompts import ObjectPrompts
 
@@ -84,6 +85,31 @@ class ObjectTrack:
 
 
 @dataclass
+class TrackStep:
+    """One propagated frame of one object: the answer, what it would leave in memory, and whether
+    the mask looks absent (presence, predicted IoU or area too low)."""
+
+    result: FramePrediction
+    entry: MemoryEntry
+    absent: bool
+
+
+@dataclass
+class Repropagation:
+    """What a correction changed in one object's track.
+
+    Attributes:
+        frames: new answers, frame -> prediction (they replace the old ones).
+        removed: frames whose old answer is dropped (the structure ends before them now).
+        decoded: frames decoded again, in the order they were visited (the corrected frame excluded).
+    """
+
+    frames: dict[int, FramePrediction] = field(default_factory=dict)
+    removed: set[int] = field(default_factory=set)
+    decoded: list[int] = field(default_factory=list)
+
+
+@dataclass
 class PropagationStats:
     frames_total: int = 0
     frames_encoded: int = 0
@@ -91,8 +117,8 @@ class PropagationStats:
     decode_calls: int = 0
     encode_seconds: float = 0.0
     decode_seconds: float = 0.0
-    #: (label, frame, iou, presence, area, absent) for every propagated decode, for diagnostics
-    trace: list[tuple[int, int, float, float, float, bool]] = field(default_factory=list)
+    #: frames whose features were asked for (encoded, or served by a cache)
+    encoded_frames: set[int] = field(default_factory=set)
 
 
 class FeatureStore:
@@ -104,7 +130,6 @@ class FeatureStore:
         self.keep = keep
         self.stats = stats
         self._cache: dict[int, FrameFeatures] = {}
-        self._encoded: set[int] = set()
 
     def get(self, frame: int) -> FrameFeatures:
         if frame in self._cache:
@@ -113,8 +138,8 @@ class FeatureStore:
         features = self.backbone.encode([self.frames01[frame]])[0]
         self.stats.encode_seconds += time.perf_counter() - start
         self.stats.encode_calls += 1
-        self._encoded.add(frame)
-        self.stats.frames_encoded = len(self._encoded)
+        self.stats.encoded_frames.add(frame)
+        self.stats.frames_encoded = len(self.stats.encoded_frames)
         # the current frame stays until the next one is asked for; kept frames stay for good
         self._cache = {f: v for f, v in self._cache.items() if f in self.keep}
         self._cache[frame] = features
@@ -215,13 +240,36 @@ class Propagator:
         merged = torch.stack(probs).max(dim=0).values.clamp(1e-6, 1 - 1e-6)
         return Prediction(logits=torch.logit(merged), iou=split_iou)
 
-    def _box_for_clicks(self, features: FrameFeatures, points: np.ndarray, labels: np.ndarray) -> Prediction:
-        """Box-only weights need a box for a click: try boxes of several sizes around the
-        foreground clicks and keep the mask with the best predicted IoU that holds every
-        foreground click and no background click."""
+    def decode_clicks(
+        self,
+        features: FrameFeatures,
+        points: np.ndarray,
+        labels: np.ndarray,
+        present: torch.Tensor | None = None,
+    ) -> Prediction:
+        """A mask from clicks, for box-only weights.
+
+        Where the object is absent (``present`` None or empty): boxes of several sizes and shapes
+        around the foreground clicks are decoded, and the mask with the best predicted IoU x share
+        of foreground clicks inside x share of background clicks outside wins.
+
+        Where it is there (``present``, a (S, S) bool mask in model space), the clicks edit it:
+        a foreground click outside it adds the mask decoded from its box grown to take in the click
+        when that mask holds the click and keeps most of the object (Dice >= 0.7 with it), else a
+        disc reaching from the click to the object; a background click inside it removes a disc
+        around the click as wide as its distance to the background (a thin wrong rim goes, the
+        core of a wrong region goes, a click deep inside takes a bigger bite).
+
+        Arguments:
+            points: (N, 2) clicks (x, y) in model coordinates; labels: (N,) 1 foreground, 0 background.
+        """
         positive = points[labels == 1]
         negative = points[labels == 0]
         limit = self.backbone.input_size
+        if present is not None and bool(present.any()):
+            return self._edit_with_clicks(features, present.numpy().copy(), positive, negative)
+        if not len(positive):
+            raise PromptError("background clicks alone on a slice where the object is absent give no mask; add a foreground click")
         low = positive.min(axis=0)
         high = positive.max(axis=0)
         centre = (low + high) / 2
@@ -240,6 +288,34 @@ class Propagator:
                     best, best_score = prediction, score
         assert best is not None
         return best
+
+    def _edit_with_clicks(self, features: FrameFeatures, mask: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> Prediction:
+        """The edits of :meth:`decode_clicks` on a (S, S) bool mask; the result as a pinned mask's logits."""
+        size = mask.shape[0]
+        rows, cols = np.mgrid[0:size, 0:size]
+        limit = self.backbone.input_size
+        for x, y in positive:
+            col, row = int(np.clip(round(x), 0, size - 1)), int(np.clip(round(y), 0, size - 1))
+            if mask[row, col]:
+                continue
+            grown = box_of_mask(mask, 0.0, limit)
+            grown[:2] = np.minimum(grown[:2], (x - 2, y - 2))
+            grown[2:] = np.maximum(grown[2:], (x + 2, y + 2))
+            candidate = (self._decode(features, box=np.clip(grown, 0, limit)).logits > 0).numpy()
+            overlap = 2.0 * float((candidate & mask).sum()) / float(candidate.sum() + mask.sum())
+            if candidate[row, col] and overlap >= 0.7:
+                mask |= candidate
+            else:
+                reach = float(ndimage.distance_transform_edt(~mask)[row, col]) + 1.0
+                mask |= (rows - row) ** 2 + (cols - col) ** 2 <= reach**2
+        for x, y in negative:
+            col, row = int(np.clip(round(x), 0, size - 1)), int(np.clip(round(y), 0, size - 1))
+            if not mask[row, col]:
+                continue
+            depth = float(ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1][row, col]) + 1.0
+            mask &= ~((rows - row) ** 2 + (cols - col) ** 2 <= depth**2)
+        probability = torch.from_numpy(mask.astype(np.float32)).clamp(1e-4, 1 - 1e-4)
+        return Prediction(logits=torch.logit(probability), iou=1.0)
 
     # -- pinned frames ------------------------------------------------------------------------
     def _pinned_prediction(self, obj: ObjectPrompts, frame: int, features: FrameFeatures) -> Prediction:
@@ -263,44 +339,79 @@ class Propagator:
         clicks = [p for p in obj.points if p.frame == frame]
         points = geometry.points_to_model(np.array([[p.x, p.y] for p in clicks]))
         labels = np.array([1 if p.positive else 0 for p in clicks])
-        return self._box_for_clicks(features, points, labels)
+        return self.decode_clicks(features, points, labels)
+
+    def pin(self, obj: ObjectPrompts, frame: int, features: FrameFeatures) -> tuple[FramePrediction, MemoryEntry]:
+        """The answer on a prompted frame and its pinned memory entry."""
+        prediction = self._pinned_prediction(obj, frame, features)
+        probability = torch.sigmoid(prediction.logits)
+        entry = MemoryEntry(
+            frame=frame,
+            key=frame_key(features, self.settings.key_grid),
+            prototype=mask_prototype(features, probability),
+            probability=probability,
+            confidence=prediction.iou,
+            area=float((probability > 0.5).sum()),
+            pinned=True,
+        )
+        result = FramePrediction(frame, quantise_probability(probability), prediction.iou, 1.0, prediction.iou, prompted=True)
+        return result, entry
+
+    def _step(self, frame: int, features: FrameFeatures, key: torch.Tensor, memory: Memory, max_area: float) -> TrackStep | None:
+        """Decode one object on an unprompted frame from its memory; None when the memory's prior is empty."""
+        settings = self.settings
+        readout = memory.readout(key)
+        prediction = self._decode_from_prior(features, readout.prior)
+        if prediction is None:
+            return None
+        probability = torch.sigmoid(prediction.logits)
+        area = float((probability > 0.5).sum())
+        prototype = mask_prototype(features, probability)
+        presence = float((memory.reference_prototypes() @ prototype).max()) if area > 0 else 0.0
+        presence = max(0.0, presence)
+        confidence = prediction.iou * presence
+        absent = (
+            area == 0
+            or presence < settings.stop_presence
+            or prediction.iou < settings.stop_iou
+            or area < settings.stop_area_fraction * max_area
+        )
+        result = FramePrediction(frame, quantise_probability(probability), prediction.iou, presence, confidence)
+        return TrackStep(result, MemoryEntry(frame, key, prototype, probability, confidence, area), absent)
 
     # -- the sweeps -----------------------------------------------------------------------------
     def run(self, objects: list[ObjectPrompts]) -> list[ObjectTrack]:
         """Segment every object on every frame where it is found; returns one track per object."""
+        for _ in self.iter_run(objects):
+            pass
+        return self.tracks
+
+    def iter_run(self, objects: list[ObjectPrompts]) -> Iterator[tuple[int, int]]:
+        """:meth:`run` one decoded frame at a time: yields (label, frame) after each frame an object
+        was decoded on; afterwards ``tracks`` holds one track per object and ``pinned`` each
+        object's pinned memory entries (frame -> entry), which a correction reuses."""
         store = FeatureStore(self.frames01, self.backbone, frames_between_prompts(objects), self.stats)
         tracks = [ObjectTrack(o.label, o.name, o.prompted_frames()) for o in objects]
         pinned: list[dict[int, tuple[FramePrediction, MemoryEntry]]] = []
         for obj in objects:
             per_frame = {}
             for frame in obj.prompted_frames():
-                features = store.get(frame)
-                prediction = self._pinned_prediction(obj, frame, features)
-                probability = torch.sigmoid(prediction.logits)
-                entry = MemoryEntry(
-                    frame=frame,
-                    key=frame_key(features, self.settings.key_grid),
-                    prototype=mask_prototype(features, probability),
-                    probability=probability,
-                    confidence=prediction.iou,
-                    area=float((probability > 0.5).sum()),
-                    pinned=True,
-                )
-                result = FramePrediction(frame, quantise_probability(probability), prediction.iou, 1.0, prediction.iou, prompted=True)
-                per_frame[frame] = (result, entry)
+                per_frame[frame] = self.pin(obj, frame, store.get(frame))
+                yield obj.label, frame
             pinned.append(per_frame)
         bar = tqdm(desc="propagating", unit="slice", disable=not self.progress, leave=False)
         try:
             for direction in (1, -1):
-                self._sweep(direction, objects, pinned, tracks, store, bar)
+                yield from self._sweep(direction, objects, pinned, tracks, store, bar)
         finally:
             bar.close()
         for track, per_frame in zip(tracks, pinned):
             for frame, (result, _) in per_frame.items():
                 track.frames[frame] = result
-        return tracks
+        self.tracks = tracks
+        self.pinned = [{frame: entry for frame, (_, entry) in per_frame.items()} for per_frame in pinned]
 
-    def _sweep(self, direction, objects, pinned, tracks, store, bar) -> None:
+    def _sweep(self, direction, objects, pinned, tracks, store, bar) -> Iterator[tuple[int, int]]:
         n = len(self.frames01)
         settings = self.settings
         starts = [min(p) if direction == 1 else max(p) for p in pinned]
@@ -333,39 +444,100 @@ class Propagator:
                 key = frame_key(features, settings.key_grid)
                 for i in todo:
                     memory = memories[i]
-                    readout = memory.readout(key)
-                    prediction = self._decode_from_prior(features, readout.prior)
-                    if prediction is None:
+                    step = self._step(frame, features, key, memory, max_area[i])
+                    yield objects[i].label, frame
+                    if step is None:
                         active[i] = False
                         held[i] = []
                         continue
-                    probability = torch.sigmoid(prediction.logits)
-                    area = float((probability > 0.5).sum())
-                    prototype = mask_prototype(features, probability)
-                    presence = float((memory.reference_prototypes() @ prototype).max()) if area > 0 else 0.0
-                    presence = max(0.0, presence)
-                    confidence = prediction.iou * presence
-                    absent = (
-                        area == 0
-                        or presence < settings.stop_presence
-                        or prediction.iou < settings.stop_iou
-                        or area < settings.stop_area_fraction * max_area[i]
-                    )
-                    result = FramePrediction(frame, quantise_probability(probability), prediction.iou, presence, confidence)
-                    self.stats.trace.append((objects[i].label, frame, prediction.iou, presence, area, absent))
-                    if absent:
-                        held[i].append(result)
+                    if step.absent:
+                        held[i].append(step.result)
                         if len(held[i]) >= settings.patience:
                             active[i] = False
                             held[i] = []
                         continue
-                    for earlier in held[i] + [result]:
+                    for earlier in held[i] + [step.result]:
                         _keep_better(tracks[i], earlier)
                     held[i] = []
-                    entry = MemoryEntry(frame, key, prototype, probability, confidence, area)
-                    if memory.add(entry):
-                        max_area[i] = max(max_area[i], area)
+                    if memory.add(step.entry):
+                        max_area[i] = max(max_area[i], step.entry.area)
             frame += direction
+
+    def repropagate(
+        self,
+        pinned: dict[int, MemoryEntry],
+        start: int,
+        old: dict[int, FramePrediction],
+        agree_dice: float = 0.97,
+        agree_run: int = 2,
+    ) -> Iterator[int]:
+        """Propagate one object outward from a corrected frame, only as far as it changes the answer.
+
+        In each direction the walk stops at the object's next prompted frame, where the structure
+        ends (the stop rule; the old answers from there to the next prompted frame are dropped), or
+        after ``agree_run`` frames in a row whose new mask has Dice >= ``agree_dice`` with the old one.
+        It goes past the old ends when the structure goes on. Yields each frame as it is decoded;
+        the outcome is in ``self.repropagation`` afterwards.
+
+        Arguments:
+            pinned: the object's pinned entries (frame -> entry), the corrected frame's included.
+            start: the corrected frame.
+            old: the object's answers before the correction (frame -> prediction).
+        """
+        outcome = Repropagation()
+        store = FeatureStore(self.frames01, self.backbone, set(), self.stats)
+        n = len(self.frames01)
+        for direction in (1, -1):
+            memory = self.memory_factory()
+            for entry in pinned.values():
+                memory.add(entry)
+            max_area = max(entry.area for entry in pinned.values())
+            held: list[FramePrediction] = []
+            agreed = 0
+            ended_at: int | None = None
+            frame = start + direction
+            while 0 <= frame < n and frame not in pinned:
+                features = store.get(frame)
+                key = frame_key(features, self.settings.key_grid)
+                step = self._step(frame, features, key, memory, max_area)
+                outcome.decoded.append(frame)
+                yield frame
+                if step is None:
+                    ended_at = held[0].frame if held else frame
+                    break
+                if step.absent:
+                    held.append(step.result)
+                    if len(held) >= self.settings.patience:
+                        ended_at = held[0].frame
+                        break
+                    frame += direction
+                    continue
+                for result in held + [step.result]:
+                    outcome.frames[result.frame] = result
+                held = []
+                if memory.add(step.entry):
+                    max_area = max(max_area, step.entry.area)
+                before = old.get(frame)
+                agreed = agreed + 1 if before is not None and _mask_dice(before, step.result) >= agree_dice else 0
+                if agreed >= agree_run:
+                    break
+                frame += direction
+            if ended_at is not None:
+                limit = next((f for f in sorted(pinned, key=lambda f: f * direction) if (f - ended_at) * direction > 0), None)
+                outcome.removed |= {
+                    f for f in old if (f - ended_at) * direction >= 0 and (limit is None or (limit - f) * direction > 0)
+                }
+                for f in list(outcome.frames):
+                    if (f - ended_at) * direction >= 0:
+                        del outcome.frames[f]
+        self.repropagation = outcome
+
+
+def _mask_dice(a: FramePrediction, b: FramePrediction) -> float:
+    """Dice of two answers' masks (probability > 0.5) in model space; 1 when both are empty."""
+    mask_a, mask_b = a.probability > 127, b.probability > 127
+    total = int(mask_a.sum()) + int(mask_b.sum())
+    return 1.0 if total == 0 else 2.0 * int((mask_a & mask_b).sum()) / total
 
 
 def _keep_better(track: ObjectTrack, result: FramePrediction) -> None:

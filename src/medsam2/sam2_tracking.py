@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -429,10 +429,21 @@ class Sam2Tracker:
         )
 
     # -- the passes ---------------------------------------------------------------------------
-    @torch.inference_mode()
     def run(self, objects: list[ObjectPrompts]) -> list[ObjectTrack]:
         """Track every object forward and backward from its prompts; one track per object, where
         each frame's logits are the union (max) of both passes."""
+        for _ in self.iter_run(objects):
+            pass
+        return self.tracks
+
+    def iter_run(self, objects: list[ObjectPrompts]) -> Iterator[tuple[int, int]]:
+        """:meth:`run` one decoded frame at a time: yields (label, frame) after each decode;
+        afterwards ``tracks`` holds one track per object. Inference mode and autocast hold only
+        while the tracker runs, never while the caller holds an update."""
+        yield from self._run(objects)
+
+    @torch.inference_mode()
+    def _run(self, objects: list[ObjectPrompts]) -> Iterator[tuple[int, int]]:
         prompts = [self._frame_prompts(o) for o in objects]
         store = FeatureStore(self.frames01, self.backbone, frames_between_prompts(objects), self.stats)
         tracks = [ObjectTrack(o.label, o.name, o.prompted_frames()) for o in objects]
@@ -451,18 +462,21 @@ class Sam2Tracker:
                     per_frame[frame] = (step, self._remember(flat, frame, step), entry)
                 first.append(per_frame)
         self.stats.decode_seconds += time.perf_counter() - start - (self.stats.encode_seconds - encoding)
+        for obj, per_frame in zip(objects, first):
+            for frame in per_frame:
+                yield obj.label, frame
         bar = tqdm(desc="propagating", unit="slice", disable=not self.progress, leave=False)
         try:
             for direction in (1, -1):
-                self._pass(direction, objects, prompts, first, tracks, store, bar)
+                yield from self._pass(direction, objects, prompts, first, tracks, store, bar)
         finally:
             bar.close()
         for track, per_frame in zip(tracks, first):
             for frame, (step, _, _) in per_frame.items():
                 _merge(track, self._prediction(frame, step, prompted=True))
-        return tracks
+        self.tracks = tracks
 
-    def _pass(self, direction, objects, prompts, first, tracks, store, bar) -> None:
+    def _pass(self, direction, objects, prompts, first, tracks, store, bar) -> Iterator[tuple[int, int]]:
         n = len(self.frames01)
         reverse = direction == -1
         starts = [min(p) if direction == 1 else max(p) for p in prompts]
@@ -502,6 +516,8 @@ class Sam2Tracker:
                         if patience is not None and absent[i] >= patience and not ahead:
                             ended[i] = True
                 self.stats.decode_seconds += time.perf_counter() - begin - (self.stats.encode_seconds - encoding)
+                for i in todo:
+                    yield objects[i].label, frame
             if all(ended):
                 break
             frame += direction

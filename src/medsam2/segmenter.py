@@ -2,101 +2,24 @@
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
-from medsam2 import __version__
 from medsam2.backbones import Backbone, build_backbone
 from medsam2.devices import resolve_device
 from medsam2.errors import PromptError
 from medsam2.io.volume import Volume
 from medsam2.memory import make_memory
 from medsam2.oneprompt import OnePromptSettings
-from medsam2.preprocess import WindowedFrames, choose_window
 from medsam2.prompts import ObjectPrompts, validate_prompts
-from medsam2.propagate import ObjectTrack, PropagationSettings, Propagator
-from medsam2.slicing import check_axis, from_frames, to_frames
+from medsam2.propagate import PropagationSettings
+from medsam2.results import SegmentationResult
+from medsam2.session import DEFAULT_FEATURE_CACHE_MB, Session
+from medsam2.slicing import check_axis, to_frames
 
 if TYPE_CHECKING:
     from medsam2.oneprompt_run import OnePromptResult
-
-
-@dataclass
-class ObjectReport:
-    """What was found for one object. Slice indices are along the slicing axis."""
-
-    label: int
-    name: str | None
-    slices: list[int]
-    first_slice: int | None
-    last_slice: int | None
-    voxels: int
-    volume_ml: float
-    mean_confidence: float | None
-    min_confidence: float | None
-    confidence_per_slice: dict[int, float]
-    prompted_slices: list[int]
-
-
-@dataclass
-class Timings:
-    """Seconds spent, and seconds per encoded slice."""
-
-    preprocess_seconds: float = 0.0
-    encode_seconds: float = 0.0
-    decode_seconds: float = 0.0
-    total_seconds: float = 0.0
-    seconds_per_encoded_slice: float = 0.0
-    read_seconds: float | None = None
-    write_seconds: float | None = None
-
-
-@dataclass
-class SegmentationReport:
-    """Everything a user needs to judge and reproduce a segmentation."""
-
-    medsam2_version: str
-    backbone: str
-    checkpoint: str | None
-    device: str
-    runtime: str
-    precision: str
-    memory: str
-    axis: str
-    window: str
-    input: str
-    size_xyz: list[int]
-    spacing_xyz: list[float]
-    slices_total: int
-    slices_encoded: int
-    decode_calls: int
-    objects: list[ObjectReport]
-    timings: Timings
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        for obj in data["objects"]:
-            obj["confidence_per_slice"] = {str(k): round(v, 4) for k, v in obj["confidence_per_slice"].items()}
-        return data
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-
-@dataclass
-class SegmentationResult:
-    """A label map in the input volume's voxel grid (z, y, x), and its report."""
-
-    labels: np.ndarray
-    report: SegmentationReport
 
 
 class Segmenter:
@@ -151,6 +74,33 @@ class Segmenter:
         self.memory = memory
         self.settings = settings or PropagationSettings()
 
+    def open(
+        self,
+        volume: Volume,
+        axis: str = "axial",
+        window: str = "auto",
+        feature_cache_mb: float | None = DEFAULT_FEATURE_CACHE_MB,
+    ) -> Session:
+        """An interactive :class:`~medsam2.session.Session` over one volume: nothing is encoded
+        until something is propagated; features stay in a cache bounded by ``feature_cache_mb``.
+
+        Arguments:
+            volume: the scan (see :func:`medsam2.load_volume`).
+            axis: "axial", "coronal" or "sagittal".
+            window: intensity window (see :func:`medsam2.preprocess.normalize_intensities`).
+            feature_cache_mb: memory budget of the feature cache (None: unbounded).
+        """
+        return Session(
+            self.backbone,
+            lambda: make_memory(self.memory),
+            self.memory,
+            self.settings,
+            volume,
+            axis=axis,
+            window=window,
+            feature_cache_mb=feature_cache_mb,
+        )
+
     def segment(
         self,
         volume: Volume,
@@ -159,7 +109,7 @@ class Segmenter:
         window: str = "auto",
         progress: bool = False,
     ) -> SegmentationResult:
-        """Segment every prompted object through the volume.
+        """Segment every prompted object through the volume (a session: add, propagate, result).
 
         Arguments:
             volume: the scan (see :func:`medsam2.load_volume`).
@@ -174,85 +124,16 @@ class Segmenter:
         Raises:
             PromptError: prompts that do not fit the volume.
         """
-        start = time.perf_counter()
         objects = [prompts] if isinstance(prompts, ObjectPrompts) else list(prompts)
         check_axis(axis)
-        frames_raw = to_frames(volume.array, axis)
-        n_frames, rows, cols = (int(s) for s in frames_raw.shape[:3])
-        validate_prompts(objects, n_frames, rows, cols, axis)
-        intensity = choose_window(frames_raw, window, volume.modality)
-        notes = list(intensity.warnings)
-        plan = getattr(self.backbone, "plan", None)
-        if plan is not None:
-            notes.extend(plan.notes)
-        if "warning" in volume.metadata:
-            notes.append(volume.metadata["warning"])
-        preprocess_seconds = time.perf_counter() - start
-
-        frames = WindowedFrames(frames_raw, intensity)
-        if self.backbone.name == "sam2":
-            from medsam2.sam2_tracking import Sam2Tracker
-
-            propagator = Sam2Tracker(frames, self.backbone, self.memory, progress=progress)
-        else:
-            propagator = Propagator(frames, self.backbone, lambda: make_memory(self.memory), self.settings, progress)
-        tracks = propagator.run(objects)
-        labels_frames, confidences = self._label_map(tracks, (n_frames, rows, cols))
-        labels = from_frames(labels_frames, axis)
-
-        reports = []
-        for track in tracks:
-            present = np.flatnonzero((labels_frames == track.label).reshape(n_frames, -1).any(axis=1)).tolist()
-            voxels = int((labels_frames == track.label).sum())
-            per_slice = {f: confidences[track.label][f] for f in present}
-            values = list(per_slice.values())
-            reports.append(
-                ObjectReport(
-                    label=track.label,
-                    name=track.name,
-                    slices=present,
-                    first_slice=present[0] if present else None,
-                    last_slice=present[-1] if present else None,
-                    voxels=voxels,
-                    volume_ml=round(voxels * volume.voxel_volume_ml, 3),
-                    mean_confidence=round(float(np.mean(values)), 4) if values else None,
-                    min_confidence=round(float(np.min(values)), 4) if values else None,
-                    confidence_per_slice=per_slice,
-                    prompted_slices=track.prompted_frames,
-                )
-            )
-            if not present:
-                notes.append(f"label {track.label}: nothing was segmented")
-        stats = propagator.stats
-        total = time.perf_counter() - start
-        timings = Timings(
-            preprocess_seconds=round(preprocess_seconds, 3),
-            encode_seconds=round(stats.encode_seconds, 3),
-            decode_seconds=round(stats.decode_seconds, 3),
-            total_seconds=round(total, 3),
-            seconds_per_encoded_slice=round(stats.encode_seconds / max(stats.frames_encoded, 1), 4),
-        )
-        report = SegmentationReport(
-            medsam2_version=__version__,
-            backbone=self.backbone.name,
-            checkpoint=str(getattr(self.backbone, "checkpoint", "")) or None,
-            device=str(self.device),
-            runtime=plan.runtime if plan is not None else "torch",
-            precision=plan.precision if plan is not None else "fp32",
-            memory=self.memory,
-            axis=axis,
-            window=intensity.name,
-            input=volume.source,
-            size_xyz=list(reversed(volume.shape)),
-            spacing_xyz=[float(s) for s in volume.spacing],
-            slices_total=n_frames,
-            slices_encoded=stats.frames_encoded,
-            decode_calls=stats.decode_calls,
-            objects=reports,
-            timings=timings,
-            warnings=notes,
-        )
-        return SegmentationResult(labels=labels, report=report)
+        shape = to_frames(volume.array, axis).shape
+        validate_prompts(objects, int(shape[0]), int(shape[1]), int(shape[2]), axis)  # all objects, before any work
+        session = self.open(volume, axis=axis, window=window)
+        for obj in objects:
+            session.add(obj)
+        for _ in session.propagate(progress=progress):
+            pass
+        return session.result()
 
     def one_prompt(
         self,
@@ -281,32 +162,3 @@ class Segmenter:
         if len(volumes) != len(prompts):
             raise PromptError(f"{len(volumes)} supports but {len(prompts)} support prompts; give one prompt per support")
         return run_one_prompt(self, list(zip(volumes, prompts)), queries, settings=settings, window=window)
-
-    def _label_map(
-        self, tracks: list[ObjectTrack], shape: tuple[int, int, int]
-    ) -> tuple[np.ndarray, dict[int, dict[int, float]]]:
-        """Frames' label map; where objects overlap, the one with higher probability x confidence wins."""
-        n_frames, rows, cols = shape
-        max_label = max(t.label for t in tracks)
-        labels = np.zeros(shape, dtype=np.uint8 if max_label < 256 else np.uint16)
-        geometry = self.backbone.frame_geometry(rows, cols)
-        confidences: dict[int, dict[int, float]] = {t.label: {} for t in tracks}
-        frames = sorted({f for t in tracks for f in t.frames})
-        for frame in frames:
-            best = torch.zeros((rows, cols))
-            for track in tracks:
-                result = track.frames.get(frame)
-                if result is None:
-                    continue
-                if result.logits is not None:  # SAM 2: its own rule, logits resized to the frame > 0
-                    logits = geometry.model_to_frame(result.logits)
-                    foreground, probability = logits > 0, torch.sigmoid(logits)
-                else:
-                    probability = geometry.model_to_frame(result.probability_float())
-                    foreground = probability > 0.5
-                score = torch.where(foreground, probability.clamp(min=1e-6) * max(result.confidence, 1e-3), torch.zeros(()))
-                win = score > best
-                labels[frame][win.numpy()] = track.label
-                best = torch.maximum(best, score)
-                confidences[track.label][frame] = round(result.confidence, 4)
-        return labels, confidences

@@ -1,16 +1,21 @@
-"""Backbone wrappers that avoid encoding a frame twice: :class:`CachedBackbone` keeps every frame it
+"""Backbone wrappers that avoid encoding a frame twice: :class:`CachedBackbone` keeps the frames it
 encodes (runs that segment the same frames several times: several methods on one case in
-``evaluate``, a test session); :class:`SeededBackbone` serves features encoded earlier for a few
-frames and keeps nothing new (a one-prompt query volume, whose searched slices are not encoded
-again when the structure is propagated through it)."""
+``evaluate``, an interactive session), within a memory budget, least recently used out;
+:class:`SeededBackbone` serves features encoded earlier for a few frames and keeps nothing new (a
+one-prompt query volume, whose searched slices are not encoded again when the structure is
+propagated through it)."""
 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from medsam2.backbones.base import Backbone, FrameFeatures, Prediction
+from medsam2.errors import UsageError
 
 
 def frame_digest(frame: np.ndarray) -> str:
@@ -37,27 +42,93 @@ class _BackboneWrapper:
         return self.inner.decode(features, box=box, points=points, point_labels=point_labels)
 
 
+@dataclass(frozen=True)
+class CacheStats:
+    """What a :class:`CachedBackbone` holds and how it served.
+
+    Attributes:
+        hits: frames served from the cache.
+        misses: frames encoded (each distinct frame once while it stays in the cache).
+        evictions: frames dropped to stay within the budget (least recently used first).
+        frames: frames held now.
+        megabytes: memory the held features take (MB = 2**20 bytes).
+        budget_mb: the budget (None: unbounded).
+    """
+
+    hits: int
+    misses: int
+    evictions: int
+    frames: int
+    megabytes: float
+    budget_mb: float | None
+
+
+def features_nbytes(features: FrameFeatures) -> int:
+    """Bytes of the tensors a FrameFeatures holds (its fields, and lists or tuples of tensors),
+    each storage counted once (a view of another field's tensor adds nothing)."""
+    storages: dict[int, int] = {}
+    for value in vars(features).values():
+        for tensor in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage()
+                storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
 class CachedBackbone(_BackboneWrapper):
     """Wraps a backbone; ``encode`` returns stored features for a frame it has seen (same bytes
-    and shape). ``clear()`` drops them: the cache grows with the distinct frames encoded."""
+    and shape), so no frame in the cache is encoded again.
 
-    def __init__(self, inner: Backbone) -> None:
+    Arguments:
+        inner: the backbone that encodes.
+        budget_mb: most memory the stored features may take; the least recently used frames leave
+            first (the frame just encoded always stays). None: unbounded (``clear()`` drops all).
+    """
+
+    def __init__(self, inner: Backbone, budget_mb: float | None = None) -> None:
         super().__init__(inner)
-        self._features: dict[str, FrameFeatures] = {}
-        self.encoded = 0
+        if budget_mb is not None and budget_mb <= 0:
+            raise UsageError(f"the feature cache budget must be positive (got {budget_mb} MB)")
+        self.budget_mb = budget_mb
+        self._features: OrderedDict[str, tuple[FrameFeatures, int]] = OrderedDict()
+        self._bytes = 0
+        self._hits = self._misses = self._evictions = 0
 
     def encode(self, frames: list[np.ndarray]) -> list[FrameFeatures]:
         out = []
         for frame in frames:
             digest = frame_digest(frame)
-            if digest not in self._features:
-                self._features[digest] = self.inner.encode([np.ascontiguousarray(frame)])[0]
-                self.encoded += 1
-            out.append(self._features[digest])
+            held = self._features.get(digest)
+            if held is not None:
+                self._features.move_to_end(digest)
+                self._hits += 1
+                out.append(held[0])
+                continue
+            features = self.inner.encode([np.ascontiguousarray(frame)])[0]
+            self._misses += 1
+            size = features_nbytes(features)
+            self._features[digest] = (features, size)
+            self._bytes += size
+            self._evict()
+            out.append(features)
         return out
+
+    def _evict(self) -> None:
+        if self.budget_mb is None:
+            return
+        budget = self.budget_mb * 2**20
+        while self._bytes > budget and len(self._features) > 1:
+            _, (_, size) = self._features.popitem(last=False)
+            self._bytes -= size
+            self._evictions += 1
+
+    def stats(self) -> CacheStats:
+        budget = None if self.budget_mb is None else float(self.budget_mb)
+        return CacheStats(self._hits, self._misses, self._evictions, len(self._features), round(self._bytes / 2**20, 1), budget)
 
     def clear(self) -> None:
         self._features.clear()
+        self._bytes = 0
 
 
 class SeededBackbone(_BackboneWrapper):

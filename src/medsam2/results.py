@@ -1,0 +1,85 @@
+"""What a segmentation gives back: the label map and a report a user can judge and reproduce."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from medsam2.backbones.cache import CacheStats
+
+
+@dataclass
+class ObjectReport:
+    """What was found for one object. Slice indices are along the slicing axis."""
+
+    label: int
+    name: str | None
+    slices: list[int]
+    first_slice: int | None
+    last_slice: int | None
+    voxels: int
+    volume_ml: float
+    mean_confidence: float | None
+    min_confidence: float | None
+    confidence_per_slice: dict[int, float]
+    prompted_slices: list[int]
+
+
+@dataclass
+class Timings:
+    """Seconds spent, and seconds per encoded slice."""
+
+    preprocess_seconds: float = 0.0
+    encode_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    total_seconds: float = 0.0
+    seconds_per_encoded_slice: float = 0.0
+    read_seconds: float | None = None
+    write_seconds: float | None = None
+
+
+@dataclass
+class SegmentationReport:
+    """Everything a user needs to judge and reproduce a segmentation."""
+
+    medsam2_version: str
+    backbone: str
+    checkpoint: str | None
+    device: str
+    runtime: str
+    precision: str
+    memory: str
+    axis: str
+    window: str
+    input: str
+    size_xyz: list[int]
+    spacing_xyz: list[float]
+    slices_total: int
+    slices_encoded: int
+    decode_calls: int
+    objects: list[ObjectReport]
+    timings: Timings
+    warnings: list[str] = field(default_factory=list)
+    #: the session's feature cache: hits, misses (slices encoded), evictions, size
+    feature_cache: CacheStats | None = None
+    #: corrections made in the session that gave this result
+    corrections: int = 0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for obj in data["objects"]:
+            obj["confidence_per_slice"] = {str(k): round(v, 4) for k, v in obj["confidence_per_slice"].items()}
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+@dataclass
+class SegmentationResult:
+    """A label map in the input volume's voxel grid (z, y, x), and its report."""
+
+    labels: np.ndarray
+    report: SegmentationReport

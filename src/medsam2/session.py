@@ -1,0 +1,566 @@
+"""An interactive session over one volume: prompt, propagate, correct, propagate again, undo.
+
+Every slice is encoded at most once while its features stay in the session's feature cache (a
+memory budget, least recently used out), so a correction costs decoding only. A correction pins
+its slice and, on the LiteMedSAM engine, propagates outward from it only as far as it changes the
+answer (see :meth:`medsam2.propagate.Propagator.repropagate`); on the SAM 2 engine the corrected
+object is tracked again through the volume from all its prompts (features cached).
+
+    session = Segmenter().open(volume, axis="axial", window="auto")   # nothing encoded yet
+    session.add(ObjectPrompts(1, "liver", boxes=[Box(42, 10, 20, 80, 90)]))
+    for update in session.propagate():        # one update per decoded slice
+        ...
+    session.correct(1, slice=57, box=(12, 22, 70, 80))   # or points=, mask=, erase=
+    session.undo()
+    result = session.result()                 # SegmentationResult, as Segmenter.segment gives
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from medsam2 import __version__
+from medsam2.backbones.base import Backbone
+from medsam2.backbones.cache import CachedBackbone, CacheStats
+from medsam2.errors import PromptError, UsageError
+from medsam2.io.volume import Volume
+from medsam2.memory import Memory, MemoryEntry
+from medsam2.preprocess import WindowedFrames, choose_window
+from medsam2.prompts import Box, MaskPrompt, ObjectPrompts, Point, validate_prompts
+from medsam2.propagate import FramePrediction, ObjectTrack, PropagationSettings, PropagationStats, Propagator
+from medsam2.results import ObjectReport, SegmentationReport, SegmentationResult, Timings
+from medsam2.slicing import check_axis, from_frames, to_frames
+
+#: default memory budget of a session's feature cache: about 300 LiteMedSAM slices (6.6 MB each),
+#: or 60 SAM 2 slices at 1024 input (34 MB each)
+DEFAULT_FEATURE_CACHE_MB = 2048.0
+#: a correction stops propagating where this many slices in a row agree with the old answer...
+AGREE_RUN = 2
+#: ...with at least this Dice
+AGREE_DICE = 0.97
+#: the largest label a label map holds (uint16)
+MAX_LABEL = 65535
+
+
+@dataclass(frozen=True)
+class PropagationUpdate:
+    """One decoded slice while propagating.
+
+    Attributes:
+        label: the object decoded.
+        slice: the slice index along the session's axis.
+        done: slices decoded so far in this call (all objects).
+        total: an upper bound of ``done``: slices in the scan x objects propagated (an object ends
+            where its structure ends, usually well before).
+    """
+
+    label: int
+    slice: int
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class CorrectionSummary:
+    """What one correction did.
+
+    Attributes:
+        label: the corrected object.
+        slice: the corrected slice.
+        decoded_slices: slices decoded again besides the corrected one, in visiting order.
+        removed_slices: slices where the object's old answer was dropped (it ends earlier now).
+        encoded_slices: slices encoded for it (not in the feature cache).
+        seconds: wall time of the correction.
+    """
+
+    label: int
+    slice: int
+    decoded_slices: list[int]
+    removed_slices: list[int]
+    encoded_slices: int
+    seconds: float
+
+
+@dataclass
+class _ObjectState:
+    """One object in a session. Replaced, never changed in place, so that undo snapshots stay valid.
+
+    Attributes:
+        prompts: every prompt of the object (corrections included).
+        track: its answers per slice; None until propagated.
+        pinned: LiteMedSAM: the memory entries of its prompted slices (a correction reuses them).
+        clicks: clicks given by corrections, per slice (they accumulate on a slice).
+    """
+
+    prompts: ObjectPrompts
+    track: ObjectTrack | None = None
+    pinned: dict[int, MemoryEntry] = field(default_factory=dict)
+    clicks: dict[int, list[Point]] = field(default_factory=dict)
+
+    def copy(self) -> _ObjectState:
+        track = None
+        if self.track is not None:
+            track = ObjectTrack(self.track.label, self.track.name, list(self.track.prompted_frames), dict(self.track.frames))
+        return _ObjectState(_copy_prompts(self.prompts), track, dict(self.pinned), {f: list(c) for f, c in self.clicks.items()})
+
+
+def _copy_prompts(prompts: ObjectPrompts) -> ObjectPrompts:
+    """A copy whose prompt lists can change without touching the original (the prompts are shared)."""
+    return ObjectPrompts(int(prompts.label), prompts.name, list(prompts.boxes), list(prompts.points), list(prompts.masks))
+
+
+class Session:
+    """Segmentation of one volume that keeps its features, prompts and answers between calls.
+
+    Made by :meth:`medsam2.Segmenter.open`; see the module docstring for a walk-through.
+
+    Arguments:
+        backbone: the network (a :class:`CachedBackbone` is used as the session's cache as it is).
+        memory_factory: makes a fresh LiteMedSAM memory for each object and sweep.
+        memory: the memory rule's name (the SAM 2 engine selects by it; the report names it).
+        settings: LiteMedSAM propagation settings.
+        volume: the scan.
+        axis: "axial", "coronal" or "sagittal": slices are taken along this axis.
+        window: intensity window (see :func:`medsam2.preprocess.choose_window`).
+        feature_cache_mb: memory budget of the feature cache.
+        max_undo: how many steps back :meth:`undo` can go.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        memory_factory: Callable[[], Memory],
+        memory: str,
+        settings: PropagationSettings,
+        volume: Volume,
+        axis: str = "axial",
+        window: str = "auto",
+        feature_cache_mb: float | None = DEFAULT_FEATURE_CACHE_MB,
+        max_undo: int = 50,
+    ) -> None:
+        began = time.perf_counter()
+        check_axis(axis)
+        self.volume = volume
+        self.axis = axis
+        self.memory = memory
+        self.settings = settings
+        self._memory_factory = memory_factory
+        raw = to_frames(volume.array, axis)
+        self.shape = (int(raw.shape[0]), int(raw.shape[1]), int(raw.shape[2]))
+        self.intensity = choose_window(raw, window, volume.modality)
+        self.frames = WindowedFrames(raw, self.intensity)
+        self.cache = backbone if isinstance(backbone, CachedBackbone) else CachedBackbone(backbone, feature_cache_mb)
+        self._objects: dict[int, _ObjectState] = {}
+        self._history: list[dict[int, _ObjectState]] = []
+        self._max_undo = max_undo
+        self._stats = PropagationStats(frames_total=self.shape[0])
+        self._corrections = 0
+        self._cache_start = self.cache.stats()
+        self._notes = list(self.intensity.warnings) + list(backbone.plan.notes)
+        if "warning" in volume.metadata:
+            self._notes.append(volume.metadata["warning"])
+        self._preprocess_seconds = time.perf_counter() - began
+        self._work_seconds = 0.0
+
+    # -- state --------------------------------------------------------------------------------
+    @property
+    def labels(self) -> list[int]:
+        """The objects' labels, in the order they were added."""
+        return list(self._objects)
+
+    @property
+    def n_slices(self) -> int:
+        return self.shape[0]
+
+    def cache_stats(self) -> CacheStats:
+        """The feature cache's hits, misses (slices encoded), evictions and size."""
+        return self.cache.stats()
+
+    def _snapshot(self) -> dict[int, _ObjectState]:
+        return dict(self._objects)
+
+    def _commit(self, before: dict[int, _ObjectState]) -> None:
+        self._history.append(before)
+        del self._history[: -self._max_undo]
+
+    def undo(self) -> None:
+        """Go back to the state before the last add, propagate or correct.
+
+        Raises:
+            UsageError: there is nothing to undo.
+        """
+        if not self._history:
+            raise UsageError("nothing to undo: no add, propagate or correct since the session opened")
+        self._objects = self._history.pop()
+
+    # -- prompts and propagation ----------------------------------------------------------------
+    def add(self, obj: ObjectPrompts) -> None:
+        """Add an object with its prompts; it is segmented by the next :meth:`propagate`.
+
+        Raises:
+            PromptError: a label already in the session or out of 1..65535, or prompts that do not fit the volume.
+        """
+        if not isinstance(obj.label, (int, np.integer)) or isinstance(obj.label, bool) or not 1 <= int(obj.label) <= MAX_LABEL:
+            raise PromptError(f"label {obj.label!r} is not an integer in 1..{MAX_LABEL}")
+        if obj.label in self._objects:
+            raise PromptError(f"label {obj.label} is already in the session; correct it (correct({obj.label}, ...)) or pick another label")
+        validate_prompts([obj], *self.shape, axis=self.axis)
+        before = self._snapshot()
+        self._objects[int(obj.label)] = _ObjectState(_copy_prompts(obj))
+        self._commit(before)
+
+    def propagate(self, progress: bool = False) -> Iterator[PropagationUpdate]:
+        """Segment every object added since the last propagation through the volume.
+
+        A generator: iterate it (``for update in session.propagate(): ...`` or ``list(...)``); it
+        yields one :class:`PropagationUpdate` per decoded slice and commits the answers when it
+        ends. Stopped early, it changes nothing. :meth:`result` runs whatever is still pending.
+        """
+        pending = [state for state in self._objects.values() if state.track is None]
+        if not pending:
+            return
+        began = time.perf_counter()
+        engine = self._engine(progress)
+        total, done = self.shape[0] * len(pending), 0
+        for label, frame in engine.iter_run([state.prompts for state in pending]):
+            done += 1
+            yield PropagationUpdate(label, frame, min(done, total), total)
+        before = self._snapshot()
+        for index, (state, track) in enumerate(zip(pending, engine.tracks)):
+            pinned = engine.pinned[index] if isinstance(engine, Propagator) else {}
+            self._objects[state.prompts.label] = _ObjectState(state.prompts, track, pinned, state.clicks)
+        self._commit(before)
+        self._absorb(engine.stats, began)
+
+    def correct(
+        self,
+        label: int,
+        slice: int,
+        box: Sequence[float] | None = None,
+        points: Sequence[Point | Sequence[float]] | None = None,
+        mask: np.ndarray | None = None,
+        erase: np.ndarray | None = None,
+    ) -> CorrectionSummary:
+        """Correct one object on one slice, and propagate the change.
+
+        Arguments:
+            label: the object.
+            slice: index along the session's axis.
+            box: (x0, y0, x1, y1) inclusive voxel box: it replaces the slice's prompts.
+            points: clicks (x, y) or (x, y, 1|0) (1 foreground, 0 background) or :class:`Point`;
+                they add to the clicks given on this slice before.
+            mask: (rows, cols) the slice's corrected mask (it replaces the answer there).
+            erase: (rows, cols) voxels to remove from the slice's answer.
+
+        Exactly one of ``box``, ``points``, ``mask``, ``erase``. A corrected slice is pinned: later
+        propagations keep its answer. On a slice where the object was absent, a correction creates it.
+
+        Returns:
+            :class:`CorrectionSummary`.
+
+        Raises:
+            PromptError: an unknown label, a slice outside the volume, not exactly one kind of
+                correction, a box or click outside the frame, an empty or mis-sized mask or erase,
+                an erase where the object is absent; the session is left as it was.
+        """
+        began = time.perf_counter()
+        state = self._objects.get(label)
+        if state is None:
+            known = ", ".join(str(k) for k in self._objects) or "none"
+            raise PromptError(f"no object with label {label} in the session (labels: {known}); add it first")
+        n, rows, cols = self.shape
+        if not isinstance(slice, (int, np.integer)) or not 0 <= slice < n:
+            raise PromptError(f"slice {slice} is out of range: the scan has {n} slices along the {self.axis} axis (0..{n - 1})")
+        slice = int(slice)
+        given = [name for name, value in (("box", box), ("points", points), ("mask", mask), ("erase", erase)) if value is not None]
+        if len(given) != 1:
+            raise PromptError(f"give exactly one of box, points, mask or erase to a correction (got {', '.join(given) or 'none'})")
+        new = state.copy()
+        current = self._frame_mask(state, slice)
+        cache_before = self.cache.stats().misses
+        if box is not None:
+            values = [float(v) for v in box]
+            if len(values) != 4:
+                raise PromptError(f"a correction box is (x0, y0, x1, y1); got {len(values)} values")
+            corrected = Box(slice, *values)
+            validate_prompts([ObjectPrompts(label, boxes=[corrected])], n, rows, cols, self.axis)
+            _replace_slice_prompts(new.prompts, slice, boxes=[corrected])
+            new.clicks.pop(slice, None)
+        elif points is not None:
+            clicks = new.clicks.get(slice, []) + [_as_point(slice, p) for p in points]
+            if not clicks:
+                raise PromptError(f"no click given for label {label} on slice {slice}")
+            for click in clicks:  # each inside the frame (checked as a foreground click)
+                validate_prompts([ObjectPrompts(label, points=[Point(slice, click.x, click.y)])], n, rows, cols, self.axis)
+            if not any(c.positive for c in clicks) and current is None:
+                raise PromptError(f"label {label} is absent on slice {slice}: give a foreground click or a box there first")
+            new.clicks[slice] = clicks
+        else:
+            drawn = self._check_drawn(mask if mask is not None else erase, "mask" if mask is not None else "erase", label, slice)
+            if erase is not None:
+                if current is None or not (current & drawn).any():
+                    raise PromptError(f"nothing to erase: label {label} has no voxel under the erase mask on slice {slice}")
+                drawn = current & ~drawn
+            if drawn.any():
+                _replace_slice_prompts(new.prompts, slice, masks=[MaskPrompt(slice, drawn)])
+                new.clicks.pop(slice, None)
+        if new.track is None:  # not propagated yet: the prompt waits for propagate()
+            if points is not None:
+                _replace_slice_prompts(new.prompts, slice, points=new.clicks[slice])
+            outcome: tuple[list[int], list[int]] = ([], [])
+        elif erase is not None and not drawn.any():
+            outcome = ([], self._cut(new, slice))
+        elif self.cache.name == "sam2":
+            if points is not None:
+                boxes = [b for b in new.prompts.boxes if b.frame == slice]
+                _replace_slice_prompts(new.prompts, slice, boxes=boxes[:1], points=new.clicks[slice])
+            outcome = self._retrack(new)
+        else:
+            outcome = self._repropagate(new, slice, current, points is not None)
+        before = self._snapshot()
+        self._objects[label] = new
+        self._commit(before)
+        self._corrections += 1
+        self._work_seconds += time.perf_counter() - began
+        return CorrectionSummary(label, slice, outcome[0], outcome[1], self.cache.stats().misses - cache_before,
+                                 round(time.perf_counter() - began, 4))
+
+    # -- engines ----------------------------------------------------------------------------------
+    def _engine(self, progress: bool = False):
+        if self.cache.name == "sam2":
+            from medsam2.sam2_tracking import Sam2Tracker
+
+            return Sam2Tracker(self.frames, self.cache, self.memory, progress=progress)
+        return Propagator(self.frames, self.cache, self._memory_factory, self.settings, progress)
+
+    def _absorb(self, stats: PropagationStats, began: float) -> None:
+        self._stats.encode_seconds += stats.encode_seconds
+        self._stats.decode_seconds += stats.decode_seconds
+        self._stats.decode_calls += stats.decode_calls
+        self._stats.encoded_frames |= stats.encoded_frames
+        self._work_seconds += time.perf_counter() - began
+
+    def _repropagate(self, state: _ObjectState, slice: int, current: np.ndarray | None, clicked: bool) -> tuple[list[int], list[int]]:
+        """LiteMedSAM: pin the corrected slice, then walk outward while the answer changes."""
+        engine = self._engine()
+        began = time.perf_counter()
+        features = self.cache.encode([self.frames[slice]])[0]
+        engine.stats.encode_seconds += time.perf_counter() - began
+        engine.stats.encoded_frames.add(slice)
+        if clicked:
+            clicks = state.clicks[slice]
+            geometry = features.geometry
+            points = geometry.points_to_model(np.array([[c.x, c.y] for c in clicks]))
+            labels = np.array([1 if c.positive else 0 for c in clicks])
+            present = None if current is None else geometry.frame_to_model(current.astype(np.float32), size=self.cache.input_size) > 0.5
+            prediction = engine.decode_clicks(features, points, labels, present)
+            drawn = geometry.model_to_frame(prediction.logits).numpy() > 0
+            if not drawn.any():
+                raise PromptError(f"the clicks on slice {slice} give label {state.prompts.label} an empty mask; add a foreground click")
+            _replace_slice_prompts(state.prompts, slice, masks=[MaskPrompt(slice, drawn)])
+        result, entry = engine.pin(state.prompts, slice, features)
+        track = state.track
+        assert track is not None
+        old = {f: p for f, p in track.frames.items() if f != slice}
+        state.pinned[slice] = entry
+        track.frames[slice] = result
+        track.prompted_frames = state.prompts.prompted_frames()
+        for _ in engine.repropagate(state.pinned, slice, old, AGREE_DICE, AGREE_RUN):
+            pass
+        change = engine.repropagation
+        for frame in change.removed:
+            track.frames.pop(frame, None)
+        track.frames.update(change.frames)
+        self._absorb(engine.stats, began)
+        return change.decoded, sorted(change.removed)
+
+    def _retrack(self, state: _ObjectState) -> tuple[list[int], list[int]]:
+        """SAM 2: track the object again from all its prompts (features come from the cache)."""
+        began = time.perf_counter()
+        engine = self._engine()
+        decoded = [frame for _, frame in engine.iter_run([state.prompts])]
+        old = set(state.track.frames) if state.track is not None else set()
+        state.track = engine.tracks[0]
+        self._absorb(engine.stats, began)
+        return decoded, sorted(old - set(state.track.frames))
+
+    def _cut(self, state: _ObjectState, slice: int) -> list[int]:
+        """An erase that empties a slice: the object ends before it, on the side away from its
+        nearest prompted slice (answers up to the next prompted slice that way are dropped)."""
+        track = state.track
+        assert track is not None
+        _replace_slice_prompts(state.prompts, slice)
+        state.pinned.pop(slice, None)
+        state.clicks.pop(slice, None)
+        prompted = state.prompts.prompted_frames()
+        if not prompted:
+            raise PromptError(f"erasing slice {slice} would leave label {track.label} with no prompt; correct another slice first")
+        nearest = min(prompted, key=lambda f: abs(f - slice))
+        direction = 1 if slice > nearest else -1
+        limit = next((f for f in sorted(prompted, key=lambda f: f * direction) if (f - slice) * direction > 0), None)
+        removed = sorted(f for f in track.frames if (f - slice) * direction >= 0 and (limit is None or (limit - f) * direction > 0))
+        for frame in removed:
+            del track.frames[frame]
+        track.prompted_frames = prompted
+        return removed
+
+    # -- masks ----------------------------------------------------------------------------------
+    def _check_drawn(self, drawn: np.ndarray, what: str, label: int, slice: int) -> np.ndarray:
+        array = np.asarray(drawn)
+        rows, cols = self.shape[1:]
+        if array.shape != (rows, cols):
+            raise PromptError(f"the {what} for label {label} on slice {slice} has shape {array.shape}, expected {(rows, cols)}")
+        binary = array > 0
+        if not binary.any():
+            raise PromptError(f"the {what} for label {label} on slice {slice} is empty")
+        return binary
+
+    def _frame_mask(self, state: _ObjectState, slice: int) -> np.ndarray | None:
+        """The object's (rows, cols) mask on a slice, None where it is absent."""
+        if state.track is None or slice not in state.track.frames:
+            return None
+        mask = _probability_map(state.track.frames[slice], self._geometry()) > 0.5
+        mask = mask.numpy()
+        return mask if mask.any() else None
+
+    def _geometry(self):
+        return self.cache.frame_geometry(self.shape[1], self.shape[2])
+
+    # -- the result -------------------------------------------------------------------------------
+    def result(self) -> SegmentationResult:
+        """The label map of every object (propagating any that are still pending) and its report."""
+        for _ in self.propagate():
+            pass
+        if not self._objects:
+            raise PromptError("no object in the session; add one with session.add(ObjectPrompts(...))")
+        n, rows, cols = self.shape
+        tracks = [state.track for state in self._objects.values() if state.track is not None]
+        labels_frames, confidences = label_map(tracks, self.shape, self._geometry())
+        reports = []
+        notes = list(self._notes)
+        for track in tracks:
+            present = np.flatnonzero((labels_frames == track.label).reshape(n, -1).any(axis=1)).tolist()
+            voxels = int((labels_frames == track.label).sum())
+            per_slice = {f: confidences[track.label][f] for f in present}
+            values = list(per_slice.values())
+            reports.append(
+                ObjectReport(
+                    label=track.label,
+                    name=track.name,
+                    slices=present,
+                    first_slice=present[0] if present else None,
+                    last_slice=present[-1] if present else None,
+                    voxels=voxels,
+                    volume_ml=round(voxels * self.volume.voxel_volume_ml, 3),
+                    mean_confidence=round(float(np.mean(values)), 4) if values else None,
+                    min_confidence=round(float(np.min(values)), 4) if values else None,
+                    confidence_per_slice=per_slice,
+                    prompted_slices=track.prompted_frames,
+                )
+            )
+            if not present:
+                notes.append(f"label {track.label}: nothing was segmented")
+        stats = self._stats
+        encoded = len(stats.encoded_frames)
+        timings = Timings(
+            preprocess_seconds=round(self._preprocess_seconds, 3),
+            encode_seconds=round(stats.encode_seconds, 3),
+            decode_seconds=round(stats.decode_seconds, 3),
+            total_seconds=round(self._preprocess_seconds + self._work_seconds, 3),
+            seconds_per_encoded_slice=round(stats.encode_seconds / max(encoded, 1), 4),
+        )
+        plan = self.cache.plan
+        volume = self.volume
+        report = SegmentationReport(
+            medsam2_version=__version__,
+            backbone=self.cache.name,
+            checkpoint=str(self.cache.checkpoint) if self.cache.checkpoint else None,
+            device=str(self.cache.device),
+            runtime=plan.runtime,
+            precision=plan.precision,
+            memory=self.memory,
+            axis=self.axis,
+            window=self.intensity.name,
+            input=volume.source,
+            size_xyz=list(reversed(volume.shape)),
+            spacing_xyz=[float(s) for s in volume.spacing],
+            slices_total=n,
+            slices_encoded=encoded,
+            decode_calls=stats.decode_calls,
+            objects=reports,
+            timings=timings,
+            warnings=notes,
+            feature_cache=self.cache.stats(),
+            corrections=self._corrections,
+        )
+        return SegmentationResult(labels=from_frames(labels_frames, self.axis), report=report)
+
+
+def _as_point(slice: int, value: Point | Sequence[float]) -> Point:
+    if isinstance(value, Point):
+        return Point(slice, value.x, value.y, value.positive)
+    values = list(value)
+    if len(values) not in (2, 3) or (len(values) == 3 and values[2] not in (0, 1)):
+        raise PromptError(f"a click is (x, y) or (x, y, 1|0); got {value!r}")
+    try:
+        x, y = float(values[0]), float(values[1])
+    except (TypeError, ValueError) as exc:
+        raise PromptError(f"a click is (x, y) or (x, y, 1|0) with numbers; got {value!r}") from exc
+    if not (np.isfinite(x) and np.isfinite(y)):
+        raise PromptError(f"a click's coordinates must be finite numbers; got {value!r}")
+    return Point(slice, x, y, positive=len(values) == 2 or values[2] == 1)
+
+
+def _replace_slice_prompts(
+    prompts: ObjectPrompts,
+    slice: int,
+    boxes: Sequence[Box] = (),
+    points: Sequence[Point] = (),
+    masks: Sequence[MaskPrompt] = (),
+) -> None:
+    """Drop every prompt of ``prompts`` on ``slice`` and put the given ones there instead."""
+    prompts.boxes = [b for b in prompts.boxes if b.frame != slice] + list(boxes)
+    prompts.points = [p for p in prompts.points if p.frame != slice] + list(points)
+    prompts.masks = [m for m in prompts.masks if m.frame != slice] + list(masks)
+
+
+def _probability_map(result: FramePrediction, geometry) -> torch.Tensor:
+    """A (rows, cols) foreground probability of one answer on its frame (SAM 2: sigmoid of its logits)."""
+    if result.logits is not None:
+        return torch.sigmoid(geometry.model_to_frame(result.logits))
+    return geometry.model_to_frame(result.probability_float())
+
+
+def label_map(tracks: Sequence[ObjectTrack], shape: tuple[int, int, int], geometry) -> tuple[np.ndarray, dict[int, dict[int, float]]]:
+    """The frames' label map (uint8, uint16 past label 255) and each object's confidence per frame.
+
+    Where objects overlap, the one with the higher probability x confidence wins. SAM 2 answers
+    keep SAM 2's own rule (logits resized to the frame, > 0).
+    """
+    n_frames, rows, cols = shape
+    max_label = max((t.label for t in tracks), default=0)
+    labels = np.zeros(shape, dtype=np.uint8 if max_label < 256 else np.uint16)
+    confidences: dict[int, dict[int, float]] = {t.label: {} for t in tracks}
+    for frame in sorted({f for t in tracks for f in t.frames}):
+        best = torch.zeros((rows, cols))
+        for track in tracks:
+            result = track.frames.get(frame)
+            if result is None:
+                continue
+            if result.logits is not None:
+                logits = geometry.model_to_frame(result.logits)
+                foreground, probability = logits > 0, torch.sigmoid(logits)
+            else:
+                probability = geometry.model_to_frame(result.probability_float())
+                foreground = probability > 0.5
+            score = torch.where(foreground, probability.clamp(min=1e-6) * max(result.confidence, 1e-3), torch.zeros(()))
+            win = score > best
+            labels[frame][win.numpy()] = track.label
+            best = torch.maximum(best, score)
+            confidences[track.label][frame] = round(result.confidence, 4)
+    return labels, confidences
