@@ -12,7 +12,7 @@ class CountingBackbone:
 
     def __init__(self, inner) -> None:
         self.inner, self.name, self.input_size, self.device = inner, inner.name, inner.input_size, inner.device
-        self.plan = getattr(inner, "plan", None)
+        self.plan, self.checkpoint = inner.plan, inner.checkpoint
         self.calls: Counter[str] = Counter()
 
     def encode(self, frames):

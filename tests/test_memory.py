@@ -5,6 +5,7 @@ import torch
 
 from medsam2.errors import UsageError
 from medsam2.memory import (
+    BankSettings,
     ConfidenceMemoryBank,
     FifoMemory,
     MemoryEntry,
@@ -31,14 +32,14 @@ def entry(frame: int, key: torch.Tensor, confidence: float, pinned: bool = False
 
 
 def test_admission_by_confidence():
-    bank = ConfidenceMemoryBank(capacity=4, admit=0.5)
+    bank = ConfidenceMemoryBank(BankSettings(capacity=4, admit=0.5))
     assert not bank.add(entry(1, unit(1), 0.49))
     assert bank.add(entry(2, unit(2), 0.51))
     assert [e.frame for e in bank.entries] == [2]
 
 
 def test_pinned_entries_always_admitted_and_never_evicted():
-    bank = ConfidenceMemoryBank(capacity=2, admit=0.9)
+    bank = ConfidenceMemoryBank(BankSettings(capacity=2, admit=0.9))
     assert bank.add(entry(0, unit(0), 0.1, pinned=True))
     for frame in range(1, 10):
         # every newcomer is most similar to the pinned entry, yet the pinned entry stays
@@ -49,7 +50,7 @@ def test_pinned_entries_always_admitted_and_never_evicted():
 
 
 def test_newcomer_replaces_its_redundant_twin():
-    bank = ConfidenceMemoryBank(capacity=3, admit=0.0)
+    bank = ConfidenceMemoryBank(BankSettings(capacity=3, admit=0.0))
     for frame in (1, 2, 3):
         bank.add(entry(frame, unit(frame), 0.8))
     # frame 4 looks like frame 2 (cosine 0.98): frame 2 is the redundant one and leaves
@@ -58,7 +59,7 @@ def test_newcomer_replaces_its_redundant_twin():
 
 
 def test_newcomer_clearly_less_confident_than_its_twin_is_refused():
-    bank = ConfidenceMemoryBank(capacity=3, admit=0.0, evict_margin=0.1)
+    bank = ConfidenceMemoryBank(BankSettings(capacity=3, admit=0.0, evict_margin=0.1))
     for frame in (1, 2, 3):
         bank.add(entry(frame, unit(frame), 0.9))
     assert not bank.add(entry(4, unit(2, (4, 0.2)), 0.75))
@@ -69,7 +70,7 @@ def test_newcomer_clearly_less_confident_than_its_twin_is_refused():
 
 
 def test_redundant_pair_without_newcomer_drops_the_less_confident():
-    bank = ConfidenceMemoryBank(capacity=3, admit=0.0)
+    bank = ConfidenceMemoryBank(BankSettings(capacity=3, admit=0.0))
     bank.add(entry(1, unit(1), 0.9))
     bank.add(entry(2, unit(1, (2, 0.1)), 0.6))  # near-duplicate of frame 1, less sure
     bank.add(entry(3, unit(3), 0.9))
@@ -92,7 +93,7 @@ def test_similarity_weights_prefer_similar_frames_and_scale_with_confidence():
 
 
 def test_readout_prior_is_the_weighted_sum_of_masks():
-    bank = ConfidenceMemoryBank(capacity=4, admit=0.0, temperature=0.05)
+    bank = ConfidenceMemoryBank(BankSettings(capacity=4, admit=0.0, temperature=0.05))
     bank.add(entry(1, unit(1), 0.9, value=1.0))
     bank.add(entry(2, unit(2), 0.9, value=0.0))
     readout = bank.readout(unit(1, (2, 0.3)))

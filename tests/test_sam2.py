@@ -19,6 +19,7 @@ from medsam2.backbones.runtime import cpu_has_native_bf16
 from medsam2.cli import main
 from medsam2.demo import sample_paths
 from medsam2.io.volume import Volume
+from medsam2.memory import BankSettings
 from medsam2.metrics import dice
 from medsam2.prompts import Box, ObjectPrompts
 from tests.counting import CountingBackbone
@@ -147,7 +148,7 @@ def test_confidence_bank_reads_other_frames_than_fifo(tiny_checkpoint, ct_frames
     backbone = Sam2Backbone(tiny_checkpoint, CPU, image_size=SMALL)
     reads = {}
     for memory in ("fifo", "confidence"):
-        tracker = Sam2Tracker(frames, backbone, memory, Sam2TrackingSettings(admit=0.0, capacity=8, patience=None))
+        tracker = Sam2Tracker(frames, backbone, memory, Sam2TrackingSettings(BankSettings(capacity=8, admit=0.0), patience=None))
         tracker.run([prompt])
         reads[memory] = {log.frame: set(log.spatial_frames) for log in tracker.reads if log.direction == 1}
     assert reads["fifo"][11] == {0, 5, 6, 7, 8, 9, 10}

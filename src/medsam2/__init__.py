@@ -4,8 +4,7 @@ Public API: :class:`Segmenter` and its interactive :class:`Session`, :func:`load
 errors. Everything else is an implementation detail that may change.
 """
 
-__version__ = "0.1.0"
-
+from medsam2._version import __version__
 from medsam2.errors import (  # noqa: E402
     CheckpointError,
     InputError,
@@ -21,6 +20,7 @@ from medsam2.segmenter import Segmenter  # noqa: E402
 from medsam2.session import CorrectionSummary, PropagationUpdate, Session  # noqa: E402
 
 __all__ = [
+    "__version__",
     "Box",
     "CheckpointError",
     "CorrectionSummary",

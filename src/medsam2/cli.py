@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from medsam2 import __version__
+from medsam2._version import __version__
 from medsam2.errors import MedSAM2Error, OutputError, PromptError, UsageError
 from medsam2.io.atomic import atomic_write
 

@@ -315,7 +315,9 @@ def evaluate_oneprompt(
                     case_results, _ = evaluate_case(case, segmenter_for, single, names, None)
                     results.extend(replace(r, dice_by_distance=None) for r in case_results)
                 continue
-            settings = OnePromptSettings() if method == "confidence" else OnePromptSettings(admit=1.01)  # none: the support only
+            settings = OnePromptSettings()
+            if method == "none":  # the support only: nothing else is admitted to the bank
+                settings = replace(settings, bank=replace(settings.bank, admit=1.01))
             segmenter = segmenter_for("confidence")
             start = time.perf_counter()
             with PeakMemory() as memory:

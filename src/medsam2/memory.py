@@ -19,6 +19,36 @@ import torch
 from medsam2.errors import UsageError
 
 
+@dataclass(frozen=True)
+class BankSettings:
+    """The confidence memory bank's rule, the same type for every engine and one-prompt (each with
+    its measured defaults: LiteMedSAM propagation below, SAM 2 capacity 16, one-prompt capacity 16
+    and admit 0.7).
+
+    Attributes:
+        capacity: most unpinned entries kept (pinned entries do not count).
+        admit: lowest confidence (predicted IoU x presence) admitted for unpinned entries.
+        temperature: softmax temperature of the similarity weights (smaller: sharper).
+        key_grid: frame keys are image features average-pooled to key_grid x key_grid.
+        evict_margin: when full, a newcomer that repeats a stored entry replaces it unless it is
+            less confident by more than this.
+    """
+
+    capacity: int = 8
+    admit: float = 0.5
+    temperature: float = 0.01
+    key_grid: int = 16
+    evict_margin: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.capacity < 1:
+            raise UsageError("memory capacity must be at least 1")
+        if self.temperature <= 0:
+            raise UsageError("memory temperature must be positive")
+        if self.key_grid < 1:
+            raise UsageError("the memory key grid must be at least 1")
+
+
 @dataclass
 class MemoryEntry:
     """One remembered frame of one object.
@@ -94,27 +124,19 @@ class Memory(Protocol):
 
 
 class ConfidenceMemoryBank:
-    """Confidence memory bank.
+    """Confidence memory bank under a :class:`BankSettings` rule.
 
-    Arguments:
-        capacity: most unpinned entries kept (pinned entries do not count).
-        admit: lowest confidence admitted for unpinned entries.
-        temperature: softmax temperature of the similarity weights.
-        evict_margin: when full, one entry of the most similar pair (the most redundant) leaves.
-            If the newcomer is in that pair it replaces its twin unless it is less confident by
-            more than this margin (then it is not admitted); otherwise the less confident of
-            the pair leaves.
+    When full, one entry of the most similar pair (the most redundant) leaves. If the newcomer is
+    in that pair it replaces its twin unless it is less confident by more than ``evict_margin``
+    (then it is not admitted); otherwise the less confident of the pair leaves.
     """
 
-    def __init__(self, capacity: int = 8, admit: float = 0.5, temperature: float = 0.01, evict_margin: float = 0.1) -> None:
-        if capacity < 1:
-            raise UsageError("memory capacity must be at least 1")
-        if temperature <= 0:
-            raise UsageError("memory temperature must be positive")
-        self.capacity = capacity
-        self.admit = admit
-        self.temperature = temperature
-        self.evict_margin = evict_margin
+    def __init__(self, settings: BankSettings | None = None) -> None:
+        self.settings = settings or BankSettings()
+        self.capacity = self.settings.capacity
+        self.admit = self.settings.admit
+        self.temperature = self.settings.temperature
+        self.evict_margin = self.settings.evict_margin
         self._entries: list[MemoryEntry] = []
 
     @property
@@ -213,15 +235,22 @@ class PreviousFrameMemory:
         return self._last.prototype[None]
 
 
+#: the memory rules every engine offers: the confidence bank, SAM 2's own (prompted + last six), previous slice only
 MEMORY_KINDS = ("confidence", "fifo", "none")
 
 
-def make_memory(kind: str) -> Memory:
-    """A fresh memory of the named kind: "confidence" (default), "fifo" or "none"."""
+def check_memory_kind(kind: str) -> str:
+    """``kind`` when it is one of :data:`MEMORY_KINDS`; raises UsageError otherwise."""
+    if kind not in MEMORY_KINDS:
+        raise UsageError(f"unknown memory '{kind}'; choose one of {', '.join(MEMORY_KINDS)}")
+    return kind
+
+
+def make_memory(kind: str, settings: BankSettings | None = None) -> Memory:
+    """A fresh memory of the named kind: "confidence" (default, with ``settings``), "fifo" or "none"."""
+    check_memory_kind(kind)
     if kind == "confidence":
-        return ConfidenceMemoryBank()
+        return ConfidenceMemoryBank(settings)
     if kind == "fifo":
-        return FifoMemory()
-    if kind == "none":
-        return PreviousFrameMemory()
-    raise UsageError(f"unknown memory '{kind}'; choose one of {', '.join(MEMORY_KINDS)}")
+        return FifoMemory(temperature=(settings or BankSettings()).temperature)
+    return PreviousFrameMemory()

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from medsam2.backbones.base import Backbone, FrameFeatures
-from medsam2.memory import ConfidenceMemoryBank, MemoryEntry
+from medsam2.memory import BankSettings, ConfidenceMemoryBank, MemoryEntry
 from medsam2.propagate import box_of_mask, frame_key
 
 
@@ -47,10 +47,8 @@ class OnePromptSettings:
         opening: binary opening iterations on the prior (cuts thin bridges to other tissue).
         min_cells: smallest component (in feature-grid cells) that becomes a box.
         review_below: queries whose confidence is below this are flagged for review.
-        admit: a query's answer joins the memory bank from this confidence on.
-        capacity: unpinned entries the bank keeps.
-        temperature: softmax temperature of the bank's similarity weights.
-        key_grid: frame keys are features pooled to key_grid x key_grid.
+        bank: the memory bank of supports and confident answers (a query's answer joins it from
+            ``bank.admit`` on; 1.01: the supports alone).
         scan_slices: slices of a query volume searched for the structure.
         support_slices: most slices of a 3D support mask used as pinned examples.
         chunk: query frames encoded ahead and ordered together (bounds memory: ~7 MB per frame).
@@ -61,10 +59,7 @@ class OnePromptSettings:
     opening: int = 1
     min_cells: int = 4
     review_below: float = 0.5
-    admit: float = 0.7
-    capacity: int = 16
-    temperature: float = 0.01
-    key_grid: int = 16
+    bank: BankSettings = BankSettings(capacity=16, admit=0.7)
     scan_slices: int = 16
     support_slices: int = 3
     chunk: int = 64
@@ -161,7 +156,7 @@ class StructureLocator:
         self.decode_calls = 0
 
     def new_bank(self) -> ConfidenceMemoryBank:
-        return ConfidenceMemoryBank(capacity=self.settings.capacity, admit=self.settings.admit, temperature=self.settings.temperature)
+        return ConfidenceMemoryBank(self.settings.bank)
 
     def valid_cells(self, features: FrameFeatures) -> torch.Tensor:
         """(h, w) bool: feature cells that lie on the image, not on the padding."""
@@ -180,7 +175,7 @@ class StructureLocator:
             return None
         return MemoryEntry(
             frame=index,
-            key=frame_key(features, self.settings.key_grid),
+            key=frame_key(features, self.settings.bank.key_grid),
             prototype=_normalise(matching[:, inside].mean(dim=1)),
             background=_normalise(matching[:, outside].mean(dim=1)),
             probability=probability,
@@ -192,7 +187,7 @@ class StructureLocator:
     def locate(self, features: FrameFeatures, bank: ConfidenceMemoryBank) -> Localisation | None:
         """The structure in ``features``' frame, from the bank's prototypes; None when no
         candidate region is found."""
-        key = frame_key(features, self.settings.key_grid)
+        key = frame_key(features, self.settings.bank.key_grid)
         readout = bank.readout(key)
         foreground = _normalise(sum(w * e.prototype for w, e in zip(readout.weights, readout.entries)))
         background = _normalise(sum(w * e.background for w, e in zip(readout.weights, readout.entries)))
@@ -219,7 +214,7 @@ class StructureLocator:
                 prediction = self.backbone.decode(features, box=box_of_mask(part, 0.0, score.shape[-1]) * scale)
                 self.decode_calls += 1
                 probability = torch.sigmoid(prediction.logits)
-                decoded_parts.append((part, prediction.iou, probability))
+                decoded_parts.append((part, prediction.confidence, probability))
             candidates = [(part, iou, probability) for part, iou, probability in decoded_parts]
             if expected_pieces > 1 and len(decoded_parts) > 1:  # a structure in pieces (both lungs): their union
                 chosen = decoded_parts[:expected_pieces]
@@ -291,7 +286,7 @@ def answer_queries(
                 continue
             position += 1
             features = [locator.backbone.encode([query.frames[i]])[0] for i in query.indices]
-            keys = torch.stack([frame_key(f, locator.settings.key_grid) for f in features])
+            keys = torch.stack([frame_key(f, locator.settings.bank.key_grid) for f in features])
             pending.append((query, features, keys, time.perf_counter() - began))
             frames_ahead += len(features)
         while pending:

@@ -238,7 +238,7 @@ def run_one_prompt(
             on_outcome(position, outcome)
 
     answer_queries(locator, bank, index_names, [loader(i) for i in range(len(queries))], answered, failed)
-    plan = getattr(segmenter.backbone, "plan", None)
+    plan = segmenter.backbone.plan
     return OnePromptResult(
         queries=[o for o in outcomes if o is not None], supports=names, order=order, backbone=segmenter.backbone.name,
         runtime=plan.runtime if plan else "torch", precision=plan.precision if plan else "fp32",

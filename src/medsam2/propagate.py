@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from medsam2.backbones.base import Backbone, FrameFeatures, Prediction
 from medsam2.errors import PromptError
-from medsam2.memory import Memory, MemoryEntry
+from medsam2.memory import BankSettings, Memory, MemoryEntry
 from medsam2.prompts import ObjectPrompts
 
 
@@ -41,7 +41,7 @@ class PropagationSettings:
         stop_area_fraction: ...or when the mask is smaller than this fraction of the largest mask
             remembered for the object.
         patience: consecutive absent-looking frames after which the object ends in that direction.
-        key_grid: frame keys are image features average-pooled to key_grid x key_grid.
+        bank: the confidence memory bank's rule (and the frame keys' grid).
     """
 
     box_margin: float = 4.0
@@ -50,7 +50,7 @@ class PropagationSettings:
     stop_iou: float = 0.6
     stop_area_fraction: float = 0.02
     patience: int = 2
-    key_grid: int = 16
+    bank: BankSettings = BankSettings()
 
 
 @dataclass
@@ -347,7 +347,7 @@ class Propagator:
         probability = torch.sigmoid(prediction.logits)
         entry = MemoryEntry(
             frame=frame,
-            key=frame_key(features, self.settings.key_grid),
+            key=frame_key(features, self.settings.bank.key_grid),
             prototype=mask_prototype(features, probability),
             probability=probability,
             confidence=prediction.iou,
@@ -441,7 +441,7 @@ class Propagator:
             if todo:
                 features = store.get(frame)
                 bar.update(1)
-                key = frame_key(features, settings.key_grid)
+                key = frame_key(features, settings.bank.key_grid)
                 for i in todo:
                     memory = memories[i]
                     step = self._step(frame, features, key, memory, max_area[i])
@@ -498,7 +498,7 @@ class Propagator:
             frame = start + direction
             while 0 <= frame < n and frame not in pinned:
                 features = store.get(frame)
-                key = frame_key(features, self.settings.key_grid)
+                key = frame_key(features, self.settings.bank.key_grid)
                 step = self._step(frame, features, key, memory, max_area)
                 outcome.decoded.append(frame)
                 yield frame

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from medsam2.backbones.base import Backbone
 from medsam2.backbones.sam2 import FlatFeatures, Sam2Backbone, point_inputs
 from medsam2.errors import PromptError, UsageError
-from medsam2.memory import ConfidenceMemoryBank, MemoryEntry, similarity_weights
+from medsam2.memory import BankSettings, ConfidenceMemoryBank, MemoryEntry, check_memory_kind, similarity_weights
 from medsam2.prompts import ObjectPrompts
 from medsam2.propagate import (
     FeatureStore,
@@ -45,27 +45,19 @@ from medsam2.propagate import (
     quantise_probability,
 )
 
-SAM2_MEMORY_KINDS = ("confidence", "fifo", "none")
-
 
 @dataclass(frozen=True)
 class Sam2TrackingSettings:
     """Settings of the confidence rule (fifo and none have none).
 
     Attributes:
-        capacity: most unprompted entries the bank keeps.
-        admit: lowest confidence (predicted IoU x object score) admitted to the bank.
-        temperature: softmax temperature of the similarity weights.
-        key_grid: frame keys are the lowest-resolution features pooled to key_grid x key_grid.
+        bank: the confidence memory bank (capacity 16: SAM 2 reads the six best of them).
         patience: with the confidence rule, an object's pass ends after this many consecutive
             frames where the model says it is absent (object score <= 0) and no prompt lies ahead.
             None visits every frame (fifo and none always do, as SAM 2 does).
     """
 
-    capacity: int = 16
-    admit: float = 0.5
-    temperature: float = 0.01
-    key_grid: int = 16
+    bank: BankSettings = BankSettings(capacity=16)
     patience: int | None = 3
 
 
@@ -317,8 +309,7 @@ class Sam2Tracker:
         settings: Sam2TrackingSettings | None = None,
         progress: bool = False,
     ) -> None:
-        if memory not in SAM2_MEMORY_KINDS:
-            raise UsageError(f"unknown memory '{memory}'; choose one of {', '.join(SAM2_MEMORY_KINDS)}")
+        check_memory_kind(memory)
         sam2 = backbone
         while hasattr(sam2, "inner"):  # wrappers (cached, seeded) around the sam2 backbone
             sam2 = sam2.inner
@@ -413,8 +404,7 @@ class Sam2Tracker:
             return FifoSelection(self.model)
         if self.memory == "none":
             return FifoSelection(self.model, recent=1)
-        s = self.settings
-        return BankSelection(self.model, ConfidenceMemoryBank(capacity=s.capacity, admit=s.admit, temperature=s.temperature))
+        return BankSelection(self.model, ConfidenceMemoryBank(self.settings.bank))
 
     def _entry(self, features, frame: int, step: StepOutput, key: torch.Tensor, pinned: bool) -> MemoryEntry:
         probability = torch.sigmoid(step.low_res_logits[0, 0].float().cpu())
@@ -458,7 +448,7 @@ class Sam2Tracker:
                     step = self._step(flat, None, prompt)
                     entry = None
                     if self.memory == "confidence":  # only the bank reads keys and prototypes
-                        entry = self._entry(features, frame, step, frame_key(features, self.settings.key_grid), True)
+                        entry = self._entry(features, frame, step, frame_key(features, self.settings.bank.key_grid), True)
                     per_frame[frame] = (step, self._remember(flat, frame, step), entry)
                 first.append(per_frame)
         self.stats.decode_seconds += time.perf_counter() - start - (self.stats.encode_seconds - encoding)
@@ -500,7 +490,7 @@ class Sam2Tracker:
                 begin, encoding = time.perf_counter(), self.stats.encode_seconds
                 with self.sam2.autocast():
                     flat = self.sam2.flatten(features)
-                    key = frame_key(features, self.settings.key_grid) if self.memory == "confidence" else None
+                    key = frame_key(features, self.settings.bank.key_grid) if self.memory == "confidence" else None
                     for i in todo:
                         read = selections[i].select(frame, reverse, n, key)
                         spatial = tuple(m.frame for _, m in read.spatial)

@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING
 
 from medsam2.backbones import Backbone, build_backbone
 from medsam2.devices import resolve_device
-from medsam2.errors import PromptError
+from medsam2.errors import PromptError, UsageError
 from medsam2.io.volume import Volume
-from medsam2.memory import make_memory
+from medsam2.memory import check_memory_kind, make_memory
 from medsam2.oneprompt import OnePromptSettings
 from medsam2.prompts import ObjectPrompts, validate_prompts
 from medsam2.propagate import PropagationSettings
 from medsam2.results import SegmentationResult
+from medsam2.sam2_tracking import Sam2TrackingSettings
 from medsam2.session import DEFAULT_FEATURE_CACHE_MB, Session
 from medsam2.slicing import check_axis, to_frames
 
@@ -31,7 +32,8 @@ class Segmenter:
         checkpoint: weights file for the backbone (default: the weights the backbone ships with).
         memory: "confidence" (the confidence memory bank), "fifo" (SAM 2's rule) or "none"
             (previous slice only).
-        settings: propagation settings; the measured defaults when None.
+        settings: the engine's settings: :class:`PropagationSettings` for litemedsam,
+            :class:`~medsam2.sam2_tracking.Sam2TrackingSettings` for sam2; the measured defaults when None.
         runtime: how the image encoder runs: "auto" (OpenVINO on CPUs where installed, else
             PyTorch), "torch" or "openvino" (ignored when a built backbone is given).
         precision: "auto" (bf16 where the hardware has it natively, else fp32 on CPUs; bf16 or
@@ -50,13 +52,13 @@ class Segmenter:
         device: str = "auto",
         checkpoint: str | Path | None = None,
         memory: str = "confidence",
-        settings: PropagationSettings | None = None,
+        settings: PropagationSettings | Sam2TrackingSettings | None = None,
         runtime: str = "auto",
         precision: str = "auto",
         model_config: str | None = None,
         offload: bool = False,
     ) -> None:
-        make_memory(memory)  # validates the name early
+        check_memory_kind(memory)  # before a model is loaded
         if isinstance(backbone, str):
             self.device = resolve_device(device)
             self.backbone: Backbone = build_backbone(
@@ -72,7 +74,10 @@ class Segmenter:
             self.backbone = backbone
             self.device = backbone.device
         self.memory = memory
-        self.settings = settings or PropagationSettings()
+        expected = Sam2TrackingSettings if self.backbone.name == "sam2" else PropagationSettings
+        if settings is not None and not isinstance(settings, expected):
+            raise UsageError(f"the {self.backbone.name} backbone takes {expected.__name__}, not {type(settings).__name__}")
+        self.settings = settings or expected()
 
     def open(
         self,
@@ -92,7 +97,7 @@ class Segmenter:
         """
         return Session(
             self.backbone,
-            lambda: make_memory(self.memory),
+            lambda: make_memory(self.memory, self.settings.bank),
             self.memory,
             self.settings,
             volume,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from medsam2 import __version__
+from medsam2._version import __version__
 from medsam2.backbones.base import Backbone
 from medsam2.backbones.cache import CachedBackbone, CacheStats
 from medsam2.errors import PromptError, UsageError

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
+from medsam2.backbones.runtime import ExecutionPlan
 from medsam2.preprocess import FrameGeometry, StretchGeometry
 
 
@@ -41,10 +43,18 @@ class Prediction:
         logits: (S, S) float32 mask logits in model space on the CPU (LiteMedSAM: 256x256),
             covering the whole padded model input.
         iou: the model's predicted IoU of the mask, in [0, 1].
+        presence: the model's belief that the object is in the frame at all, in [0, 1] (SAM 2:
+            sigmoid of its object score; 1.0 for backbones without such a head, LiteMedSAM).
     """
 
     logits: torch.Tensor
     iou: float
+    presence: float = 1.0
+
+    @property
+    def confidence(self) -> float:
+        """Predicted IoU x presence: what the memory bank and one-prompt ranking read."""
+        return self.iou * self.presence
 
 
 @runtime_checkable
@@ -54,6 +64,10 @@ class Backbone(Protocol):
     name: str
     input_size: int
     device: torch.device
+    #: how the image encoder runs (runtime, precision, notes for the report)
+    plan: ExecutionPlan
+    #: the weights file (None for a backbone that has none)
+    checkpoint: Path | None
 
     def encode(self, frames: list[np.ndarray]) -> list[FrameFeatures]:
         """Encode frames, each (H, W) or (H, W, 3) with values in [0, 1]."""

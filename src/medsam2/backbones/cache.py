@@ -32,8 +32,8 @@ class _BackboneWrapper:
         self.name = inner.name
         self.input_size = inner.input_size
         self.device = inner.device
-        self.checkpoint = getattr(inner, "checkpoint", None)
-        self.plan = getattr(inner, "plan", None)
+        self.checkpoint = inner.checkpoint
+        self.plan = inner.plan
 
     def frame_geometry(self, height: int, width: int):
         return self.inner.frame_geometry(height, width)

@@ -199,7 +199,7 @@ class OpenVINOEncoder:
 
     @staticmethod
     def _key(weights_key: str, input_shape: tuple[int, ...], ov_version: str) -> str:
-        from medsam2 import __version__
+        from medsam2._version import __version__
 
         text = f"{weights_key}|{input_shape}|medsam2 {__version__}|openvino {ov_version}"
         return hashlib.sha256(text.encode()).hexdigest()[:24]

@@ -188,9 +188,9 @@ class Sam2Backbone:
                 multimask_output=self.model._use_multimask(True, prompt),
             )
         _, _, ious, _, high_res_masks, _, object_score = outputs
-        # the confidence that the engines read: predicted IoU x the model's belief that the object is there
-        iou = float(ious.float().max()) * float(torch.sigmoid(object_score.float()).item())
-        return Prediction(logits=high_res_masks[0, 0].float().cpu(), iou=min(max(iou, 0.0), 1.0))
+        iou = min(max(float(ious.float().max()), 0.0), 1.0)
+        presence = float(torch.sigmoid(object_score.float()).item())
+        return Prediction(logits=high_res_masks[0, 0].float().cpu(), iou=iou, presence=presence)
 
     def no_memory_features(self, flat: FlatFeatures) -> torch.Tensor:
         """(1, C, h, w) features of a frame read without memory (SAM 2's first-frame rule)."""
