@@ -80,16 +80,12 @@ def main() -> int:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     from medsam2.backbones import build_backbone
-    from medsam2.backbones.cache import CachedBackbone
-    from medsam2.datasets import discover_dataset
-    from medsam2.evaluate import EvaluationConfig, run_evaluation
-    from medsam2.segmenter import Segmenter
+    from medsam2.evaluation.datasets import discover_dataset
+    from medsam2.evaluation.harness import MethodSegmenters, run_evaluation
+    from medsam2.evaluation.protocols import EvaluationConfig
 
-    cache = CachedBackbone(build_backbone("litemedsam"))
-    segmenters: dict[str, Segmenter] = {}
-
-    def segmenter_for(memory: str) -> Segmenter:
-        return segmenters.setdefault(memory, Segmenter(backbone=cache, memory=memory))
+    segmenters = MethodSegmenters(lambda: build_backbone("litemedsam"))
+    cache = segmenters.backbone
 
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,8 +95,8 @@ def main() -> int:
             folder, protocol, methods, labels = sets[name]
             config = EvaluationConfig(protocol=protocol, methods=tuple(methods.split(",")), labels=labels)
             start = time.perf_counter()
-            results = run_evaluation(discover_dataset(folder), Path(args.out) / name, config, segmenter_for, overwrite=True,
-                                     after_case=cache.clear)
+            results = run_evaluation(discover_dataset(folder), Path(args.out) / name, config, segmenters, overwrite=True,
+                                     after_case=segmenters.clear)
             seconds = time.perf_counter() - start
             for s in results["summary"]:
                 ratio = "" if s["ratio_to_oracle"] is None else f"{s['ratio_to_oracle']:.3f}"

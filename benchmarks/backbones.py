@@ -32,8 +32,8 @@ def child(run: str, checkpoint: str | None) -> dict:
     """One backbone in this process: build, segment the liver, measure."""
     warnings.simplefilter("ignore")
     from medsam2 import Segmenter, load_volume
-    from medsam2.evaluate import middle_slice_box
-    from medsam2.metrics import dice
+    from medsam2.evaluation.metrics import dice
+    from medsam2.evaluation.protocols import middle_slice_box
     from medsam2.peakmem import PeakMemory, current_rss_mb
     from medsam2.prompts import ObjectPrompts
 

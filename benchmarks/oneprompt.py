@@ -30,9 +30,9 @@ def main() -> int:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     from medsam2 import Segmenter, load_volume
-    from medsam2.evaluate import middle_slice_box
-    from medsam2.metrics import dice
-    from medsam2.oneprompt_run import support_from_arrays
+    from medsam2.evaluation.metrics import dice
+    from medsam2.evaluation.protocols import middle_slice_box
+    from medsam2.oneprompt.run import support_from_arrays
 
     segmenter = Segmenter(device="cpu")
     rows = []

@@ -27,7 +27,7 @@ def run_case(case: str, slices: int) -> dict:
     import torch
 
     from medsam2 import Box, ObjectPrompts, Segmenter, Volume, load_volume
-    from medsam2.evaluate import middle_slice_box
+    from medsam2.evaluation.protocols import middle_slice_box
 
     if case == "ct":
         volume = load_volume(SHARED / "totalseg_example" / "example_ct.nii.gz")

@@ -30,8 +30,8 @@ SETS_3D = ("ct", "mr", "lesions", "brain")
 def corrections_on_bundled_ct(backbone) -> list[str]:
     from medsam2 import ObjectPrompts, Segmenter, load_volume
     from medsam2.demo import DEMO_ORGANS, sample_paths
-    from medsam2.evaluate import middle_slice_box
-    from medsam2.metrics import dice
+    from medsam2.evaluation.metrics import dice
+    from medsam2.evaluation.protocols import middle_slice_box
 
     ct_path, seg_path = sample_paths()
     volume, reference = load_volume(ct_path), load_volume(seg_path).array
@@ -80,16 +80,11 @@ def corrections_on_bundled_ct(backbone) -> list[str]:
 
 
 def interactive_table(backbone, only: list[str], correction: str, out: Path) -> list[str]:
-    from medsam2.backbones.cache import CachedBackbone
-    from medsam2.datasets import discover_dataset
-    from medsam2.evaluate import EvaluationConfig, run_evaluation
-    from medsam2.segmenter import Segmenter
+    from medsam2.evaluation.datasets import discover_dataset
+    from medsam2.evaluation.harness import MethodSegmenters, run_evaluation
+    from medsam2.evaluation.protocols import EvaluationConfig
 
-    cache = CachedBackbone(backbone)
-    segmenters: dict[str, Segmenter] = {}
-
-    def segmenter_for(memory: str) -> Segmenter:
-        return segmenters.setdefault(memory, Segmenter(backbone=cache, memory=memory))
+    segmenters = MethodSegmenters(lambda: backbone)
 
     lines = [
         "| set | structure | cases | round 0 | round 1 | round 2 | round 3 | AUC (0..3) | oracle | round 3 / oracle | s per correction |",
@@ -102,7 +97,7 @@ def interactive_table(backbone, only: list[str], correction: str, out: Path) -> 
             folder, _, _, labels = sets[name]
             config = EvaluationConfig(protocol="interactive-3", methods=("confidence", "oracle"), labels=labels, correction=correction)
             started = time.perf_counter()
-            results = run_evaluation(discover_dataset(folder), out / name, config, segmenter_for, overwrite=True, after_case=cache.clear)
+            results = run_evaluation(discover_dataset(folder), out / name, config, segmenters, overwrite=True, after_case=segmenters.clear)
             print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
             summary = {(s["method"], s["structure"]): s for s in results["summary"]}
             for (method, structure), row in sorted(summary.items()):

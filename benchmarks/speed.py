@@ -83,8 +83,8 @@ def time_encoder(backbone, frames: list[np.ndarray], repeats: int) -> tuple[list
 def demo_dice(runtime: str, precision: str) -> dict[str, float]:
     from medsam2 import ObjectPrompts, Segmenter, load_volume
     from medsam2.demo import DEMO_ORGANS, sample_paths
-    from medsam2.evaluate import middle_slice_box
-    from medsam2.metrics import dice
+    from medsam2.evaluation.metrics import dice
+    from medsam2.evaluation.protocols import middle_slice_box
 
     ct, seg = sample_paths()
     volume, reference = load_volume(ct), load_volume(seg).array
@@ -95,7 +95,7 @@ def demo_dice(runtime: str, precision: str) -> dict[str, float]:
 
 def end_to_end(runtime: str, precision: str, repeats: int) -> list[float]:
     from medsam2 import load_volume
-    from medsam2.evaluate import middle_slice_box
+    from medsam2.evaluation.protocols import middle_slice_box
 
     reference = load_volume(SHARED / "totalseg_example" / "example_seg_fast_force_split.nii.gz").array
     box = middle_slice_box(reference == 5)  # liver: 43 slices

@@ -24,6 +24,6 @@ def lite_backbone():
 
 @pytest.fixture(scope="session")
 def backbone(lite_backbone):
-    from medsam2.backbones.cache import CachedBackbone
+    from medsam2.engine.feature_cache import CachedBackbone
 
     return CachedBackbone(lite_backbone)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from medsam2.backbones.cache import frame_digest
+from medsam2.engine.feature_cache import frame_digest
 
 
 class CountingBackbone:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from medsam2 import Box, ObjectPrompts, Segmenter, load_volume
-from medsam2.evaluate import middle_slice_box
-from medsam2.metrics import dice
+from medsam2.evaluation.metrics import dice
+from medsam2.evaluation.protocols import middle_slice_box
 from medsam2.preprocess import FrameGeometry, normalize_intensities
 
 from .shared_data import shared

@@ -8,10 +8,10 @@ import pytest
 import SimpleITK as sitk
 
 from medsam2.cli import main
-from medsam2.datasets import discover_dataset
 from medsam2.demo import sample_paths
 from medsam2.errors import InputError
-from medsam2.evaluate import simulate_prompts
+from medsam2.evaluation.datasets import discover_dataset
+from medsam2.evaluation.protocols import simulate_prompts
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from medsam2.metrics import dice, hd95, iou, nsd
+from medsam2.evaluation.metrics import dice, hd95, iou, nsd
 
 
 def test_dice_and_iou_of_overlapping_squares():

@@ -18,9 +18,9 @@ from medsam2.backbones.litemedsam import LiteMedSAMBackbone
 from medsam2.backbones.runtime import ExecutionPlan, cpu_has_native_bf16, openvino_available, plan_execution
 from medsam2.cli import main
 from medsam2.errors import UsageError
-from medsam2.evaluate import middle_slice_box
+from medsam2.evaluation.metrics import dice
+from medsam2.evaluation.protocols import middle_slice_box
 from medsam2.io.volume import load_volume
-from medsam2.metrics import dice
 from medsam2.preprocess import normalize_intensities
 
 from .shared_data import shared

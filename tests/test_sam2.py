@@ -14,13 +14,13 @@ import SimpleITK as sitk
 import torch
 from PIL import Image
 
-from medsam2.backbones.cache import frame_digest
 from medsam2.backbones.runtime import cpu_has_native_bf16
 from medsam2.cli import main
 from medsam2.demo import sample_paths
+from medsam2.engine.feature_cache import frame_digest
+from medsam2.evaluation.metrics import dice
 from medsam2.io.volume import Volume
 from medsam2.memory import BankSettings
-from medsam2.metrics import dice
 from medsam2.prompts import Box, ObjectPrompts
 from tests.counting import CountingBackbone
 from tests.shared_data import shared
@@ -30,7 +30,7 @@ if os.environ.get("CI") is None:
 
 from medsam2.backbones.sam2 import Sam2Backbone  # noqa: E402
 from medsam2.backbones.sam2_models import SAM2_CONFIGS, build_sam2_model  # noqa: E402
-from medsam2.sam2_tracking import Sam2Tracker, Sam2TrackingSettings  # noqa: E402
+from medsam2.engine.sam2_step import Sam2Tracker, Sam2TrackingSettings  # noqa: E402
 from medsam2.segmenter import Segmenter  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -213,7 +213,7 @@ def test_oneprompt_command_with_sam2(tmp_path, tiny_checkpoint, capsys):
 
 def test_oneprompt_volume_with_sam2_encodes_each_query_slice_once(tiny_checkpoint, ct_frames):
     """A 3D query: the slices searched for the structure are reused when SAM 2 propagates it."""
-    from medsam2.oneprompt_run import _windowed, support_from_arrays
+    from medsam2.oneprompt.run import _windowed, support_from_arrays
 
     support = Volume(array=ct_frames, source="support")
     mask = np.zeros(ct_frames.shape, dtype=bool)

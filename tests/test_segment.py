@@ -9,7 +9,7 @@ import SimpleITK as sitk
 from medsam2 import Box, MaskPrompt, ObjectPrompts, Point, Segmenter, load_volume
 from medsam2.cli import main
 from medsam2.demo import run_demo, sample_paths
-from medsam2.metrics import dice
+from medsam2.evaluation.metrics import dice
 from medsam2.slicing import from_frames, to_frames
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from medsam2 import Box, ObjectPrompts, Point, PromptError, Segmenter, UsageError, load_volume
 from medsam2.demo import sample_paths
-from medsam2.evaluate import middle_slice_box
-from medsam2.metrics import dice
+from medsam2.evaluation.metrics import dice
+from medsam2.evaluation.protocols import middle_slice_box
 
 from .counting import CountingBackbone
 

@@ -5,6 +5,8 @@ errors. Everything else is an implementation detail that may change.
 """
 
 from medsam2._version import __version__
+from medsam2.engine.results import ObjectReport, SegmentationReport, SegmentationResult  # noqa: E402
+from medsam2.engine.session import CorrectionSummary, PropagationUpdate, Session  # noqa: E402
 from medsam2.errors import (  # noqa: E402
     CheckpointError,
     InputError,
@@ -15,9 +17,7 @@ from medsam2.errors import (  # noqa: E402
 )
 from medsam2.io.volume import Volume, load_volume, save_mask  # noqa: E402
 from medsam2.prompts import Box, MaskPrompt, ObjectPrompts, Point  # noqa: E402
-from medsam2.results import ObjectReport, SegmentationReport, SegmentationResult  # noqa: E402
 from medsam2.segmenter import Segmenter  # noqa: E402
-from medsam2.session import CorrectionSummary, PropagationUpdate, Session  # noqa: E402
 
 __all__ = [
     "__version__",

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from medsam2.errors import OutputError
-from medsam2.evaluate import middle_slice_box
+from medsam2.evaluation.metrics import dice
+from medsam2.evaluation.protocols import middle_slice_box
 from medsam2.io.volume import Volume, check_output_path, load_volume, save_mask
-from medsam2.metrics import dice
 from medsam2.montage import write_montage
 from medsam2.preprocess import normalize_intensities
 from medsam2.prompts import ObjectPrompts
@@ -28,7 +28,7 @@ def sample_paths() -> tuple[Path, Path]:
 
 def run_demo(output_dir: Path, device: str = "auto", overwrite: bool = False, quiet: bool = False) -> int:
     """Segment the demo organs, print Dice per organ, write labels, montage and report."""
-    from medsam2.cli import write_json_atomic
+    from medsam2.io.atomic import write_json_atomic
     from medsam2.segmenter import Segmenter
 
     if output_dir.exists() and not output_dir.is_dir():

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from medsam2.errors import PromptError
+from medsam2.io.volume import read_mask
+from medsam2.slicing import to_frames
 
 _NUMBER = r"-?\d+(?:\.\d+)?"
 _BOX_RE = re.compile(rf"^\s*(-?\d+)\s*:\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*$")
@@ -254,3 +256,57 @@ def validate_prompts(objects: list[ObjectPrompts], n_frames: int, rows: int, col
                 raise PromptError(f"label {obj.label}: mask on slice {mask.frame} has shape {mask.mask.shape}, expected {(rows, cols)}")
             if not mask.mask.any():
                 raise PromptError(f"label {obj.label}: the mask on slice {mask.frame} is empty")
+
+
+def collect_prompts(items: list[tuple[str, object]], prompts_json: str | Path | None, volume, axis: str = "axial") -> list[ObjectPrompts]:
+    """Objects from command-line prompt items and a prompts.json, as ``medsam2 segment`` takes them.
+
+    Arguments:
+        items: ("label", int) | ("box", "Z:x0,y0,x1,y1") | ("point", "Z:x,y[,1|0]") | ("mask", path) |
+            ("name", text), in order: a label applies to the prompts after it (default label 1).
+        prompts_json: a prompts.json path (its objects merge with the items' by label), or None.
+        volume: the :class:`~medsam2.io.volume.Volume` that masks are read against.
+        axis: the slicing axis of the coordinates.
+
+    Returns:
+        The objects sorted by label (validate them with :func:`validate_prompts`).
+
+    Raises:
+        PromptError: a label outside 1..65535, an unreadable box or point, an empty mask, a label
+            with a name but no prompt.
+    """
+    objects: dict[int, ObjectPrompts] = {}
+    current = 1
+    for kind, value in items:
+        if kind == "label":
+            if not 1 <= int(value) <= 65535:
+                raise PromptError(f"--label {value}: labels are integers from 1 to 65535")
+            current = int(value)
+            continue
+        obj = objects.setdefault(current, ObjectPrompts(label=current))
+        if kind == "box":
+            obj.boxes.append(parse_box(str(value)))
+        elif kind == "point":
+            obj.points.append(parse_point(str(value)))
+        elif kind == "name":
+            obj.name = str(value)
+        elif kind == "mask":
+            mask = to_frames(read_mask(value, volume), axis)
+            obj.masks.extend(mask_prompts_from_array(mask, str(value)))
+    if prompts_json:
+        prompt_file = load_prompts_json(prompts_json)
+        for obj in prompt_file.objects:
+            if obj.label in prompt_file.mask_paths:
+                path, mask_value = prompt_file.mask_paths[obj.label]
+                mask = to_frames(read_mask(path, volume), axis)
+                if mask_value is not None:
+                    mask = mask == mask_value
+                obj.masks.extend(mask_prompts_from_array(mask, str(path)))
+            if obj.label in objects:
+                objects[obj.label].merge(obj)
+            else:
+                objects[obj.label] = obj
+    empty = [label for label, obj in objects.items() if obj.is_empty()]
+    if empty:
+        raise PromptError(f"label {empty[0]} has a name but no prompt; add --box, --point or --mask after --label {empty[0]}")
+    return [objects[label] for label in sorted(objects)]

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from medsam2.backbones import Backbone, build_backbone
 from medsam2.devices import resolve_device
-from medsam2.errors import PromptError, UsageError
+from medsam2.engine.litemedsam_step import PropagationSettings
+from medsam2.engine.results import SegmentationResult
+from medsam2.engine.sam2_step import Sam2TrackingSettings
+from medsam2.engine.session import DEFAULT_FEATURE_CACHE_MB, Engine, Session
+from medsam2.errors import PromptError
 from medsam2.io.volume import Volume
-from medsam2.memory import check_memory_kind, make_memory
-from medsam2.oneprompt import OnePromptSettings
-from medsam2.prompts import ObjectPrompts, validate_prompts
-from medsam2.propagate import PropagationSettings
-from medsam2.results import SegmentationResult
-from medsam2.sam2_tracking import Sam2TrackingSettings
-from medsam2.session import DEFAULT_FEATURE_CACHE_MB, Session
-from medsam2.slicing import check_axis, to_frames
-
-if TYPE_CHECKING:
-    from medsam2.oneprompt_run import OnePromptResult
+from medsam2.memory import check_memory_kind
+from medsam2.oneprompt.locate import OnePromptSettings
+from medsam2.oneprompt.run import OnePromptResult, run_one_prompt
+from medsam2.prompts import ObjectPrompts
 
 
 class Segmenter:
@@ -33,7 +29,7 @@ class Segmenter:
         memory: "confidence" (the confidence memory bank), "fifo" (SAM 2's rule) or "none"
             (previous slice only).
         settings: the engine's settings: :class:`PropagationSettings` for litemedsam,
-            :class:`~medsam2.sam2_tracking.Sam2TrackingSettings` for sam2; the measured defaults when None.
+            :class:`~medsam2.engine.sam2_step.Sam2TrackingSettings` for sam2; the measured defaults when None.
         runtime: how the image encoder runs: "auto" (OpenVINO on CPUs where installed, else
             PyTorch), "torch" or "openvino" (ignored when a built backbone is given).
         precision: "auto" (bf16 where the hardware has it natively, else fp32 on CPUs; bf16 or
@@ -43,7 +39,7 @@ class Segmenter:
         offload: sam2 backbone only: keep past frames' memory in CPU memory.
 
     With the sam2 backbone, objects are tracked with SAM 2's memory attention
-    (:mod:`medsam2.sam2_tracking`); ``memory`` picks which past frames it reads.
+    (:mod:`medsam2.engine.sam2_step`); ``memory`` picks which past frames it reads.
     """
 
     def __init__(
@@ -73,11 +69,9 @@ class Segmenter:
         else:
             self.backbone = backbone
             self.device = backbone.device
+        self.engine = Engine(self.backbone, memory, settings)
         self.memory = memory
-        expected = Sam2TrackingSettings if self.backbone.name == "sam2" else PropagationSettings
-        if settings is not None and not isinstance(settings, expected):
-            raise UsageError(f"the {self.backbone.name} backbone takes {expected.__name__}, not {type(settings).__name__}")
-        self.settings = settings or expected()
+        self.settings = self.engine.settings
 
     def open(
         self,
@@ -86,7 +80,7 @@ class Segmenter:
         window: str = "auto",
         feature_cache_mb: float | None = DEFAULT_FEATURE_CACHE_MB,
     ) -> Session:
-        """An interactive :class:`~medsam2.session.Session` over one volume: nothing is encoded
+        """An interactive :class:`~medsam2.engine.session.Session` over one volume: nothing is encoded
         until something is propagated; features stay in a cache bounded by ``feature_cache_mb``.
 
         Arguments:
@@ -95,16 +89,7 @@ class Segmenter:
             window: intensity window (see :func:`medsam2.preprocess.normalize_intensities`).
             feature_cache_mb: memory budget of the feature cache (None: unbounded).
         """
-        return Session(
-            self.backbone,
-            lambda: make_memory(self.memory, self.settings.bank),
-            self.memory,
-            self.settings,
-            volume,
-            axis=axis,
-            window=window,
-            feature_cache_mb=feature_cache_mb,
-        )
+        return self.engine.open(volume, axis=axis, window=window, feature_cache_mb=feature_cache_mb)
 
     def segment(
         self,
@@ -130,15 +115,7 @@ class Segmenter:
             PromptError: prompts that do not fit the volume.
         """
         objects = [prompts] if isinstance(prompts, ObjectPrompts) else list(prompts)
-        check_axis(axis)
-        shape = to_frames(volume.array, axis).shape
-        validate_prompts(objects, int(shape[0]), int(shape[1]), int(shape[2]), axis)  # all objects, before any work
-        session = self.open(volume, axis=axis, window=window)
-        for obj in objects:
-            session.add(obj)
-        for _ in session.propagate(progress=progress):
-            pass
-        return session.result()
+        return self.engine.segment(volume, objects, axis=axis, window=window, progress=progress)
 
     def one_prompt(
         self,
@@ -158,12 +135,10 @@ class Segmenter:
                 its outcome's ``error`` and the rest go on).
 
         Returns:
-            :class:`~medsam2.oneprompt_run.OnePromptResult`: one outcome per query, in order.
+            :class:`~medsam2.oneprompt.run.OnePromptResult`: one outcome per query, in order.
         """
-        from medsam2.oneprompt_run import run_one_prompt
-
         volumes = [support] if isinstance(support, Volume) else list(support)
         prompts = [support_prompt] if isinstance(support_prompt, ObjectPrompts) else list(support_prompt)
         if len(volumes) != len(prompts):
             raise PromptError(f"{len(volumes)} supports but {len(prompts)} support prompts; give one prompt per support")
-        return run_one_prompt(self, list(zip(volumes, prompts)), queries, settings=settings, window=window)
+        return run_one_prompt(self.engine, list(zip(volumes, prompts)), queries, settings=settings, window=window)

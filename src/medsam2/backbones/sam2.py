@@ -4,7 +4,7 @@ Frames are prepared exactly as SAM 2 prepares video frames: 8-bit RGB, stretched
 with PIL's default resampling, x / 255, ImageNet mean and std. Windowed frames (values in [0, 1])
 become 8-bit first, as MedSAM2 does with CT and MR slices. Single images are decoded as SAM 2 decodes
 an initial conditioning frame (no memory); tracking through a volume with memory attention is
-:mod:`medsam2.sam2_tracking`.
+:mod:`medsam2.engine.sam2_step`.
 """
 
 from __future__ import annotations

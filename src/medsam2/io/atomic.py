@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -36,3 +37,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix:
         if tmp.exists():
             tmp.unlink()
     return out
+
+
+def write_json_atomic(data: dict, path: Path, overwrite: bool) -> None:
+    """Write JSON through a temporary file in the target folder, then rename.
+
+    Raises:
+        OutputError: ``path`` exists and ``overwrite`` is False, or the folder cannot be written.
+    """
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} exists; pass --overwrite to replace it")
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2)))

@@ -1,13 +1,11 @@
-"""Propagation of prompted objects through a stack of frames, both ways, through a memory.
+"""LiteMedSAM's step of the sweep (:mod:`medsam2.engine.sweep`): memory readout -> boxes -> decode,
+and a correction's local re-propagation.
 
-For each direction, one sweep visits the frames in order and encodes each frame once for all the
-objects that are active there. An object becomes active at its first prompted frame in the sweep's
-direction, is pinned again at each further prompted frame, and stops where its structure ends: when
-a few consecutive frames look absent (object presence, predicted IoU or area too low).
-
-On a box-only backbone (LiteMedSAM) the memory's readout becomes boxes: the similarity-weighted
+These weights answer boxes only, so the memory's readout becomes boxes: the similarity-weighted
 prior of the remembered masks gives one box per connected component (and the union box, when there
-are several; the decoder's predicted IoU picks between them). Measured choices are in DESIGN.md.
+are several; the decoder's predicted IoU picks between them). An object ends in a direction after
+a few consecutive frames that look absent (presence, predicted IoU or area too low); the two
+passes over a frame keep the more confident answer. Measured choices are in DESIGN.md.
 """
 
 from __future__ import annotations
@@ -18,11 +16,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
-from tqdm import tqdm
 
 from medsam2.backbones.base import Backbone, FrameFeatures, Prediction
+from medsam2.engine.sweep import Advance
+from medsam2.engine.tracks import (
+    FeatureStore,
+    FramePrediction,
+    ObjectTrack,
+    PropagationStats,
+    box_of_mask,
+    frame_key,
+    mask_prototype,
+    quantise_probability,
+)
 from medsam2.errors import PromptError
 from medsam2.memory import BankSettings, Memory, MemoryEntry
 from medsam2.prompts import ObjectPrompts
@@ -54,37 +61,6 @@ class PropagationSettings:
 
 
 @dataclass
-class FramePrediction:
-    """One object's answer on one frame.
-
-    ``probability`` is (S, S) in model space, stored as uint8 (value / 255) to keep memory low.
-    ``logits`` (SAM 2 only) are the (S, S) float32 mask logits, kept so that the output mask is
-    exactly SAM 2's (logits resized to the frame, > 0).
-    """
-
-    frame: int
-    probability: torch.Tensor
-    iou: float
-    presence: float
-    confidence: float
-    prompted: bool = False
-    logits: torch.Tensor | None = None
-
-    def probability_float(self) -> torch.Tensor:
-        return self.probability.float() / 255.0
-
-
-@dataclass
-class ObjectTrack:
-    """All frames where an object was found."""
-
-    label: int
-    name: str | None
-    prompted_frames: list[int]
-    frames: dict[int, FramePrediction] = field(default_factory=dict)
-
-
-@dataclass
 class TrackStep:
     """One propagated frame of one object: the answer, what it would leave in memory, and whether
     the mask looks absent (presence, predicted IoU or area too low)."""
@@ -109,102 +85,28 @@ class Repropagation:
     decoded: list[int] = field(default_factory=list)
 
 
-@dataclass
-class PropagationStats:
-    frames_total: int = 0
-    frames_encoded: int = 0
-    encode_calls: int = 0
-    decode_calls: int = 0
-    encode_seconds: float = 0.0
-    decode_seconds: float = 0.0
-    #: frames whose features were asked for (encoded, or served by a cache)
-    encoded_frames: set[int] = field(default_factory=set)
-
-
-class FeatureStore:
-    """Encodes frames on demand; keeps only the frames that a later sweep will visit again."""
-
-    def __init__(self, frames01: Sequence[np.ndarray], backbone: Backbone, keep: set[int], stats: PropagationStats) -> None:
-        self.frames01 = frames01
-        self.backbone = backbone
-        self.keep = keep
-        self.stats = stats
-        self._cache: dict[int, FrameFeatures] = {}
-
-    def get(self, frame: int) -> FrameFeatures:
-        if frame in self._cache:
-            return self._cache[frame]
-        start = time.perf_counter()
-        features = self.backbone.encode([self.frames01[frame]])[0]
-        self.stats.encode_seconds += time.perf_counter() - start
-        self.stats.encode_calls += 1
-        self.stats.encoded_frames.add(frame)
-        self.stats.frames_encoded = len(self.stats.encoded_frames)
-        # the current frame stays until the next one is asked for; kept frames stay for good
-        self._cache = {f: v for f, v in self._cache.items() if f in self.keep}
-        self._cache[frame] = features
-        return features
-
-
-def frames_between_prompts(objects: Sequence[ObjectPrompts]) -> set[int]:
-    """Frames from the first to the last prompted frame of any object: the sweeps in both directions
-    visit them, so a FeatureStore keeps their features rather than encoding them twice."""
-    prompted = sorted({f for o in objects for f in o.prompted_frames()})
-    return set(range(prompted[0], prompted[-1] + 1))
-
-
-def frame_key(features: FrameFeatures, grid: int) -> torch.Tensor:
-    """(D,) L2-normalised frame descriptor: features average-pooled to grid x grid."""
-    pooled = F.adaptive_avg_pool2d(features.embedding.float()[None], grid).flatten().cpu()
-    return pooled / pooled.norm().clamp(min=1e-8)
-
-
-def mask_prototype(features: FrameFeatures, probability: torch.Tensor) -> torch.Tensor:
-    """(C,) L2-normalised mean feature inside the mask (probability > 0.5) of a (S, S) map."""
-    embedding = features.embedding.float().cpu()
-    weight = F.interpolate((probability > 0.5).float()[None, None], size=embedding.shape[-2:], mode="area")[0, 0]
-    total = weight.sum()
-    if total <= 0:
-        return torch.zeros(embedding.shape[0])
-    proto = (embedding * weight).sum(dim=(1, 2)) / total
-    return proto / proto.norm().clamp(min=1e-8)
-
-
-def box_of_mask(mask: np.ndarray, margin: float, limit: float) -> np.ndarray:
-    """(x0, y0, x1, y1) pixel-edge box around a (rows, cols) mask, grown by ``margin``, clipped to [0, limit]."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    box = np.array([cols[0] - margin, rows[0] - margin, cols[-1] + 1 + margin, rows[-1] + 1 + margin], dtype=np.float32)
-    return np.clip(box, 0, limit)
-
-
-class Propagator:
-    """Runs the sweeps for a set of objects over one stack of frames.
+class LiteMedSAMStep:
+    """LiteMedSAM's :class:`~medsam2.engine.sweep.Step`.
 
     Arguments:
-        frames01: n frames, each (H, W) or (H, W, 3) with values in [0, 1], with a ``shape``
-            attribute (an array, or :class:`medsam2.preprocess.WindowedFrames` that windows
-            each frame when it is asked for).
-        backbone: the segmentation network.
-        memory_factory: makes a fresh memory for each object and sweep.
+        backbone: the LiteMedSAM backbone (or a wrapper around it).
+        memory_factory: makes a fresh memory for each object and pass.
         settings: engine settings.
-        progress: show a tqdm bar.
+
+    After a run, ``pinned`` holds each object's pinned memory entries (frame -> entry), which a
+    correction reuses.
     """
 
-    def __init__(
-        self,
-        frames01: Sequence[np.ndarray],
-        backbone: Backbone,
-        memory_factory: Callable[[], Memory],
-        settings: PropagationSettings | None = None,
-        progress: bool = False,
-    ) -> None:
-        self.frames01 = frames01
+    def __init__(self, backbone: Backbone, memory_factory: Callable[[], Memory], settings: PropagationSettings | None = None) -> None:
         self.backbone = backbone
         self.memory_factory = memory_factory
         self.settings = settings or PropagationSettings()
-        self.progress = progress
-        self.stats = PropagationStats(frames_total=len(frames01))
+        self.stats = PropagationStats()
+        self.pinned: list[dict[int, MemoryEntry]] = []
+        self._answers: list[dict[int, FramePrediction]] = []
+        self._memories: dict[int, Memory] = {}
+        self._held: dict[int, list[FramePrediction]] = {}
+        self._max_area: dict[int, float] = {}
 
     # -- decoding helpers -------------------------------------------------------------------
     def _decode(self, features: FrameFeatures, box=None, points=None, labels=None) -> Prediction:
@@ -379,92 +281,62 @@ class Propagator:
         result = FramePrediction(frame, quantise_probability(probability), prediction.iou, presence, confidence)
         return TrackStep(result, MemoryEntry(frame, key, prototype, probability, confidence, area), absent)
 
-    # -- the sweeps -----------------------------------------------------------------------------
-    def run(self, objects: list[ObjectPrompts]) -> list[ObjectTrack]:
-        """Segment every object on every frame where it is found; returns one track per object."""
-        for _ in self.iter_run(objects):
-            pass
-        return self.tracks
-
-    def iter_run(self, objects: list[ObjectPrompts]) -> Iterator[tuple[int, int]]:
-        """:meth:`run` one decoded frame at a time: yields (label, frame) after each frame an object
-        was decoded on; afterwards ``tracks`` holds one track per object and ``pinned`` each
-        object's pinned memory entries (frame -> entry), which a correction reuses."""
-        store = FeatureStore(self.frames01, self.backbone, frames_between_prompts(objects), self.stats)
-        tracks = [ObjectTrack(o.label, o.name, o.prompted_frames()) for o in objects]
-        pinned: list[dict[int, tuple[FramePrediction, MemoryEntry]]] = []
+    # -- the sweep's step ------------------------------------------------------------------------
+    def prepare(self, objects: list[ObjectPrompts], store: FeatureStore) -> Iterator[tuple[int, int]]:
+        self.pinned, self._answers = [], []
         for obj in objects:
-            per_frame = {}
+            entries, answers = {}, {}
             for frame in obj.prompted_frames():
-                per_frame[frame] = self.pin(obj, frame, store.get(frame))
+                answers[frame], entries[frame] = self.pin(obj, frame, store.get(frame))
                 yield obj.label, frame
-            pinned.append(per_frame)
-        bar = tqdm(desc="propagating", unit="slice", disable=not self.progress, leave=False)
-        try:
-            for direction in (1, -1):
-                yield from self._sweep(direction, objects, pinned, tracks, store, bar)
-        finally:
-            bar.close()
-        for track, per_frame in zip(tracks, pinned):
-            for frame, (result, _) in per_frame.items():
-                track.frames[frame] = result
-        self.tracks = tracks
-        self.pinned = [{frame: entry for frame, (_, entry) in per_frame.items()} for per_frame in pinned]
+            self.pinned.append(entries)
+            self._answers.append(answers)
 
-    def _sweep(self, direction, objects, pinned, tracks, store, bar) -> Iterator[tuple[int, int]]:
-        n = len(self.frames01)
-        settings = self.settings
-        starts = [min(p) if direction == 1 else max(p) for p in pinned]
-        memories: list[Memory | None] = [None] * len(objects)
-        held: list[list[FramePrediction]] = [[] for _ in objects]
-        max_area = [0.0] * len(objects)
-        active = [False] * len(objects)
-        frame = min(starts) if direction == 1 else max(starts)
-        while 0 <= frame < n:
-            for i in range(len(objects)):
-                if frame in pinned[i]:
-                    if memories[i] is None:
-                        memories[i] = self.memory_factory()
-                        for _, entry in pinned[i].values():
-                            memories[i].add(entry)
-                            max_area[i] = max(max_area[i], entry.area)
-                    else:
-                        memories[i].add(pinned[i][frame][1])
-                    active[i] = True
-                    held[i] = []
-            todo = [i for i in range(len(objects)) if active[i] and frame not in pinned[i]]
-            if not any(active):
-                if not any(f * direction > frame * direction for p in pinned for f in p):
-                    break
-                frame += direction
-                continue
-            if todo:
-                features = store.get(frame)
-                bar.update(1)
-                key = frame_key(features, settings.bank.key_grid)
-                for i in todo:
-                    memory = memories[i]
-                    step = self._step(frame, features, key, memory, max_area[i])
-                    yield objects[i].label, frame
-                    if step is None:
-                        active[i] = False
-                        held[i] = []
-                        continue
-                    if step.absent:
-                        held[i].append(step.result)
-                        if len(held[i]) >= settings.patience:
-                            active[i] = False
-                            held[i] = []
-                        continue
-                    for earlier in held[i] + [step.result]:
-                        _keep_better(tracks[i], earlier)
-                    held[i] = []
-                    if memory.add(step.entry):
-                        max_area[i] = max(max_area[i], step.entry.area)
-            frame += direction
+    def begin(self, index: int, direction: int) -> None:
+        memory = self.memory_factory()
+        for entry in self.pinned[index].values():
+            memory.add(entry)
+        self._memories[index] = memory
+        self._max_area[index] = max(entry.area for entry in self.pinned[index].values())
+        self._held[index] = []
+
+    def prompted(self, index: int, frame: int) -> None:
+        self._memories[index].add(self.pinned[index][frame])
+        self._held[index] = []
+
+    def frame_context(self, features: FrameFeatures) -> torch.Tensor:
+        return frame_key(features, self.settings.bank.key_grid)
+
+    def advance(self, index: int, frame: int, features: FrameFeatures, context: object, direction: int) -> Advance:
+        memory = self._memories[index]
+        step = self._step(frame, features, context, memory, self._max_area[index])
+        if step is None:
+            self._held[index] = []
+            return Advance(ended=True)
+        if step.absent:  # held back until the object shows again; dropped if it ends here
+            self._held[index].append(step.result)
+            if len(self._held[index]) >= self.settings.patience:
+                self._held[index] = []
+                return Advance(ended=True)
+            return Advance()
+        commit = self._held[index] + [step.result]
+        self._held[index] = []
+        if memory.add(step.entry):
+            self._max_area[index] = max(self._max_area[index], step.entry.area)
+        return Advance(commit=commit)
+
+    def merge(self, track: ObjectTrack, result: FramePrediction) -> None:
+        """The more confident of two passes' answers."""
+        current = track.frames.get(result.frame)
+        if current is None or result.confidence > current.confidence:
+            track.frames[result.frame] = result
+
+    def finish(self, index: int, track: ObjectTrack) -> None:
+        track.frames.update(self._answers[index])
 
     def repropagate(
         self,
+        frames01: Sequence[np.ndarray],
         pinned: dict[int, MemoryEntry],
         start: int,
         old: dict[int, FramePrediction],
@@ -483,10 +355,11 @@ class Propagator:
             pinned: the object's pinned entries (frame -> entry), the corrected frame's included.
             start: the corrected frame.
             old: the object's answers before the correction (frame -> prediction).
+            frames01: the frames (as :class:`~medsam2.engine.sweep.Tracker` takes them).
         """
         outcome = Repropagation()
-        store = FeatureStore(self.frames01, self.backbone, set(), self.stats)
-        n = len(self.frames01)
+        store = FeatureStore(frames01, self.backbone, set(), self.stats)
+        n = len(frames01)
         for direction in (1, -1):
             memory = self.memory_factory()
             for entry in pinned.values():
@@ -538,17 +411,6 @@ def _mask_dice(a: FramePrediction, b: FramePrediction) -> float:
     mask_a, mask_b = a.probability > 127, b.probability > 127
     total = int(mask_a.sum()) + int(mask_b.sum())
     return 1.0 if total == 0 else 2.0 * int((mask_a & mask_b).sum()) / total
-
-
-def _keep_better(track: ObjectTrack, result: FramePrediction) -> None:
-    current = track.frames.get(result.frame)
-    if current is None or result.confidence > current.confidence:
-        track.frames[result.frame] = result
-
-
-def quantise_probability(probability: torch.Tensor) -> torch.Tensor:
-    """A [0, 1] map as uint8 (value x 255, rounded): how FramePrediction stores probabilities."""
-    return (probability.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def _values_at(logits: torch.Tensor, points: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from medsam2.backbones.cache import CacheStats
+from medsam2.engine.feature_cache import CacheStats
 
 
 @dataclass

@@ -8,9 +8,31 @@ from pathlib import Path
 
 import numpy as np
 
+from medsam2.cli.common import SupportPromptAction, add_common, add_model_options
 from medsam2.errors import InputError, OutputError, PromptError, UsageError
 from medsam2.io.volume import SUPPORTED_SUFFIXES, Volume, load_volume, read_mask, save_mask, suffix_of
 from medsam2.prompts import ObjectPrompts, mask_prompts_from_array, parse_box, parse_point
+
+
+def add_parser(commands) -> None:
+    """The ``oneprompt`` subcommand's options."""
+    from medsam2.preprocess import WINDOW_CHOICES
+
+    one = commands.add_parser(
+        "oneprompt",
+        help="segment the structure of annotated support example(s) in other images or scans, with no prompt on them",
+        description="Each --support takes the next --support-mask, --support-box or --support-point (in order). "
+        "Boxes and points on 2D images may omit the slice (x0,y0,x1,y1 / x,y); on volumes write SLICE:x0,y0,x1,y1.",
+    )
+    one.add_argument("queries", nargs="+", help="query images or volumes, or folders of them")
+    one.add_argument("--support", action="append", required=True, help="an annotated example image or volume (repeatable)")
+    one.add_argument("--support-mask", action=SupportPromptAction, help="mask of the structure on the support (one slice is enough)")
+    one.add_argument("--support-box", action=SupportPromptAction, help="box on the support instead of a mask")
+    one.add_argument("--support-point", action=SupportPromptAction, help="click on the support instead of a mask")
+    one.add_argument("-o", "--output-dir", required=True, help="folder for one mask per query, report.json and overview.png")
+    one.add_argument("--window", default="auto", choices=WINDOW_CHOICES, help="intensity window (default auto)")
+    add_model_options(one)
+    add_common(one)
 
 
 def expand_queries(items: list[str]) -> list[Path]:
@@ -65,9 +87,9 @@ def _check_output_dir(folder: Path, overwrite: bool) -> None:
 
 def run_oneprompt_command(args, model_kwargs: dict, warn: Callable[[str], None]) -> int:
     """Run ``medsam2 oneprompt``; returns the exit code (1 when some query could not be read)."""
-    from medsam2.cli import write_json_atomic
+    from medsam2.io.atomic import write_json_atomic
     from medsam2.montage import write_contact_sheet
-    from medsam2.oneprompt_run import run_one_prompt
+    from medsam2.oneprompt.run import run_one_prompt
     from medsam2.preprocess import choose_window
     from medsam2.segmenter import Segmenter
 
@@ -113,7 +135,7 @@ def run_oneprompt_command(args, model_kwargs: dict, warn: Callable[[str], None])
         if not args.quiet:
             print(f"{outcome.name}: confidence {outcome.confidence:.2f}{' (review)' if outcome.flagged else ''} -> {target.name}")
 
-    result = run_one_prompt(segmenter, supports, queries, window=args.window, support_names=names, on_outcome=on_outcome)
+    result = run_one_prompt(segmenter.engine, supports, queries, window=args.window, support_names=names, on_outcome=on_outcome)
     report = result.to_dict()
     for row, query in zip(report["queries"], queries):
         row["file"] = str(query)

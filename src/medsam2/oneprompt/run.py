@@ -11,22 +11,19 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medsam2.backbones.cache import SeededBackbone
+from medsam2.engine.feature_cache import SeededBackbone
+from medsam2.engine.session import Engine
 from medsam2.errors import MedSAM2Error, PromptError
 from medsam2.io.volume import Volume, load_volume
-from medsam2.oneprompt import OnePromptSettings, QueryAnswer, QueryFrames, StructureLocator, answer_queries
+from medsam2.oneprompt.locate import OnePromptSettings, QueryAnswer, QueryFailure, QueryFrames, StructureLocator, answer_queries
 from medsam2.preprocess import WindowedFrames, choose_window
 from medsam2.prompts import MaskPrompt, ObjectPrompts, validate_prompts
 from medsam2.slicing import to_frames
-
-if TYPE_CHECKING:
-    from medsam2.segmenter import Segmenter
 
 
 @dataclass
@@ -96,7 +93,7 @@ class _Support:
     prompts: ObjectPrompts
 
 
-def _support_masks(segmenter: Segmenter, support: _Support, window: str) -> np.ndarray:
+def _support_masks(engine: Engine, support: _Support, window: str) -> np.ndarray:
     """(z, y, x) bool mask of the support's structure (from its mask prompt, or segmented from
     its box/click prompts)."""
     prompts = support.prompts
@@ -109,7 +106,7 @@ def _support_masks(segmenter: Segmenter, support: _Support, window: str) -> np.n
         for m in prompts.masks:
             mask[m.frame] |= m.mask
         return mask
-    result = segmenter.segment(support.volume, prompts, window=window)
+    result = engine.segment(support.volume, [prompts], window=window)
     mask = result.labels == prompts.label
     if not mask.any():
         raise PromptError(f"support {support.name}: its prompt gave an empty mask; give a mask or a larger box")
@@ -134,16 +131,14 @@ def _windowed(volume: Volume, window: str) -> WindowedFrames:
     return WindowedFrames(frames, choose_window(frames, window, volume.modality))
 
 
-def _propagator(segmenter: Segmenter, frames: WindowedFrames, answer: QueryAnswer) -> Segmenter:
-    """The segmenter, its backbone seeded with the query's searched slices (not encoded twice)."""
-    from medsam2.segmenter import Segmenter
-
-    seeded = SeededBackbone(segmenter.backbone, [(frames[z], features) for z, features in answer.searched.items()])
-    return Segmenter(backbone=seeded, memory=segmenter.memory, settings=segmenter.settings)
+def _propagator(engine: Engine, frames: WindowedFrames, answer: QueryAnswer) -> Engine:
+    """The engine, its backbone seeded with the query's searched slices (not encoded twice)."""
+    seeded = SeededBackbone(engine.backbone, [(frames[z], features) for z, features in answer.searched.items()])
+    return replace(engine, backbone=seeded)
 
 
 def run_one_prompt(
-    segmenter: Segmenter,
+    engine: Engine,
     supports: Sequence[tuple[Volume, ObjectPrompts]],
     queries: Sequence[Volume | str | os.PathLike],
     settings: OnePromptSettings | None = None,
@@ -154,7 +149,7 @@ def run_one_prompt(
     """Segment the supports' structure in every query with no prompt on the queries.
 
     Arguments:
-        segmenter: supplies the backbone (and the propagation engine for 3D queries).
+        engine: the backbone (and the propagation through 3D queries).
         supports: (volume, prompts) pairs; 2D images are one-slice volumes. Prompts are axial.
         queries: volumes, or paths loaded one at a time (an unreadable path becomes an outcome
             with ``error`` set; the others go on).
@@ -165,17 +160,17 @@ def run_one_prompt(
     """
     began = time.perf_counter()
     settings = settings or OnePromptSettings()
-    locator = StructureLocator(segmenter.backbone, settings)
+    locator = StructureLocator(engine.backbone, settings)
     bank = locator.new_bank()
     names = list(support_names or [p.name or Path(v.source).name or f"support {i}" for i, (v, p) in enumerate(supports)])
     index_names: dict[int, str] = {}
     for i, (volume, prompts) in enumerate(supports):
         support = _Support(names[i], volume, prompts)
-        mask = _support_masks(segmenter, support, window)
+        mask = _support_masks(engine, support, window)
         frames = _windowed(volume, window)
         for z in _support_slices(mask, settings.support_slices):
-            features = segmenter.backbone.encode([frames[z]])[0]
-            probability = features.geometry.frame_to_model(mask[z].astype(np.float32), size=segmenter.backbone.input_size)
+            features = engine.backbone.encode([frames[z]])[0]
+            probability = features.geometry.frame_to_model(mask[z].astype(np.float32), size=engine.backbone.input_size)
             entry = locator.entry(len(index_names), features, (probability > 0.5).float(), 1.0, pinned=True)
             if entry is None:
                 continue
@@ -216,7 +211,7 @@ def run_one_prompt(
                 labels[0][mask] = 1
             elif mask.any():
                 prompts = ObjectPrompts(1, "structure", masks=[MaskPrompt(answer.frame, mask)])
-                propagated = _propagator(segmenter, frames, answer).segment(volume, prompts, window=window)
+                propagated = _propagator(engine, frames, answer).segment(volume, [prompts], window=window)
                 labels = (propagated.labels > 0).astype(np.uint8)
         outcome = QueryOutcome(
             name=answer.name, labels=labels, confidence=confidence, flagged=confidence < settings.review_below,
@@ -237,10 +232,14 @@ def run_one_prompt(
         if on_outcome:
             on_outcome(position, outcome)
 
-    answer_queries(locator, bank, index_names, [loader(i) for i in range(len(queries))], answered, failed)
-    plan = segmenter.backbone.plan
+    for item in answer_queries(locator, bank, index_names, [loader(i) for i in range(len(queries))]):
+        if isinstance(item, QueryFailure):
+            failed(item.position, item.error)
+        else:
+            answered(item)
+    plan = engine.backbone.plan
     return OnePromptResult(
-        queries=[o for o in outcomes if o is not None], supports=names, order=order, backbone=segmenter.backbone.name,
+        queries=[o for o in outcomes if o is not None], supports=names, order=order, backbone=engine.backbone.name,
         runtime=plan.runtime if plan else "torch", precision=plan.precision if plan else "fp32",
         decode_calls=locator.decode_calls, seconds=time.perf_counter() - began,
     )

@@ -3,7 +3,7 @@
 Every slice is encoded at most once while its features stay in the session's feature cache (a
 memory budget, least recently used out), so a correction costs decoding only. A correction pins
 its slice and, on the LiteMedSAM engine, propagates outward from it only as far as it changes the
-answer (see :meth:`medsam2.propagate.Propagator.repropagate`); on the SAM 2 engine the corrected
+answer (see :meth:`medsam2.engine.litemedsam_step.LiteMedSAMStep.repropagate`); on the SAM 2 engine the corrected
 object is tracked again through the volume from all its prompts (features cached).
 
     session = Segmenter().open(volume, axis="axial", window="auto")   # nothing encoded yet
@@ -18,7 +18,7 @@ object is tracked again through the volume from all its prompts (features cached
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,14 +26,17 @@ import torch
 
 from medsam2._version import __version__
 from medsam2.backbones.base import Backbone
-from medsam2.backbones.cache import CachedBackbone, CacheStats
+from medsam2.engine.feature_cache import CachedBackbone, CacheStats
+from medsam2.engine.litemedsam_step import LiteMedSAMStep, PropagationSettings
+from medsam2.engine.results import ObjectReport, SegmentationReport, SegmentationResult, Timings
+from medsam2.engine.sam2_step import Sam2Step, Sam2TrackingSettings
+from medsam2.engine.sweep import Tracker
+from medsam2.engine.tracks import FramePrediction, ObjectTrack, PropagationStats
 from medsam2.errors import PromptError, UsageError
 from medsam2.io.volume import Volume
-from medsam2.memory import Memory, MemoryEntry
+from medsam2.memory import MemoryEntry, check_memory_kind, make_memory
 from medsam2.preprocess import WindowedFrames, choose_window
 from medsam2.prompts import Box, MaskPrompt, ObjectPrompts, Point, validate_prompts
-from medsam2.propagate import FramePrediction, ObjectTrack, PropagationSettings, PropagationStats, Propagator
-from medsam2.results import ObjectReport, SegmentationReport, SegmentationResult, Timings
 from medsam2.slicing import check_axis, from_frames, to_frames
 
 #: default memory budget of a session's feature cache: about 300 LiteMedSAM slices (6.6 MB each),
@@ -120,10 +123,8 @@ class Session:
     Made by :meth:`medsam2.Segmenter.open`; see the module docstring for a walk-through.
 
     Arguments:
-        backbone: the network (a :class:`CachedBackbone` is used as the session's cache as it is).
-        memory_factory: makes a fresh LiteMedSAM memory for each object and sweep.
-        memory: the memory rule's name (the SAM 2 engine selects by it; the report names it).
-        settings: LiteMedSAM propagation settings.
+        engine: the backbone, memory rule and settings (a :class:`CachedBackbone` is used as the
+            session's cache as it is).
         volume: the scan.
         axis: "axial", "coronal" or "sagittal": slices are taken along this axis.
         window: intensity window (see :func:`medsam2.preprocess.choose_window`).
@@ -133,10 +134,7 @@ class Session:
 
     def __init__(
         self,
-        backbone: Backbone,
-        memory_factory: Callable[[], Memory],
-        memory: str,
-        settings: PropagationSettings,
+        engine: Engine,
         volume: Volume,
         axis: str = "axial",
         window: str = "auto",
@@ -147,9 +145,10 @@ class Session:
         check_axis(axis)
         self.volume = volume
         self.axis = axis
-        self.memory = memory
-        self.settings = settings
-        self._memory_factory = memory_factory
+        self.engine = engine
+        self.memory = engine.memory
+        self.settings = engine.settings
+        backbone = engine.backbone
         raw = to_frames(volume.array, axis)
         self.shape = (int(raw.shape[0]), int(raw.shape[1]), int(raw.shape[2]))
         self.intensity = choose_window(raw, window, volume.modality)
@@ -232,7 +231,7 @@ class Session:
             yield PropagationUpdate(label, frame, min(done, total), total)
         before = self._snapshot()
         for index, (state, track) in enumerate(zip(pending, engine.tracks)):
-            pinned = engine.pinned[index] if isinstance(engine, Propagator) else {}
+            pinned = engine.step.pinned[index] if isinstance(engine.step, LiteMedSAMStep) else {}
             self._objects[state.prompts.label] = _ObjectState(state.prompts, track, pinned, state.clicks)
         self._commit(before)
         self._absorb(engine.stats, began)
@@ -331,12 +330,13 @@ class Session:
                                  round(time.perf_counter() - began, 4))
 
     # -- engines ----------------------------------------------------------------------------------
-    def _engine(self, progress: bool = False):
+    def _engine(self, progress: bool = False) -> Tracker:
+        """The sweep with this backbone's step (a fresh step: its memories are per run)."""
         if self.cache.name == "sam2":
-            from medsam2.sam2_tracking import Sam2Tracker
-
-            return Sam2Tracker(self.frames, self.cache, self.memory, progress=progress)
-        return Propagator(self.frames, self.cache, self._memory_factory, self.settings, progress)
+            step = Sam2Step(self.cache, self.memory, self.settings)
+        else:
+            step = LiteMedSAMStep(self.cache, lambda: make_memory(self.memory, self.settings.bank), self.settings)
+        return Tracker(step, self.frames, progress)
 
     def _absorb(self, stats: PropagationStats, began: float) -> None:
         self._stats.encode_seconds += stats.encode_seconds
@@ -358,21 +358,21 @@ class Session:
             points = geometry.points_to_model(np.array([[c.x, c.y] for c in clicks]))
             labels = np.array([1 if c.positive else 0 for c in clicks])
             present = None if current is None else geometry.frame_to_model(current.astype(np.float32), size=self.cache.input_size) > 0.5
-            prediction = engine.decode_clicks(features, points, labels, present)
+            prediction = engine.step.decode_clicks(features, points, labels, present)
             drawn = geometry.model_to_frame(prediction.logits).numpy() > 0
             if not drawn.any():
                 raise PromptError(f"the clicks on slice {slice} give label {state.prompts.label} an empty mask; add a foreground click")
             _replace_slice_prompts(state.prompts, slice, masks=[MaskPrompt(slice, drawn)])
-        result, entry = engine.pin(state.prompts, slice, features)
+        result, entry = engine.step.pin(state.prompts, slice, features)
         track = state.track
         assert track is not None
         old = {f: p for f, p in track.frames.items() if f != slice}
         state.pinned[slice] = entry
         track.frames[slice] = result
         track.prompted_frames = state.prompts.prompted_frames()
-        for _ in engine.repropagate(state.pinned, slice, old, AGREE_DICE, AGREE_RUN):
+        for _ in engine.step.repropagate(self.frames, state.pinned, slice, old, AGREE_DICE, AGREE_RUN):
             pass
-        change = engine.repropagation
+        change = engine.step.repropagation
         for frame in change.removed:
             track.frames.pop(frame, None)
         track.frames.update(change.frames)
@@ -499,6 +499,57 @@ class Session:
             corrections=self._corrections,
         )
         return SegmentationResult(labels=from_frames(labels_frames, self.axis), report=report)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A backbone with its memory rule and settings: what opens sessions and segments volumes.
+
+    Arguments:
+        backbone: the network.
+        memory: "confidence", "fifo" or "none" (:data:`medsam2.memory.MEMORY_KINDS`).
+        settings: :class:`PropagationSettings` for litemedsam, :class:`Sam2TrackingSettings` for
+            sam2; None: the measured defaults.
+
+    Raises:
+        UsageError: an unknown memory rule, or settings of the other backbone.
+    """
+
+    backbone: Backbone
+    memory: str = "confidence"
+    settings: PropagationSettings | Sam2TrackingSettings | None = None
+
+    def __post_init__(self) -> None:
+        check_memory_kind(self.memory)
+        expected = Sam2TrackingSettings if self.backbone.name == "sam2" else PropagationSettings
+        if self.settings is None:
+            object.__setattr__(self, "settings", expected())
+        elif not isinstance(self.settings, expected):
+            raise UsageError(f"the {self.backbone.name} backbone takes {expected.__name__}, not {type(self.settings).__name__}")
+
+    def open(self, volume: Volume, axis: str = "axial", window: str = "auto",
+             feature_cache_mb: float | None = DEFAULT_FEATURE_CACHE_MB) -> Session:
+        """A :class:`Session` over ``volume`` (nothing encoded yet)."""
+        return Session(self, volume, axis=axis, window=window, feature_cache_mb=feature_cache_mb)
+
+    def segment(
+        self, volume: Volume, prompts: Sequence[ObjectPrompts], axis: str = "axial", window: str = "auto", progress: bool = False
+    ) -> SegmentationResult:
+        """Every object through the volume in one go: a session that adds them all, propagates
+        and gives the result. Every prompt is checked before any work.
+
+        Raises:
+            PromptError: prompts that do not fit the volume.
+        """
+        check_axis(axis)
+        shape = to_frames(volume.array, axis).shape
+        validate_prompts(list(prompts), int(shape[0]), int(shape[1]), int(shape[2]), axis)
+        session = self.open(volume, axis=axis, window=window)
+        for obj in prompts:
+            session.add(obj)
+        for _ in session.propagate(progress=progress):
+            pass
+        return session.result()
 
 
 def _as_point(slice: int, value: Point | Sequence[float]) -> Point:

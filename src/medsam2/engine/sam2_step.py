@@ -27,23 +27,22 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from medsam2.backbones.base import Backbone
+from medsam2.backbones.base import Backbone, FrameFeatures
 from medsam2.backbones.sam2 import FlatFeatures, Sam2Backbone, point_inputs
-from medsam2.errors import PromptError, UsageError
-from medsam2.memory import BankSettings, ConfidenceMemoryBank, MemoryEntry, check_memory_kind, similarity_weights
-from medsam2.prompts import ObjectPrompts
-from medsam2.propagate import (
+from medsam2.engine.sweep import Advance, Tracker
+from medsam2.engine.tracks import (
     FeatureStore,
     FramePrediction,
     ObjectTrack,
     PropagationStats,
     frame_key,
-    frames_between_prompts,
     mask_prototype,
     quantise_probability,
 )
+from medsam2.errors import PromptError, UsageError
+from medsam2.memory import BankSettings, ConfidenceMemoryBank, MemoryEntry, check_memory_kind, similarity_weights
+from medsam2.prompts import ObjectPrompts
 
 
 @dataclass(frozen=True)
@@ -290,47 +289,45 @@ def _fill_holes(model, logits: torch.Tensor) -> torch.Tensor:
         return fill_holes_in_mask_scores(logits, area)
 
 
-class Sam2Tracker:
-    """Tracks prompted objects through frames with SAM 2 and a memory rule.
+class Sam2Step:
+    """SAM 2's :class:`~medsam2.engine.sweep.Step`: memory attention over the frames a memory rule
+    selects -> SAM 2's heads -> its memory encoder.
 
     Arguments:
-        frames01: n frames, (H, W) or (H, W, 3) values in [0, 1] (arrays or WindowedFrames).
         backbone: a :class:`Sam2Backbone`, or a wrapper around one (features are encoded through it).
         memory: "confidence", "fifo" or "none".
         settings: the confidence rule's settings.
-        progress: show a tqdm bar.
+
+    ``reads`` logs which frames each decoded frame read (diagnostics and tests).
     """
 
-    def __init__(
-        self,
-        frames01: Sequence[np.ndarray],
-        backbone: Backbone,
-        memory: str = "confidence",
-        settings: Sam2TrackingSettings | None = None,
-        progress: bool = False,
-    ) -> None:
+    def __init__(self, backbone: Backbone, memory: str = "confidence", settings: Sam2TrackingSettings | None = None) -> None:
         check_memory_kind(memory)
         sam2 = backbone
         while hasattr(sam2, "inner"):  # wrappers (cached, seeded) around the sam2 backbone
             sam2 = sam2.inner
         if not isinstance(sam2, Sam2Backbone):
             raise UsageError("SAM 2 tracking needs the sam2 backbone")
-        self.frames01 = frames01
         self.backbone = backbone
         self.sam2 = sam2
         self.model = sam2.model
         self.memory = memory
         self.settings = settings or Sam2TrackingSettings()
-        self.progress = progress
-        self.stats = PropagationStats(frames_total=len(frames01))
+        self.stats = PropagationStats()
         self.reads: list[ReadLog] = []
         self._position: torch.Tensor | None = None
+        self._shape = (0, 0, 0)
+        self._prompts: list[dict[int, FramePrompt]] = []
+        self._first: list[dict[int, tuple[StepOutput, Sam2Memory, MemoryEntry | None]]] = []
+        self._selections: dict[int, FifoSelection | BankSelection] = {}
+        self._absent: dict[int, int] = {}
+        self._labels: list[int] = []
 
     # -- prompts ----------------------------------------------------------------------------
     def _frame_prompts(self, obj: ObjectPrompts) -> dict[int, FramePrompt]:
         """Each prompted frame's prompt in model coordinates (one box per frame, as SAM 2 takes)."""
         prompts: dict[int, FramePrompt] = {}
-        rows, cols = int(self.frames01.shape[1]), int(self.frames01.shape[2])
+        rows, cols = self._shape[1], self._shape[2]
         geometry = self.sam2.frame_geometry(rows, cols)
         size = self.sam2.input_size
         for frame in obj.prompted_frames():
@@ -367,7 +364,7 @@ class Sam2Tracker:
             if read is None:
                 pix = self.sam2.no_memory_features(flat)
             else:
-                pix = conditioned_features(model, flat, read, len(self.frames01), self._position)
+                pix = conditioned_features(model, flat, read, self._shape[0], self._position)
             outputs = model._forward_sam_heads(
                 backbone_features=pix,
                 point_inputs=points,
@@ -418,29 +415,16 @@ class Sam2Tracker:
             pinned=pinned,
         )
 
-    # -- the passes ---------------------------------------------------------------------------
-    def run(self, objects: list[ObjectPrompts]) -> list[ObjectTrack]:
-        """Track every object forward and backward from its prompts; one track per object, where
-        each frame's logits are the union (max) of both passes."""
-        for _ in self.iter_run(objects):
-            pass
-        return self.tracks
-
-    def iter_run(self, objects: list[ObjectPrompts]) -> Iterator[tuple[int, int]]:
-        """:meth:`run` one decoded frame at a time: yields (label, frame) after each decode;
-        afterwards ``tracks`` holds one track per object. Inference mode and autocast hold only
-        while the tracker runs, never while the caller holds an update."""
-        yield from self._run(objects)
-
+    # -- the sweep's step ------------------------------------------------------------------------
     @torch.inference_mode()
-    def _run(self, objects: list[ObjectPrompts]) -> Iterator[tuple[int, int]]:
-        prompts = [self._frame_prompts(o) for o in objects]
-        store = FeatureStore(self.frames01, self.backbone, frames_between_prompts(objects), self.stats)
-        tracks = [ObjectTrack(o.label, o.name, o.prompted_frames()) for o in objects]
+    def prepare(self, objects: list[ObjectPrompts], store: FeatureStore) -> Iterator[tuple[int, int]]:
+        self._shape = tuple(int(v) for v in store.frames01.shape[:3])
+        self._labels = [o.label for o in objects]
+        self._prompts = [self._frame_prompts(o) for o in objects]
+        self._first = []
         start, encoding = time.perf_counter(), self.stats.encode_seconds
-        first: list[dict[int, tuple[StepOutput, Sam2Memory, MemoryEntry | None]]] = []
         with self.sam2.autocast():
-            for obj_prompts in prompts:
+            for obj_prompts in self._prompts:
                 per_frame = {}
                 for frame, prompt in obj_prompts.items():
                     features = store.get(frame)
@@ -450,67 +434,59 @@ class Sam2Tracker:
                     if self.memory == "confidence":  # only the bank reads keys and prototypes
                         entry = self._entry(features, frame, step, frame_key(features, self.settings.bank.key_grid), True)
                     per_frame[frame] = (step, self._remember(flat, frame, step), entry)
-                first.append(per_frame)
+                self._first.append(per_frame)
         self.stats.decode_seconds += time.perf_counter() - start - (self.stats.encode_seconds - encoding)
-        for obj, per_frame in zip(objects, first):
+        for obj, per_frame in zip(objects, self._first):
             for frame in per_frame:
                 yield obj.label, frame
-        bar = tqdm(desc="propagating", unit="slice", disable=not self.progress, leave=False)
-        try:
-            for direction in (1, -1):
-                yield from self._pass(direction, objects, prompts, first, tracks, store, bar)
-        finally:
-            bar.close()
-        for track, per_frame in zip(tracks, first):
-            for frame, (step, _, _) in per_frame.items():
-                _merge(track, self._prediction(frame, step, prompted=True))
-        self.tracks = tracks
 
-    def _pass(self, direction, objects, prompts, first, tracks, store, bar) -> Iterator[tuple[int, int]]:
-        n = len(self.frames01)
-        reverse = direction == -1
-        starts = [min(p) if direction == 1 else max(p) for p in prompts]
-        selections = [self._selection() for _ in objects]
-        for selection, per_frame in zip(selections, first):
-            for _, memory, entry in per_frame.values():
-                selection.add(memory, entry)
-        active = [False] * len(objects)
-        ended = [False] * len(objects)
-        absent = [0] * len(objects)
-        frame = min(starts) if direction == 1 else max(starts)
+    def begin(self, index: int, direction: int) -> None:
+        """SAM 2 reads every prompted frame from the start (its conditioning frames)."""
+        selection = self._selection()
+        for _, memory, entry in self._first[index].values():
+            selection.add(memory, entry)
+        self._selections[index] = selection
+        self._absent[index] = 0
+
+    def prompted(self, index: int, frame: int) -> None:
+        """Nothing to add: the pass began with every prompted frame in memory."""
+
+    @torch.inference_mode()
+    def frame_context(self, features: FrameFeatures) -> tuple[FlatFeatures, torch.Tensor | None]:
+        with self.sam2.autocast():
+            flat = self.sam2.flatten(features)
+            key = frame_key(features, self.settings.bank.key_grid) if self.memory == "confidence" else None
+        return flat, key
+
+    @torch.inference_mode()
+    def advance(self, index: int, frame: int, features: FrameFeatures, context: object, direction: int) -> Advance:
+        """Decode from memory; with the confidence rule the object ends after ``patience`` frames
+        in a row where SAM 2 says it is absent and no prompt lies ahead (fifo and none visit every frame)."""
+        flat, key = context
+        begin = time.perf_counter()
+        selection = self._selections[index]
+        with self.sam2.autocast():
+            read = selection.select(frame, direction == -1, self._shape[0], key)
+            spatial = tuple(m.frame for _, m in read.spatial)
+            self.reads.append(ReadLog(self._labels[index], direction, frame, spatial, tuple(m.frame for _, m in read.pointers)))
+            step = self._step(flat, read, None)
+            self.stats.decode_calls += 1
+            memory = self._remember(flat, frame, step)
+            entry = self._entry(features, frame, step, key, False) if self.memory == "confidence" else None
+            selection.add(memory, entry)
+            result = self._prediction(frame, step, prompted=False)
+        self.stats.decode_seconds += time.perf_counter() - begin
+        self._absent[index] = self._absent[index] + 1 if step.object_score <= 0 else 0
         patience = self.settings.patience if self.memory == "confidence" else None
-        while 0 <= frame < n:
-            for i in range(len(objects)):
-                if frame == starts[i]:
-                    active[i] = True
-            todo = [i for i in range(len(objects)) if active[i] and not ended[i] and frame not in prompts[i]]
-            if todo:
-                features = store.get(frame)
-                bar.update(1)
-                begin, encoding = time.perf_counter(), self.stats.encode_seconds
-                with self.sam2.autocast():
-                    flat = self.sam2.flatten(features)
-                    key = frame_key(features, self.settings.bank.key_grid) if self.memory == "confidence" else None
-                    for i in todo:
-                        read = selections[i].select(frame, reverse, n, key)
-                        spatial = tuple(m.frame for _, m in read.spatial)
-                        self.reads.append(ReadLog(objects[i].label, direction, frame, spatial, tuple(m.frame for _, m in read.pointers)))
-                        step = self._step(flat, read, None)
-                        self.stats.decode_calls += 1
-                        memory = self._remember(flat, frame, step)
-                        entry = self._entry(features, frame, step, key, False) if self.memory == "confidence" else None
-                        selections[i].add(memory, entry)
-                        _merge(tracks[i], self._prediction(frame, step, prompted=False))
-                        absent[i] = absent[i] + 1 if step.object_score <= 0 else 0
-                        ahead = any((f - frame) * direction > 0 for f in prompts[i])
-                        if patience is not None and absent[i] >= patience and not ahead:
-                            ended[i] = True
-                self.stats.decode_seconds += time.perf_counter() - begin - (self.stats.encode_seconds - encoding)
-                for i in todo:
-                    yield objects[i].label, frame
-            if all(ended):
-                break
-            frame += direction
+        ahead = any((f - frame) * direction > 0 for f in self._prompts[index])
+        return Advance(commit=[result], ended=patience is not None and self._absent[index] >= patience and not ahead)
+
+    def merge(self, track: ObjectTrack, result: FramePrediction) -> None:
+        _merge(track, result)
+
+    def finish(self, index: int, track: ObjectTrack) -> None:
+        for frame, (step, _, _) in self._first[index].items():
+            _merge(track, self._prediction(frame, step, prompted=True))
 
     def _prediction(self, frame: int, step: StepOutput, prompted: bool) -> FramePrediction:
         logits = step.low_res_logits[0, 0].float().cpu()
@@ -531,3 +507,30 @@ def _merge(track: ObjectTrack, result: FramePrediction) -> None:
     track.frames[result.frame] = FramePrediction(
         result.frame, probability, best.iou, best.presence, best.confidence, prompted=prompted, logits=logits
     )
+
+
+class Sam2Tracker(Tracker):
+    """The sweep (:class:`~medsam2.engine.sweep.Tracker`) with a :class:`Sam2Step`.
+
+    Arguments:
+        frames01: n frames, (H, W) or (H, W, 3) values in [0, 1] (arrays or WindowedFrames).
+        backbone: a :class:`Sam2Backbone`, or a wrapper around one.
+        memory: "confidence", "fifo" or "none".
+        settings: the confidence rule's settings.
+        progress: show a tqdm bar.
+    """
+
+    def __init__(
+        self,
+        frames01: Sequence[np.ndarray],
+        backbone: Backbone,
+        memory: str = "confidence",
+        settings: Sam2TrackingSettings | None = None,
+        progress: bool = False,
+    ) -> None:
+        super().__init__(Sam2Step(backbone, memory, settings), frames01, progress)
+
+    @property
+    def reads(self) -> list[ReadLog]:
+        """Which frames each decoded frame read."""
+        return self.step.reads

@@ -1,5 +1,5 @@
 """The ``interactive-N`` protocol of ``medsam2 evaluate``: a simulated annotator corrects the worst
-slice N times, through a :class:`~medsam2.session.Session`.
+slice N times, through a :class:`~medsam2.engine.session.Session`.
 
 Round 0 is the ``box-mid`` prompt propagated through the volume. Each later round, for each
 structure: the slice with the most wrong voxels (prediction XOR reference) is corrected, with
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from medsam2.metrics import dice
-from medsam2.session import Session
+from medsam2.engine.session import Session
+from medsam2.evaluation.metrics import dice
 from medsam2.slicing import to_frames
 
 _INTERACTIVE = re.compile(r"^interactive-(\d+)$")

@@ -23,7 +23,7 @@ more (refinement).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from medsam2.backbones.base import Backbone, FrameFeatures
+from medsam2.engine.tracks import box_of_mask, frame_key
 from medsam2.memory import BankSettings, ConfidenceMemoryBank, MemoryEntry
-from medsam2.propagate import box_of_mask, frame_key
 
 
 @dataclass(frozen=True)
@@ -253,22 +253,30 @@ def leaned_on(localisation: Localisation, support_names: dict[int, str]) -> str 
     return support_names.get(max(pinned)[1])
 
 
+@dataclass(frozen=True)
+class QueryFailure:
+    """A query that could not be loaded: its position among the queries and what went wrong."""
+
+    position: int
+    error: Exception
+
+
 def answer_queries(
     locator: StructureLocator,
     bank: ConfidenceMemoryBank,
     support_names: dict[int, str],
     queries: Sequence[Callable[[], QueryFrames]],
-    on_answer: Callable[[QueryAnswer], None],
-    on_error: Callable[[int, Exception], None],
-) -> None:
+) -> Iterator[QueryAnswer | QueryFailure]:
     """Answer queries most-similar-first, chunk by chunk, feeding confident answers to the bank.
 
     Arguments:
         locator: the structure locator (holds the backbone).
         bank: a bank already holding the pinned supports (entry frames index ``support_names``).
         queries: one loader per query (called once; may raise for an unreadable query).
-        on_answer: receives every answer, in the order processed.
-        on_error: receives (query position, exception) for a query that could not be loaded.
+
+    Yields:
+        every answer in the order processed, and a :class:`QueryFailure` for each query that could
+        not be loaded (as it happens).
     """
     position = 0
     next_index = -1
@@ -281,7 +289,7 @@ def answer_queries(
             try:
                 query = queries[position]()
             except Exception as exc:  # reported per query; the run goes on
-                on_error(position, exc)
+                yield QueryFailure(position, exc)
                 position += 1
                 continue
             position += 1
@@ -297,7 +305,7 @@ def answer_queries(
             best = _best_frame(locator, bank, query, features)
             admitted, next_index = _admit(locator, bank, best, next_index)
             seconds += time.perf_counter() - began
-            on_answer(_answer(query, best, admitted, support_names, seconds, dict(zip(query.indices, features))))
+            yield _answer(query, best, admitted, support_names, seconds, dict(zip(query.indices, features)))
 
 
 def _best_frame(

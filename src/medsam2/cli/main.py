@@ -1,0 +1,73 @@
+"""The ``medsam2`` command line: the parser of every subcommand and the dispatch.
+
+Errors are printed on one line to stderr (``medsam2: error: ...``) with exit code 2 for usage
+errors and 1 for data errors; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from medsam2._version import __version__
+from medsam2.cli import evaluate, oneprompt, segment
+from medsam2.cli.common import OneLineParser, add_common, model_kwargs, warn
+from medsam2.errors import MedSAM2Error, UsageError
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="medsam2", description="Promptable medical image segmentation (MedSAM-2 style).")
+    parser.add_argument("--version", action="version", version=f"medsam2 {__version__}")
+    commands = parser.add_subparsers(dest="command", parser_class=OneLineParser)
+    segment.add_parser(commands)
+    evaluate.add_parser(commands)
+    oneprompt.add_parser(commands)
+    commands.add_parser("models", help="list the backbones and SAM 2 model configs, with what each needs")
+    demo = commands.add_parser("demo", help="segment five organs of the bundled CT sample and score them")
+    demo.add_argument("-o", "--output-dir", default="medsam2_demo", help="folder for the label map, montage and report")
+    add_common(demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``medsam2`` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        if args.command == "segment":
+            return segment.run_segment(args)
+        if args.command == "evaluate":
+            return evaluate.run_evaluate(args)
+        if args.command == "oneprompt":
+            return oneprompt.run_oneprompt_command(args, model_kwargs(args), warn)
+        if args.command == "models":
+            from medsam2.backbones import describe_backbones
+
+            print(describe_backbones())
+            return 0
+        if args.command == "demo":
+            from medsam2.demo import run_demo
+
+            return run_demo(Path(args.output_dir), device=args.device, overwrite=args.overwrite, quiet=args.quiet)
+        raise UsageError(f"unknown command {args.command}")
+    except MedSAM2Error as exc:
+        if debug:
+            raise
+        print(f"medsam2: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("medsam2: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last line of defence: one line, not a traceback
+        if debug:
+            raise
+        print(f"medsam2: internal error: {exc.__class__.__name__}: {exc} (rerun with --debug for details)", file=sys.stderr)
+        return 1
+
+
