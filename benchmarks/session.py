@@ -127,16 +127,18 @@ def main() -> int:
 
     backbone = build_backbone("litemedsam")
     part1 = corrections_on_bundled_ct(backbone)
-    part2 = interactive_table(backbone, [s for s in args.only.split(",") if s], args.correction, Path(args.out))
+    sets = [s for s in args.only.split(",") if s]
+    part2 = interactive_table(backbone, sets, args.correction, Path(args.out)) if sets else []
     print(f"# medsam2 session benchmark: {machine_line()}; encoder {backbone.plan.runtime} {backbone.plan.precision}")
     print()
     print("## Corrections on the bundled CT (features cached)")
     print()
     print("\n".join(part1))
     print()
-    print(f"## evaluate --protocol interactive-3 --correction {args.correction} (method confidence)")
-    print()
-    print("\n".join(part2))
+    if part2:
+        print(f"## evaluate --protocol interactive-3 --correction {args.correction} (method confidence)")
+        print()
+        print("\n".join(part2))
     return 0
 
 

@@ -114,6 +114,20 @@ def end_to_end(runtime: str, precision: str, repeats: int) -> list[float]:
     return times
 
 
+def time_decoder(backbone, frames, calls: int = 20) -> float:
+    """Median milliseconds of one box decode (what the engine sends) on the first frame's features."""
+    features = backbone.encode([frames[0]])[0]
+    box = np.array([40.0, 50.0, 160.0, 170.0], dtype=np.float32)
+    for _ in range(3):
+        backbone.decode(features, box=box)
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        backbone.decode(features, box=box)
+        times.append(time.perf_counter() - start)
+    return round(float(np.median(times)) * 1000, 1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=8, help="encoder calls per option")
@@ -141,6 +155,7 @@ def main() -> int:
         emulated = backbone.plan.precision == "bf16" and not native_bf16
         repeats = 2 if emulated and runtime.startswith("torch") else args.repeats  # emulated bf16 takes about a minute a slice
         times, features = time_encoder(backbone, frames, repeats)
+        decode_ms = time_decoder(backbone, frames)
         if reference is None:
             reference = features
         errors = [float((f.float() - r).norm() / r.norm()) for f, r in zip(features, reference)]
@@ -150,7 +165,7 @@ def main() -> int:
             + (f" (asked {precision})" if backbone.plan.precision != precision else ""),
             "s_per_slice_median": round(median, 3), "s_per_slice_min": round(min(times), 3), "s_per_slice_max": round(max(times), 3),
             "gflops": round(ENCODER_GFLOP / median, 1), "fraction_of_gemm_peak": round(ENCODER_GFLOP / median / gemm, 2),
-            "speedup_vs_torch_fp32": None, "feature_rel_error_max": round(max(errors), 5),
+            "speedup_vs_torch_fp32": None, "feature_rel_error_max": round(max(errors), 5), "decode_ms_per_call": decode_ms,
         })
         print(f"measured {runtime} {precision}: {median:.3f} s/slice", file=sys.stderr, flush=True)
     base = rows[0]["s_per_slice_median"]
@@ -168,11 +183,13 @@ def main() -> int:
     print(f"Peak fp32: GEMM {gemm:.0f} GFLOP/s measured" + (f", nominal FMA peak {nominal:.0f} GFLOP/s" if nominal else "")
           + f". Encoder work: {ENCODER_GFLOP} GFLOP per 256x256 slice.")
     print()
-    print("| runtime | precision | s/slice median | min | max | GFLOP/s | of GEMM peak | speed-up vs torch fp32 | feature rel. error |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| runtime | precision | s/slice median | min | max | GFLOP/s | of GEMM peak | speed-up vs torch fp32 | feature rel. error "
+          "| decode ms/call |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['runtime']} | {r['precision']} | {r['s_per_slice_median']} | {r['s_per_slice_min']} | {r['s_per_slice_max']} | "
-              f"{r['gflops']} | {r['fraction_of_gemm_peak']:.0%} | {r['speedup_vs_torch_fp32']}x | {r['feature_rel_error_max']} |")
+              f"{r['gflops']} | {r['fraction_of_gemm_peak']:.0%} | {r['speedup_vs_torch_fp32']}x | {r['feature_rel_error_max']} "
+              f"| {r['decode_ms_per_call']} |")
     print()
     print("| demo organ | " + " | ".join(dice_runs) + " | Dice change |")
     print("|---|" + "---|" * (len(dice_runs) + 1))

@@ -84,13 +84,13 @@ def test_medsam2_toronto_release_runs_at_512(tmp_path, tiny_checkpoint):
     assert Sam2Backbone(other_name, CPU, model_config="sam2.1_hiera_t512").input_size == 512
 
 
-def _predictor_masks(checkpoint, jpg_dir, frame, box_edges) -> np.ndarray:
+def _predictor_masks(checkpoint, jpg_dir, frame, box_edges, size: int = SMALL) -> np.ndarray:
     """SAM2VideoPredictor run the way MedSAM2 (Toronto) runs volumes: forward, reset, reverse, union."""
     from sam2.build_sam import build_sam2_video_predictor
 
     config = SAM2_CONFIGS["sam2.1_hiera_t"]
     predictor = build_sam2_video_predictor(
-        config.yaml, ckpt_path=str(checkpoint), device="cpu", hydra_overrides_extra=config.hydra_overrides(SMALL)
+        config.yaml, ckpt_path=str(checkpoint), device="cpu", hydra_overrides_extra=config.hydra_overrides(size)
     )
     masks: dict[int, np.ndarray] = {}
     with torch.inference_mode(), warnings.catch_warnings():
@@ -106,29 +106,40 @@ def _predictor_masks(checkpoint, jpg_dir, frame, box_edges) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def parity_case(tmp_path_factory, tiny_checkpoint, ct_frames):
-    """The CT frames stored as JPEG (as SAM 2 reads a video), a box on frame 3, and the masks of
-    SAM2VideoPredictor (fp32, as it runs on a CPU)."""
+def parity_cases(tmp_path_factory, tiny_checkpoint, ct_frames):
+    """size -> (volume, prompt, masks of SAM2VideoPredictor at that input size): the CT frames
+    stored as JPEG (as SAM 2 reads a video), a box on frame 3, SAM 2 in fp32 (as it runs on a CPU)."""
     jpg = tmp_path_factory.mktemp("frames")
     for i, frame in enumerate(ct_frames):
         Image.fromarray(frame).save(jpg / f"{i:05d}.jpg", quality=95)
     decoded = np.stack([np.asarray(Image.open(jpg / f"{i:05d}.jpg")) for i in range(len(ct_frames))])
     box = (30, 20, 90, 70)  # inclusive voxel box: edges 30..91, 20..71
-    expected = _predictor_masks(tiny_checkpoint, jpg, 3, np.array([30, 20, 91, 71], dtype=np.float32))
-    return Volume(array=decoded, source="frames"), ObjectPrompts(1, boxes=[Box(3, *box)]), expected
+    volume, prompt = Volume(array=decoded, source="frames"), ObjectPrompts(1, boxes=[Box(3, *box)])
+    cases: dict[int, tuple] = {}
+
+    def case(size: int):
+        if size not in cases:
+            expected = _predictor_masks(tiny_checkpoint, jpg, 3, np.array([30, 20, 91, 71], dtype=np.float32), size)
+            cases[size] = (volume, prompt, expected)
+        return cases[size]
+
+    return case
 
 
-def test_fifo_equals_sam2_video_predictor(tiny_checkpoint, parity_case):
-    volume, prompt, expected = parity_case
+@pytest.mark.parametrize("size", [SMALL, 1024])
+def test_fifo_equals_sam2_video_predictor(tiny_checkpoint, parity_cases, size):
+    """Every frame, the prompted one included, at the test size and at SAM 2's own input size."""
+    volume, prompt, expected = parity_cases(size)
     # parity is an fp32 promise: ``auto`` would pick bf16 autocast on a CPU with avx512_bf16/AMX
-    backbone = Sam2Backbone(tiny_checkpoint, CPU, image_size=SMALL, precision="fp32")
+    backbone = Sam2Backbone(tiny_checkpoint, CPU, image_size=size, precision="fp32")
     fifo = Segmenter(backbone=backbone, memory="fifo").segment(volume, prompt, window="none").labels > 0
     # the masks are not trivial (neither empty nor full, and not the same on every frame)...
     areas = fifo.reshape(len(fifo), -1).mean(axis=1)
     assert 0.05 < areas.min() and areas.max() < 0.95 and len(set(areas.round(4))) > 3
     # ...and equal to SAM 2's, pixel for pixel, in both directions from the prompt
     assert np.array_equal(fifo, expected), int((fifo != expected).sum())
-
+    if size != SMALL:
+        return
     offloaded = Sam2Backbone(tiny_checkpoint, CPU, image_size=SMALL, offload=True, precision="fp32")
     assert offloaded.storage_device == CPU
     assert np.array_equal(Segmenter(backbone=offloaded, memory="fifo").segment(volume, prompt, window="none").labels > 0, expected)
@@ -268,10 +279,10 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path, tiny_checkpoint, capsys)
 
 
 @pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16 (avx512_bf16/AMX): auto runs fp32")
-def test_bf16_autocast_stays_close_to_sam2_video_predictor(tiny_checkpoint, parity_case):
+def test_bf16_autocast_stays_close_to_sam2_video_predictor(tiny_checkpoint, parity_cases):
     """Where ``auto`` picks bf16 autocast, masks are close to SAM 2's fp32 ones, not equal
     (measured on an avx512_bf16 CPU: 522 of 8x96x122 pixels differ, per-frame Dice 0.993 at least)."""
-    volume, prompt, expected = parity_case
+    volume, prompt, expected = parity_cases(SMALL)
     backbone = Sam2Backbone(tiny_checkpoint, CPU, image_size=SMALL)
     result = Segmenter(backbone=backbone, memory="fifo").segment(volume, prompt, window="none")
     assert result.report.precision == "bf16"

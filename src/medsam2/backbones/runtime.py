@@ -176,58 +176,70 @@ def _as_tuple(outputs) -> tuple[torch.Tensor, ...]:
     return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
 
 
-class OpenVINOEncoder:
-    """Runs a module converted to OpenVINO on the CPU, for one fixed input shape (N=1, C, S, S);
-    returns the module's outputs as a tuple, batched again.
+class OpenVINOModel:
+    """A module converted to OpenVINO for fixed input shapes and compiled for the CPU in a precision.
 
-    The conversion (about 17 s for LiteMedSAM) happens once per weights file and version; later
-    runs load the cached model (about 0.7 s).
+    The conversion (about 17 s for LiteMedSAM's encoder, 2 s for its decoder) happens once per
+    weights file, graph and version; later runs load the cached model (about 0.7 s).
     """
 
-    def __init__(self, module: torch.nn.Module, input_shape: tuple[int, int, int, int], weights_key: str, precision: str) -> None:
+    def __init__(self, module: torch.nn.Module, input_shapes: tuple[tuple[int, ...], ...], weights_key: str, precision: str) -> None:
         import openvino as ov
 
-        self.input_shape = input_shape
-        folder = cache_root() / "openvino" / self._key(weights_key, input_shape, ov.__version__)
-        model_path = folder / "encoder.xml"
+        self.input_shapes = input_shapes
+        folder = cache_root() / "openvino" / self._key(weights_key, input_shapes, ov.__version__)
+        model_path = folder / "model.xml"
         if not model_path.is_file():
-            self._convert(module, input_shape, folder)
+            self._convert(module, input_shapes, folder)
         core = ov.Core()
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
         self.compiled = core.compile_model(str(model_path), "CPU", config)
         self.model_path = model_path
 
     @staticmethod
-    def _key(weights_key: str, input_shape: tuple[int, ...], ov_version: str) -> str:
+    def _key(weights_key: str, input_shapes: tuple[tuple[int, ...], ...], ov_version: str) -> str:
         from medsam2._version import __version__
 
-        text = f"{weights_key}|{input_shape}|medsam2 {__version__}|openvino {ov_version}"
+        text = f"{weights_key}|{input_shapes}|medsam2 {__version__}|openvino {ov_version}"
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     @staticmethod
-    def _convert(module: torch.nn.Module, input_shape: tuple[int, ...], folder: Path) -> None:
+    def _convert(module: torch.nn.Module, input_shapes: tuple[tuple[int, ...], ...], folder: Path) -> None:
         import openvino as ov
 
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=folder.parent))
         try:
+            examples = tuple(torch.zeros(shape) for shape in input_shapes)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                model = ov.convert_model(module, example_input=torch.zeros(input_shape), input=[input_shape])
-            ov.save_model(model, str(staging / "encoder.xml"), compress_to_fp16=False)
+                model = ov.convert_model(
+                    module, example_input=examples if len(examples) > 1 else examples[0], input=[list(s) for s in input_shapes]
+                )
+            ov.save_model(model, str(staging / "model.xml"), compress_to_fp16=False)
             try:
                 os.replace(staging, folder)
             except OSError:  # another process finished first: keep its copy
-                if not (folder / "encoder.xml").is_file():
+                if not (folder / "model.xml").is_file():
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
+    def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The module's outputs for inputs of the converted shapes (float32, on the CPU)."""
+        result = self.compiled(tuple(t.detach().cpu().numpy() for t in inputs))
+        return tuple(torch.from_numpy(result[i].copy()) for i in range(len(result)))
+
+
+class OpenVINOEncoder(OpenVINOModel):
+    """An image encoder in OpenVINO for one input shape (N=1, C, S, S); a batch is run item by item
+    and the module's outputs are returned batched again, as a tuple."""
+
+    def __init__(self, module: torch.nn.Module, input_shape: tuple[int, int, int, int], weights_key: str, precision: str) -> None:
+        super().__init__(module, (input_shape,), weights_key, precision)
+
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        per_item = []
-        for item in batch.cpu():
-            result = self.compiled(item[None].numpy())
-            per_item.append([torch.from_numpy(result[i].copy())[0] for i in range(len(result))])
+        per_item = [[output[0] for output in self.run(item[None])] for item in batch.cpu()]
         return tuple(torch.stack(outputs) for outputs in zip(*per_item))
 
 
