@@ -177,8 +177,7 @@ def main() -> int:
     e2e = {"torch fp32": end_to_end("torch", "fp32", max(1, args.e2e_repeats - 1)),
            f"{default.runtime} {default.precision} (default)": end_to_end("auto", "auto", args.e2e_repeats)}
 
-    print(f"# medsam2 encoder speed: {machine_line()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"native bf16: {'yes' if native_bf16 else 'no'}")
+    print(f"# medsam2 encoder speed: {machine_line()}; native bf16: {'yes' if native_bf16 else 'no'}")
     print()
     print(f"Peak fp32: GEMM {gemm:.0f} GFLOP/s measured" + (f", nominal FMA peak {nominal:.0f} GFLOP/s" if nominal else "")
           + f". Encoder work: {ENCODER_GFLOP} GFLOP per 256x256 slice.")
