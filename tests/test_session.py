@@ -175,3 +175,12 @@ def test_bad_calls_give_one_error_each_and_change_nothing(backbone, ct):
         session.add(ObjectPrompts(0, points=[Point(5, 3, 3)]))
     assert np.array_equal(session.result().labels, before)
     assert session.result().report.corrections == 0
+
+
+def test_settings_of_the_other_backbone_are_refused(backbone):
+    from medsam2.engine.sam2_step import Sam2TrackingSettings
+
+    with pytest.raises(UsageError, match="takes PropagationSettings, not Sam2TrackingSettings"):
+        Segmenter(backbone=backbone, settings=Sam2TrackingSettings())
+    with pytest.raises(UsageError, match="unknown memory 'lru'"):
+        Segmenter(backbone=backbone, memory="lru")

@@ -18,7 +18,7 @@ object is tracked again through the volume from all its prompts (features cached
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,7 +30,7 @@ from medsam2.engine.feature_cache import CachedBackbone, CacheStats
 from medsam2.engine.litemedsam_step import LiteMedSAMStep, PropagationSettings
 from medsam2.engine.results import ObjectReport, SegmentationReport, SegmentationResult, Timings
 from medsam2.engine.sam2_step import Sam2Step, Sam2TrackingSettings
-from medsam2.engine.sweep import Tracker
+from medsam2.engine.sweep import Step, Tracker
 from medsam2.engine.tracks import FramePrediction, ObjectTrack, PropagationStats
 from medsam2.errors import PromptError, UsageError
 from medsam2.io.volume import Volume
@@ -314,7 +314,7 @@ class Session:
             outcome: tuple[list[int], list[int]] = ([], [])
         elif erase is not None and not drawn.any():
             outcome = ([], self._cut(new, slice))
-        elif self.cache.name == "sam2":
+        elif not self.engine.kind.local_corrections:
             if points is not None:
                 boxes = [b for b in new.prompts.boxes if b.frame == slice]
                 _replace_slice_prompts(new.prompts, slice, boxes=boxes[:1], points=new.clicks[slice])
@@ -332,11 +332,7 @@ class Session:
     # -- engines ----------------------------------------------------------------------------------
     def _engine(self, progress: bool = False) -> Tracker:
         """The sweep with this backbone's step (a fresh step: its memories are per run)."""
-        if self.cache.name == "sam2":
-            step = Sam2Step(self.cache, self.memory, self.settings)
-        else:
-            step = LiteMedSAMStep(self.cache, lambda: make_memory(self.memory, self.settings.bank), self.settings)
-        return Tracker(step, self.frames, progress)
+        return Tracker(self.engine.kind.make_step(self.cache, self.memory, self.settings), self.frames, progress)
 
     def _absorb(self, stats: PropagationStats, began: float) -> None:
         self._stats.encode_seconds += stats.encode_seconds
@@ -502,6 +498,38 @@ class Session:
 
 
 @dataclass(frozen=True)
+class StepKind:
+    """One backbone family's engine step.
+
+    Attributes:
+        settings: the settings type the step takes.
+        make_step: (backbone, memory rule, settings) -> a fresh :class:`~medsam2.engine.sweep.Step`.
+        local_corrections: a correction re-propagates outward from its slice only while the answer
+            changes (LiteMedSAM); otherwise the object is tracked again from all its prompts (SAM 2,
+            whose memory is per pass).
+    """
+
+    settings: type
+    make_step: Callable[[Backbone, str, object], Step]
+    local_corrections: bool
+
+
+#: the engine step of each backbone, by the backbone's ``name``
+STEP_KINDS: dict[str, StepKind] = {
+    "litemedsam": StepKind(
+        PropagationSettings,
+        lambda backbone, memory, settings: LiteMedSAMStep(backbone, lambda: make_memory(memory, settings.bank), settings),
+        local_corrections=True,
+    ),
+    "sam2": StepKind(
+        Sam2TrackingSettings,
+        lambda backbone, memory, settings: Sam2Step(backbone, memory, settings),
+        local_corrections=False,
+    ),
+}
+
+
+@dataclass(frozen=True)
 class Engine:
     """A backbone with its memory rule and settings: what opens sessions and segments volumes.
 
@@ -521,11 +549,19 @@ class Engine:
 
     def __post_init__(self) -> None:
         check_memory_kind(self.memory)
-        expected = Sam2TrackingSettings if self.backbone.name == "sam2" else PropagationSettings
+        kind = STEP_KINDS.get(self.backbone.name)
+        if kind is None:
+            raise UsageError(f"no engine step for backbone '{self.backbone.name}'; known: {', '.join(STEP_KINDS)}")
+        expected = kind.settings
         if self.settings is None:
             object.__setattr__(self, "settings", expected())
         elif not isinstance(self.settings, expected):
             raise UsageError(f"the {self.backbone.name} backbone takes {expected.__name__}, not {type(self.settings).__name__}")
+
+    @property
+    def kind(self) -> StepKind:
+        """What this backbone's engine step is (its settings type, how it is made, how it corrects)."""
+        return STEP_KINDS[self.backbone.name]
 
     def open(self, volume: Volume, axis: str = "axial", window: str = "auto",
              feature_cache_mb: float | None = DEFAULT_FEATURE_CACHE_MB) -> Session:
