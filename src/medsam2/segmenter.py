@@ -70,8 +70,16 @@ class Segmenter:
             self.backbone = backbone
             self.device = backbone.device
         self.engine = Engine(self.backbone, memory, settings)
-        self.memory = memory
-        self.settings = self.engine.settings
+
+    @property
+    def memory(self) -> str:
+        """The memory rule's name."""
+        return self.engine.memory
+
+    @property
+    def settings(self) -> PropagationSettings | Sam2TrackingSettings:
+        """The engine's settings (the measured defaults unless given)."""
+        return self.engine.settings
 
     def open(
         self,

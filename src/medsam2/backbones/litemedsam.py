@@ -125,7 +125,8 @@ class LiteMedSAMBackbone:
         plan = plan_execution(runtime, precision, self.device)
         shape = (1, 3, self.input_size, self.input_size)
         module = EncoderWithDescriptor(self.net.image_encoder).eval()
-        self.encoder, self.plan = build_encoder(module, plan, self.device, shape, self.checkpoint, graph="tinyvit+descriptor/1")
+        digest = file_sha256(self.checkpoint) if plan.runtime == "openvino" else ""  # the converted models' cache key
+        self.encoder, self.plan = build_encoder(module, plan, self.device, shape, digest, graph="tinyvit+descriptor/1")
         self.box_decoder: OpenVINOModel | None = None
         if self.plan.runtime == "openvino":
             decoder = BoxDecoder(self.net, self._dense_pe).eval()
@@ -133,7 +134,7 @@ class LiteMedSAMBackbone:
             try:
                 # fp32 always: bf16 rounds the predicted IoU that the stop rule and the candidate
                 # choice compare (measured: the stomach 0.901 -> 0.847, the liver ran 6 slices past its end)
-                self.box_decoder = OpenVINOModel(decoder, shapes, f"box-decoder/1|{file_sha256(self.checkpoint)}", "fp32")
+                self.box_decoder = OpenVINOModel(decoder, shapes, f"box-decoder/1|{digest}", "fp32")
             except Exception as exc:  # OpenVINO raises its own types for models it cannot convert
                 note = f"OpenVINO could not run the mask decoder ({exc.__class__.__name__}); it runs in PyTorch"
                 self.plan = ExecutionPlan(self.plan.runtime, self.plan.precision, self.plan.notes + (note,))

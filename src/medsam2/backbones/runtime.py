@@ -248,12 +248,14 @@ def build_encoder(
     plan: ExecutionPlan,
     device: torch.device,
     input_shape: tuple[int, int, int, int],
-    weights_path: Path,
+    weights_digest: str,
     graph: str,
 ) -> tuple[Callable[[torch.Tensor], tuple[torch.Tensor, ...]], ExecutionPlan]:
     """An encoder callable for the plan; falls back to PyTorch when OpenVINO conversion fails.
 
     Arguments:
+        weights_digest: the weights file's SHA-256 (:func:`file_sha256`; part of the converted
+            model's cache key, read only for OpenVINO).
         graph: a name for what ``module`` computes (part of the cache key, with the weights' hash).
 
     Returns:
@@ -262,7 +264,7 @@ def build_encoder(
     """
     if plan.runtime == "openvino":
         try:
-            encoder = OpenVINOEncoder(module, input_shape, f"{graph}|{file_sha256(weights_path)}", plan.precision)
+            encoder = OpenVINOEncoder(module, input_shape, f"{graph}|{weights_digest}", plan.precision)
         except Exception as exc:  # OpenVINO raises its own types for models it cannot convert
             note = f"OpenVINO could not run the encoder ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]}); using PyTorch"
             return TorchEncoder(module, device, plan.precision), ExecutionPlan("torch", plan.precision, plan.notes + (note,))

@@ -41,6 +41,7 @@ def add_parser(commands) -> None:
     seg.add_argument("--axis", default="axial", choices=AXES, help="slicing direction (default axial)")
     seg.add_argument("--window", default="auto", choices=WINDOW_CHOICES, help="intensity window (default auto)")
     seg.add_argument("--memory", default="confidence", choices=MEMORY_KINDS, help="memory rule (default: confidence bank)")
+    seg.set_defaults(prompt_items=[])  # PromptAction appends to it in command-line order
     add_model_options(seg)
     seg.add_argument("--time-index", type=int, help="for 4D input: which 3D volume to segment (0-based)")
     seg.add_argument("--report", help="write a JSON report here")
@@ -54,7 +55,7 @@ def run_segment(args) -> int:
     from medsam2.slicing import to_frames
 
     output = output_path(args.output)
-    inputs = [args.input] + [v for k, v in (getattr(args, "prompt_items", None) or []) if k == "mask"]
+    inputs = [args.input] + [v for k, v in args.prompt_items if k == "mask"]
     if args.prompts:
         inputs.append(args.prompts)
     check_output_path(output, inputs, args.overwrite)
@@ -65,7 +66,7 @@ def run_segment(args) -> int:
     start = time.perf_counter()
     volume = load_volume(args.input, time_index=args.time_index)
     read_seconds = time.perf_counter() - start
-    objects = collect_prompts(getattr(args, "prompt_items", None) or [], args.prompts, volume, args.axis)
+    objects = collect_prompts(args.prompt_items, args.prompts, volume, args.axis)
     if not objects:
         raise PromptError("no prompt given; add --box, --point, --mask or --prompts")
     frames_shape = to_frames(volume.array, args.axis).shape

@@ -85,6 +85,38 @@ class Repropagation:
     decoded: list[int] = field(default_factory=list)
 
 
+@dataclass
+class _Pass:
+    """One object's pass in one direction: its memory, the largest mask area it remembers, and the
+    absent-looking answers held back until the object shows again (dropped if it ends there).
+
+    ``ended_from`` is the first frame of the run where the object ended, once it has."""
+
+    memory: Memory
+    max_area: float
+    held: list[FramePrediction] = field(default_factory=list)
+    ended_from: int | None = None
+
+    def take(self, frame: int, step: TrackStep | None, patience: int) -> Advance:
+        """The sweep's :class:`Advance` for one decoded frame, and the pass's memory updated."""
+        if step is None:  # nothing left in the memory's prior
+            self.ended_from = self.held[0].frame if self.held else frame
+            self.held = []
+            return Advance(ended=True)
+        if step.absent:
+            self.held.append(step.result)
+            if len(self.held) >= patience:
+                self.ended_from = self.held[0].frame
+                self.held = []
+                return Advance(ended=True)
+            return Advance()
+        commit = self.held + [step.result]
+        self.held = []
+        if self.memory.add(step.entry):
+            self.max_area = max(self.max_area, step.entry.area)
+        return Advance(commit=commit)
+
+
 class LiteMedSAMStep:
     """LiteMedSAM's :class:`~medsam2.engine.sweep.Step`.
 
@@ -104,9 +136,7 @@ class LiteMedSAMStep:
         self.stats = PropagationStats()
         self.pinned: list[dict[int, MemoryEntry]] = []
         self._answers: list[dict[int, FramePrediction]] = []
-        self._memories: dict[int, Memory] = {}
-        self._held: dict[int, list[FramePrediction]] = {}
-        self._max_area: dict[int, float] = {}
+        self._passes: dict[int, _Pass] = {}
 
     # -- decoding helpers -------------------------------------------------------------------
     def _decode(self, features: FrameFeatures, box=None, points=None, labels=None) -> Prediction:
@@ -293,37 +323,26 @@ class LiteMedSAMStep:
             self._answers.append(answers)
 
     def begin(self, index: int, direction: int) -> None:
+        self._passes[index] = self._new_pass(self.pinned[index])
+
+    def _new_pass(self, pinned: dict[int, MemoryEntry]) -> _Pass:
+        """A pass whose memory holds the object's pinned entries."""
         memory = self.memory_factory()
-        for entry in self.pinned[index].values():
+        for entry in pinned.values():
             memory.add(entry)
-        self._memories[index] = memory
-        self._max_area[index] = max(entry.area for entry in self.pinned[index].values())
-        self._held[index] = []
+        return _Pass(memory, max(entry.area for entry in pinned.values()))
 
     def prompted(self, index: int, frame: int) -> None:
-        self._memories[index].add(self.pinned[index][frame])
-        self._held[index] = []
+        walk = self._passes[index]
+        walk.memory.add(self.pinned[index][frame])
+        walk.held = []
 
     def frame_context(self, features: FrameFeatures) -> torch.Tensor:
         return frame_key(features, self.settings.bank.key_grid)
 
     def advance(self, index: int, frame: int, features: FrameFeatures, context: object, direction: int) -> Advance:
-        memory = self._memories[index]
-        step = self._step(frame, features, context, memory, self._max_area[index])
-        if step is None:
-            self._held[index] = []
-            return Advance(ended=True)
-        if step.absent:  # held back until the object shows again; dropped if it ends here
-            self._held[index].append(step.result)
-            if len(self._held[index]) >= self.settings.patience:
-                self._held[index] = []
-                return Advance(ended=True)
-            return Advance()
-        commit = self._held[index] + [step.result]
-        self._held[index] = []
-        if memory.add(step.entry):
-            self._max_area[index] = max(self._max_area[index], step.entry.area)
-        return Advance(commit=commit)
+        walk = self._passes[index]
+        return walk.take(frame, self._step(frame, features, context, walk.memory, walk.max_area), self.settings.patience)
 
     def merge(self, track: ObjectTrack, result: FramePrediction) -> None:
         """The more confident of two passes' answers."""
@@ -361,48 +380,29 @@ class LiteMedSAMStep:
         store = FeatureStore(frames01, self.backbone, set(), self.stats)
         n = len(frames01)
         for direction in (1, -1):
-            memory = self.memory_factory()
-            for entry in pinned.values():
-                memory.add(entry)
-            max_area = max(entry.area for entry in pinned.values())
-            held: list[FramePrediction] = []
+            walk = self._new_pass(pinned)
             agreed = 0
-            ended_at: int | None = None
             frame = start + direction
             while 0 <= frame < n and frame not in pinned:
                 features = store.get(frame)
                 key = frame_key(features, self.settings.bank.key_grid)
-                step = self._step(frame, features, key, memory, max_area)
+                advance = walk.take(frame, self._step(frame, features, key, walk.memory, walk.max_area), self.settings.patience)
                 outcome.decoded.append(frame)
                 yield frame
-                if step is None:
-                    ended_at = held[0].frame if held else frame
+                if advance.ended:
                     break
-                if step.absent:
-                    held.append(step.result)
-                    if len(held) >= self.settings.patience:
-                        ended_at = held[0].frame
-                        break
-                    frame += direction
-                    continue
-                for result in held + [step.result]:
+                for result in advance.commit:
                     outcome.frames[result.frame] = result
-                held = []
-                if memory.add(step.entry):
-                    max_area = max(max_area, step.entry.area)
-                before = old.get(frame)
-                agreed = agreed + 1 if before is not None and _mask_dice(before, step.result) >= agree_dice else 0
-                if agreed >= agree_run:
-                    break
+                if advance.commit:  # the object is there: does it agree with the old answer?
+                    before = old.get(frame)
+                    agreed = agreed + 1 if before is not None and _mask_dice(before, advance.commit[-1]) >= agree_dice else 0
+                    if agreed >= agree_run:
+                        break
                 frame += direction
-            if ended_at is not None:
-                limit = next((f for f in sorted(pinned, key=lambda f: f * direction) if (f - ended_at) * direction > 0), None)
-                outcome.removed |= {
-                    f for f in old if (f - ended_at) * direction >= 0 and (limit is None or (limit - f) * direction > 0)
-                }
-                for f in list(outcome.frames):
-                    if (f - ended_at) * direction >= 0:
-                        del outcome.frames[f]
+            if walk.ended_from is not None:  # old answers from there to the next prompted frame go
+                ended = walk.ended_from
+                limit = next((f for f in sorted(pinned, key=lambda f: f * direction) if (f - ended) * direction > 0), None)
+                outcome.removed |= {f for f in old if (f - ended) * direction >= 0 and (limit is None or (limit - f) * direction > 0)}
         self.repropagation = outcome
 
 

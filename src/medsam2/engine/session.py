@@ -31,7 +31,7 @@ from medsam2.engine.litemedsam_step import LiteMedSAMStep, PropagationSettings
 from medsam2.engine.results import ObjectReport, SegmentationReport, SegmentationResult, Timings
 from medsam2.engine.sam2_step import Sam2Step, Sam2TrackingSettings
 from medsam2.engine.sweep import Step, Tracker
-from medsam2.engine.tracks import FramePrediction, ObjectTrack, PropagationStats
+from medsam2.engine.tracks import FeatureStore, FramePrediction, ObjectTrack, PropagationStats
 from medsam2.errors import PromptError, UsageError
 from medsam2.io.volume import Volume
 from medsam2.memory import MemoryEntry, check_memory_kind, make_memory
@@ -146,8 +146,6 @@ class Session:
         self.volume = volume
         self.axis = axis
         self.engine = engine
-        self.memory = engine.memory
-        self.settings = engine.settings
         backbone = engine.backbone
         raw = to_frames(volume.array, axis)
         self.shape = (int(raw.shape[0]), int(raw.shape[1]), int(raw.shape[2]))
@@ -157,9 +155,8 @@ class Session:
         self._objects: dict[int, _ObjectState] = {}
         self._history: list[dict[int, _ObjectState]] = []
         self._max_undo = max_undo
-        self._stats = PropagationStats(frames_total=self.shape[0])
+        self._stats = PropagationStats()
         self._corrections = 0
-        self._cache_start = self.cache.stats()
         self._notes = list(self.intensity.warnings) + list(backbone.plan.notes)
         if "warning" in volume.metadata:
             self._notes.append(volume.metadata["warning"])
@@ -171,10 +168,6 @@ class Session:
     def labels(self) -> list[int]:
         """The objects' labels, in the order they were added."""
         return list(self._objects)
-
-    @property
-    def n_slices(self) -> int:
-        return self.shape[0]
 
     def cache_stats(self) -> CacheStats:
         """The feature cache's hits, misses (slices encoded), evictions and size."""
@@ -224,17 +217,18 @@ class Session:
         if not pending:
             return
         began = time.perf_counter()
-        engine = self._engine(progress)
+        tracker = self._tracker(progress)
         total, done = self.shape[0] * len(pending), 0
-        for label, frame in engine.iter_run([state.prompts for state in pending]):
+        for label, frame in tracker.iter_run([state.prompts for state in pending]):
             done += 1
             yield PropagationUpdate(label, frame, min(done, total), total)
         before = self._snapshot()
-        for index, (state, track) in enumerate(zip(pending, engine.tracks)):
-            pinned = engine.step.pinned[index] if isinstance(engine.step, LiteMedSAMStep) else {}
+        for index, (state, track) in enumerate(zip(pending, tracker.tracks)):
+            pinned = tracker.step.pinned[index] if isinstance(tracker.step, LiteMedSAMStep) else {}
             self._objects[state.prompts.label] = _ObjectState(state.prompts, track, pinned, state.clicks)
         self._commit(before)
-        self._absorb(engine.stats, began)
+        self._absorb(tracker.stats)
+        self._work_seconds += time.perf_counter() - began
 
     def correct(
         self,
@@ -294,8 +288,8 @@ class Session:
             clicks = new.clicks.get(slice, []) + [_as_point(slice, p) for p in points]
             if not clicks:
                 raise PromptError(f"no click given for label {label} on slice {slice}")
-            for click in clicks:  # each inside the frame (checked as a foreground click)
-                validate_prompts([ObjectPrompts(label, points=[Point(slice, click.x, click.y)])], n, rows, cols, self.axis)
+            inside = [Point(slice, c.x, c.y) for c in clicks]  # checked as foreground clicks: inside the frame
+            validate_prompts([ObjectPrompts(label, points=inside)], n, rows, cols, self.axis)
             if not any(c.positive for c in clicks) and current is None:
                 raise PromptError(f"label {label} is absent on slice {slice}: give a foreground click or a box there first")
             new.clicks[slice] = clicks
@@ -330,59 +324,57 @@ class Session:
                                  round(time.perf_counter() - began, 4))
 
     # -- engines ----------------------------------------------------------------------------------
-    def _engine(self, progress: bool = False) -> Tracker:
+    def _tracker(self, progress: bool = False) -> Tracker:
         """The sweep with this backbone's step (a fresh step: its memories are per run)."""
-        return Tracker(self.engine.kind.make_step(self.cache, self.memory, self.settings), self.frames, progress)
+        engine = self.engine
+        return Tracker(engine.kind.make_step(self.cache, engine.memory, engine.settings), self.frames, progress)
 
-    def _absorb(self, stats: PropagationStats, began: float) -> None:
+    def _absorb(self, stats: PropagationStats) -> None:
+        """Add a run's statistics to the session's."""
         self._stats.encode_seconds += stats.encode_seconds
         self._stats.decode_seconds += stats.decode_seconds
         self._stats.decode_calls += stats.decode_calls
         self._stats.encoded_frames |= stats.encoded_frames
-        self._work_seconds += time.perf_counter() - began
 
     def _repropagate(self, state: _ObjectState, slice: int, current: np.ndarray | None, clicked: bool) -> tuple[list[int], list[int]]:
         """LiteMedSAM: pin the corrected slice, then walk outward while the answer changes."""
-        engine = self._engine()
-        began = time.perf_counter()
-        features = self.cache.encode([self.frames[slice]])[0]
-        engine.stats.encode_seconds += time.perf_counter() - began
-        engine.stats.encoded_frames.add(slice)
+        tracker = self._tracker()
+        step = tracker.step
+        features = FeatureStore(self.frames, self.cache, set(), tracker.stats).get(slice)
         if clicked:
             clicks = state.clicks[slice]
             geometry = features.geometry
             points = geometry.points_to_model(np.array([[c.x, c.y] for c in clicks]))
             labels = np.array([1 if c.positive else 0 for c in clicks])
             present = None if current is None else geometry.frame_to_model(current.astype(np.float32), size=self.cache.input_size) > 0.5
-            prediction = engine.step.decode_clicks(features, points, labels, present)
+            prediction = step.decode_clicks(features, points, labels, present)
             drawn = geometry.model_to_frame(prediction.logits).numpy() > 0
             if not drawn.any():
                 raise PromptError(f"the clicks on slice {slice} give label {state.prompts.label} an empty mask; add a foreground click")
             _replace_slice_prompts(state.prompts, slice, masks=[MaskPrompt(slice, drawn)])
-        result, entry = engine.step.pin(state.prompts, slice, features)
+        result, entry = step.pin(state.prompts, slice, features)
         track = state.track
         assert track is not None
         old = {f: p for f, p in track.frames.items() if f != slice}
         state.pinned[slice] = entry
         track.frames[slice] = result
         track.prompted_frames = state.prompts.prompted_frames()
-        for _ in engine.step.repropagate(self.frames, state.pinned, slice, old, AGREE_DICE, AGREE_RUN):
+        for _ in step.repropagate(self.frames, state.pinned, slice, old, AGREE_DICE, AGREE_RUN):
             pass
-        change = engine.step.repropagation
+        change = step.repropagation
         for frame in change.removed:
             track.frames.pop(frame, None)
         track.frames.update(change.frames)
-        self._absorb(engine.stats, began)
+        self._absorb(tracker.stats)
         return change.decoded, sorted(change.removed)
 
     def _retrack(self, state: _ObjectState) -> tuple[list[int], list[int]]:
         """SAM 2: track the object again from all its prompts (features come from the cache)."""
-        began = time.perf_counter()
-        engine = self._engine()
-        decoded = [frame for _, frame in engine.iter_run([state.prompts])]
-        old = set(state.track.frames) if state.track is not None else set()
-        state.track = engine.tracks[0]
-        self._absorb(engine.stats, began)
+        tracker = self._tracker()
+        decoded = [frame for _, frame in tracker.iter_run([state.prompts])]
+        old = set(state.track.frames)
+        state.track = tracker.tracks[0]
+        self._absorb(tracker.stats)
         return decoded, sorted(old - set(state.track.frames))
 
     def _cut(self, state: _ObjectState, slice: int) -> list[int]:
@@ -420,8 +412,7 @@ class Session:
         """The object's (rows, cols) mask on a slice, None where it is absent."""
         if state.track is None or slice not in state.track.frames:
             return None
-        mask = _probability_map(state.track.frames[slice], self._geometry()) > 0.5
-        mask = mask.numpy()
+        mask = _on_frame(state.track.frames[slice], self._geometry())[0].numpy()
         return mask if mask.any() else None
 
     def _geometry(self):
@@ -479,7 +470,7 @@ class Session:
             device=str(self.cache.device),
             runtime=plan.runtime,
             precision=plan.precision,
-            memory=self.memory,
+            memory=self.engine.memory,
             axis=self.axis,
             window=self.intensity.name,
             input=volume.source,
@@ -572,14 +563,13 @@ class Engine:
         self, volume: Volume, prompts: Sequence[ObjectPrompts], axis: str = "axial", window: str = "auto", progress: bool = False
     ) -> SegmentationResult:
         """Every object through the volume in one go: a session that adds them all, propagates
-        and gives the result. Every prompt is checked before any work.
+        and gives the result. Every prompt is checked (as it is added) before anything is encoded.
 
         Raises:
-            PromptError: prompts that do not fit the volume.
+            PromptError: no object, or prompts that do not fit the volume.
         """
-        check_axis(axis)
-        shape = to_frames(volume.array, axis).shape
-        validate_prompts(list(prompts), int(shape[0]), int(shape[1]), int(shape[2]), axis)
+        if not prompts:
+            raise PromptError("no prompt given; add --box, --point, --mask or --prompts")
         session = self.open(volume, axis=axis, window=window)
         for obj in prompts:
             session.add(obj)
@@ -616,18 +606,20 @@ def _replace_slice_prompts(
     prompts.masks = [m for m in prompts.masks if m.frame != slice] + list(masks)
 
 
-def _probability_map(result: FramePrediction, geometry) -> torch.Tensor:
-    """A (rows, cols) foreground probability of one answer on its frame (SAM 2: sigmoid of its logits)."""
+def _on_frame(result: FramePrediction, geometry) -> tuple[torch.Tensor, torch.Tensor]:
+    """One answer on its (rows, cols) frame: (foreground mask, probability). SAM 2 answers keep SAM 2's
+    own rule (logits resized to the frame, > 0); the others are probability > 0.5."""
     if result.logits is not None:
-        return torch.sigmoid(geometry.model_to_frame(result.logits))
-    return geometry.model_to_frame(result.probability_float())
+        logits = geometry.model_to_frame(result.logits)
+        return logits > 0, torch.sigmoid(logits)
+    probability = geometry.model_to_frame(result.probability_float())
+    return probability > 0.5, probability
 
 
 def label_map(tracks: Sequence[ObjectTrack], shape: tuple[int, int, int], geometry) -> tuple[np.ndarray, dict[int, dict[int, float]]]:
     """The frames' label map (uint8, uint16 past label 255) and each object's confidence per frame.
 
-    Where objects overlap, the one with the higher probability x confidence wins. SAM 2 answers
-    keep SAM 2's own rule (logits resized to the frame, > 0).
+    Where objects overlap, the one with the higher probability x confidence wins.
     """
     n_frames, rows, cols = shape
     max_label = max((t.label for t in tracks), default=0)
@@ -639,12 +631,7 @@ def label_map(tracks: Sequence[ObjectTrack], shape: tuple[int, int, int], geomet
             result = track.frames.get(frame)
             if result is None:
                 continue
-            if result.logits is not None:
-                logits = geometry.model_to_frame(result.logits)
-                foreground, probability = logits > 0, torch.sigmoid(logits)
-            else:
-                probability = geometry.model_to_frame(result.probability_float())
-                foreground = probability > 0.5
+            foreground, probability = _on_frame(result, geometry)
             score = torch.where(foreground, probability.clamp(min=1e-6) * max(result.confidence, 1e-3), torch.zeros(()))
             win = score > best
             labels[frame][win.numpy()] = track.label

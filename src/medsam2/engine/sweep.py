@@ -94,7 +94,6 @@ class Tracker:
         self.frames01 = frames01
         self.progress = progress
         self.stats = step.stats
-        self.stats.frames_total = len(frames01)
         self.tracks: list[ObjectTrack] = []
 
     def run(self, objects: list[ObjectPrompts]) -> list[ObjectTrack]:

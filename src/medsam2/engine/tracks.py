@@ -48,13 +48,12 @@ class ObjectTrack:
 
 @dataclass
 class PropagationStats:
-    frames_total: int = 0
-    frames_encoded: int = 0
-    encode_calls: int = 0
+    """What a run cost: decoder calls, seconds encoding and decoding, and the frames whose features
+    it asked for (encoded, or served by a cache)."""
+
     decode_calls: int = 0
     encode_seconds: float = 0.0
     decode_seconds: float = 0.0
-    #: frames whose features were asked for (encoded, or served by a cache)
     encoded_frames: set[int] = field(default_factory=set)
 
 
@@ -74,9 +73,7 @@ class FeatureStore:
         start = time.perf_counter()
         features = self.backbone.encode([self.frames01[frame]])[0]
         self.stats.encode_seconds += time.perf_counter() - start
-        self.stats.encode_calls += 1
         self.stats.encoded_frames.add(frame)
-        self.stats.frames_encoded = len(self.stats.encoded_frames)
         # the current frame stays until the next one is asked for; kept frames stay for good
         self._cache = {f: v for f, v in self._cache.items() if f in self.keep}
         self._cache[frame] = features

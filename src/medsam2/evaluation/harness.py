@@ -22,7 +22,7 @@ from medsam2.evaluation.datasets import Dataset
 from medsam2.evaluation.interactive import interactive_rounds, run_interactive
 from medsam2.evaluation.metrics import dice, hd95, iou, nsd
 from medsam2.evaluation.protocols import EvaluationConfig, check_config, simulate_prompts
-from medsam2.evaluation.report import StructureResult, _write_outputs, slice_dice_by_distance, write_plots
+from medsam2.evaluation.report import StructureResult, slice_dice_by_distance, write_outputs, write_plots
 from medsam2.io.volume import load_volume, save_mask
 from medsam2.peakmem import PeakMemory
 from medsam2.prompts import ObjectPrompts
@@ -295,10 +295,10 @@ def run_evaluation(
                 for d, values in (result.dice_by_distance or {}).items() for v in values
             )
             rows.append(result.row())
-        _write_outputs(results_dir, rows, curves, config, notes, dataset)  # after every case: a run can resume
+        write_outputs(results_dir, rows, curves, config, notes, dataset)  # after every case: a run can resume
     if not rows:
         raise InputError("no structure could be evaluated: " + ("; ".join(notes[:3]) or "no case"))
-    results = _write_outputs(results_dir, rows, curves, config, notes, dataset)
+    results = write_outputs(results_dir, rows, curves, config, notes, dataset)
     write_plots(results_dir, rows, curves)
     return results
 

@@ -43,14 +43,16 @@ class InteractiveTrace:
     Attributes:
         dice_per_round: Dice after round 0 (the first propagation) and after each correction round.
         corrected_slices: the slice corrected in each round (None where nothing was left to correct).
-        seconds: wall time of each correction.
+        seconds: wall time of each correction, from ``correct()`` to the updated label map.
         redecoded: slices decoded again by each correction (the corrected slice excluded).
+        encoded: slices each correction had to encode (not in the feature cache).
     """
 
     dice_per_round: list[float] = field(default_factory=list)
     corrected_slices: list[int | None] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     redecoded: list[int] = field(default_factory=list)
+    encoded: list[int] = field(default_factory=list)
 
 
 def dice_auc(dice_per_round: list[float]) -> float:
@@ -130,9 +132,10 @@ def run_interactive(
                 boxed[label].add(target)
             else:
                 summary = session.correct(label, target, erase=mine[target])
+            predicted = to_frames(session.result().labels, session.axis)
             trace.seconds.append(round(time.perf_counter() - began, 4))
             trace.redecoded.append(len(summary.decoded_slices))
+            trace.encoded.append(summary.encoded_slices)
             trace.corrected_slices.append(target)
-            predicted = to_frames(session.result().labels, session.axis)
         score(predicted)
     return traces

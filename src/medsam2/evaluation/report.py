@@ -154,9 +154,10 @@ def _summary_markdown(summary: list[dict], config: EvaluationConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_outputs(
+def write_outputs(
     results_dir: Path, rows: list[dict], curves: list[dict], config: EvaluationConfig, notes: list[str], dataset: Dataset
 ) -> dict:
+    """Write per_case.csv, summary.csv, summary.md and results.json (atomically); returns the results."""
     summary = summarise(rows) if rows else []
     _write_csv(results_dir / "per_case.csv", rows, per_case_fields(config))
     if summary:
