@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from medsam2.errors import UsageError
-from medsam2.preprocess import FrameGeometry, looks_like_ct, normalize_intensities, prepare_frame
+from medsam2.errors import InputError, UsageError
+from medsam2.preprocess import FrameGeometry, choose_window, looks_like_ct, normalize_intensities, prepare_frame
 
 
 def test_ct_window_maps_level_and_width():
@@ -32,13 +32,17 @@ def test_none_window_is_x_over_255():
     np.testing.assert_allclose(normalize_intensities(img, "none").array[0, 0], [0, 0.2, 1.0])
 
 
-def test_nan_and_constant_volumes_warn_instead_of_failing():
-    data = np.ones((2, 4, 4), np.float32)
+def test_nan_voxels_warn_and_constant_volumes_are_refused():
+    data = np.arange(32, dtype=np.float32).reshape(2, 4, 4)
     data[0, 0, 0] = np.nan
     out = normalize_intensities(data)
     assert any("NaN" in w for w in out.warnings) and np.isfinite(out.array).all()
-    constant = normalize_intensities(np.full((2, 4, 4), 7.0))
-    assert any("constant" in w for w in constant.warnings) and not constant.array.any()
+    choose_window(data).require_structure()  # something to segment: no error
+    for empty, message in ((np.full((2, 4, 4), 7.0), "constant"), (np.full((2, 4, 4), np.nan), "no finite value")):
+        window = choose_window(empty)
+        assert message in window.empty
+        with pytest.raises(InputError, match=message):
+            window.require_structure("scan.nii.gz")
 
 
 def test_unknown_window():

@@ -173,7 +173,7 @@ def test_bad_calls_give_one_error_each_and_change_nothing(backbone, ct):
             session.correct(**call)
     with pytest.raises(PromptError, match="already in the session"):
         session.add(ObjectPrompts(SPLEEN, boxes=[Box(5, 1, 1, 9, 9)]))
-    with pytest.raises(PromptError, match="not an integer in 1..65535"):
+    with pytest.raises(PromptError, match="labels are integers from 1 to 65535"):
         session.add(ObjectPrompts(0, points=[Point(5, 3, 3)]))
     assert np.array_equal(session.result().labels, before)
     assert session.result().report.corrections == 0

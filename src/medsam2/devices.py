@@ -15,7 +15,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     Raises:
         UsageError: unknown name, or a device this machine does not have.
     """
-    if name not in DEVICE_CHOICES and not name.startswith("cuda:"):
+    if not isinstance(name, str) or (name not in DEVICE_CHOICES and not name.startswith("cuda:")):
         raise UsageError(f"unknown device '{name}'; choose one of {', '.join(DEVICE_CHOICES)}")
     mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":

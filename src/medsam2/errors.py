@@ -2,6 +2,22 @@
 
 Every failure a user can cause has a subclass here with a message that says what was wrong and
 what to do. The command line prints the message on one line and exits with ``exit_code``.
+
+The classes also derive from the built-in exception a Python caller would expect, so that
+``except ValueError`` or ``except TypeError`` keep working:
+
+=====================  ==========================  =========  ==================================
+class                  also a                      exit code  raised for
+=====================  ==========================  =========  ==================================
+``MedSAM2Error``       ``Exception``               1          the base of all of them
+``UsageError``         ``ValueError``              2          wrong option values, suffixes
+``ArgumentTypeError``  ``UsageError``, TypeError   2          a Python argument of the wrong type
+``PromptError``        ``UsageError``              2          prompts that do not fit the image
+``InputError``         ``ValueError``              1          unreadable, truncated, oversized,
+                                                              non-finite or non-regular inputs
+``OutputError``        ``MedSAM2Error``            1          outputs that cannot be written
+``CheckpointError``    ``MedSAM2Error``            1          missing or foreign model weights
+=====================  ==========================  =========  ==================================
 """
 
 from __future__ import annotations
@@ -13,13 +29,17 @@ class MedSAM2Error(Exception):
     exit_code = 1
 
 
-class UsageError(MedSAM2Error):
+class UsageError(MedSAM2Error, ValueError):
     """The command was called wrongly: unknown option values, unsupported suffixes (exit code 2)."""
 
     exit_code = 2
 
 
-class InputError(MedSAM2Error):
+class ArgumentTypeError(UsageError, TypeError):
+    """A Python API argument has the wrong type (a list where a Volume is expected, a tuple for a Box)."""
+
+
+class InputError(MedSAM2Error, ValueError):
     """An input file or folder cannot be read or holds data that cannot be segmented."""
 
 

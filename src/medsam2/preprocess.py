@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medsam2.errors import UsageError
+from medsam2.errors import InputError, UsageError
 
 #: CT windows as (level, width) in Hounsfield units.
 CT_WINDOWS: dict[str, tuple[float, float]] = {
@@ -41,7 +41,8 @@ class IntensityWindow:
         name: the window used ("abdomen", "percentile", "none", ...).
         low, high: raw values that map to 0 and 1 (equal for a constant volume: all zeros).
         fill: value that NaN and infinite voxels take before mapping.
-        warnings: what the user should know (NaN voxels, a constant volume, clipped values).
+        warnings: what the user should know (NaN voxels, clipped values).
+        empty: why there is nothing to segment (a constant volume, no finite voxel), or None.
     """
 
     name: str
@@ -49,6 +50,17 @@ class IntensityWindow:
     high: float
     fill: float = 0.0
     warnings: tuple[str, ...] = ()
+    empty: str | None = None
+
+    def require_structure(self, source: str = "") -> None:
+        """Refuse to segment a volume with nothing in it (constant, or no finite voxel).
+
+        Raises:
+            InputError: the volume is constant or holds no finite value.
+        """
+        if self.empty is not None:
+            where = f"{source}: " if source else ""
+            raise InputError(f"{where}{self.empty}; no mask is written for it")
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
         """Raw values (any shape) -> float32 in [0, 1]."""
@@ -126,14 +138,13 @@ def choose_window(array: np.ndarray, window: str = "auto", modality: str | None 
     if data.dtype.kind == "f":
         bad = int(data.size - np.count_nonzero(np.isfinite(data)))
         if bad == data.size:
-            notes.append("the volume holds no finite values; nothing can be segmented")
-            return IntensityWindow(window, 0.0, 0.0, 0.0, tuple(notes))
+            return IntensityWindow(window, 0.0, 0.0, 0.0, tuple(notes), empty="the volume holds no finite value (all NaN or infinite)")
         if bad:
             fill = finite_low
             notes.append(f"{bad} NaN or infinite voxels were set to the lowest value ({fill:g})")
     if finite_high == finite_low:
-        notes.append("the volume is constant; there is no structure to segment")
-        return IntensityWindow(window, finite_low, finite_low, fill, tuple(notes))
+        empty = f"the volume is constant (every voxel is {finite_low:g}); there is no structure to segment"
+        return IntensityWindow(window, finite_low, finite_low, fill, tuple(notes), empty=empty)
     chosen = window
     if window == "auto":
         if data.dtype == np.uint8:

@@ -8,14 +8,17 @@ Coordinates are 0-based voxel indices as ITK-SNAP and 3D Slicer show them (IJK).
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
 
-from medsam2.errors import PromptError
-from medsam2.io.volume import read_mask
+from medsam2.errors import ArgumentTypeError, PromptError
+from medsam2.io.guard import check_input_path
+from medsam2.io.volume import MAX_LABEL_VALUE, read_mask
 from medsam2.slicing import to_frames
 
 _NUMBER = r"-?\d+(?:\.\d+)?"
@@ -23,15 +26,64 @@ _BOX_RE = re.compile(rf"^\s*(-?\d+)\s*:\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({
 _POINT_RE = re.compile(rf"^\s*(-?\d+)\s*:\s*({_NUMBER})\s*,\s*({_NUMBER})\s*(?:,\s*(-?\d+)\s*)?$")
 
 
+def frame_index(value: object, what: str) -> int:
+    """A slice index as an int.
+
+    Raises:
+        ArgumentTypeError: not an integer (bools and floats included).
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ArgumentTypeError(f"the slice of a {what} is an integer index, not {value!r}")
+    return int(value)
+
+
+def coordinate(value: object, what: str) -> float:
+    """A finite coordinate as a float.
+
+    Raises:
+        ArgumentTypeError: not a real number.
+        PromptError: NaN or infinite.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (Real, np.integer, np.floating)):
+        raise ArgumentTypeError(f"a {what} coordinate is a number, not {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise PromptError(f"a {what} coordinate must be a finite number, not {number}")
+    return number
+
+
+def object_label(value: object) -> int:
+    """An object's label as an int in 1..65535.
+
+    Raises:
+        ArgumentTypeError: not an integer; PromptError: outside 1..65535.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ArgumentTypeError(f"a label is an integer from 1 to {MAX_LABEL_VALUE}, not {value!r}")
+    if not 1 <= int(value) <= MAX_LABEL_VALUE:
+        raise PromptError(f"label {int(value)}: labels are integers from 1 to {MAX_LABEL_VALUE} (0 is the background)")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Box:
-    """An inclusive box on one frame: columns x0..x1, rows y0..y1."""
+    """An inclusive box on one frame: columns x0..x1, rows y0..y1.
+
+    Raises:
+        ArgumentTypeError: a non-integer frame or a non-numeric coordinate.
+        PromptError: a NaN or infinite coordinate.
+    """
 
     frame: int
     x0: float
     y0: float
     x1: float
     y1: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frame", frame_index(self.frame, "box"))
+        for name in ("x0", "y0", "x1", "y1"):
+            object.__setattr__(self, name, coordinate(getattr(self, name), "box"))
 
     def as_tuple(self) -> tuple[float, float, float, float]:
         return (self.x0, self.y0, self.x1, self.y1)
@@ -46,6 +98,14 @@ class Point:
     y: float
     positive: bool = True
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frame", frame_index(self.frame, "point"))
+        object.__setattr__(self, "x", coordinate(self.x, "point"))
+        object.__setattr__(self, "y", coordinate(self.y, "point"))
+        if not isinstance(self.positive, (bool, np.bool_)):
+            raise ArgumentTypeError(f"a point's positive is True (foreground) or False (background), not {self.positive!r}")
+        object.__setattr__(self, "positive", bool(self.positive))
+
 
 @dataclass
 class MaskPrompt:
@@ -54,16 +114,46 @@ class MaskPrompt:
     frame: int
     mask: np.ndarray
 
+    def __post_init__(self) -> None:
+        self.frame = frame_index(self.frame, "mask")
+        if not isinstance(self.mask, np.ndarray) or self.mask.dtype.kind not in "biuf":
+            raise ArgumentTypeError(f"a mask prompt is a NumPy array (rows, cols), not {type(self.mask).__name__}")
+        if self.mask.ndim != 2:
+            raise PromptError(f"a mask prompt is one slice (rows, cols); got shape {self.mask.shape}")
+
 
 @dataclass
 class ObjectPrompts:
-    """All prompts of one object (one output label)."""
+    """All prompts of one object (one output label).
+
+    Raises:
+        ArgumentTypeError: a label that is not an integer, a name that is not a string, or boxes,
+            points or masks that are not lists of :class:`Box`, :class:`Point`, :class:`MaskPrompt`.
+        PromptError: a label outside 1..65535.
+    """
 
     label: int
     name: str | None = None
     boxes: list[Box] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
     masks: list[MaskPrompt] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.label = object_label(self.label)
+        if self.name is not None and not isinstance(self.name, str):
+            raise ArgumentTypeError(f"an object's name is a string, not {self.name!r}")
+        for attribute, kind, example in (
+            ("boxes", Box, "Box(slice, x0, y0, x1, y1)"),
+            ("points", Point, "Point(slice, x, y)"),
+            ("masks", MaskPrompt, "MaskPrompt(slice, mask)"),
+        ):
+            items = getattr(self, attribute)
+            if isinstance(items, (str, bytes, kind)) or not isinstance(items, (list, tuple)):
+                raise ArgumentTypeError(f"ObjectPrompts.{attribute} is a list of {kind.__name__}, e.g. [{example}]; got {items!r:.60}")
+            for item in items:
+                if not isinstance(item, kind):
+                    raise ArgumentTypeError(f"ObjectPrompts.{attribute} holds {kind.__name__} items, e.g. {example}; got {item!r:.60}")
+            setattr(self, attribute, list(items))
 
     def prompted_frames(self) -> list[int]:
         frames = {b.frame for b in self.boxes} | {p.frame for p in self.points} | {m.frame for m in self.masks}
@@ -136,12 +226,17 @@ def load_prompts_json(path: str | Path) -> PromptFile:
         PromptError: invalid JSON, unknown keys, or malformed entries.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise PromptError(f"no such prompts file: {path}")
+    check_input_path(path)
+    if path.is_dir():
+        raise PromptError(f"the prompts file {path} is a folder; give a .json file")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PromptError(f"{path} is not valid JSON ({exc.__class__.__name__}: {exc})") from exc
+        data = json.loads(path.read_text(), parse_constant=_no_constants)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise PromptError(f"{path} is not valid JSON ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    except ValueError as exc:  # NaN / Infinity
+        raise PromptError(f"{path}: {exc}") from None
     if not isinstance(data, dict):
         raise PromptError(f"{path} must hold a JSON object with the key 'objects'")
     unknown = set(data) - _TOP_KEYS
@@ -160,8 +255,10 @@ def load_prompts_json(path: str | Path) -> PromptFile:
         if unknown:
             raise PromptError(f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(_OBJECT_KEYS)}")
         label = item.get("label")
-        if not isinstance(label, int) or isinstance(label, bool) or not 1 <= label <= 65535:
-            raise PromptError(f"{where}: 'label' must be an integer from 1 to 65535")
+        if not isinstance(label, int) or isinstance(label, bool) or not 1 <= label <= MAX_LABEL_VALUE:
+            raise PromptError(f"{where}: 'label' must be an integer from 1 to {MAX_LABEL_VALUE}")
+        if any(o.label == label for o in objects) or label in mask_paths:
+            raise PromptError(f"{where}: label {label} appears twice in {path.name}; give each object its own label")
         name = item.get("name")
         if name is not None and not isinstance(name, str):
             raise PromptError(f"{where}: 'name' must be a string")
@@ -186,6 +283,10 @@ def load_prompts_json(path: str | Path) -> PromptFile:
     return PromptFile(objects=objects, mask_paths=mask_paths)
 
 
+def _no_constants(name: str) -> float:
+    raise ValueError(f"{name} is not a number a prompt can hold; give finite numbers")
+
+
 def _as_list(value: object, where: str) -> list:
     if not isinstance(value, list):
         raise PromptError(f"{where} must be a list")
@@ -197,11 +298,17 @@ def _box_entry(entry: object, where: str) -> Box:
         return parse_box(entry)
     if isinstance(entry, dict) and set(entry) == {"slice", "box"}:
         box = entry["box"]
-        if isinstance(entry["slice"], int) and isinstance(box, list) and len(box) == 4 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in box
-        ):
+        if _is_index(entry["slice"]) and isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box):
             return Box(entry["slice"], *(float(v) for v in box))
     raise PromptError(f"{where}: each box is 'Z:x0,y0,x1,y1' or {{\"slice\": Z, \"box\": [x0, y0, x1, y1]}}")
+
+
+def _is_index(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _point_entry(entry: object, where: str) -> Point:
@@ -210,9 +317,9 @@ def _point_entry(entry: object, where: str) -> Point:
     if isinstance(entry, dict) and {"slice", "point"} <= set(entry) <= {"slice", "point", "label"}:
         xy = entry["point"]
         label = entry.get("label", 1)
-        if label not in (0, 1) or isinstance(label, bool):
+        if not _is_index(label) or label not in (0, 1):
             raise PromptError(f"{where}: a point label is 1 (foreground) or 0 (background), not {label!r}")
-        if isinstance(entry["slice"], int) and isinstance(xy, list) and len(xy) == 2:
+        if _is_index(entry["slice"]) and isinstance(xy, list) and len(xy) == 2 and all(_is_number(v) for v in xy):
             return Point(entry["slice"], float(xy[0]), float(xy[1]), positive=label == 1)
     raise PromptError(f"{where}: each point is 'Z:x,y[,1|0]' or {{\"slice\": Z, \"point\": [x, y], \"label\": 1}}")
 
@@ -279,9 +386,10 @@ def collect_prompts(items: list[tuple[str, object]], prompts_json: str | Path | 
     current = 1
     for kind, value in items:
         if kind == "label":
-            if not 1 <= int(value) <= 65535:
-                raise PromptError(f"--label {value}: labels are integers from 1 to 65535")
-            current = int(value)
+            try:
+                current = object_label(value)
+            except ArgumentTypeError:
+                raise PromptError(f"--label {value}: labels are integers from 1 to {MAX_LABEL_VALUE}") from None
             continue
         obj = objects.setdefault(current, ObjectPrompts(label=current))
         if kind == "box":

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from medsam2.backbones import Backbone, build_backbone
 from medsam2.devices import resolve_device
@@ -11,12 +14,48 @@ from medsam2.engine.litemedsam_step import PropagationSettings
 from medsam2.engine.results import SegmentationResult
 from medsam2.engine.sam2_step import Sam2TrackingSettings
 from medsam2.engine.session import DEFAULT_FEATURE_CACHE_MB, Engine, Session
-from medsam2.errors import PromptError
+from medsam2.errors import ArgumentTypeError, PromptError
 from medsam2.io.volume import Volume
 from medsam2.memory import check_memory_kind
 from medsam2.oneprompt.locate import OnePromptSettings
 from medsam2.oneprompt.run import OnePromptResult, run_one_prompt
 from medsam2.prompts import ObjectPrompts
+
+
+def require_str(value: object, name: str) -> str:
+    """Raises ArgumentTypeError unless ``value`` is a string."""
+    if not isinstance(value, str):
+        raise ArgumentTypeError(f"{name} is a string, not {value!r}")
+    return value
+
+
+def require_volume(value: object, where: str) -> Volume:
+    """Raises ArgumentTypeError unless ``value`` is a :class:`Volume`."""
+    if not isinstance(value, Volume):
+        hint = " (wrap a NumPy array as Volume(array=...) or read a file with load_volume)" if isinstance(value, (np.ndarray, list)) else ""
+        raise ArgumentTypeError(f"{where} takes a medsam2.Volume, not {type(value).__name__}{hint}")
+    return value
+
+
+def _sequence(value: object, name: str) -> list:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ArgumentTypeError(f"{name} is one item or a list of them, not {type(value).__name__}")
+    return list(value)
+
+
+def require_objects(prompts: object) -> list[ObjectPrompts]:
+    """One :class:`ObjectPrompts` or a list of them, as a list.
+
+    Raises:
+        ArgumentTypeError: anything else (a Box, a tuple, a dict).
+    """
+    items = [prompts] if isinstance(prompts, ObjectPrompts) else _sequence(prompts, "prompts")
+    for item in items:
+        if not isinstance(item, ObjectPrompts):
+            raise ArgumentTypeError(
+                f"prompts are ObjectPrompts, e.g. ObjectPrompts(1, 'liver', boxes=[Box(42, 10, 20, 80, 90)]); got {type(item).__name__}"
+            )
+    return items
 
 
 class Segmenter:
@@ -54,6 +93,14 @@ class Segmenter:
         model_config: str | None = None,
         offload: bool = False,
     ) -> None:
+        for name, value in (("device", device), ("memory", memory), ("runtime", runtime), ("precision", precision)):
+            require_str(value, name)
+        if checkpoint is not None and (not isinstance(checkpoint, (str, os.PathLike)) or isinstance(checkpoint, bytes)):
+            raise ArgumentTypeError(f"checkpoint is a path (str or pathlib.Path) or None, not {type(checkpoint).__name__}")
+        if model_config is not None:
+            require_str(model_config, "model_config")
+        if not isinstance(backbone, str) and not all(hasattr(backbone, a) for a in ("encode", "decode", "name", "plan")):
+            raise ArgumentTypeError(f"backbone is a name ('litemedsam', 'sam2') or a built Backbone, not {type(backbone).__name__}")
         check_memory_kind(memory)  # before a model is loaded
         if isinstance(backbone, str):
             self.device = resolve_device(device)
@@ -96,7 +143,19 @@ class Segmenter:
             axis: "axial", "coronal" or "sagittal".
             window: intensity window (see :func:`medsam2.preprocess.normalize_intensities`).
             feature_cache_mb: memory budget of the feature cache (None: unbounded).
+
+        Raises:
+            ArgumentTypeError: ``volume`` is not a :class:`Volume`, or axis/window not strings.
+            UsageError: an unknown axis or window, or a budget that is not a positive number.
+            InputError: the volume is constant or holds no finite value.
         """
+        require_volume(volume, "open")
+        require_str(axis, "axis")
+        require_str(window, "window")
+        if feature_cache_mb is not None and (
+            isinstance(feature_cache_mb, bool) or not isinstance(feature_cache_mb, (int, float)) or not feature_cache_mb > 0
+        ):
+            raise ArgumentTypeError(f"feature_cache_mb is a positive number of megabytes or None, not {feature_cache_mb!r}")
         return self.engine.open(volume, axis=axis, window=window, feature_cache_mb=feature_cache_mb)
 
     def segment(
@@ -120,9 +179,15 @@ class Segmenter:
             :class:`SegmentationResult` with labels (z, y, x) in the volume's grid.
 
         Raises:
-            PromptError: prompts that do not fit the volume.
+            ArgumentTypeError: ``volume`` is not a :class:`Volume`, ``prompts`` not ObjectPrompts.
+            PromptError: prompts that do not fit the volume, or two objects with one label.
+            UsageError: an unknown axis or window.
+            InputError: the volume is constant or holds no finite value.
         """
-        objects = [prompts] if isinstance(prompts, ObjectPrompts) else list(prompts)
+        require_volume(volume, "segment")
+        objects = require_objects(prompts)
+        require_str(axis, "axis")
+        require_str(window, "window")
         return self.engine.segment(volume, objects, axis=axis, window=window, progress=progress)
 
     def one_prompt(
@@ -145,8 +210,16 @@ class Segmenter:
         Returns:
             :class:`~medsam2.oneprompt.run.OnePromptResult`: one outcome per query, in order.
         """
-        volumes = [support] if isinstance(support, Volume) else list(support)
-        prompts = [support_prompt] if isinstance(support_prompt, ObjectPrompts) else list(support_prompt)
+        volumes = [support] if isinstance(support, Volume) else _sequence(support, "support")
+        for volume in volumes:
+            require_volume(volume, "one_prompt")
+        prompts = require_objects(support_prompt)
+        if isinstance(queries, (str, os.PathLike, Volume)) or not isinstance(queries, Sequence):
+            raise ArgumentTypeError(f"queries is a list of volumes or paths, not {type(queries).__name__}; wrap one query in a list")
+        for query in queries:
+            if not isinstance(query, (Volume, str, os.PathLike)) or isinstance(query, bytes):
+                raise ArgumentTypeError(f"each query is a Volume or a path, not {type(query).__name__}")
+        require_str(window, "window")
         if len(volumes) != len(prompts):
             raise PromptError(f"{len(volumes)} supports but {len(prompts)} support prompts; give one prompt per support")
         return run_one_prompt(self.engine, list(zip(volumes, prompts)), queries, settings=settings, window=window)

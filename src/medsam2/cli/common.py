@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from medsam2.errors import OutputError, UsageError
+from medsam2.io.guard import DEFAULT_MAX_INPUT_BYTES, ReadLimits, resolve_path
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -34,6 +37,30 @@ class SupportPromptAction(argparse.Action):
         items = list(getattr(namespace, "support_prompts", None) or [])
         items.append((self.dest.replace("support_", ""), values))
         namespace.support_prompts = items
+
+
+def label_value(text: str) -> int:
+    """``--label`` values: integers 1..65535, checked when the command line is parsed (before any work)."""
+    from medsam2.io.volume import MAX_LABEL_VALUE
+
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer label (1..{MAX_LABEL_VALUE})") from None
+    if not 1 <= value <= MAX_LABEL_VALUE:
+        raise argparse.ArgumentTypeError(f"{value} is outside 1..{MAX_LABEL_VALUE} (0 is the background)")
+    return value
+
+
+def add_input_limit(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-input-gb", type=float, default=DEFAULT_MAX_INPUT_BYTES / 1024**3,
+        help="refuse an input whose header declares more than this many GiB of voxels (default 8), before reading it",
+    )
+
+
+def read_limits(args) -> ReadLimits:
+    return ReadLimits.from_gigabytes(args.max_input_gb)
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -78,10 +105,33 @@ def warn(message: str) -> None:
 
 
 def output_path(text: str) -> Path:
+    """``-o`` as given, or with ``.nii.gz`` added where it has no suffix; a folder is refused."""
     path = Path(text)
+    if path.is_dir():
+        raise OutputError(f"the output {path} is a folder; give a file name such as {path / 'mask.nii.gz'}")
     if not path.suffix:
         path = path.with_name(path.name + ".nii.gz")
     return path
+
+
+@contextmanager
+def output_claim(paths: list[Path]) -> Iterator[None]:
+    """Hold a lock file beside each output for the run, so that a second run on the same output is
+    refused before its work instead of after it (a lock left by a run that died is taken over).
+
+    Raises:
+        OutputError: another live medsam2 process holds one of the outputs.
+    """
+    from medsam2.io.atomic import claim_lock, release_lock
+
+    held: list[Path] = []
+    try:
+        for path in paths:
+            held.append(claim_lock(path))
+        yield
+    finally:
+        for lock in held:
+            release_lock(lock)
 
 
 def check_report_path(report: str | None, inputs: list[str], overwrite: bool) -> Path | None:
@@ -90,11 +140,13 @@ def check_report_path(report: str | None, inputs: list[str], overwrite: bool) ->
     path = Path(report)
     if path.suffix.lower() != ".json":
         raise UsageError(f"--report {report}: name the report with a .json suffix")
-    if any(Path(i).resolve() == path.resolve() for i in inputs):
+    if path.is_dir():
+        raise OutputError(f"--report {report} is a folder; give a file name such as {path / 'report.json'}")
+    if any(resolve_path(Path(i)) == resolve_path(path) for i in inputs):
         raise OutputError(f"--report {report} is an input; choose another path")
     if path.exists() and not overwrite:
         raise OutputError(f"{path} exists; pass --overwrite to replace it")
-    parent = path.resolve().parent
+    parent = resolve_path(path).parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write the report: the folder {parent} does not exist or is not writable")
     return path

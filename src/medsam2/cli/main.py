@@ -6,6 +6,7 @@ errors and 1 for data errors; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,10 +31,36 @@ def build_parser() -> OneLineParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds like Ctrl-C: temporaries and lock
+    files are removed on the way out."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``medsam2`` command; returns the exit code."""
+    """Entry point of the ``medsam2`` command; returns the exit code.
+
+    SIGTERM is handled as SIGINT while it runs: what is half-written is removed and the exit code
+    is 143 (130 for Ctrl-C).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave the handler to the caller
+        previous = None
+    try:
+        return _dispatch(argv, debug)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(argv: list[str], debug: bool) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -61,9 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"medsam2: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("medsam2: interrupted; no output was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signal_name = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"medsam2: {signal_name}; outputs not finished were removed", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:  # the last line of defence: one line, not a traceback
         if debug:
             raise

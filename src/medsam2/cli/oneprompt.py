@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsam2.cli.common import SupportPromptAction, add_common, add_model_options
+from medsam2.cli.common import SupportPromptAction, add_common, add_input_limit, add_model_options, read_limits
 from medsam2.errors import InputError, OutputError, PromptError, UsageError
 from medsam2.io.volume import SUPPORTED_SUFFIXES, Volume, load_volume, read_mask, save_mask, suffix_of
 from medsam2.prompts import ObjectPrompts, mask_prompts_from_array, parse_box, parse_point
@@ -32,6 +32,7 @@ def add_parser(commands) -> None:
     one.add_argument("-o", "--output-dir", required=True, help="folder for one mask per query, report.json and overview.png")
     one.add_argument("--window", default="auto", choices=WINDOW_CHOICES, help="intensity window (default auto)")
     add_model_options(one)
+    add_input_limit(one)
     add_common(one)
 
 
@@ -103,8 +104,9 @@ def run_oneprompt_command(args, model_kwargs: dict, warn: Callable[[str], None])
     _check_output_dir(output_dir, args.overwrite)
     queries = expand_queries(args.queries)
     supports = []
+    limits = read_limits(args)
     for path, (kind, value) in zip(args.support, prompts):
-        volume = load_volume(path)
+        volume = load_volume(path, limits=limits)
         supports.append((volume, support_prompts(kind, value, volume, Path(path).name)))
     names = [Path(p).name for p in args.support]
     outputs = [output_name(q, None) for q in queries]
@@ -135,7 +137,9 @@ def run_oneprompt_command(args, model_kwargs: dict, warn: Callable[[str], None])
         if not args.quiet:
             print(f"{outcome.name}: confidence {outcome.confidence:.2f}{' (review)' if outcome.flagged else ''} -> {target.name}")
 
-    result = run_one_prompt(segmenter.engine, supports, queries, window=args.window, support_names=names, on_outcome=on_outcome)
+    result = run_one_prompt(
+        segmenter.engine, supports, queries, window=args.window, support_names=names, on_outcome=on_outcome, limits=limits
+    )
     report = result.to_dict()
     for row, query in zip(report["queries"], queries):
         row["file"] = str(query)

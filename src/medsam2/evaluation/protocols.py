@@ -94,28 +94,28 @@ def _box_on(reference: np.ndarray, frame: int, rng: np.random.Generator, jitter:
     return Box(frame, x0, y0, x1, y1)
 
 
-def simulate_prompts(reference: np.ndarray, protocol: str, rng: np.random.Generator, jitter: int = 0) -> ObjectPrompts:
-    """Prompts for one structure from its (frames, rows, cols) bool reference (label set later)."""
+def simulate_prompts(reference: np.ndarray, protocol: str, rng: np.random.Generator, jitter: int = 0, label: int = 1) -> ObjectPrompts:
+    """Prompts for one structure (object ``label``) from its (frames, rows, cols) bool reference."""
     slices = structure_slices(reference)
     middle = int((slices[0] + slices[-1]) // 2)
     if not reference[middle].any():  # a structure with a gap at its middle: nearest slice holding it
         middle = int(slices[np.argmin(np.abs(slices - middle))])
     if protocol == "box-mid" or interactive_rounds(protocol) is not None:
-        return ObjectPrompts(0, boxes=[_box_on(reference, middle, rng, jitter)])
+        return ObjectPrompts(label, boxes=[_box_on(reference, middle, rng, jitter)])
     if protocol == "box-largest":
         areas = reference.reshape(reference.shape[0], -1).sum(axis=1)
-        return ObjectPrompts(0, boxes=[_box_on(reference, int(np.argmax(areas)), rng, jitter)])
+        return ObjectPrompts(label, boxes=[_box_on(reference, int(np.argmax(areas)), rng, jitter)])
     if protocol == "click-mid":
         depth = ndimage.distance_transform_edt(np.pad(reference[middle], 1))[1:-1, 1:-1]
         row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)
-        return ObjectPrompts(0, points=[Point(middle, float(col), float(row))])
+        return ObjectPrompts(label, points=[Point(middle, float(col), float(row))])
     if protocol == "oracle":
-        return ObjectPrompts(0, boxes=[_box_on(reference, int(z), rng, 0) for z in slices])
+        return ObjectPrompts(label, boxes=[_box_on(reference, int(z), rng, 0) for z in slices])
     match = _EVERY.match(protocol)
     if match:
         step = max(1, int(match.group(1)))
         frames = [int(z) for z in range(int(slices[0]), int(slices[-1]) + 1, step) if reference[z].any()]
-        return ObjectPrompts(0, boxes=[_box_on(reference, z, rng, jitter) for z in frames])
+        return ObjectPrompts(label, boxes=[_box_on(reference, z, rng, jitter) for z in frames])
     raise UsageError(f"unknown protocol '{protocol}'")
 
 

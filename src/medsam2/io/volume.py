@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
 import struct
-import tempfile
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +18,31 @@ import numpy as np
 import SimpleITK as sitk
 from PIL import Image, UnidentifiedImageError
 
-from medsam2.errors import InputError, OutputError, UsageError
-from medsam2.io.atomic import atomic_write
+from medsam2.errors import ArgumentTypeError, InputError, OutputError, UsageError
+from medsam2.io.atomic import atomic_write, atomic_write_pair
+from medsam2.io.dicom import read_dicom_series
+from medsam2.io.guard import (
+    MAX_DEFLATE_RATIO,
+    ImageHeader,
+    ReadLimits,
+    check_declared_size,
+    check_input_path,
+    itk_messages,
+    itk_note,
+    nifti_nonfinite_mask,
+    read_header,
+    resolve_path,
+)
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 SUPPORTED_SUFFIXES = VOLUME_SUFFIXES + IMAGE_SUFFIXES
+#: what a label map can be written as (JPEG is lossy; a DICOM label map is another issue)
+WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff", ".bmp")
+#: 2D formats: they hold one slice
+WRITABLE_2D_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
+#: the largest label a label map holds (uint16)
+MAX_LABEL_VALUE = 65535
 
 
 @dataclass
@@ -40,6 +58,13 @@ class Volume:
         modality: DICOM modality ("CT", "MR", ...) where the file says so, else None.
         source: where it was read from ("" when built in memory).
         is_2d: True when read from a 2D image file (written back as a 2D image).
+        warnings: what the reader noticed that the user should know (several DICOM series, ITK's
+            remarks), carried into the segmentation report.
+
+    Raises:
+        ArgumentTypeError: ``array`` is not a NumPy array of numbers, or the geometry is not numbers.
+        InputError: the array is not (z, y, x) or (z, y, x, 3), is empty or complex, or the
+            geometry is not finite (spacing must be positive).
     """
 
     array: np.ndarray
@@ -50,6 +75,27 @@ class Volume:
     source: str = ""
     is_2d: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.array, np.ndarray):
+            raise ArgumentTypeError(
+                f"a Volume's array must be a NumPy array (z, y, x), not {type(self.array).__name__}; use np.asarray(...)"
+            )
+        kind = self.array.dtype.kind
+        if kind == "c":
+            raise InputError("the image is complex-valued; take its magnitude (np.abs) or one part first")
+        if kind not in "biuf":
+            raise ArgumentTypeError(f"a Volume's array must hold numbers, not {self.array.dtype}")
+        if self.array.ndim == 2:
+            raise InputError(f"a Volume's array is (z, y, x); got a 2D array {self.array.shape}: use array[None] for one image")
+        if not (self.array.ndim == 3 or (self.array.ndim == 4 and self.array.shape[-1] == 3)):
+            raise InputError(f"a Volume's array is (z, y, x) or (z, y, x, 3) for colour; got shape {self.array.shape}")
+        if self.array.size == 0:
+            raise InputError(f"the image has no voxels (shape {self.array.shape})")
+        self.spacing = _geometry(self.spacing, 3, "spacing", positive=True)  # type: ignore[assignment]
+        self.origin = _geometry(self.origin, 3, "origin")  # type: ignore[assignment]
+        self.direction = _geometry(self.direction, 9, "direction")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -66,6 +112,18 @@ class Volume:
         return float(np.prod(self.spacing)) / 1000.0
 
 
+def _geometry(values, count: int, what: str, positive: bool = False) -> tuple[float, ...]:
+    try:
+        numbers = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ArgumentTypeError(f"a Volume's {what} must be {count} numbers, not {values!r}") from None
+    if len(numbers) != count:
+        raise InputError(f"a Volume's {what} must be {count} numbers, got {len(numbers)}")
+    if not all(np.isfinite(numbers)) or (positive and min(numbers) <= 0):
+        raise InputError(f"a Volume's {what} must be finite{' and positive' if positive else ''}, got {numbers}")
+    return numbers
+
+
 def suffix_of(path: Path) -> str:
     """Lower-case suffix, with ``.nii.gz`` kept whole."""
     name = path.name.lower()
@@ -74,26 +132,38 @@ def suffix_of(path: Path) -> str:
     return path.suffix.lower()
 
 
-def load_volume(path: str | os.PathLike, time_index: int | None = None) -> Volume:
-    """Read a 3D scan, a DICOM series folder or a 2D image.
+def load_volume(path: str | os.PathLike, time_index: int | None = None, limits: ReadLimits | None = None) -> Volume:
+    """Read a 3D scan, a DICOM series folder or a 2D image, exactly as stored, or refuse it.
 
     Arguments:
         path: a NIfTI/NRRD/MHA/MHD/DICOM file, a folder holding one DICOM series, or a 2D image.
         time_index: for a 4D input, which 3D volume to take (0-based); required for 4D input.
+        limits: the cap on the decoded size (default: :class:`~medsam2.io.guard.ReadLimits`, 8 GiB).
 
     Returns:
-        A :class:`Volume`; its array is (z, y, x) (or (1, y, x, 3) for a colour 2D image).
+        A :class:`Volume`; its array is (z, y, x) (or (1, y, x, 3) for a colour 2D image). NaN and
+        infinite voxels are kept as stored (NIfTI included).
 
     Raises:
-        InputError: the path does not exist, cannot be read, is truncated, or is 4D without
-            ``time_index``.
+        ArgumentTypeError: ``path`` is not a str or path, ``time_index`` not an int.
+        InputError: the path does not exist or is not a regular file or folder; the file cannot be
+            read, is truncated, declares more voxels than it can hold or than ``limits`` allow, is
+            complex-valued, has no finite voxel, or is 4D without ``time_index``; a DICOM series has
+            unreadable files, missing slices or uneven spacing.
         UsageError: the suffix is not one medsam2 reads.
     """
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+        raise ArgumentTypeError(f"load_volume takes a path (str or pathlib.Path), not {type(path).__name__}")
+    if time_index is not None and (not isinstance(time_index, (int, np.integer)) or isinstance(time_index, bool)):
+        raise ArgumentTypeError(f"time_index must be an integer or None, not {time_index!r}")
+    limits = ReadLimits() if limits is None else limits
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"no such file or folder: {path}")
+    check_input_path(path)
     if path.is_dir():
-        return _load_dicom_series(path, time_index)
+        series = read_dicom_series(path, limits)
+        volume = _volume_from_sitk(series.image, path, time_index, series.modality)
+        volume.warnings.extend(series.warnings)
+        return volume
     suffix = suffix_of(path)
     if suffix not in SUPPORTED_SUFFIXES:
         raise UsageError(
@@ -101,38 +171,63 @@ def load_volume(path: str | os.PathLike, time_index: int | None = None) -> Volum
             f"expected one of {', '.join(SUPPORTED_SUFFIXES)} or a DICOM folder"
         )
     if suffix in IMAGE_SUFFIXES:
-        return _load_2d_image(path)
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise InputError(f"cannot read {path}: not a valid {suffix} image or the file is truncated") from exc
-    _check_complete(path, suffix, image)
+        return _load_2d_image(path, limits)
+    header, _ = read_header(path)
+    if header.is_complex:
+        raise InputError(f"{path} is complex-valued; take its magnitude or one part first (medsam2 reads real images)")
+    check_declared_size(path, suffix, header, limits)
+    _check_complete(path, suffix, header)
+    with itk_messages() as messages:
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError:
+            raise InputError(f"cannot read {path}: not a valid {suffix} image or the file is truncated") from None
     modality = _metadata(image, "0008|0060")
-    return _volume_from_sitk(image, path, time_index, modality)
+    volume = _volume_from_sitk(image, path, time_index, modality)
+    volume.warnings.extend(itk_note(m) for m in messages)
+    if suffix in (".nii", ".nii.gz"):
+        _restore_nonfinite(volume, path, time_index)
+    return volume
 
 
-def _check_complete(path: Path, suffix: str, image: sitk.Image) -> None:
-    """SimpleITK's NIfTI reader fills a truncated file's missing voxels silently; refuse it."""
+def _restore_nonfinite(volume: Volume, path: Path, time_index: int | None) -> None:
+    """Put back the NaN and infinite voxels that SimpleITK's NIfTI reader turned into 0."""
+    nonfinite = nifti_nonfinite_mask(path)
+    if nonfinite is None:
+        return
+    if nonfinite.ndim == 4:
+        nonfinite = nonfinite[time_index or 0]
+    if nonfinite.ndim == 2:
+        nonfinite = nonfinite[None]
+    if nonfinite.shape != volume.shape or volume.array.dtype.kind != "f":
+        raise InputError(f"cannot read {path}: it stores NaN or infinite voxels that SimpleITK's reader would hide")
+    volume.array[nonfinite] = np.nan
+    if nonfinite.all():
+        raise InputError(f"{path} holds no finite voxel (every value is NaN or infinite); there is nothing to segment")
+
+
+def _check_complete(path: Path, suffix: str, header: ImageHeader) -> None:
+    """SimpleITK's NIfTI reader fills a truncated file's missing voxels silently; refuse it before reading."""
     if suffix not in (".nii", ".nii.gz"):
         return
-    needed = image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel()
     try:
-        if suffix == ".nii.gz":
-            size = 0
-            with gzip.open(path, "rb") as handle:
-                while chunk := handle.read(1 << 22):
-                    size += len(chunk)
-        else:
-            size = path.stat().st_size
         with (gzip.open(path, "rb") if suffix == ".nii.gz" else path.open("rb")) as handle:
-            header = handle.read(348)
+            head = handle.read(352)
+            if len(head) < 348:
+                raise InputError(f"cannot read {path}: the file is truncated (no complete NIfTI header)")
+            order = "<" if struct.unpack("<i", head[:4])[0] == 348 else ">"
+            offset = max(352, int(struct.unpack(order + "f", head[108:112])[0])) if struct.unpack(order + "i", head[:4])[0] == 348 else 352
+            needed = offset + header.declared_bytes
+            size = len(head)
+            if suffix == ".nii.gz":
+                while size < needed and (chunk := handle.read(1 << 22)):
+                    size += len(chunk)
+            else:
+                size = path.stat().st_size
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"cannot read {path}: the file is truncated or corrupt ({exc})") from exc
-    if len(header) >= 74 and 348 in (struct.unpack("<i", header[:4])[0], struct.unpack(">i", header[:4])[0]):
-        order = "<" if struct.unpack("<i", header[:4])[0] == 348 else ">"
-        bitpix = struct.unpack(order + "h", header[72:74])[0]
-        if bitpix > 0 and size < 348 + needed * bitpix // 8:
-            raise InputError(f"cannot read {path}: the file is truncated ({size} bytes, the header promises more)")
+    if size < needed:
+        raise InputError(f"cannot read {path}: the file is truncated ({size} bytes of data, the header promises {needed})")
 
 
 def _metadata(image: sitk.Image, key: str) -> str | None:
@@ -140,33 +235,6 @@ def _metadata(image: sitk.Image, key: str) -> str | None:
         value = image.GetMetaData(key).strip()
         return value or None
     return None
-
-
-def _load_dicom_series(folder: Path, time_index: int | None) -> Volume:
-    reader = sitk.ImageSeriesReader()
-    try:
-        series_ids = reader.GetGDCMSeriesIDs(str(folder))
-    except RuntimeError as exc:
-        raise InputError(f"cannot list DICOM series in {folder}") from exc
-    if not series_ids:
-        raise InputError(f"{folder} is a folder but holds no DICOM series; pass a scan file or a DICOM folder")
-    files_per_series = {sid: reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids}
-    series = max(files_per_series, key=lambda sid: len(files_per_series[sid]))
-    reader.SetFileNames(files_per_series[series])
-    reader.MetaDataDictionaryArrayUpdateOn()
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(f"cannot read the DICOM series in {folder}: a file is broken or truncated") from exc
-    modality = None
-    if reader.HasMetaDataKey(0, "0008|0060"):
-        modality = reader.GetMetaData(0, "0008|0060").strip() or None
-    volume = _volume_from_sitk(image, folder, time_index, modality)
-    if len(series_ids) > 1:
-        volume.metadata["warning"] = (
-            f"{folder} holds {len(series_ids)} DICOM series; read the largest ({series})"
-        )
-    return volume
 
 
 def _volume_from_sitk(image: sitk.Image, path: Path, time_index: int | None, modality: str | None) -> Volume:
@@ -226,25 +294,50 @@ def _volume_from_sitk(image: sitk.Image, path: Path, time_index: int | None, mod
     )
 
 
-def _load_2d_image(path: Path) -> Volume:
+#: bytes per band of Pillow's modes (the others are 8-bit)
+_PIL_BAND_BYTES = {"I": 4, "F": 4, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+
+
+def _load_2d_image(path: Path, limits: ReadLimits) -> Volume:
+    """A PNG/JPEG/TIFF/BMP as a one-slice volume; its size is checked from the header first."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LA", "PA"):
-                rgb = np.asarray(img.convert("RGB"))
-                if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
-                    array = rgb[None, ..., 0].copy()
-                else:
-                    array = rgb[None].copy()
-            elif img.mode == "1":
-                array = np.asarray(img.convert("L"))[None].copy()
-            else:
-                array = np.asarray(img)[None].copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        with warnings.catch_warnings():
+            # Pillow warns on large images and raises past twice its pixel limit; the size is
+            # checked here against the file and the cap instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                declared = width * height * len(img.getbands()) * _PIL_BAND_BYTES.get(img.mode, 1)
+                if img.format == "PNG" and declared > path.stat().st_size * MAX_DEFLATE_RATIO:
+                    raise InputError(
+                        f"cannot read {path}: it declares {width}x{height} pixels, more than its {path.stat().st_size} bytes can hold"
+                    )
+                limits.check(declared, path)
+                img.load()
+                array = _pil_array(img)
+    except InputError:
+        raise
+    except Image.DecompressionBombError:
+        raise InputError(f"cannot read {path}: Pillow calls it a decompression bomb (far more pixels than an image should have)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InputError(f"cannot read {path}: not a valid image or the file is truncated") from exc
     if array.ndim == 4 and array.shape[-1] != 3:
         raise InputError(f"{path} has {array.shape[-1]} channels; expected grey or RGB")
+    if array.size == 0:
+        raise InputError(f"{path} has no pixels")
     return Volume(array=array, source=str(path), is_2d=True)
+
+
+def _pil_array(img: Image.Image) -> np.ndarray:
+    """(1, rows, cols) grey or (1, rows, cols, 3) colour."""
+    if img.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LA", "PA"):
+        rgb = np.asarray(img.convert("RGB"))
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+            return rgb[None, ..., 0].copy()
+        return rgb[None].copy()
+    if img.mode == "1":
+        return np.asarray(img.convert("L"))[None].copy()
+    return np.asarray(img)[None].copy()
 
 
 def read_mask(path: str | os.PathLike, reference: Volume) -> np.ndarray:
@@ -256,7 +349,9 @@ def read_mask(path: str | os.PathLike, reference: Volume) -> np.ndarray:
     Raises:
         InputError: unreadable file or a size that differs from the reference's.
     """
-    mask_volume = load_volume(path)
+    # a mask is at most the reference's voxels x 8 bytes x 3 channels: refuse a larger header before reading it
+    limits = ReadLimits(max(1 << 20, int(np.prod(reference.shape)) * 24))
+    mask_volume = load_volume(path, limits=limits)
     array = mask_volume.array
     if array.ndim == 4:
         array = array[..., 0]
@@ -272,28 +367,40 @@ def _size_text(shape_zyx: tuple[int, ...]) -> str:
     return "x".join(str(s) for s in reversed(tuple(shape_zyx)[:3]))
 
 
-def check_output_path(output: str | os.PathLike, inputs: list[str | os.PathLike], overwrite: bool) -> Path:
+def check_output_path(
+    output: str | os.PathLike, inputs: list[str | os.PathLike], overwrite: bool, n_slices: int | None = None
+) -> Path:
     """Check, before any work, that ``output`` can be written.
 
+    Arguments:
+        output: the label map's path.
+        inputs: paths that must not be overwritten.
+        overwrite: whether an existing output may be replaced.
+        n_slices: the label map's slice count where known: a 2D format holds one slice.
+
     Raises:
-        OutputError: output equals an input, exists without ``overwrite``, or its folder does not
-            exist or is not writable.
-        UsageError: the output suffix is not one medsam2 writes.
+        OutputError: output equals an input, is a folder, exists without ``overwrite``, or its
+            folder does not exist or is not writable.
+        UsageError: the output suffix is not one medsam2 writes, or is 2D for a 3D label map.
     """
+    if not isinstance(output, (str, os.PathLike)) or isinstance(output, bytes):
+        raise ArgumentTypeError(f"an output path is a str or pathlib.Path, not {type(output).__name__}")
     out = Path(output)
-    suffix = suffix_of(out)
-    if suffix not in SUPPORTED_SUFFIXES or suffix == ".dcm":
-        raise UsageError(
-            f"cannot write '{out.name}': name the output with one of .nii.gz, .nii, .nrrd, .mha, .mhd, "
-            ".png, .tif, .bmp"
-        )
-    resolved = out.resolve()
-    for item in inputs:
-        if Path(item).resolve() == resolved:
-            raise OutputError(f"the output {out} is an input; choose another output path")
     if out.is_dir():
         raise OutputError(f"the output {out} is a folder; give a file name such as {out / 'mask.nii.gz'}")
-    if out.exists() and not overwrite:
+    suffix = suffix_of(out)
+    if suffix not in WRITABLE_SUFFIXES:
+        lossy = " (JPEG is lossy and would change label values)" if suffix in (".jpg", ".jpeg") else ""
+        raise UsageError(f"cannot write '{out.name}'{lossy}: name the output with one of {', '.join(WRITABLE_SUFFIXES)}")
+    if n_slices is not None and n_slices > 1 and suffix in WRITABLE_2D_SUFFIXES:
+        raise UsageError(f"a {suffix} file holds one slice but the label map has {n_slices}; write it as .nii.gz, .nrrd or .mha")
+    resolved = resolve_path(out)
+    for item in inputs:
+        if item and resolve_path(Path(item)) == resolved:
+            raise OutputError(f"the output {out} is an input; choose another output path")
+    if resolved.is_dir():
+        raise OutputError(f"the output {out} is a folder; give a file name such as {out / 'mask.nii.gz'}")
+    if (out.exists() or out.is_symlink()) and not overwrite:
         raise OutputError(f"{out} exists; pass --overwrite to replace it")
     parent = resolved.parent
     if not parent.is_dir():
@@ -303,43 +410,61 @@ def check_output_path(output: str | os.PathLike, inputs: list[str | os.PathLike]
     return out
 
 
+def check_labels(labels: object, shape: tuple[int, int, int] | None = None) -> np.ndarray:
+    """A label map as an unsigned integer array (uint8, or uint16 past label 255).
+
+    Raises:
+        ArgumentTypeError: not an array of numbers.
+        UsageError: labels that are negative, above 65535 or not whole numbers, or a shape other than ``shape``.
+    """
+    try:
+        array = np.asarray(labels)
+    except (TypeError, ValueError):
+        raise ArgumentTypeError(f"a label map is an integer array (z, y, x), not {type(labels).__name__}") from None
+    if array.dtype.kind not in "biuf":
+        raise ArgumentTypeError(f"a label map holds integers, not {array.dtype}")
+    if shape is not None and array.shape != tuple(shape):
+        raise UsageError(f"label map shape {array.shape} does not match the volume {tuple(shape)}")
+    if array.size == 0:
+        return array.astype(np.uint8)
+    if array.dtype.kind == "f" and not (np.isfinite(array).all() and np.array_equal(array, np.round(array))):
+        raise UsageError("a label map holds whole numbers; got fractional, NaN or infinite values")
+    low, high = array.min(), array.max()
+    if low < 0 or high > MAX_LABEL_VALUE:
+        raise UsageError(f"labels must be 0..{MAX_LABEL_VALUE}; this label map holds {int(low) if low < 0 else int(high)}")
+    return array.astype(np.uint8 if high < 256 else np.uint16)
+
+
 def save_mask(labels: np.ndarray, reference: Volume, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write a label map with exactly the reference's geometry, atomically.
 
     Arguments:
-        labels: integer labels (z, y, x), same grid as ``reference``; 0 is background.
+        labels: integer labels 0..65535 (z, y, x), same grid as ``reference``; 0 is background.
         reference: the volume the labels belong to (size, spacing, origin, direction copied).
         path: output file; its suffix picks the format (NIfTI, NRRD, MHA, MHD, PNG, TIFF, BMP).
         overwrite: replace an existing file.
 
-    The data go to a temporary file in the target folder that is renamed into place, so an
-    interrupted run leaves no partial output.
+    The data go to a temporary file in the target folder. Without ``overwrite`` it is hard-linked
+    to the final name, which fails if a file appeared there meanwhile (two writers: exactly one
+    wins); with ``overwrite`` it is renamed over it. An interrupted run leaves no partial output.
+    The file's mode follows the umask.
+
+    Raises:
+        ArgumentTypeError: ``reference`` is not a Volume, ``labels`` not an array.
+        UsageError: labels out of 0..65535 or not whole numbers, or a suffix medsam2 does not write.
+        OutputError: the output exists (without ``overwrite``), is an input or cannot be written.
     """
-    out = check_output_path(path, [reference.source] if reference.source else [], overwrite)
-    labels = np.asarray(labels)
-    if labels.shape != reference.shape:
-        raise OutputError(f"label map shape {labels.shape} does not match the volume {reference.shape}")
-    max_label = int(labels.max()) if labels.size else 0
-    dtype = np.uint8 if max_label < 256 else np.uint16
+    if not isinstance(reference, Volume):
+        raise ArgumentTypeError(f"save_mask's reference is the Volume the labels belong to, not {type(reference).__name__}")
+    array = check_labels(labels, reference.shape)
+    out = check_output_path(path, [reference.source] if reference.source else [], overwrite, n_slices=array.shape[0])
     suffix = suffix_of(out)
     if suffix == ".mhd":
-        # The header names its .raw file, so write the pair under their final names in a
-        # temporary folder beside the target, then move both into place.
-        try:
-            tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.resolve().parent))
-        except OSError as exc:
-            raise OutputError(f"cannot write in {out.resolve().parent}: {exc.strerror or exc}") from exc
-        try:
-            _write_sitk(labels.astype(dtype), reference, tmp_dir / out.name)
-            for written in sorted(tmp_dir.iterdir(), key=lambda p: p.suffix == ".mhd"):
-                os.replace(written, out.resolve().parent / written.name)
-        finally:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-        return out
-    if suffix in IMAGE_SUFFIXES:
-        atomic_write(out, lambda tmp: _write_2d(labels.astype(dtype), tmp, suffix), suffix)
+        atomic_write_pair(out, lambda tmp: _write_sitk(array, reference, tmp), overwrite)
+    elif suffix in IMAGE_SUFFIXES:
+        atomic_write(out, lambda tmp: _write_2d(array, tmp, suffix), suffix, overwrite=overwrite)
     else:
-        atomic_write(out, lambda tmp: _write_sitk(labels.astype(dtype), reference, tmp), suffix)
+        atomic_write(out, lambda tmp: _write_sitk(array, reference, tmp), suffix, overwrite=overwrite)
     return out
 
 
@@ -355,13 +480,10 @@ def _write_sitk(labels: np.ndarray, reference: Volume, path: Path) -> None:
         image.SetSpacing(reference.spacing)
         image.SetOrigin(reference.origin)
         image.SetDirection(reference.direction)
-    sitk.WriteImage(image, str(path), useCompression=True)
+    with itk_messages():
+        sitk.WriteImage(image, str(path), useCompression=True)
 
 
 def _write_2d(labels: np.ndarray, path: Path, suffix: str) -> None:
-    if labels.shape[0] != 1:
-        raise OutputError(f"a {suffix} output holds one slice but the label map has {labels.shape[0]}; use .nii.gz")
-    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}[suffix]
-    if fmt == "JPEG":
-        raise OutputError("JPEG is lossy and would change label values; write the mask as .png")
+    fmt = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}[suffix]
     Image.fromarray(labels[0]).save(path, format=fmt)

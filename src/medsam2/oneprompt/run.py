@@ -19,6 +19,7 @@ import numpy as np
 from medsam2.engine.feature_cache import SeededBackbone
 from medsam2.engine.session import Engine
 from medsam2.errors import MedSAM2Error, PromptError
+from medsam2.io.guard import ReadLimits
 from medsam2.io.volume import Volume, load_volume
 from medsam2.oneprompt.locate import OnePromptSettings, QueryAnswer, QueryFailure, QueryFrames, StructureLocator, answer_queries
 from medsam2.preprocess import WindowedFrames, choose_window
@@ -128,7 +129,9 @@ def _support_slices(mask: np.ndarray, count: int) -> list[int]:
 
 def _windowed(volume: Volume, window: str) -> WindowedFrames:
     frames = to_frames(volume.array, "axial")
-    return WindowedFrames(frames, choose_window(frames, window, volume.modality))
+    intensity = choose_window(frames, window, volume.modality)
+    intensity.require_structure(volume.source)
+    return WindowedFrames(frames, intensity)
 
 
 def _propagator(engine: Engine, frames: WindowedFrames, answer: QueryAnswer) -> Engine:
@@ -145,6 +148,7 @@ def run_one_prompt(
     window: str = "auto",
     support_names: Sequence[str] | None = None,
     on_outcome: Callable[[int, QueryOutcome], None] | None = None,
+    limits: ReadLimits | None = None,
 ) -> OnePromptResult:
     """Segment the supports' structure in every query with no prompt on the queries.
 
@@ -154,6 +158,7 @@ def run_one_prompt(
         queries: volumes, or paths loaded one at a time (an unreadable path becomes an outcome
             with ``error`` set; the others go on).
         on_outcome: called with (query position, outcome) as soon as each query is answered.
+        limits: the cap on a query file's decoded size (default 8 GiB).
 
     Raises:
         PromptError: a support without a prompt, or with an empty mask.
@@ -186,7 +191,7 @@ def run_one_prompt(
     def loader(position: int) -> Callable[[], QueryFrames]:
         def load() -> QueryFrames:
             item = queries[position]
-            volume = item if isinstance(item, Volume) else load_volume(item)
+            volume = item if isinstance(item, Volume) else load_volume(item, limits=limits)
             name = Path(volume.source).name if volume.source else f"query {position}"
             name = name if name not in loaded else f"{name} ({position})"
             frames = _windowed(volume, window)
