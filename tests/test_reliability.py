@@ -333,9 +333,13 @@ def test_a_lock_left_by_a_dead_run_is_taken_over(tmp_path, capsys, crop5, monkey
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     lock_path(out).write_text(str(dead.pid))
-    import medsam2.cli.segment as segment_cli
+    import medsam2.jobs
 
-    monkeypatch.setattr(segment_cli, "_segment_and_write", lambda *args: (_ for _ in ()).throw(OutputError("stop here")))
+    def stop(*args, **kwargs):
+        assert lock_path(out).read_text() == str(os.getpid())  # taken over by this run
+        raise OutputError("stop here")
+
+    monkeypatch.setattr(medsam2.jobs, "run_segment_job", stop)
     code, err = run_cli(["segment", crop5, "-o", out, "--box", "2:11,23,27,54"], capsys)
     one_line(code, err, 1, "stop here")  # the lock was taken, the run went on, and it is gone again
     assert not lock_path(out).exists()

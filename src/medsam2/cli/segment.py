@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-import time
+from dataclasses import replace
+from pathlib import Path
 
 from medsam2.cli.common import (
     PromptAction,
@@ -18,8 +19,6 @@ from medsam2.cli.common import (
     read_limits,
     warn,
 )
-from medsam2.errors import OutputError, PromptError
-from medsam2.io.atomic import write_json_atomic
 
 
 def add_parser(commands) -> None:
@@ -57,21 +56,33 @@ def add_parser(commands) -> None:
 
 
 def run_segment(args) -> int:
-    from medsam2.io.guard import resolve_path
-    from medsam2.io.volume import check_output_path
+    from medsam2.jobs import SegmentJob, run_segment_job
+    from medsam2.segmenter import Segmenter
 
     output = output_path(args.output)
-    inputs = [args.input] + [v for k, v in args.prompt_items if k == "mask"]
-    if args.prompts:
-        inputs.append(args.prompts)
-    check_output_path(output, inputs, args.overwrite)
-    report_path = check_report_path(args.report, inputs + [str(output)], args.overwrite)
-    if report_path is not None and resolve_path(report_path) == resolve_path(output):
-        raise OutputError("--report and --output name the same file")
-    limits = read_limits(args)
+    job = SegmentJob(
+        image=Path(args.input), output=output, prompt_items=tuple(args.prompt_items),
+        prompts_json=Path(args.prompts) if args.prompts else None, axis=args.axis, window=args.window,
+        time_index=args.time_index, report=None, overwrite=args.overwrite, limits=read_limits(args),
+    )
+    job.check_outputs()
+    report_path = check_report_path(args.report, [str(p) for p in job.inputs()] + [str(output)], args.overwrite)
+    job = replace(job, report=report_path)
+    job.check_outputs()
     claimed = [output] + ([report_path] if report_path is not None else [])
+    built: list[Segmenter] = []  # held until the lock files are gone (see run_segment_job)
+
+    def build() -> Segmenter:
+        built.append(Segmenter(backbone=args.backbone, device=args.device, memory=args.memory, **model_kwargs(args)))
+        return built[-1]
+
     with output_claim(claimed):  # a second run on these outputs is refused now, not after its work
-        result = _segment_and_write(args, output, inputs, report_path, limits)
+        result = run_segment_job(
+            job,
+            build,
+            warn=warn,
+            progress=not args.quiet and sys.stderr.isatty(),
+        )
     if not args.quiet:
         for obj in result.report.objects:
             span = f"slices {obj.first_slice}-{obj.last_slice}" if obj.slices else "not found"
@@ -84,42 +95,3 @@ def run_segment(args) -> int:
             f"{timings.total_seconds:.1f} s)"
         )
     return 0
-
-
-def _segment_and_write(args, output, inputs, report_path, limits):
-    """Read, check everything that can be checked before the model loads, segment, write.
-
-    Returns:
-        The :class:`~medsam2.engine.results.SegmentationResult`.
-    """
-    from medsam2.engine.session import many_objects_note
-    from medsam2.io.volume import check_output_path, load_volume, save_mask
-    from medsam2.prompts import collect_prompts, validate_prompts
-    from medsam2.segmenter import Segmenter
-    from medsam2.slicing import to_frames
-
-    start = time.perf_counter()
-    volume = load_volume(args.input, time_index=args.time_index, limits=limits)
-    read_seconds = time.perf_counter() - start
-    check_output_path(output, inputs, args.overwrite, n_slices=volume.shape[0])  # a 2D format for a 3D scan
-    objects = collect_prompts(args.prompt_items, args.prompts, volume, args.axis)
-    if not objects:
-        raise PromptError("no prompt given; add --box, --point, --mask or --prompts")
-    frames_shape = to_frames(volume.array, args.axis).shape
-    validate_prompts(objects, frames_shape[0], frames_shape[1], frames_shape[2], args.axis)  # before the model loads
-    many = many_objects_note(len(objects), frames_shape[0])
-    if many is not None:
-        warn(many)
-    segmenter = Segmenter(backbone=args.backbone, device=args.device, memory=args.memory, **model_kwargs(args))
-    progress = not args.quiet and sys.stderr.isatty()
-    result = segmenter.segment(volume, objects, axis=args.axis, window=args.window, progress=progress)
-    for note in result.report.warnings:
-        if note != many:
-            warn(note)
-    write_start = time.perf_counter()
-    save_mask(result.labels, volume, output, overwrite=args.overwrite)
-    result.report.timings.read_seconds = round(read_seconds, 3)
-    result.report.timings.write_seconds = round(time.perf_counter() - write_start, 3)
-    if report_path is not None:
-        write_json_atomic(result.report.to_dict(), report_path, args.overwrite)
-    return result
