@@ -192,7 +192,12 @@ class OpenVINOModel:
         if not model_path.is_file():
             self._convert(module, input_shapes, folder)
         core = ov.Core()
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+        config = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            # as many threads as torch uses, so that batch workers (torch.set_num_threads) share the cores
+            "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+        }
         self.compiled = core.compile_model(str(model_path), "CPU", config)
         self.model_path = model_path
 

@@ -1,0 +1,179 @@
+"""The batch manifest: one study per row, in CSV or JSONL, checked whole before anything runs.
+
+Columns (CSV header) or keys (JSONL objects):
+
+- ``image`` (required): a scan file or a DICOM folder;
+- ``case``: the study's name (default: the image's name without its suffix);
+- ``output``: the label map (default ``OUTDIR/<case>.nii.gz``, or the ``--format`` suffix);
+- ``prompts``: a prompts.json as ``segment --prompts`` takes it; and/or
+- ``box``, ``point`` (in the CLI's syntax; several separated by ``;`` in CSV, or a JSON list),
+  ``mask`` (a mask file on the image's grid), ``label`` (1..65535, default 1), ``name``.
+
+Relative paths are relative to the manifest's folder. Errors name the row (the first study is row 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from medsam2.errors import UsageError
+from medsam2.io.guard import check_input_path, resolve_path
+from medsam2.io.volume import WRITABLE_SUFFIXES, suffix_of
+from medsam2.jobs import SegmentJob
+from medsam2.prompts import object_label, parse_box, parse_point
+
+MANIFEST_KEYS = ("case", "image", "output", "prompts", "box", "point", "mask", "label", "name")
+#: what ``--format`` names, and the suffix a default output gets
+OUTPUT_FORMATS = {"nii.gz": ".nii.gz", "nii": ".nii", "nrrd": ".nrrd", "mha": ".mha"}
+
+
+class ManifestError(UsageError):
+    """The manifest cannot be run as it is (exit code 2): nothing has run."""
+
+
+@dataclass(frozen=True)
+class BatchCase:
+    """One study of a batch.
+
+    Attributes:
+        case: its name (unique in the batch).
+        row: its row in the manifest (1 = the first study).
+        job: what to segment and where (axis, window and limits as the batch options set them).
+    """
+
+    case: str
+    row: int
+    job: SegmentJob
+
+
+def _rows(path: Path) -> list[dict[str, object]]:
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() == ".jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ManifestError(f"{path.name} row {len(rows) + 1} (line {number}): not valid JSON ({exc.msg})") from None
+            if not isinstance(item, dict):
+                raise ManifestError(f"{path.name} row {len(rows) + 1}: each line is a JSON object")
+            rows.append(item)
+        return rows
+    if path.suffix.lower() != ".csv":
+        raise ManifestError(f"a manifest is a .csv or .jsonl file, not {path.name}")
+    reader = csv.DictReader(text.splitlines())
+    if reader.fieldnames is None:
+        raise ManifestError(f"{path.name} is empty: the first line names the columns (image, box, ...)")
+    header = [name.strip() for name in reader.fieldnames]
+    unknown = [name for name in header if name not in MANIFEST_KEYS]
+    if unknown:
+        raise ManifestError(f"{path.name} header: unknown column '{unknown[0]}'; columns are {', '.join(MANIFEST_KEYS)}")
+    if "image" not in header:
+        raise ManifestError(f"{path.name} has no 'image' column (columns: {', '.join(header)})")
+    rows = []
+    for row in reader:
+        if None in row:
+            raise ManifestError(f"{path.name} row {len(rows) + 1}: more cells than columns (quote cells that hold commas)")
+        rows.append({k.strip(): v.strip() for k, v in row.items() if v is not None and v.strip() != ""})
+    return rows
+
+
+def _values(value: object, where: str, key: str) -> list[str]:
+    """A box/point cell: one string, ``;``-separated strings, or a JSON list of strings."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(";") if part.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise ManifestError(f"{where}: '{key}' is a string like the CLI's --{key}, or a list of them")
+
+
+def _existing(value: object, base: Path, where: str, key: str) -> Path:
+    if not isinstance(value, str):
+        raise ManifestError(f"{where}: '{key}' is a path")
+    path = Path(value) if Path(value).is_absolute() else base / value
+    if not path.exists() and not path.is_symlink():
+        raise ManifestError(f"{where}: no such file or folder for '{key}': {path}")
+    check_input_path(path)
+    return path
+
+
+def read_manifest(path: str | Path, outdir: Path, output_format: str = "nii.gz", axis: str = "axial", window: str = "auto",
+                  limits=None, overwrite: bool = False) -> list[BatchCase]:
+    """Every study of a manifest, checked before anything runs.
+
+    Raises:
+        ManifestError: an unreadable manifest, a missing ``image``, an unknown key, a missing file,
+            a study without a prompt, a malformed box, point or label, two studies with one name or
+            one output path; each names its row.
+    """
+    from medsam2.io.guard import ReadLimits
+
+    manifest = Path(path)
+    if not manifest.is_file():
+        raise ManifestError(f"no such manifest: {manifest}")
+    if output_format not in OUTPUT_FORMATS:
+        raise ManifestError(f"unknown --format '{output_format}'; choose one of {', '.join(OUTPUT_FORMATS)}")
+    base = manifest.parent
+    cases: list[BatchCase] = []
+    outputs: dict[Path, int] = {}
+    names: dict[str, int] = {}
+    rows = _rows(manifest)
+    if not rows:
+        raise ManifestError(f"{manifest.name} holds no study")
+    for number, row in enumerate(rows, start=1):
+        where = f"{manifest.name} row {number}"
+        unknown = [key for key in row if key not in MANIFEST_KEYS]
+        if unknown:
+            raise ManifestError(f"{where}: unknown key '{unknown[0]}'; keys are {', '.join(MANIFEST_KEYS)}")
+        if "image" not in row:
+            raise ManifestError(f"{where}: no 'image'")
+        image = _existing(row["image"], base, where, "image")
+        suffix = suffix_of(image) if image.is_file() else ""
+        case = str(row.get("case") or (image.name[: -len(suffix)] if suffix else image.name))
+        if case in names:
+            raise ManifestError(f"{where}: case '{case}' is also row {names[case]}; give each study its own 'case'")
+        names[case] = number
+        items: list[tuple[str, object]] = []
+        if "label" in row:
+            try:
+                items.append(("label", object_label(int(str(row["label"])))))
+            except (ValueError, UsageError):
+                raise ManifestError(f"{where}: 'label' is an integer from 1 to 65535, not {row['label']!r}") from None
+        if "name" in row:
+            items.append(("name", str(row["name"])))
+        for key, parse in (("box", parse_box), ("point", parse_point)):
+            for text in _values(row.get(key, []), where, key):
+                try:
+                    parse(text)
+                except UsageError as exc:
+                    raise ManifestError(f"{where}: {exc}") from None
+                items.append((key, text))
+        if "mask" in row:
+            items.append(("mask", str(_existing(row["mask"], base, where, "mask"))))
+        prompts = _existing(row["prompts"], base, where, "prompts") if "prompts" in row else None
+        if not items or all(kind in ("label", "name") for kind, _ in items):
+            if prompts is None:
+                raise ManifestError(f"{where}: no prompt; give 'prompts' or 'box' / 'point' / 'mask'")
+        if "output" in row:
+            if not isinstance(row["output"], str):
+                raise ManifestError(f"{where}: 'output' is a path")
+            output = Path(row["output"]) if Path(row["output"]).is_absolute() else base / row["output"]
+        else:
+            output = outdir / f"{case}{OUTPUT_FORMATS[output_format]}"
+        if suffix_of(output) not in WRITABLE_SUFFIXES:
+            raise ManifestError(f"{where}: cannot write '{output.name}'; name outputs with one of {', '.join(WRITABLE_SUFFIXES)}")
+        key = resolve_path(output)
+        if key in outputs:
+            raise ManifestError(f"{where}: writes the same output as row {outputs[key]} ({output})")
+        outputs[key] = number
+        job = SegmentJob(
+            image=image, output=output, prompt_items=tuple(items), prompts_json=prompts, axis=axis, window=window,
+            overwrite=overwrite, limits=limits or ReadLimits(),
+        )
+        cases.append(BatchCase(case=case, row=number, job=job))
+    return cases

@@ -1,0 +1,179 @@
+"""``medsam2 batch``: local workers and Ray give the masks of sequential runs; failures, resume,
+worker deaths and manifest errors (issue 19)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from medsam2.cli import main
+from medsam2.jobs import SegmentJob, run_segment_job
+from medsam2.segmenter import Segmenter
+
+BUNDLED_CT = Path(__file__).resolve().parents[1] / "src" / "medsam2" / "data" / "example_ct_sm.nii.gz"
+# (first slice of the crop, box on its middle slice, label): spleen, kidneys, liver of the bundled CT
+STUDIES = [(13, "1:11,23,27,54", 1), (10, "1:70,29,90,46", 2), (10, "1:26,28,44,45", 3), (13, "1:45,27,104,85", 4)]
+
+
+def _write_studies(folder: Path, extra_rows: list[dict] | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    image = sitk.ReadImage(str(BUNDLED_CT))
+    rows = []
+    for index, (z0, box, label) in enumerate(STUDIES):
+        sitk.WriteImage(image[:, :, z0 : z0 + 3], str(folder / f"study{index}.nii.gz"))
+        rows.append({"image": f"study{index}.nii.gz", "box": box, "label": label, "name": f"organ{label}"})
+    rows += extra_rows or []
+    manifest = folder / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image", "box", "label", "name"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+def _report(outdir: Path) -> dict[str, dict]:
+    return {row["case"]: row for row in csv.DictReader((outdir / "batch_report.csv").open())}
+
+
+def _labels(path: Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+@pytest.fixture(scope="module")
+def local_batch(tmp_path_factory):
+    """The four studies through two local worker processes."""
+    folder = tmp_path_factory.mktemp("batch")
+    manifest = _write_studies(folder / "in")
+    code = main(["batch", str(manifest), "-o", str(folder / "out"), "--workers", "2", "--quiet"])
+    return folder, code
+
+
+def test_two_local_workers_give_the_masks_of_sequential_runs(local_batch, lite_backbone, tmp_path):
+    folder, code = local_batch
+    assert code == 0
+    report = _report(folder / "out")
+    assert sorted(report) == [f"study{i}" for i in range(4)]
+    assert {row["status"] for row in report.values()} == {"ok"}
+    assert len({row["worker"] for row in report.values()}) == 2  # both workers took cases
+    segmenter = Segmenter(backbone=lite_backbone)
+    for index, (_, box, label) in enumerate(STUDIES):
+        job = SegmentJob(folder / "in" / f"study{index}.nii.gz", tmp_path / f"seq{index}.nii.gz", (("label", label), ("box", box)))
+        run_segment_job(job, lambda: segmenter)
+        batch = _labels(folder / "out" / f"study{index}.nii.gz")
+        assert np.array_equal(batch, _labels(tmp_path / f"seq{index}.nii.gz")), f"study{index}"
+        assert batch.max() == label and report[f"study{index}"]["volume_ml"].startswith(f"{label}:")
+
+
+def test_resume_skips_finished_cases_and_redoes_a_half_written_one(local_batch, tmp_path, capsys):
+    folder, _ = local_batch
+    out = tmp_path / "out"
+    shutil.copytree(folder / "out", out)
+    lines = (out / "batch_report.jsonl").read_text().splitlines()
+    kept = [line for line in lines if json.loads(line)["case"] != "study2"]
+    (out / "batch_report.jsonl").write_text("\n".join(kept) + "\n" + lines[0][: len(lines[0]) // 2])  # a line cut by a crash
+    (out / "study2.nii.gz").write_bytes((out / "study2.nii.gz").read_bytes()[:100])  # its output half-written
+    (out / "study1.nii.gz").unlink()  # an output lost after its report line was written
+    before = {i: (out / f"study{i}.nii.gz").stat().st_mtime_ns for i in (0, 3)}
+    code = main(["batch", str(folder / "in" / "manifest.csv"), "-o", str(out), "--workers", "1", "--resume", "--quiet"])
+    assert code == 0
+    report = _report(out)
+    statuses = {case: row["status"] for case, row in report.items()}
+    assert statuses == {"study0": "skipped", "study3": "skipped", "study1": "ok", "study2": "ok"}
+    assert {i: (out / f"study{i}.nii.gz").stat().st_mtime_ns for i in (0, 3)} == before  # not rewritten
+    for index in (1, 2):
+        assert np.array_equal(_labels(out / f"study{index}.nii.gz"), _labels(folder / "out" / f"study{index}.nii.gz"))
+    # a second run without --resume or --overwrite is refused before anything runs
+    code = main(["batch", str(folder / "in" / "manifest.csv"), "-o", str(out), "--quiet"])
+    assert code == 1 and "pass --resume" in capsys.readouterr().err
+
+
+def test_a_bad_case_is_reported_and_the_others_finish(tmp_path, capsys):
+    folder = tmp_path / "in"
+    _write_studies(folder)
+    (folder / "broken.nii.gz").write_bytes(b"not a scan")
+    manifest = folder / "m.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case", "image", "box"])
+        writer.writerows([["c0", "study0.nii.gz", STUDIES[0][1]], ["broken", "broken.nii.gz", "1:5,5,20,20"],
+                          ["off", "study1.nii.gz", "1:5,5,500,20"], ["c3", "study3.nii.gz", STUDIES[3][1]]])
+    code = main(["batch", str(manifest), "-o", str(tmp_path / "out"), "--workers", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1
+    report = _report(tmp_path / "out")
+    assert report["c0"]["status"] == report["c3"]["status"] == "ok"
+    assert report["broken"]["status"] == "failed" and "cannot read" in report["broken"]["error"]
+    assert report["off"]["status"] == "failed" and "reaches outside the image" in report["off"]["error"]
+    assert "broken: cannot read" in err and not (tmp_path / "out" / "broken.nii.gz").exists()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("box,label\n\"1:5,5,20,20\",1\n", "no 'image' column"),
+        ("image,box,colour\nstudy0.nii.gz,\"1:5,5,20,20\",red\n", "unknown column 'colour'"),
+        ("image,box\nstudy0.nii.gz,\"1:5,5,20,20\"\nmissing.nii.gz,\"1:5,5,20,20\"\n", "row 2: no such file or folder for 'image'"),
+        ("image,box,output\nstudy0.nii.gz,\"1:5,5,20,20\",a.nii.gz\nstudy1.nii.gz,\"1:5,5,20,20\",a.nii.gz\n",
+         "row 2: writes the same output as row 1"),
+        ("image,box\nstudy0.nii.gz,\"1:5,5\"\n", "row 1: cannot read box"),
+        ("image,label\nstudy0.nii.gz,2\n", "row 1: no prompt"),
+        ("image,box,label\nstudy0.nii.gz,\"1:5,5,20,20\",0\n", "row 1: 'label' is an integer from 1 to 65535"),
+        ("image,box\nstudy0.nii.gz,1:5,5,20,20\n", "row 1: more cells than columns"),
+    ],
+)
+def test_manifest_errors_are_refused_before_anything_runs(tmp_path, capsys, content, message):
+    folder = tmp_path / "in"
+    _write_studies(folder)
+    manifest = folder / "bad.csv"
+    manifest.write_text(content)
+    code = main(["batch", str(manifest), "-o", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_jsonl_manifest_with_unknown_key_names_its_row(tmp_path, capsys):
+    folder = tmp_path / "in"
+    _write_studies(folder)
+    manifest = folder / "m.jsonl"
+    rows = [{"image": "study0.nii.gz", "box": ["1:5,5,20,20"]}, {"image": "study1.nii.gz", "boxes": []}]
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code = main(["batch", str(manifest), "-o", str(tmp_path / "out"), "--quiet"])
+    assert code == 2 and "m.jsonl row 2: unknown key 'boxes'" in capsys.readouterr().err
+
+
+def test_ray_gives_the_same_masks_and_survives_a_killed_worker(local_batch, tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is the optional extra medsam2[ray] (make test installs it)")
+    from medsam2.batch.manifest import read_manifest
+    from medsam2.batch.pool import RayPool
+    from medsam2.batch.run import ModelOptions, SegmentWorker, run_batch
+
+    folder, _ = local_batch
+    out = tmp_path / "out"
+    cases = read_manifest(folder / "in" / "manifest.csv", out)
+    pool = RayPool(SegmentWorker(ModelOptions()), workers=2, threads=1)
+    try:
+        pids = ray.get([actor.pid.remote() for actor in pool.actors])
+        killed = []
+
+        def kill_the_busy_one(outcome):
+            if not killed:  # the other actor is mid-case now: kill its process
+                busy = next(pid for pid in pids if not outcome.worker.endswith(f"-{pid}"))
+                os.kill(busy, signal.SIGKILL)
+                killed.append(busy)
+
+        summary = run_batch(cases, pool, out, on_outcome=kill_the_busy_one)
+    finally:
+        pool.close()
+    assert killed
+    assert [o.status for o in summary.outcomes] == ["ok"] * 4, [(o.case, o.error) for o in summary.outcomes]
+    for index in range(4):
+        assert np.array_equal(_labels(out / f"study{index}.nii.gz"), _labels(folder / "out" / f"study{index}.nii.gz")), f"study{index}"
