@@ -177,3 +177,25 @@ def test_ray_gives_the_same_masks_and_survives_a_killed_worker(local_batch, tmp_
     assert [o.status for o in summary.outcomes] == ["ok"] * 4, [(o.case, o.error) for o in summary.outcomes]
     for index in range(4):
         assert np.array_equal(_labels(out / f"study{index}.nii.gz"), _labels(folder / "out" / f"study{index}.nii.gz")), f"study{index}"
+
+
+def test_evaluate_with_two_workers_matches_evaluate_here(nnunet_dataset, tmp_path, monkeypatch, lite_backbone):
+    args = ["--methods", "confidence,none", "--quiet"]
+    assert main(["evaluate", str(nnunet_dataset), "-o", str(tmp_path / "pool"), "--workers", "2", *args]) == 0
+    monkeypatch.setattr("medsam2.backbones.build_backbone", lambda *a, **k: lite_backbone)
+    assert main(["evaluate", str(nnunet_dataset), "-o", str(tmp_path / "here"), *args]) == 0
+
+    def dice(folder):
+        return {(r["case"], r["method"], r["structure"]): r["dice"] for r in csv.DictReader((folder / "per_case.csv").open())}
+
+    pooled, here = dice(tmp_path / "pool"), dice(tmp_path / "here")
+    assert len(here) == 8 and pooled == here
+
+
+def test_a_model_that_cannot_load_stops_the_batch_with_its_error(tmp_path, capsys):
+    manifest = _write_studies(tmp_path / "in")
+    missing = tmp_path / "none.pth"
+    code = main(["batch", str(manifest), "-o", str(tmp_path / "out"), "--workers", "2", "--checkpoint", str(missing), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "pass --checkpoint PATH" in err[0], err
+    assert not list((tmp_path / "out").glob("*.nii.gz"))

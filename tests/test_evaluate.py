@@ -1,4 +1,5 @@
-"""medsam2 evaluate on a tiny nnU-Net-layout dataset built from the bundled real CT."""
+"""medsam2 evaluate on a tiny nnU-Net-layout dataset built from the bundled real CT (the
+``nnunet_dataset`` fixture of conftest.py)."""
 
 import csv
 import json
@@ -8,33 +9,9 @@ import pytest
 import SimpleITK as sitk
 
 from medsam2.cli import main
-from medsam2.demo import sample_paths
 from medsam2.errors import InputError
 from medsam2.evaluation.datasets import discover_dataset
 from medsam2.evaluation.protocols import simulate_prompts
-
-
-@pytest.fixture(scope="module")
-def nnunet_dataset(tmp_path_factory):
-    """Two cases (slices 10-17 and 12-19 of the bundled CT), spleen=1 and left kidney=2,
-    one image without a label and one whose label has another shape."""
-    root = tmp_path_factory.mktemp("Dataset001_Tiny")
-    (root / "imagesTr").mkdir()
-    (root / "labelsTr").mkdir()
-    ct_path, seg_path = sample_paths()
-    ct, seg = sitk.ReadImage(str(ct_path)), sitk.ReadImage(str(seg_path))
-    for index, start in enumerate((10, 12)):
-        labels = sitk.GetArrayFromImage(seg[:, :, start : start + 8])
-        remapped = np.where(labels == 1, 1, np.where(labels == 3, 2, 0)).astype(np.uint8)
-        out = sitk.GetImageFromArray(remapped)
-        out.CopyInformation(seg[:, :, start : start + 8])
-        sitk.WriteImage(ct[:, :, start : start + 8], str(root / "imagesTr" / f"tiny_{index:03d}_0000.nii.gz"))
-        sitk.WriteImage(out, str(root / "labelsTr" / f"tiny_{index:03d}.nii.gz"))
-    sitk.WriteImage(ct[:, :, 0:4], str(root / "imagesTr" / "tiny_900_0000.nii.gz"))  # no label
-    sitk.WriteImage(ct[:, :, 0:4], str(root / "imagesTr" / "tiny_901_0000.nii.gz"))
-    sitk.WriteImage(seg[:, :, 0:5], str(root / "labelsTr" / "tiny_901.nii.gz"))  # other shape
-    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "spleen": 1, "kidney_left": 2}}))
-    return root
 
 
 def test_discovery_matches_channel_suffix_and_reports_missing_labels(nnunet_dataset):

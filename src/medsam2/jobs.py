@@ -20,6 +20,36 @@ from medsam2.slicing import to_frames
 
 
 @dataclass(frozen=True)
+class ModelOptions:
+    """The model every worker builds (the options of ``segment``)."""
+
+    backbone: str = "litemedsam"
+    device: str = "auto"
+    memory: str = "confidence"
+    checkpoint: str | None = None
+    runtime: str = "auto"
+    precision: str = "auto"
+    model_config: str | None = None
+    offload: bool = False
+
+    def build_backbone(self):
+        """The backbone alone (what evaluate's method segmenters share)."""
+        from medsam2.backbones import build_backbone
+        from medsam2.devices import resolve_device
+
+        return build_backbone(
+            self.backbone, resolve_device(self.device), checkpoint=self.checkpoint, runtime=self.runtime,
+            precision=self.precision, model_config=self.model_config, offload=self.offload,
+        )
+
+    def segmenter(self) -> Segmenter:
+        return Segmenter(
+            backbone=self.backbone, device=self.device, memory=self.memory, checkpoint=self.checkpoint, runtime=self.runtime,
+            precision=self.precision, model_config=self.model_config, offload=self.offload,
+        )
+
+
+@dataclass(frozen=True)
 class SegmentJob:
     """A scan, its prompts and where the label map goes.
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any, Protocol
 
-from medsam2.errors import UsageError
+from medsam2.errors import InputError, MedSAM2Error, UsageError
 
 
 class WorkerSpec(Protocol):
@@ -70,7 +71,11 @@ def _worker_main(spec: WorkerSpec, threads: int, name: str, tasks, results) -> N
     import torch
 
     torch.set_num_threads(threads)
-    state = spec.build()
+    try:
+        state = spec.build()
+    except MedSAM2Error as exc:  # no model, no worker: the parent stops the batch with this error
+        results.put(("fatal", name, None, exc))
+        return
     results.put(("ready", name, None, None))
     while True:
         item = tasks.get()
@@ -100,6 +105,7 @@ class LocalPool:
         self.retries = retries
         self._context = get_context("spawn")  # a fresh interpreter per worker: no forked threads or OpenVINO state
         self._processes: dict[str, Any] = {}
+        self._ready: set[str] = set()
         self._serial = 0
 
     def describe(self) -> str:
@@ -125,6 +131,7 @@ class LocalPool:
         running: dict[str, int] = {}
         attempts = [0] * len(tasks)
         left = len(tasks)
+        deaths_before_ready = 0
         try:
             while left:
                 try:
@@ -134,6 +141,10 @@ class LocalPool:
                         if process.exitcode is None:
                             continue
                         del self._processes[name]
+                        if name not in self._ready:
+                            deaths_before_ready += 1
+                            if deaths_before_ready > self.retries:
+                                raise InputError(f"batch workers die while loading the model (exit code {process.exitcode})") from None
                         lost = running.pop(name, None)
                         if lost is not None:
                             attempts[lost] += 1
@@ -147,7 +158,11 @@ class LocalPool:
                     if not self._processes and left:
                         self._start(task_queue, results)
                     continue
-                if kind == "start":
+                if kind == "fatal":
+                    raise outcome
+                if kind == "ready":
+                    self._ready.add(name)
+                elif kind == "start":
                     running[name] = index
                     if on_start is not None:
                         on_start(index, name)
@@ -167,7 +182,15 @@ class LocalPool:
             self._processes.clear()
 
 
-def _ray():
+#: with it at 0, a local Ray instance uses the loopback address for every service (Ray's own switch)
+RAY_LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _ray(local: bool):
+    if local and "ray" not in sys.modules:
+        # a local instance and its workers then listen and talk on 127.0.0.1 only (the variable is
+        # read when ray is imported, here and in the processes Ray starts)
+        os.environ.setdefault(RAY_LOCAL_ONLY_ENV, "0")
     try:
         import ray
     except ImportError:
@@ -208,15 +231,14 @@ class RayPool:
 
     def __init__(self, spec: WorkerSpec, workers: int | None = None, threads: int | None = None,
                  address: str | None = None, retries: int = 2) -> None:
-        ray = _ray()
+        ray = _ray(local=not address)
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
             if address:
                 ray.init(address=address, **options)
             else:
-                # a local instance listens on the loopback address only
-                ray.init(num_cpus=available_cores(), object_store_memory=200 * 1024**2, _node_ip_address="127.0.0.1", **options)
+                ray.init(num_cpus=available_cores(), object_store_memory=200 * 1024**2, **options)
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         cpus = int(resources.get("CPU", available_cores()))
@@ -239,8 +261,14 @@ class RayPool:
         from ray.util import ActorPool
 
         pool = ActorPool(self.actors)
-        for index, outcome, worker in pool.map_unordered(lambda actor, item: actor.run.remote(*item), list(enumerate(tasks))):
-            yield Completed(index, outcome, worker)
+        try:
+            for index, outcome, worker in pool.map_unordered(lambda actor, item: actor.run.remote(*item), list(enumerate(tasks))):
+                yield Completed(index, outcome, worker)
+        except self._ray.exceptions.RayError as exc:  # an actor that cannot start, or retries used up
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, MedSAM2Error):
+                raise cause from None
+            raise InputError(f"the Ray workers failed: {str(exc).strip().splitlines()[0]}") from None
 
     def close(self) -> None:
         for actor in self.actors:

@@ -25,30 +25,10 @@ from medsam2.batch.pool import Completed
 from medsam2.errors import InputError, MedSAM2Error, OutputError
 from medsam2.io.atomic import remove_stale_temporaries
 from medsam2.io.guard import read_header
-from medsam2.jobs import run_segment_job
+from medsam2.jobs import ModelOptions, run_segment_job
 from medsam2.segmenter import Segmenter
 
 REPORT_COLUMNS = ("case", "status", "error", "slices", "volume_ml", "seconds", "worker", "output", "image")
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """The model every worker builds (the options of ``segment``)."""
-
-    backbone: str = "litemedsam"
-    device: str = "auto"
-    memory: str = "confidence"
-    checkpoint: str | None = None
-    runtime: str = "auto"
-    precision: str = "auto"
-    model_config: str | None = None
-    offload: bool = False
-
-    def segmenter(self) -> Segmenter:
-        return Segmenter(
-            backbone=self.backbone, device=self.device, memory=self.memory, checkpoint=self.checkpoint, runtime=self.runtime,
-            precision=self.precision, model_config=self.model_config, offload=self.offload,
-        )
 
 
 @dataclass

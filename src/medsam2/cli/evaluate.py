@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 from medsam2.cli.common import add_common, add_model_options, int_list, model_kwargs, warn
@@ -38,15 +39,20 @@ def add_parser(commands) -> None:
     add_model_options(ev)
     ev.add_argument("--save-predictions", action="store_true", help="write every method's masks under RESULTS_DIR/predictions")
     ev.add_argument("--resume", action="store_true", help="continue a run in RESULTS_DIR, skipping finished cases")
+    ev.add_argument("--workers", type=int, help="evaluate cases in N worker processes, each with its own model (default: here)")
+    ev.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="evaluate cases on Ray (local, or a cluster at ADDRESS)")
     add_common(ev)
 
 
 def run_evaluate(args) -> int:
     from medsam2.backbones import build_backbone
+    from medsam2.batch.pool import LocalPool, RayPool
     from medsam2.devices import resolve_device
+    from medsam2.errors import UsageError
     from medsam2.evaluation.datasets import discover_dataset
     from medsam2.evaluation.harness import MethodSegmenters, run_evaluation
     from medsam2.evaluation.protocols import EvaluationConfig, check_config
+    from medsam2.jobs import ModelOptions
 
     config = EvaluationConfig(
         protocol=args.protocol,
@@ -63,10 +69,18 @@ def run_evaluate(args) -> int:
     check_config(config)
     dataset = discover_dataset(args.dataset)
     segmenters = MethodSegmenters(lambda: build_backbone(args.backbone, resolve_device(args.device), **model_kwargs(args)))
+    model = ModelOptions(backbone=args.backbone, device=args.device, **model_kwargs(args))
+    make_pool = None
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers takes a positive integer, not {args.workers}")
+    if args.ray:
+        make_pool = partial(RayPool, workers=args.workers, address=None if args.ray == "local" else args.ray)
+    elif args.workers:
+        make_pool = partial(LocalPool, workers=args.workers)
     results = run_evaluation(
         dataset, Path(args.output_dir), config, segmenters, resume=args.resume, overwrite=args.overwrite,
         save_predictions=args.save_predictions, progress=not args.quiet and sys.stderr.isatty(),
-        after_case=segmenters.clear,
+        after_case=segmenters.clear, make_pool=make_pool, model=model,
     )
     for note in results["notes"]:
         warn(note)

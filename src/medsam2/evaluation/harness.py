@@ -9,7 +9,7 @@ import json
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from medsam2.evaluation.metrics import dice, hd95, iou, nsd
 from medsam2.evaluation.protocols import EvaluationConfig, check_config, simulate_prompts
 from medsam2.evaluation.report import StructureResult, slice_dice_by_distance, write_outputs, write_plots
 from medsam2.io.volume import load_volume, save_mask
+from medsam2.jobs import ModelOptions
 from medsam2.peakmem import PeakMemory
 from medsam2.prompts import ObjectPrompts
 from medsam2.segmenter import Segmenter
@@ -60,6 +61,32 @@ class MethodSegmenters:
         """Drop the cached features (between cases)."""
         if self._cache is not None:
             self._cache.clear()
+
+
+@dataclass(frozen=True)
+class EvaluateWorker:
+    """A worker of a :mod:`medsam2.batch.pool` pool that evaluates whole cases with its own model
+    (``evaluate --workers N`` / ``--ray``); every method of a case shares that worker's features."""
+
+    model: ModelOptions
+    config: EvaluationConfig
+    names: dict[int, str]
+    predictions_dir: Path | None
+
+    def build(self) -> MethodSegmenters:
+        return MethodSegmenters(self.model.build_backbone)
+
+    def run(self, segmenters: MethodSegmenters, case) -> tuple[str, list[StructureResult], list[str]]:
+        try:
+            results, notes = evaluate_case(case, segmenters, self.config, self.names, self.predictions_dir)
+        except InputError as exc:
+            results, notes = [], [f"{case.case_id}: {exc}; skipped"]
+        finally:
+            segmenters.clear()
+        return case.case_id, results, notes
+
+    def died(self, case, reason: str) -> tuple[str, list[StructureResult], list[str]]:
+        return case.case_id, [], [f"{case.case_id}: {reason}; skipped"]
 
 
 def _wanted_labels(reference: np.ndarray, config: EvaluationConfig, case_name: str) -> tuple[list[int], list[str]]:
@@ -139,6 +166,16 @@ def evaluate_case(
                 )
             )
     return results, notes
+
+
+def _evaluate_here(case, segmenter_for, config, names, predictions_dir, after_case) -> tuple[list[StructureResult], list[str]]:
+    try:
+        return evaluate_case(case, segmenter_for, config, names, predictions_dir)
+    except InputError as exc:
+        return [], [f"{case.case_id}: {exc}; skipped"]
+    finally:
+        if after_case is not None:
+            after_case()
 
 
 def _load_case(case) -> tuple | None:
@@ -250,12 +287,17 @@ def run_evaluation(
     save_predictions: bool = False,
     progress: bool = False,
     after_case: Callable[[], None] | None = None,
+    make_pool: Callable | None = None,
+    model: ModelOptions | None = None,
 ) -> dict:
     """Evaluate every case; writes per_case.csv, summary.csv, summary.md and results.json.
 
     Arguments:
         segmenter_for: memory kind -> a Segmenter (built once per kind by the caller).
         after_case: called after each case, e.g. to clear a feature cache that the methods share.
+        make_pool: worker spec -> a :mod:`medsam2.batch.pool` pool to run the cases in (its
+            workers build ``model``); results are written as each case finishes, in any order.
+            The one-prompt protocol is one unit and runs here.
     """
     check_config(config)
     rows, curves = prepare_results_dir(results_dir, config, resume, overwrite)
@@ -278,16 +320,14 @@ def run_evaluation(
             notes.extend(case_notes)
             rows.extend(r.row() for r in results)
         cases = []
-    for case in tqdm(cases, desc="cases", unit="case", disable=not progress):
-        if case.case_id in done:
-            continue
-        try:
-            results, case_notes = evaluate_case(case, segmenter_for, config, dataset.label_names, predictions_dir)
-        except InputError as exc:
-            results, case_notes = [], [f"{case.case_id}: {exc}; skipped"]
-        finally:
-            if after_case is not None:
-                after_case()
+    todo = [case for case in cases if case.case_id not in done]
+    pool = None
+    if make_pool is not None and todo:
+        pool = make_pool(EvaluateWorker(model or ModelOptions(), config, dataset.label_names, predictions_dir))
+        finished = ((c.outcome[1], c.outcome[2]) for c in pool.run(todo))
+    else:
+        finished = (_evaluate_here(case, segmenter_for, config, dataset.label_names, predictions_dir, after_case) for case in todo)
+    for results, case_notes in tqdm(finished, total=len(todo), desc="cases", unit="case", disable=not progress):
         notes.extend(case_notes)
         for result in results:
             curves.extend(
@@ -296,6 +336,8 @@ def run_evaluation(
             )
             rows.append(result.row())
         write_outputs(results_dir, rows, curves, config, notes, dataset)  # after every case: a run can resume
+    if pool is not None and hasattr(pool, "close"):
+        pool.close()
     if not rows:
         raise InputError("no structure could be evaluated: " + ("; ".join(notes[:3]) or "no case"))
     results = write_outputs(results_dir, rows, curves, config, notes, dataset)
