@@ -8,6 +8,7 @@ from medsam2._version import __version__
 from medsam2.engine.results import ObjectReport, SegmentationReport, SegmentationResult  # noqa: E402
 from medsam2.engine.session import CorrectionSummary, PropagationUpdate, Session  # noqa: E402
 from medsam2.errors import (  # noqa: E402
+    ArgumentTypeError,
     CheckpointError,
     InputError,
     MedSAM2Error,
@@ -21,6 +22,7 @@ from medsam2.segmenter import Segmenter  # noqa: E402
 
 __all__ = [
     "__version__",
+    "ArgumentTypeError",
     "Box",
     "CheckpointError",
     "CorrectionSummary",

@@ -140,5 +140,4 @@ def run_segment_job(
     result.report.timings.write_seconds = round(time.perf_counter() - write_started, 3)
     if job.report is not None:
         write_json_atomic(result.report.to_dict(), job.report, job.overwrite)
-    del model  # the caller may keep it longer (see run_segment)
     return result

@@ -65,7 +65,6 @@ def run_segment(args) -> int:
         prompts_json=Path(args.prompts) if args.prompts else None, axis=args.axis, window=args.window,
         time_index=args.time_index, report=None, overwrite=args.overwrite, limits=read_limits(args),
     )
-    job.check_outputs()
     report_path = check_report_path(args.report, [str(p) for p in job.inputs()] + [str(output)], args.overwrite)
     job = replace(job, report=report_path)
     job.check_outputs()
