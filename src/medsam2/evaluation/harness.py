@@ -77,12 +77,7 @@ class EvaluateWorker:
         return MethodSegmenters(self.model.build_backbone)
 
     def run(self, segmenters: MethodSegmenters, case) -> tuple[str, list[StructureResult], list[str]]:
-        try:
-            results, notes = evaluate_case(case, segmenters, self.config, self.names, self.predictions_dir)
-        except InputError as exc:
-            results, notes = [], [f"{case.case_id}: {exc}; skipped"]
-        finally:
-            segmenters.clear()
+        results, notes = _evaluate_here(case, segmenters, self.config, self.names, self.predictions_dir, segmenters.clear)
         return case.case_id, results, notes
 
     def died(self, case, reason: str) -> tuple[str, list[StructureResult], list[str]]:
@@ -169,6 +164,7 @@ def evaluate_case(
 
 
 def _evaluate_here(case, segmenter_for, config, names, predictions_dir, after_case) -> tuple[list[StructureResult], list[str]]:
+    """One case in this process: an unreadable case becomes a note; ``after_case`` runs in any event."""
     try:
         return evaluate_case(case, segmenter_for, config, names, predictions_dir)
     except InputError as exc:

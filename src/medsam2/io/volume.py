@@ -176,7 +176,7 @@ def load_volume(path: str | os.PathLike, time_index: int | None = None, limits: 
     if header.is_complex:
         raise InputError(f"{path} is complex-valued; take its magnitude or one part first (medsam2 reads real images)")
     check_declared_size(path, suffix, header, limits)
-    _check_complete(path, suffix, header)
+    nonfinite = _scan_nifti(path, suffix, header) if suffix in (".nii", ".nii.gz") else False
     with itk_messages() as messages:
         try:
             image = sitk.ReadImage(str(path))
@@ -185,7 +185,7 @@ def load_volume(path: str | os.PathLike, time_index: int | None = None, limits: 
     modality = _metadata(image, "0008|0060")
     volume = _volume_from_sitk(image, path, time_index, modality)
     volume.warnings.extend(itk_note(m) for m in messages)
-    if suffix in (".nii", ".nii.gz"):
+    if nonfinite is not False:  # found in the scan (or not knowable from it): where, from nibabel
         _restore_nonfinite(volume, path, time_index)
     return volume
 
@@ -206,28 +206,53 @@ def _restore_nonfinite(volume: Volume, path: Path, time_index: int | None) -> No
         raise InputError(f"{path} holds no finite voxel (every value is NaN or infinite); there is nothing to segment")
 
 
-def _check_complete(path: Path, suffix: str, header: ImageHeader) -> None:
-    """SimpleITK's NIfTI reader fills a truncated file's missing voxels silently; refuse it before reading."""
-    if suffix not in (".nii", ".nii.gz"):
-        return
+#: NIfTI-1 datatype codes whose NaN and infinite voxels SimpleITK's reader turns into 0
+_NIFTI_FLOAT_DTYPES = {16: "f4", 64: "f8"}
+
+
+def _scan_nifti(path: Path, suffix: str, header: ImageHeader) -> bool | None:
+    """One pass over a NIfTI file's data, before ITK reads it: refuse a truncated file (ITK fills
+    the missing voxels silently) and tell whether floating-point data hold NaN or infinite values.
+
+    Returns:
+        True or False for a NIfTI-1 file (False also when it is not floating point); None when the
+        layout is not NIfTI-1's, so that the caller asks nibabel.
+
+    Raises:
+        InputError: the file is truncated or its compressed stream is corrupt.
+    """
     try:
         with (gzip.open(path, "rb") if suffix == ".nii.gz" else path.open("rb")) as handle:
             head = handle.read(352)
             if len(head) < 348:
                 raise InputError(f"cannot read {path}: the file is truncated (no complete NIfTI header)")
-            order = "<" if struct.unpack("<i", head[:4])[0] == 348 else ">"
-            offset = max(352, int(struct.unpack(order + "f", head[108:112])[0])) if struct.unpack(order + "i", head[:4])[0] == 348 else 352
-            needed = offset + header.declared_bytes
-            size = len(head)
-            if suffix == ".nii.gz":
-                while size < needed and (chunk := handle.read(1 << 22)):
-                    size += len(chunk)
+            order = next((o for o in "<>" if struct.unpack(o + "i", head[:4])[0] == 348), None)
+            if order is None:  # NIfTI-2 or another layout: a size check only
+                needed, dtype, offset = 352 + header.declared_bytes, None, 352
             else:
+                vox_offset = struct.unpack(order + "f", head[108:112])[0]
+                offset = max(352, int(vox_offset)) if np.isfinite(vox_offset) else 352
+                needed = offset + header.declared_bytes
+                code = _NIFTI_FLOAT_DTYPES.get(struct.unpack(order + "h", head[70:72])[0])
+                dtype = np.dtype(order + code) if code else None
+            if dtype is None and suffix == ".nii":
                 size = path.stat().st_size
+                nonfinite = False
+            else:
+                size, nonfinite, pending = len(head), False, b""
+                while size < needed and (chunk := handle.read(1 << 22)):
+                    start = max(0, offset - size)  # bytes of this chunk that belong to the data
+                    size += len(chunk)
+                    if dtype is not None and not nonfinite:
+                        data = pending + chunk[start : max(start, len(chunk) - max(0, size - needed))]
+                        usable = len(data) - len(data) % dtype.itemsize
+                        nonfinite = not np.isfinite(np.frombuffer(data[:usable], dtype)).all()
+                        pending = data[usable:]
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"cannot read {path}: the file is truncated or corrupt ({exc})") from exc
     if size < needed:
         raise InputError(f"cannot read {path}: the file is truncated ({size} bytes of data, the header promises {needed})")
+    return None if order is None else nonfinite
 
 
 def _metadata(image: sitk.Image, key: str) -> str | None:
