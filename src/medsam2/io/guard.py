@@ -7,8 +7,9 @@
   deflated) and with a cap (:class:`ReadLimits`), before anything is allocated.
 - ITK's own warnings are captured instead of reaching stderr (:func:`itk_messages`); the readers
   turn what they mean into a one-line error or a report warning.
-- NaN and infinite voxels in NIfTI files, which SimpleITK's reader turns into 0, are found from the
-  data as stored (nibabel) and put back (:func:`nifti_nonfinite_mask`).
+- NaN and infinite voxels in NIfTI files, which SimpleITK's reader turns into 0, are located from
+  the data as stored (nibabel) and put back (:func:`nifti_nonfinite_mask`), where the reader's
+  streamed pass over the file found any.
 """
 
 from __future__ import annotations
