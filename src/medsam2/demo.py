@@ -12,7 +12,7 @@ from medsam2.errors import OutputError
 from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
 from medsam2.io.volume import Volume, check_output_path, load_volume, save_mask
-from medsam2.montage import write_montage
+from medsam2.montage import pick_slices, write_montage
 from medsam2.preprocess import normalize_intensities
 from medsam2.prompts import ObjectPrompts
 
@@ -90,7 +90,6 @@ def _table(rows: list[dict]) -> str:
 def _write_demo_montage(path: Path, volume: Volume, labels: np.ndarray, reference: np.ndarray) -> None:
     gray = normalize_intensities(volume.array, "abdomen").array
     shown = np.isin(reference, list(DEMO_ORGANS)) | (labels > 0)
-    slices_with = np.flatnonzero(shown.reshape(shown.shape[0], -1).any(axis=1))
-    picks = np.unique(np.linspace(slices_with[0], slices_with[-1], num=min(8, slices_with.size)).round().astype(int))
+    picks = pick_slices(shown.reshape(shown.shape[0], -1).any(axis=1))
     ref = np.where(np.isin(reference, list(DEMO_ORGANS)), reference, 0)
-    write_montage(path, volume, gray, labels, picks.tolist(), reference=ref, names=DEMO_ORGANS)
+    write_montage(path, volume, gray, labels, picks, reference=ref, names=DEMO_ORGANS)

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from medsam2.engine.results import SegmentationResult
 from medsam2.engine.session import many_objects_note
-from medsam2.errors import OutputError, PromptError
+from medsam2.errors import OutputError, PromptError, UsageError
 from medsam2.io.atomic import write_json_atomic
 from medsam2.io.guard import ReadLimits, resolve_path
-from medsam2.io.volume import check_output_path, load_volume, save_mask
-from medsam2.prompts import collect_prompts, validate_prompts
+from medsam2.io.volume import check_output_path, load_volume, save_mask, suffix_of
+from medsam2.prompts import collect_prompts, mask_file, validate_prompts
 from medsam2.segmenter import Segmenter
-from medsam2.slicing import to_frames
+from medsam2.slicing import to_frames, voxel_axis
 
 
 @dataclass(frozen=True)
@@ -57,12 +57,17 @@ class SegmentJob:
         image: the scan (any input :func:`medsam2.load_volume` reads).
         output: the label map to write (its suffix picks the format).
         prompt_items: ("label", int) | ("box", "Z:x0,y0,x1,y1") | ("point", "Z:x,y[,1|0]") |
-            ("mask", path) | ("name", text), in order, as on the command line.
+            ("mask", path) | ("box_mm", ...) | ("point_mm", ...) | ("name", text), in order, as on
+            the command line (see :func:`medsam2.prompts.collect_prompts`).
         prompts_json: a prompts.json, or None.
         axis, window, time_index: as ``medsam2 segment`` takes them.
         report: a JSON report to write, or None.
         overwrite: replace existing outputs.
         limits: the cap on the input's decoded size.
+        ras: millimetre prompts are RAS (3D Slicer), not LPS.
+        index_base: 0 or 1, the base of the voxel indices in boxes and points (1: ITK-SNAP).
+        label_file: write an ITK-SNAP label description (``NAME.label.txt``) beside the label map.
+        montage: a PNG of overlays on the structures' slices to write, or None.
     """
 
     image: Path
@@ -75,10 +80,21 @@ class SegmentJob:
     report: Path | None = None
     overwrite: bool = False
     limits: ReadLimits = field(default_factory=ReadLimits)
+    ras: bool = False
+    index_base: int = 0
+    label_file: bool = True
+    montage: Path | None = None
+
+    def outputs(self) -> list[Path]:
+        """Every file the job writes: the label map, its label description, the report, the montage."""
+        from medsam2.io.label_files import label_file_path
+
+        extra = [label_file_path(self.output)] if self.label_file else []
+        return [self.output, *extra, *([self.report] if self.report else []), *([self.montage] if self.montage else [])]
 
     def inputs(self) -> list[Path]:
         """Every file the job reads (none of them may be an output)."""
-        masks = [Path(str(value)) for kind, value in self.prompt_items if kind == "mask"]
+        masks = [mask_file(str(value)) for kind, value in self.prompt_items if kind == "mask"]
         return [self.image, *masks, *([self.prompts_json] if self.prompts_json else [])]
 
     def check_outputs(self) -> None:
@@ -88,9 +104,20 @@ class SegmentJob:
             OutputError, UsageError: as :func:`check_output_path`; the report and the label map
                 are one file.
         """
+        from medsam2.io.label_files import check_output_path_text
+
         check_output_path(self.output, self.inputs(), self.overwrite)
-        if self.report is not None and resolve_path(self.report) == resolve_path(self.output):
-            raise OutputError("--report and --output name the same file")
+        outputs = self.outputs()
+        resolved = [resolve_path(p) for p in outputs]
+        if len(set(resolved)) != len(resolved):
+            raise OutputError(f"two outputs are one file: {', '.join(str(p) for p in outputs)}")
+        inputs = {resolve_path(p) for p in self.inputs()}
+        for path in outputs[1:]:
+            if resolve_path(path) in inputs:
+                raise OutputError(f"the output {path} is an input; choose another output path")
+            check_output_path_text(path, self.overwrite)
+        if self.montage is not None and suffix_of(self.montage) != ".png":
+            raise UsageError(f"--montage writes a PNG; name it {self.montage.with_suffix('.png').name}")
 
 
 def run_segment_job(
@@ -118,10 +145,10 @@ def run_segment_job(
     volume = load_volume(job.image, time_index=job.time_index, limits=job.limits)
     read_seconds = time.perf_counter() - started
     check_output_path(job.output, job.inputs(), job.overwrite, n_slices=volume.shape[0])  # a 2D format for a 3D scan
-    objects = collect_prompts(list(job.prompt_items), job.prompts_json, volume, job.axis)
+    objects = collect_prompts(list(job.prompt_items), job.prompts_json, volume, job.axis, ras=job.ras, index_base=job.index_base)
     if not objects:
         raise PromptError("no prompt given; add --box, --point, --mask or --prompts")
-    frames_shape = to_frames(volume.array, job.axis).shape
+    frames_shape = to_frames(volume.array, voxel_axis(job.axis, volume.direction)).shape
     validate_prompts(objects, frames_shape[0], frames_shape[1], frames_shape[2], job.axis)
     many = many_objects_note(len(objects), frames_shape[0])
     if many is not None:
@@ -135,7 +162,17 @@ def run_segment_job(
         if note != many:
             say(note)
     write_started = time.perf_counter()
-    save_mask(result.labels, volume, job.output, overwrite=job.overwrite)
+    names = {obj.label: obj.name for obj in result.report.objects}
+    save_mask(result.labels, volume, job.output, overwrite=job.overwrite, names=names)
+    if job.label_file:
+        from medsam2.io.label_files import label_entries, label_file_path, stored_entries, write_label_file
+
+        entries = stored_entries(label_entries(names), result.labels, job.output)
+        write_label_file(label_file_path(job.output), entries, overwrite=job.overwrite)
+    if job.montage is not None:
+        from medsam2.montage import write_segmentation_montage
+
+        write_segmentation_montage(job.montage, volume, result, names, overwrite=job.overwrite)
     result.report.timings.read_seconds = round(read_seconds, 3)
     result.report.timings.write_seconds = round(time.perf_counter() - write_started, 3)
     if job.report is not None:

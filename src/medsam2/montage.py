@@ -27,11 +27,14 @@ def label_colour(label: int) -> tuple[int, int, int]:
     return int(r), int(g), int(b)
 
 
-def display_orientation(volume: Volume, frame: np.ndarray) -> np.ndarray:
-    """Flip an axial (rows=j, cols=i) frame so that anterior is up and the patient's right is on
-    the left (radiological view), judged from the volume's direction cosines."""
+def display_orientation(volume: Volume, frame: np.ndarray, axis: str = "k") -> np.ndarray:
+    """Flip a frame for display, judged from the volume's direction cosines: an axial (k: rows=j,
+    cols=i) frame with anterior up and the patient's right on the left (radiological view); a
+    coronal or sagittal (j or i: rows=k) frame with superior up."""
     d = volume.direction
     out = frame
+    if axis != "k":
+        return out[::-1] if d[8] > 0 else out  # k runs towards superior: row 0 is inferior
     if d[4] < 0:  # j runs towards anterior: row 0 is posterior
         out = out[::-1]
     if d[0] < 0:  # i runs towards the patient's right
@@ -68,20 +71,27 @@ def write_montage(
     names: dict[int, str] | None = None,
     zoom: int = 3,
     columns: int = 4,
+    axis: str = "k",
+    overwrite: bool = True,
 ) -> Path:
-    """Write a grid of axial slices with label fills (and reference outlines) as a PNG, atomically.
+    """Write a grid of slices with label fills (and reference outlines) as a PNG, atomically.
 
     Arguments:
-        gray01: (z, y, x) intensities in [0, 1]; labels/reference: (z, y, x) label maps.
-        slices: which z slices to show, in order.
+        gray01: (frame, rows, cols) intensities in [0, 1]; labels/reference: label maps on the same
+            frames (a volume's (z, y, x) arrays for ``axis`` "k").
+        slices: which frames to show, in order.
         names: label -> name for the legend.
+        zoom: pixels per voxel (0: as many as fit a 256-pixel tile).
+        axis: the voxel axis the frames run along ("k", "j", "i"), for the display orientation.
     """
     tiles = []
+    if zoom <= 0:
+        zoom = max(1, min(8, 256 // max(gray01.shape[1], gray01.shape[2], 1)))
     for z in slices:
-        ref = None if reference is None else display_orientation(volume, reference[z])
-        tile = render_overlay(display_orientation(volume, gray01[z]), display_orientation(volume, labels[z]), ref)
+        ref = None if reference is None else display_orientation(volume, reference[z], axis)
+        tile = render_overlay(display_orientation(volume, gray01[z], axis), display_orientation(volume, labels[z], axis), ref)
         image = Image.fromarray(tile).resize((tile.shape[1] * zoom, tile.shape[0] * zoom), Image.NEAREST)
-        ImageDraw.Draw(image).text((4, 4), f"z={z}", fill=(255, 255, 255))
+        ImageDraw.Draw(image).text((4, 4), f"{axis}={z}", fill=(255, 255, 255))
         tiles.append(image)
     width, height = tiles[0].size
     rows = (len(tiles) + columns - 1) // columns
@@ -96,7 +106,36 @@ def write_montage(
             draw.rectangle((x, height * rows + 4, x + 10, height * rows + 14), fill=label_colour(label))
             draw.text((x + 14, height * rows + 3), name, fill=(255, 255, 255))
             x += 14 + 7 * len(name) + 12
-    return atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"), ".png")
+    return atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"), ".png", overwrite=overwrite)
+
+
+def pick_slices(present: np.ndarray, count: int = 8) -> list[int]:
+    """Up to ``count`` frames evenly spread from the first to the last where ``present`` is True
+    (the middle frame when it is nowhere)."""
+    frames = np.flatnonzero(present)
+    if frames.size == 0:
+        return [len(present) // 2]
+    return np.unique(np.linspace(frames[0], frames[-1], num=min(count, frames.size)).round().astype(int)).tolist()
+
+
+def write_segmentation_montage(
+    path: str | os.PathLike, volume: Volume, result, names: dict[int, str | None], overwrite: bool = False
+) -> Path:
+    """``segment --montage``: overlays of a result on up to 8 of its slices along the slicing axis,
+    with the window the segmentation used and a legend of the structures' names."""
+    from medsam2.preprocess import normalize_intensities
+    from medsam2.slicing import to_frames
+
+    axis = result.report.voxel_axis
+    gray = normalize_intensities(volume.array, result.report.window, volume.modality).array
+    if gray.ndim == 4:
+        gray = gray.mean(axis=-1)
+    frames_gray, frames_labels = to_frames(gray, axis), to_frames(result.labels, axis)
+    present = frames_labels.reshape(frames_labels.shape[0], -1).any(axis=1)
+    legend = {label: name or f"label {label}" for label, name in sorted(names.items())}
+    return write_montage(
+        path, volume, frames_gray, frames_labels, pick_slices(present), names=legend, zoom=0, axis=axis, overwrite=overwrite
+    )
 
 
 def write_contact_sheet(

@@ -19,7 +19,7 @@ import numpy as np
 from medsam2.errors import ArgumentTypeError, PromptError
 from medsam2.io.guard import check_input_path
 from medsam2.io.volume import MAX_LABEL_VALUE, read_mask
-from medsam2.slicing import to_frames
+from medsam2.slicing import to_frames, voxel_axis
 
 _NUMBER = r"-?\d+(?:\.\d+)?"
 _BOX_RE = re.compile(rf"^\s*(-?\d+)\s*:\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*$")
@@ -365,15 +365,23 @@ def validate_prompts(objects: list[ObjectPrompts], n_frames: int, rows: int, col
                 raise PromptError(f"label {obj.label}: the mask on slice {mask.frame} is empty")
 
 
-def collect_prompts(items: list[tuple[str, object]], prompts_json: str | Path | None, volume, axis: str = "axial") -> list[ObjectPrompts]:
+def collect_prompts(
+    items: list[tuple[str, object]], prompts_json: str | Path | None, volume, axis: str = "axial",
+    ras: bool = False, index_base: int = 0,
+) -> list[ObjectPrompts]:
     """Objects from command-line prompt items and a prompts.json, as ``medsam2 segment`` takes them.
 
     Arguments:
-        items: ("label", int) | ("box", "Z:x0,y0,x1,y1") | ("point", "Z:x,y[,1|0]") | ("mask", path) |
-            ("name", text), in order: a label applies to the prompts after it (default label 1).
+        items: ("label", int) | ("box", "Z:x0,y0,x1,y1") | ("point", "Z:x,y[,1|0]") | ("mask", path
+            or "Z:path" for a 2D mask on slice Z) | ("box_mm", "X0,Y0,Z0,X1,Y1,Z1") |
+            ("point_mm", "X,Y,Z[,1|0]") | ("name", text), in order: a label applies to the prompts
+            after it (default label 1). On a one-slice image the "Z:" of boxes and points may be left out.
         prompts_json: a prompts.json path (its objects merge with the items' by label), or None.
         volume: the :class:`~medsam2.io.volume.Volume` that masks are read against.
         axis: the slicing axis of the coordinates.
+        ras: millimetre prompts are RAS (3D Slicer) instead of LPS (ITK, DICOM).
+        index_base: 0 (3D Slicer, medsam2) or 1 (ITK-SNAP's cursor): the base of the voxel indices
+            in boxes and points (slices included).
 
     Returns:
         The objects sorted by label (validate them with :func:`validate_prompts`).
@@ -382,6 +390,12 @@ def collect_prompts(items: list[tuple[str, object]], prompts_json: str | Path | 
         PromptError: a label outside 1..65535, an unreadable box or point, an empty mask, a label
             with a name but no prompt.
     """
+    from medsam2.coordinates import box_from_mm, point_from_mm
+
+    if index_base not in (0, 1):
+        raise PromptError(f"the index base is 0 or 1, not {index_base!r}")
+    frames_axis = voxel_axis(axis, volume.direction)
+    frames_shape = to_frames(volume.array, frames_axis).shape
     objects: dict[int, ObjectPrompts] = {}
     current = 1
     for kind, value in items:
@@ -393,20 +407,23 @@ def collect_prompts(items: list[tuple[str, object]], prompts_json: str | Path | 
             continue
         obj = objects.setdefault(current, ObjectPrompts(label=current))
         if kind == "box":
-            obj.boxes.append(parse_box(str(value)))
+            obj.boxes.append(_voxel_prompt(parse_box, str(value), "box", frames_shape[0], index_base, axis))
         elif kind == "point":
-            obj.points.append(parse_point(str(value)))
+            obj.points.append(_voxel_prompt(parse_point, str(value), "point", frames_shape[0], index_base, axis))
+        elif kind == "box_mm":
+            obj.boxes.append(box_from_mm(str(value), volume, axis, ras))
+        elif kind == "point_mm":
+            obj.points.append(point_from_mm(str(value), volume, axis, ras))
         elif kind == "name":
             obj.name = str(value)
         elif kind == "mask":
-            mask = to_frames(read_mask(value, volume), axis)
-            obj.masks.extend(mask_prompts_from_array(mask, str(value)))
+            obj.masks.extend(_mask_prompts(str(value), volume, frames_axis, frames_shape, index_base, axis))
     if prompts_json:
         prompt_file = load_prompts_json(prompts_json)
         for obj in prompt_file.objects:
             if obj.label in prompt_file.mask_paths:
                 path, mask_value = prompt_file.mask_paths[obj.label]
-                mask = to_frames(read_mask(path, volume), axis)
+                mask = to_frames(read_mask(path, volume), frames_axis)
                 if mask_value is not None:
                     mask = mask == mask_value
                 obj.masks.extend(mask_prompts_from_array(mask, str(path)))
@@ -418,3 +435,46 @@ def collect_prompts(items: list[tuple[str, object]], prompts_json: str | Path | 
     if empty:
         raise PromptError(f"label {empty[0]} has a name but no prompt; add --box, --point or --mask after --label {empty[0]}")
     return [objects[label] for label in sorted(objects)]
+
+
+def _voxel_prompt(parse, text: str, what: str, n_frames: int, index_base: int, axis: str):
+    """A command-line box or point: "Z:" optional on a one-slice image, indices shifted from ``index_base``."""
+    given_slice = ":" in text
+    if not given_slice:
+        if n_frames != 1:
+            example = "42:10,20,80,90" if what == "box" else "42:30,40"
+            raise PromptError(
+                f"{what} '{text}' has no slice; the scan has {n_frames} slices along the {axis} axis: write SLICE:{text} (e.g. {example})"
+            )
+        text = f"{index_base}:{text}"
+    prompt = parse(text)
+    if index_base == 0:
+        return prompt
+    if isinstance(prompt, Box):
+        return Box(prompt.frame - 1, prompt.x0 - 1, prompt.y0 - 1, prompt.x1 - 1, prompt.y1 - 1)
+    return Point(prompt.frame - 1, prompt.x - 1, prompt.y - 1, prompt.positive)
+
+
+_SLICE_MASK = re.compile(r"^(-?\d+):(.+)$")
+
+
+def mask_file(text: str) -> Path:
+    """The file of a ``--mask`` value: PATH, or the PATH of SLICE:PATH when no file is named SLICE:PATH."""
+    match = _SLICE_MASK.match(text)
+    return Path(match.group(2)) if match is not None and not Path(text).exists() else Path(text)
+
+
+def _mask_prompts(text: str, volume, frames_axis: str, frames_shape: tuple[int, ...], index_base: int, axis: str) -> list[MaskPrompt]:
+    """``--mask PATH`` (the input's grid) or ``--mask SLICE:PATH`` (a 2D mask for one slice of a 3D scan)."""
+    from medsam2.io.volume import Volume, read_mask
+
+    match = _SLICE_MASK.match(text)
+    if match is None or Path(text).exists():
+        return mask_prompts_from_array(to_frames(read_mask(text, volume), frames_axis), text)
+    frame, path = int(match.group(1)) - index_base, match.group(2)
+    n_frames, rows, cols = frames_shape[:3]
+    if not 0 <= frame < n_frames:
+        raise PromptError(f"--mask {text}: slice {frame + index_base} is outside the scan's {n_frames} slices along the {axis} axis")
+    plane = Volume(np.zeros((1, rows, cols), dtype=np.uint8), source=str(volume.source))
+    mask = read_mask(path, plane)[0]
+    return [prompt for prompt in mask_prompts_from_array(mask[None], path) for prompt in [MaskPrompt(frame, prompt.mask)]]

@@ -140,7 +140,7 @@ class Segmenter:
 
         Arguments:
             volume: the scan (see :func:`medsam2.load_volume`).
-            axis: "axial", "coronal" or "sagittal".
+            axis: "axial", "coronal", "sagittal" (the patient's) or "k", "j", "i" (voxel axes).
             window: intensity window (see :func:`medsam2.preprocess.normalize_intensities`).
             feature_cache_mb: memory budget of the feature cache (None: unbounded).
 
@@ -171,7 +171,7 @@ class Segmenter:
         Arguments:
             volume: the scan (see :func:`medsam2.load_volume`).
             prompts: one or more objects; coordinates are along/within ``axis`` frames.
-            axis: "axial", "coronal" or "sagittal".
+            axis: "axial", "coronal", "sagittal" (the patient's) or "k", "j", "i" (voxel axes).
             window: intensity window (see :func:`medsam2.preprocess.normalize_intensities`).
             progress: show a progress bar.
 

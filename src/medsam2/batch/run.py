@@ -85,7 +85,7 @@ class SegmentWorker:
         else:
             outcome.status = "ok"
             outcome.slices = len({s for obj in result.report.objects for s in obj.slices})
-            outcome.volume_ml = {obj.label: round(obj.volume_ml, 3) for obj in result.report.objects}
+            outcome.volume_ml = {obj.label: round(obj.volume_ml, 3) for obj in result.report.objects if obj.volume_ml is not None}
         outcome.seconds = round(time.perf_counter() - started, 3)
         return outcome
 

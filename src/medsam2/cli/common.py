@@ -114,6 +114,15 @@ def output_path(text: str) -> Path:
     return path
 
 
+def output_stem(path: Path) -> str:
+    """``out/liver.nii.gz`` -> ``out/liver`` (the path without its image suffix)."""
+    from medsam2.io.volume import suffix_of
+
+    suffix = suffix_of(path)
+    text = str(path)
+    return text[: len(text) - len(suffix)] if suffix and text.lower().endswith(suffix) else text
+
+
 @contextmanager
 def output_claim(paths: list[Path]) -> Iterator[None]:
     """Hold a lock file beside each output for the run, so that a second run on the same output is

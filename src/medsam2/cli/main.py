@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medsam2._version import __version__
-from medsam2.cli import batch, evaluate, oneprompt, segment
+from medsam2.cli import batch, evaluate, info, oneprompt, segment
 from medsam2.cli.common import OneLineParser, add_common, model_kwargs, warn
 from medsam2.errors import MedSAM2Error, UsageError
 
@@ -25,6 +25,7 @@ def build_parser() -> OneLineParser:
     evaluate.add_parser(commands)
     oneprompt.add_parser(commands)
     batch.add_parser(commands)
+    info.add_parser(commands)
     commands.add_parser("models", help="list the backbones and SAM 2 model configs, with what each needs")
     demo = commands.add_parser("demo", help="segment five organs of the bundled CT sample and score them")
     demo.add_argument("-o", "--output-dir", default="medsam2_demo", help="folder for the label map, montage and report")
@@ -76,6 +77,8 @@ def _dispatch(argv: list[str], debug: bool) -> int:
             return oneprompt.run_oneprompt_command(args, model_kwargs(args), warn)
         if args.command == "batch":
             return batch.run_batch_command(args)
+        if args.command == "info":
+            return info.run_info(args)
         if args.command == "models":
             from medsam2.backbones import describe_backbones
 

@@ -16,9 +16,11 @@ from medsam2.cli.common import (
     model_kwargs,
     output_claim,
     output_path,
+    output_stem,
     read_limits,
     warn,
 )
+from medsam2.errors import UsageError
 
 
 def add_parser(commands) -> None:
@@ -41,16 +43,43 @@ def add_parser(commands) -> None:
     )
     seg.add_argument("--box", action=PromptAction, help="box SLICE:x0,y0,x1,y1 (inclusive voxel indices)")
     seg.add_argument("--point", action=PromptAction, help="click SLICE:x,y[,1|0] (1 foreground, the default; 0 background)")
-    seg.add_argument("--mask", action=PromptAction, help="mask file on the input's grid: every slice with foreground pins the object")
+    seg.add_argument(
+        "--mask", action=PromptAction,
+        help="mask file on the input's grid (every slice with foreground pins the object), or SLICE:FILE for a 2D mask of one slice",
+    )
+    seg.add_argument(
+        "--box-mm", dest="box_mm", action=PromptAction,
+        help="box as two opposite corners X0,Y0,Z0,X1,Y1,Z1 in mm (LPS as ITK reports them; RAS with --ras); "
+        "the slice is the one they lie on",
+    )
+    seg.add_argument("--point-mm", dest="point_mm", action=PromptAction, help="click X,Y,Z[,1|0] in mm (LPS; RAS with --ras)")
+    seg.add_argument("--ras", action="store_true", help="--box-mm/--point-mm are RAS millimetres, as 3D Slicer shows them")
+    seg.add_argument(
+        "--index-base", type=int, choices=(0, 1), default=0,
+        help="base of the voxel indices in --box/--point/SLICE:: 0 (default; 3D Slicer's IJK) or 1 (ITK-SNAP's cursor position)",
+    )
     seg.add_argument("--name", action=PromptAction, help="name of the current object (for the report)")
     seg.add_argument("--prompts", help="prompts.json with many objects (see README)")
-    seg.add_argument("--axis", default="axial", choices=AXES, help="slicing direction (default axial)")
+    seg.add_argument(
+        "--axis", default="axial", choices=AXES,
+        help="slicing direction: axial, coronal, sagittal of the patient (from the direction cosines; default axial) "
+        "or the voxel axis k, j, i",
+    )
     seg.add_argument("--window", default="auto", choices=WINDOW_CHOICES, help="intensity window (default auto)")
     seg.add_argument("--memory", default="confidence", choices=MEMORY_KINDS, help="memory rule (default: confidence bank)")
     seg.set_defaults(prompt_items=[])  # PromptAction appends to it in command-line order
     add_model_options(seg)
     seg.add_argument("--time-index", type=int, help="for 4D input: which 3D volume to segment (0-based)")
     seg.add_argument("--report", help="write a JSON report here")
+    seg.add_argument(
+        "--format", choices=("auto", "seg-nrrd"), default="auto",
+        help="auto: the output's suffix picks it; seg-nrrd: a 3D Slicer segmentation with named, coloured segments (NAME.seg.nrrd)",
+    )
+    seg.add_argument("--montage", help="also write a PNG of overlays on up to 8 of the structures' slices, to check the result")
+    seg.add_argument(
+        "--no-label-file", action="store_true",
+        help="do not write the ITK-SNAP label description (NAME.label.txt: names and colours) beside the label map",
+    )
     add_input_limit(seg)
     add_common(seg)
 
@@ -60,15 +89,19 @@ def run_segment(args) -> int:
     from medsam2.segmenter import Segmenter
 
     output = output_path(args.output)
+    if args.format == "seg-nrrd" and not output.name.lower().endswith(".seg.nrrd"):
+        raise UsageError(f"--format seg-nrrd writes NAME.seg.nrrd; name the output e.g. {output_stem(output)}.seg.nrrd")
     job = SegmentJob(
         image=Path(args.input), output=output, prompt_items=tuple(args.prompt_items),
         prompts_json=Path(args.prompts) if args.prompts else None, axis=args.axis, window=args.window,
         time_index=args.time_index, report=None, overwrite=args.overwrite, limits=read_limits(args),
+        ras=args.ras, index_base=args.index_base, label_file=not args.no_label_file,
+        montage=Path(args.montage) if args.montage else None,
     )
     report_path = check_report_path(args.report, [str(p) for p in job.inputs()] + [str(output)], args.overwrite)
     job = replace(job, report=report_path)
     job.check_outputs()
-    claimed = [output] + ([report_path] if report_path is not None else [])
+    claimed = job.outputs()
     built: list[Segmenter] = []  # held until the lock files are gone (see run_segment_job)
 
     def build() -> Segmenter:
@@ -84,10 +117,13 @@ def run_segment(args) -> int:
         )
     if not args.quiet:
         for obj in result.report.objects:
-            span = f"slices {obj.first_slice}-{obj.last_slice}" if obj.slices else "not found"
+            if not obj.slices:
+                span = "not found"
+            else:
+                span = "found" if result.report.slices_total == 1 else f"slices {obj.first_slice}-{obj.last_slice}"
             name = f" ({obj.name})" if obj.name else ""
             conf = f", mean confidence {obj.mean_confidence:.2f}" if obj.mean_confidence is not None else ""
-            print(f"label {obj.label}{name}: {span}, {obj.volume_ml:.1f} mL{conf}")
+            print(f"label {obj.label}{name}: {span}, {obj.size_text()}{conf}")
         timings = result.report.timings
         print(
             f"wrote {output} ({result.report.slices_encoded} of {result.report.slices_total} slices encoded, "

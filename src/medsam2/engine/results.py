@@ -20,11 +20,24 @@ class ObjectReport:
     first_slice: int | None
     last_slice: int | None
     voxels: int
-    volume_ml: float
+    #: millilitres for a 3D scan; None for a 2D image (see ``area_mm2`` and ``area_pixels``)
+    volume_ml: float | None
     mean_confidence: float | None
     min_confidence: float | None
     confidence_per_slice: dict[int, float]
     prompted_slices: list[int]
+    #: a 2D image's area in mm^2 where the file states its pixel spacing, else None
+    area_mm2: float | None = None
+    #: a 2D image's area in pixels (None for a 3D scan)
+    area_pixels: int | None = None
+
+    def size_text(self) -> str:
+        """"271.0 mL" for a 3D scan, "1234.5 mm^2" or "1580 pixels" for a 2D image."""
+        if self.volume_ml is not None:
+            return f"{self.volume_ml:.1f} mL"
+        if self.area_mm2 is not None:
+            return f"{self.area_mm2:.1f} mm^2"
+        return f"{self.area_pixels} pixels"
 
 
 @dataclass
@@ -66,6 +79,8 @@ class SegmentationReport:
     feature_cache: CacheStats | None = None
     #: corrections made in the session that gave this result
     corrections: int = 0
+    #: the voxel axis ("k", "j" or "i") the slices were taken along (``axis`` as given names it)
+    voxel_axis: str = "k"
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -37,7 +37,7 @@ from medsam2.io.volume import Volume
 from medsam2.memory import MemoryEntry, check_memory_kind, make_memory
 from medsam2.preprocess import WindowedFrames, choose_window
 from medsam2.prompts import Box, MaskPrompt, ObjectPrompts, Point, coordinate, frame_index, object_label, validate_prompts
-from medsam2.slicing import check_axis, from_frames, to_frames
+from medsam2.slicing import check_axis, from_frames, to_frames, voxel_axis
 
 #: default memory budget of a session's feature cache: about 300 LiteMedSAM slices (6.6 MB each),
 #: or 60 SAM 2 slices at 1024 input (34 MB each)
@@ -126,7 +126,8 @@ class Session:
         engine: the backbone, memory rule and settings (a :class:`CachedBackbone` is used as the
             session's cache as it is).
         volume: the scan.
-        axis: "axial", "coronal" or "sagittal": slices are taken along this axis.
+        axis: "axial", "coronal", "sagittal" (the patient's, from the direction cosines) or a
+            voxel axis "k", "j", "i": slices are taken along this axis (:mod:`medsam2.slicing`).
         window: intensity window (see :func:`medsam2.preprocess.choose_window`).
         feature_cache_mb: memory budget of the feature cache.
         max_undo: how many steps back :meth:`undo` can go.
@@ -145,9 +146,11 @@ class Session:
         check_axis(axis)
         self.volume = volume
         self.axis = axis
+        #: the voxel axis ("k", "j" or "i") that ``axis`` names on this volume
+        self.voxel_axis = voxel_axis(axis, volume.direction)
         self.engine = engine
         backbone = engine.backbone
-        raw = to_frames(volume.array, axis)
+        raw = to_frames(volume.array, self.voxel_axis)
         self.shape = (int(raw.shape[0]), int(raw.shape[1]), int(raw.shape[2]))
         self.intensity = choose_window(raw, window, volume.modality)
         self.intensity.require_structure(volume.source)
@@ -444,6 +447,8 @@ class Session:
         labels_frames, confidences = label_map(tracks, self.shape, self._geometry())
         reports = []
         notes = list(self._notes)
+        flat = self.volume.is_2d
+        pixel_mm2 = float(self.volume.spacing[0] * self.volume.spacing[1])
         for track in tracks:
             present = np.flatnonzero((labels_frames == track.label).reshape(n, -1).any(axis=1)).tolist()
             voxels = int((labels_frames == track.label).sum())
@@ -457,11 +462,13 @@ class Session:
                     first_slice=present[0] if present else None,
                     last_slice=present[-1] if present else None,
                     voxels=voxels,
-                    volume_ml=round(voxels * self.volume.voxel_volume_ml, 3),
+                    volume_ml=None if flat else round(voxels * self.volume.voxel_volume_ml, 3),
                     mean_confidence=round(float(np.mean(values)), 4) if values else None,
                     min_confidence=round(float(np.min(values)), 4) if values else None,
                     confidence_per_slice=per_slice,
                     prompted_slices=track.prompted_frames,
+                    area_mm2=round(voxels * pixel_mm2, 3) if flat and self.volume.spacing_known else None,
+                    area_pixels=voxels if flat else None,
                 )
             )
             if not present:
@@ -498,8 +505,9 @@ class Session:
             warnings=notes,
             feature_cache=self.cache.stats(),
             corrections=self._corrections,
+            voxel_axis=self.voxel_axis,
         )
-        return SegmentationResult(labels=from_frames(labels_frames, self.axis), report=report)
+        return SegmentationResult(labels=from_frames(labels_frames, self.voxel_axis), report=report)
 
 
 @dataclass(frozen=True)

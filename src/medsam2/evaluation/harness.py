@@ -28,7 +28,7 @@ from medsam2.jobs import ModelOptions
 from medsam2.peakmem import PeakMemory
 from medsam2.prompts import ObjectPrompts
 from medsam2.segmenter import Segmenter
-from medsam2.slicing import frame_spacing, to_frames
+from medsam2.slicing import frame_spacing, to_frames, voxel_axis
 
 
 class MethodSegmenters:
@@ -103,8 +103,9 @@ def evaluate_case(
     labels, notes = _wanted_labels(reference, config, case.case_id)
     if not labels:
         return [], notes
-    frames_reference = to_frames(reference, config.axis)
-    spacing = frame_spacing(volume.spacing, config.axis)
+    axis = voxel_axis(config.axis, volume.direction)
+    frames_reference = to_frames(reference, axis)
+    spacing = frame_spacing(volume.spacing, axis)
     rng = np.random.default_rng([config.seed, zlib.crc32(case.case_id.encode())])
     rounds = interactive_rounds(config.protocol)
     prompts = {}
@@ -130,7 +131,7 @@ def evaluate_case(
             else:
                 outcome = segmenter.segment(volume, objects, axis=config.axis, window=config.window)
         seconds = time.perf_counter() - start
-        frames_prediction = to_frames(outcome.labels, config.axis)
+        frames_prediction = to_frames(outcome.labels, axis)
         if predictions_dir is not None:
             save_mask(outcome.labels, volume, predictions_dir / method / f"{case.case_id}.nii.gz", overwrite=True)
         encoded = max(outcome.report.slices_encoded, 1)
@@ -229,13 +230,14 @@ def evaluate_oneprompt(
                 )
             seconds_each = (time.perf_counter() - start) / max(len(queries), 1)
             for (case, volume, reference), outcome in zip(queries, run.queries):
-                truth = to_frames(reference == label, config.axis)
-                predicted = to_frames(outcome.labels > 0, config.axis)
+                # one-prompt queries are taken along k (oneprompt.run), whatever --axis says
+                truth = to_frames(reference == label, "k")
+                predicted = to_frames(outcome.labels > 0, "k")
                 if predictions_dir is not None:
                     suffix = ".png" if volume.is_2d else ".nii.gz"
                     target = predictions_dir / method / f"{case.case_id}_label{label}{suffix}"
                     save_mask((outcome.labels * label).astype(reference.dtype), volume, target, overwrite=True)
-                spacing = frame_spacing(volume.spacing, config.axis)
+                spacing = frame_spacing(volume.spacing, "k")
                 results.append(
                     StructureResult(
                         case=case.case_id, method=method, label=label, structure=structure,

@@ -109,7 +109,7 @@ def run_interactive(
         for label in labels:
             traces[label].dice_per_round.append(round(dice(predicted_frames == label, reference_frames == label), 5))
 
-    predicted = to_frames(session.result().labels, session.axis)
+    predicted = to_frames(session.result().labels, session.voxel_axis)
     score(predicted)
     for _ in range(rounds):
         for label in labels:
@@ -132,7 +132,7 @@ def run_interactive(
                 boxed[label].add(target)
             else:
                 summary = session.correct(label, target, erase=mine[target])
-            predicted = to_frames(session.result().labels, session.axis)
+            predicted = to_frames(session.result().labels, session.voxel_axis)
             trace.seconds.append(round(time.perf_counter() - began, 4))
             trace.redecoded.append(len(summary.decoded_slices))
             trace.encoded.append(summary.encoded_slices)

@@ -276,8 +276,10 @@ class StoredData:
 def stored_data(path: Path, suffix: str) -> StoredData:
     """How a NIfTI, NRRD or MetaImage file stores its voxels, from its header text."""
     size = path.stat().st_size
-    if suffix == ".nii.gz":
+    if suffix.endswith(".gz"):
         return StoredData(size, MAX_DEFLATE_RATIO)
+    if suffix == ".gipl":
+        return StoredData(size, 1.0)
     if suffix == ".nii":
         return StoredData(size, 1.0)
     if suffix in (".nrrd", ".nhdr"):

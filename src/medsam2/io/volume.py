@@ -35,10 +35,19 @@ from medsam2.io.guard import (
 )
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-SUPPORTED_SUFFIXES = VOLUME_SUFFIXES + IMAGE_SUFFIXES
+#: the other files SimpleITK reads by name (ITK-SNAP's GIPL, VTK legacy, MINC, Analyze, MRC, Bio-Rad, LSM, ...)
+OTHER_ITK_SUFFIXES = (".gipl", ".gipl.gz", ".vtk", ".mnc", ".mnc2", ".hdr", ".img", ".img.gz", ".mrc", ".pic", ".lsm",
+                      ".dicom")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
+SUPPORTED_SUFFIXES = VOLUME_SUFFIXES + OTHER_ITK_SUFFIXES + IMAGE_SUFFIXES
+#: what a file's first bytes say it is, for files whose suffix does not (checked in this order)
+_MAGIC = (
+    (0, b"\x89PNG\r\n\x1a\n", ".png"), (0, b"GIF8", ".gif"), (0, b"\xff\xd8\xff", ".jpg"), (0, b"BM", ".bmp"),
+    (0, b"II*\x00", ".tif"), (0, b"MM\x00*", ".tif"), (0, b"NRRD000", ".nrrd"), (128, b"DICM", ".dcm"),
+    (344, b"n+1\x00", ".nii"), (4, b"n+2\x00", ".nii"),
+)
 #: what a label map can be written as (JPEG is lossy; a DICOM label map is another issue)
-WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff", ".bmp")
+WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff", ".bmp")
 #: 2D formats: they hold one slice
 WRITABLE_2D_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 #: the largest label a label map holds (uint16)
@@ -60,6 +69,8 @@ class Volume:
         is_2d: True when read from a 2D image file (written back as a 2D image).
         warnings: what the reader noticed that the user should know (several DICOM series, ITK's
             remarks), carried into the segmentation report.
+        spacing_known: False where the file does not state a spacing (PNG, JPEG, BMP, GIF): the
+            report then gives 2D areas in pixels, not mm^2.
 
     Raises:
         ArgumentTypeError: ``array`` is not a NumPy array of numbers, or the geometry is not numbers.
@@ -76,6 +87,7 @@ class Volume:
     is_2d: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    spacing_known: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.array, np.ndarray):
@@ -125,11 +137,50 @@ def _geometry(values, count: int, what: str, positive: bool = False) -> tuple[fl
 
 
 def suffix_of(path: Path) -> str:
-    """Lower-case suffix, with ``.nii.gz`` kept whole."""
+    """Lower-case suffix, with ``.nii.gz``, ``.gipl.gz`` (any ``.X.gz``) and ``.seg.nrrd`` kept whole."""
     name = path.name.lower()
-    if name.endswith(".nii.gz"):
-        return ".nii.gz"
+    suffixes = [s.lower() for s in Path(name).suffixes]
+    if len(suffixes) >= 2 and (suffixes[-1] == ".gz" or name.endswith(".seg.nrrd")):
+        return "".join(suffixes[-2:])
     return path.suffix.lower()
+
+
+def sniff_suffix(path: Path) -> str | None:
+    """What a file's content says it is (a suffix such as ".nii.gz" or ".png"), for files whose
+    name does not say it: the magic bytes of PNG, GIF, JPEG, BMP, TIFF, NRRD, DICOM and NIfTI, a
+    MetaImage text header, gzip-compressed NIfTI; None when it is none of these."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(352)
+        if head[:2] == b"\x1f\x8b":
+            with gzip.open(path, "rb") as handle:
+                inner = handle.read(352)
+            found = _magic_suffix(inner)
+            return found + ".gz" if found in (".nii", ".nrrd") else None
+    except (OSError, EOFError, zlib.error):
+        return None
+    if head.lstrip()[:10].lower().startswith((b"objecttype", b"ndims")):
+        return ".mha"
+    return _magic_suffix(head)
+
+
+def _magic_suffix(head: bytes) -> str | None:
+    for offset, magic, suffix in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return suffix
+    return None
+
+
+def _read_as(path: Path, suffix: str, time_index: int | None, limits: ReadLimits) -> Volume:
+    """Read ``path`` as if it were named with ``suffix`` (a link in a temporary folder)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="medsam2-") as folder:
+        link = Path(folder) / f"image{suffix}"
+        link.symlink_to(path.resolve())
+        volume = load_volume(link, time_index=time_index, limits=limits)
+    volume.source = str(path)
+    return volume
 
 
 def load_volume(path: str | os.PathLike, time_index: int | None = None, limits: ReadLimits | None = None) -> Volume:
@@ -166,10 +217,16 @@ def load_volume(path: str | os.PathLike, time_index: int | None = None, limits: 
         return volume
     suffix = suffix_of(path)
     if suffix not in SUPPORTED_SUFFIXES:
-        raise UsageError(
-            f"unsupported file type '{suffix or path.name}' for {path}; "
-            f"expected one of {', '.join(SUPPORTED_SUFFIXES)} or a DICOM folder"
-        )
+        with itk_messages():
+            itk_io = sitk.ImageFileReader().GetImageIOFromFileName(str(path))
+        sniffed = sniff_suffix(path)
+        if sniffed is not None:
+            return _read_as(path, sniffed, time_index, limits)
+        if not itk_io:
+            raise UsageError(
+                f"cannot tell what kind of image {path} is (neither its suffix '{suffix or path.name}' nor its content); "
+                f"medsam2 reads {', '.join(SUPPORTED_SUFFIXES)}, a DICOM folder, and what else SimpleITK reads"
+            )
     if suffix in IMAGE_SUFFIXES:
         return _load_2d_image(path, limits)
     header, _ = read_header(path)
@@ -350,7 +407,7 @@ def _load_2d_image(path: Path, limits: ReadLimits) -> Volume:
         raise InputError(f"{path} has {array.shape[-1]} channels; expected grey or RGB")
     if array.size == 0:
         raise InputError(f"{path} has no pixels")
-    return Volume(array=array, source=str(path), is_2d=True)
+    return Volume(array=array, source=str(path), is_2d=True, spacing_known=False)
 
 
 def _pil_array(img: Image.Image) -> np.ndarray:
@@ -460,14 +517,19 @@ def check_labels(labels: object, shape: tuple[int, int, int] | None = None) -> n
     return array.astype(np.uint8 if high < 256 else np.uint16)
 
 
-def save_mask(labels: np.ndarray, reference: Volume, path: str | os.PathLike, overwrite: bool = False) -> Path:
+def save_mask(
+    labels: np.ndarray, reference: Volume, path: str | os.PathLike, overwrite: bool = False, names: dict[int, str | None] | None = None
+) -> Path:
     """Write a label map with exactly the reference's geometry, atomically.
 
     Arguments:
         labels: integer labels 0..65535 (z, y, x), same grid as ``reference``; 0 is background.
         reference: the volume the labels belong to (size, spacing, origin, direction copied).
-        path: output file; its suffix picks the format (NIfTI, NRRD, MHA, MHD, PNG, TIFF, BMP).
+        path: output file; its suffix picks the format (NIfTI, NRRD, MHA, MHD, PNG, TIFF, BMP). A
+            2D file stores one object as 0/255 and several objects with their label values.
         overwrite: replace an existing file.
+        names: {label: name} of the structures, for a ``.seg.nrrd`` (3D Slicer segmentation with
+            named, coloured segments); default: every label in the map, named "label N".
 
     The data go to a temporary file in the target folder. Without ``overwrite`` it is hard-linked
     to the final name, which fails if a file appeared there meanwhile (two writers: exactly one
@@ -484,6 +546,12 @@ def save_mask(labels: np.ndarray, reference: Volume, path: str | os.PathLike, ov
     array = check_labels(labels, reference.shape)
     out = check_output_path(path, [reference.source] if reference.source else [], overwrite, n_slices=array.shape[0])
     suffix = suffix_of(out)
+    if suffix == ".seg.nrrd":
+        from medsam2.io.label_files import label_entries, save_seg_nrrd
+
+        if names is None:
+            names = {int(v): None for v in np.unique(array) if v > 0}
+        return save_seg_nrrd(array, reference, out, label_entries(names), overwrite=overwrite)
     if suffix == ".mhd":
         atomic_write_pair(out, lambda tmp: _write_sitk(array, reference, tmp), overwrite)
     elif suffix in IMAGE_SUFFIXES:
@@ -509,6 +577,16 @@ def _write_sitk(labels: np.ndarray, reference: Volume, path: Path) -> None:
         sitk.WriteImage(image, str(path), useCompression=True)
 
 
+def two_d_values(labels: np.ndarray) -> np.ndarray:
+    """What a 2D image file stores for a label map: one object as 0/255 (it shows white on black,
+    as oneprompt and the field's 2D datasets store masks); several objects keep their label values."""
+    values = np.unique(labels)
+    foreground = values[values > 0]
+    if foreground.size == 1 and labels.dtype == np.uint8:
+        return np.where(labels > 0, np.uint8(255), np.uint8(0))
+    return labels
+
+
 def _write_2d(labels: np.ndarray, path: Path, suffix: str) -> None:
     fmt = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}[suffix]
-    Image.fromarray(labels[0]).save(path, format=fmt)
+    Image.fromarray(two_d_values(labels)[0]).save(path, format=fmt)

@@ -128,7 +128,7 @@ def _support_slices(mask: np.ndarray, count: int) -> list[int]:
 
 
 def _windowed(volume: Volume, window: str) -> WindowedFrames:
-    frames = to_frames(volume.array, "axial")
+    frames = to_frames(volume.array, "k")
     intensity = choose_window(frames, window, volume.modality)
     intensity.require_structure(volume.source)
     return WindowedFrames(frames, intensity)
