@@ -57,7 +57,7 @@ def test_unsupported_suffix(tmp_path, capsys):
     weird = tmp_path / "scan.xyz"
     weird.write_text("1")
     code, err = run_cli(["segment", weird, "-o", tmp_path / "o.nii.gz", "--box", "1:1,1,5,5"], capsys)
-    assert_one_line_error(code, err, 2, "unsupported file type")
+    assert_one_line_error(code, err, 2, "cannot tell what kind of image")
 
 
 def test_4d_input(tmp_path, capsys):

@@ -103,7 +103,7 @@ def test_not_an_image_and_truncated(tmp_path):
 def test_unsupported_suffix(tmp_path):
     path = tmp_path / "scan.xyz"
     path.write_text("x")
-    with pytest.raises(UsageError, match="unsupported file type '.xyz'"):
+    with pytest.raises(UsageError, match="cannot tell what kind of image .* suffix '.xyz'"):
         load_volume(path)
 
 

@@ -143,10 +143,16 @@ def test_2d_ultrasound_image_to_png_mask(tmp_path, capsys, monkeypatch, backbone
     monkeypatch.setattr("medsam2.segmenter.build_backbone", lambda *a, **k: backbone)
     x0, y0, x1, y1 = bbox(reference)
     out = tmp_path / "head.png"
-    code = main(["segment", str(image_path), "-o", str(out), "--box", f"0:{x0},{y0},{x1},{y1}", "--quiet"])
+    # no slice number for a 2D image; the PNG is 0/255 (white on black), as oneprompt writes it
+    code = main(["segment", str(image_path), "-o", str(out), "--box", f"{x0},{y0},{x1},{y1}", "--report", str(tmp_path / "r.json")])
     assert code == 0, capsys.readouterr().err
+    summary = capsys.readouterr().out
+    assert "pixels" in summary and "mL" not in summary
     mask = np.asarray(Image.open(out))
     assert mask.shape == reference.shape
-    score = dice(mask == 1, reference)
+    assert set(np.unique(mask)) == {0, 255}
+    report = json.loads((tmp_path / "r.json").read_text())["objects"][0]
+    assert report["volume_ml"] is None and report["area_mm2"] is None and report["area_pixels"] == int((mask > 0).sum())
+    score = dice(mask == 255, reference)
     print(f"\nHC18 001 from its reference box: {score:.3f}")
     assert score > 0.80  # measured 0.845 (images 000-005: 0.81-0.94)

@@ -30,6 +30,7 @@ from medsam2.engine.feature_cache import CachedBackbone, CacheStats
 from medsam2.engine.litemedsam_step import LiteMedSAMStep, PropagationSettings
 from medsam2.engine.results import ObjectReport, SegmentationReport, SegmentationResult, Timings
 from medsam2.engine.sam2_step import Sam2Step, Sam2TrackingSettings
+from medsam2.engine.sanity import gather_evidence, sanity_warnings
 from medsam2.engine.sweep import Step, Tracker
 from medsam2.engine.tracks import FeatureStore, FramePrediction, ObjectTrack, PropagationStats
 from medsam2.errors import ArgumentTypeError, PromptError, UsageError
@@ -163,6 +164,8 @@ class Session:
         self._corrections = 0
         self._notes = list(self.intensity.warnings) + list(backbone.plan.notes)
         self._notes.extend(volume.warnings)
+        #: add sanity warnings (a result that looks like the answer to a mistaken prompt) to the report
+        self.sanity = True
         self._preprocess_seconds = time.perf_counter() - began
         self._work_seconds = 0.0
 
@@ -473,6 +476,13 @@ class Session:
             )
             if not present:
                 notes.append(f"label {track.label}: nothing was segmented")
+            if self.sanity:
+                state = self._objects[track.label]
+                evidence = gather_evidence(
+                    state.prompts, labels_frames == track.label, per_slice, self.frames,
+                    None if flat else self.volume.voxel_volume_ml,
+                )
+                notes.extend(sanity_warnings(evidence, self.frames, (rows, cols)))
         stats = self._stats
         encoded = len(stats.encoded_frames)
         timings = Timings(
