@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -31,6 +32,7 @@ def run_demo(output_dir: Path, device: str = "auto", overwrite: bool = False, qu
     from medsam2.io.atomic import write_json_atomic
     from medsam2.segmenter import Segmenter
 
+    began = time.perf_counter()
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputError(f"{output_dir} exists and is not a folder")
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -48,7 +50,9 @@ def run_demo(output_dir: Path, device: str = "auto", overwrite: bool = False, qu
     objects = []
     for label, name in DEMO_ORGANS.items():
         objects.append(ObjectPrompts(label=label, name=name, boxes=[middle_slice_box(reference == label)]))
+    loading = time.perf_counter()
     segmenter = Segmenter(device=device)
+    load_seconds = time.perf_counter() - loading
     if not quiet:
         print(f"medsam2 demo: {len(objects)} organs of the bundled CT ({ct_path.name}, {volume.shape[0]} slices), one box each")
     result = segmenter.segment(volume, objects, progress=not quiet and sys.stderr.isatty())
@@ -73,8 +77,12 @@ def run_demo(output_dir: Path, device: str = "auto", overwrite: bool = False, qu
     report["demo"] = {"dice": {r["organ"]: r["dice"] for r in rows}, "mean_dice": round(float(np.mean([r["dice"] for r in rows])), 4)}
     write_json_atomic(report, report_path, overwrite=True)
     print(_table(rows))
-    print(f"mean Dice {report['demo']['mean_dice']:.3f}; {result.report.slices_encoded} slices encoded in "
-          f"{result.report.timings.encode_seconds:.1f} s on {result.report.device}")
+    timings = result.report.timings
+    print(
+        f"mean Dice {report['demo']['mean_dice']:.3f}; {result.report.slices_encoded} slices encoded in {timings.encode_seconds:.1f} s "
+        f"and decoded in {timings.decode_seconds:.1f} s on {result.report.device} ({result.report.runtime} {result.report.precision}); "
+        f"wall time {time.perf_counter() - began:.1f} s with {load_seconds:.1f} s to load the model"
+    )
     print(f"wrote {labels_path}, {montage_path}, {report_path}")
     return 0
 

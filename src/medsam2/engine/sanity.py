@@ -22,25 +22,31 @@ BACKGROUND_FRACTION = 0.6
 #: ...below this windowed value (air on a CT window, the empty field of an MR or ultrasound)
 BACKGROUND_LEVEL = 0.03
 #: the prompted slice's mask fills less than this fraction of its box
-SMALL_FILL = 0.12
+SMALL_FILL = 0.15
 #: the prompted slice's mask lies more than this fraction outside its box
 OUTSIDE_FRACTION = 0.35
+#: the model answers the box with x and y swapped at least this much more confidently...
+SWAP_GAIN = 0.1
+#: ...with a mask that fills at least this fraction of the swapped box
+SWAP_FILL = 0.3
 #: the model's own predicted IoU on the prompted slice below this
 LOW_CONFIDENCE = 0.5
-#: an object that reaches an end of the scan is a likely leak when its last slices there are
-#: this much larger than its prompted slice...
-END_GROWTH = 2.0
-#: ...or the model's confidence there is below this
+#: an object that reaches an end of the scan is a likely leak when the model's confidence on its
+#: last slices there is below this...
 END_CONFIDENCE = 0.55
+#: ...and its area there is below this fraction of its prompted slice's (a structure cut by the
+#: scan's end keeps its size there; a leak into a neighbour measured here was 0.2-0.5 of it, while
+#: vessels that truly run out of the scan at low confidence kept 1.2-2.3 of theirs)
+END_SHRINK = 1.0
 
 #: generous volume ranges in mL of organs by name (adult; a scan's crop may hold less, so the lower
 #: bound is used only where the object does not reach an end of the scan)
 ORGAN_VOLUME_ML: dict[str, tuple[float, float]] = {
-    "liver": (500.0, 4500.0),
-    "spleen": (30.0, 1500.0),
-    "kidney": (40.0, 600.0),
-    "stomach": (30.0, 3000.0),
-    "pancreas": (15.0, 300.0),
+    "liver": (300.0, 4500.0),
+    "spleen": (20.0, 1500.0),
+    "kidney": (25.0, 600.0),
+    "stomach": (20.0, 3000.0),
+    "pancreas": (8.0, 300.0),
     "gallbladder": (3.0, 250.0),
     "urinary_bladder": (10.0, 1500.0),
     "bladder": (10.0, 1500.0),
@@ -69,6 +75,9 @@ class BoxEvidence:
     outside: float  # fraction of the slice's mask outside the box (grown by a tenth of its size)
     background: float  # fraction of the box near the window's low end
     confidence: float | None
+    #: the model's answer to the same box with x and y swapped, where that box fits the frame:
+    #: (its confidence, the fraction of the swapped box its mask fills), else None
+    swapped: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,8 +110,19 @@ def box_background(frame01: np.ndarray, box: tuple[int, int, int, int]) -> float
     return float((patch <= BACKGROUND_LEVEL).mean()) if patch.size else 1.0
 
 
+def swapped_box(box: Box, rows: int, cols: int) -> Box | None:
+    """The box with x and y swapped, where it fits the frame and differs from the box by more than a
+    few pixels; else None."""
+    if box.y1 > cols - 1 or box.x1 > rows - 1:
+        return None
+    if max(abs(box.x0 - box.y0), abs(box.x1 - box.y1)) < 4:
+        return None
+    return Box(box.frame, box.y0, box.x0, box.y1, box.x1)
+
+
 def gather_evidence(
-    obj: ObjectPrompts, mask_frames: np.ndarray, confidence: dict[int, float], frame01, voxel_ml: float | None
+    obj: ObjectPrompts, mask_frames: np.ndarray, confidence: dict[int, float], frame01, voxel_ml: float | None,
+    probe=None,
 ) -> ObjectEvidence:
     """The evidence of one object.
 
@@ -112,6 +132,8 @@ def gather_evidence(
         confidence: the model's confidence per frame where the object is.
         frame01: callable or indexable giving a frame in [0, 1] (the session's windowed frames).
         voxel_ml: millilitres of one voxel, or None for a 2D image.
+        probe: (Box) -> (confidence, mask (rows, cols) bool): the model's answer to one box on its
+            frame alone, to try the swapped box; None: not tried.
     """
     n, rows, cols = mask_frames.shape
     areas_all = mask_frames.reshape(n, -1).sum(axis=1)
@@ -125,6 +147,13 @@ def gather_evidence(
         gy, gx = max(1, (y1 - y0) // 10), max(1, (x1 - x0) // 10)
         grown = int(mask[max(0, y0 - gy) : y1 + 1 + gy, max(0, x0 - gx) : x1 + 1 + gx].sum())
         box_area = (x1 - x0 + 1) * (y1 - y0 + 1)
+        swapped = None
+        other = swapped_box(box, rows, cols) if probe is not None else None
+        if other is not None:
+            other_confidence, other_mask = probe(other)
+            sx0, sy0, sx1, sy1 = _box_pixels(other, rows, cols)
+            other_fill = float(other_mask[sy0 : sy1 + 1, sx0 : sx1 + 1].sum()) / max((sx1 - sx0 + 1) * (sy1 - sy0 + 1), 1)
+            swapped = (float(other_confidence), other_fill)
         boxes.append(
             BoxEvidence(
                 frame=box.frame,
@@ -134,6 +163,7 @@ def gather_evidence(
                 outside=(area - grown) / area if area else 0.0,
                 background=box_background(frame01[box.frame], (x0, y0, x1, y1)),
                 confidence=confidence.get(box.frame),
+                swapped=swapped,
             )
         )
     total = int(areas_all.sum())
@@ -191,9 +221,14 @@ def sanity_warnings(evidence: ObjectEvidence, frame01, frame_shape: tuple[int, i
             problems.append(f"{box.outside:.0%} of the mask on slice {box.frame} lies outside it")
         if box.confidence is not None and box.confidence < LOW_CONFIDENCE and box.mask_area:
             problems.append(f"the model's confidence there is low ({box.confidence:.2f})")
-        if problems:
+        swap = box.swapped is not None and box.swapped[0] >= (box.confidence or 0.0) + SWAP_GAIN and box.swapped[1] >= SWAP_FILL
+        if problems or swap:
             suspicious_box = True
-            hint = _swap_hint(box, frame01, rows, cols)
+            hint = _swap_hint(box, frame01, rows, cols, swap)
+            if swap:
+                problems.append(
+                    f"the model is more confident with x and y swapped ({box.swapped[0]:.2f} against {box.confidence or 0:.2f})"
+                )
             notes.append(f"{who}: {where}: " + "; ".join(problems) + f". {hint}")
     if evidence.n_frames > 1 and len(evidence.present) == 1 and len(evidence.prompted) == 1:
         notes.append(
@@ -207,12 +242,12 @@ def sanity_warnings(evidence: ObjectEvidence, frame01, frame_shape: tuple[int, i
     return notes
 
 
-def _swap_hint(box: BoxEvidence, frame01, rows: int, cols: int) -> str:
+def _swap_hint(box: BoxEvidence, frame01, rows: int, cols: int, swap: bool) -> str:
     """"x and y may be swapped ... did you mean ...?" where the swapped box fits and holds tissue."""
     x0, y0, x1, y1 = box.box
     swapped = (y0, x0, y1, x1)
     if swapped != box.box and swapped[2] <= cols - 1 and swapped[3] <= rows - 1:
-        if box_background(frame01[box.frame], swapped) < BACKGROUND_FRACTION / 2:
+        if swap or box_background(frame01[box.frame], swapped) < BACKGROUND_FRACTION / 2:
             return (
                 f"x and y may be swapped: the box is x {x0}..{x1}, y {y0}..{y1} (x is the column, y the row); "
                 f"did you mean {_box_text(box.frame, swapped)}?"
@@ -220,21 +255,42 @@ def _swap_hint(box: BoxEvidence, frame01, rows: int, cols: int) -> str:
     return "Check that the box is on the structure, on the right slice, as x0,y0,x1,y1 (x is the column, y the row)."
 
 
-def _end_warnings(evidence: ObjectEvidence, who: str) -> list[str]:
-    notes = []
+@dataclass(frozen=True)
+class EndEvidence:
+    """An object that reaches an end slice of the scan: how it looks on the last slices there."""
+
+    end: int
+    near: tuple[int, int]  # the slices looked at (the end and up to two before it)
+    growth: float  # their largest area / the prompted slice's area
+    confidence: float  # their lowest confidence
+    prompted: bool  # the end slice itself is prompted
+
+
+def end_evidence(evidence: ObjectEvidence) -> list[EndEvidence]:
+    """One entry per end slice of the scan (first, last) that the object reaches."""
+    out = []
     prompted_area = max((evidence.areas.get(f, 0) for f in evidence.prompted), default=0) or max(evidence.areas.values())
-    for end, name in ((0, "first"), (evidence.n_frames - 1, "last")):
-        if end not in evidence.areas:
+    for end in (0, evidence.n_frames - 1):
+        if end not in evidence.areas or (end == 0 and out and out[0].end == 0):
             continue
         near = [f for f in evidence.present if abs(f - end) <= 2]
-        grown = max(evidence.areas[f] for f in near) / max(prompted_area, 1)
+        growth = max(evidence.areas[f] for f in near) / max(prompted_area, 1)
         confidence = min((evidence.confidence.get(f, 1.0) for f in near), default=1.0)
-        if end in evidence.prompted or (grown < END_GROWTH and confidence >= END_CONFIDENCE):
+        out.append(EndEvidence(end, (min(near), max(near)), growth, confidence, end in evidence.prompted))
+    return out
+
+
+def _end_warnings(evidence: ObjectEvidence, who: str) -> list[str]:
+    notes = []
+    for item in end_evidence(evidence):
+        end, grown, confidence, near = item.end, item.growth, item.confidence, item.near
+        name = "first" if end == 0 else "last"
+        if item.prompted or confidence >= END_CONFIDENCE or grown >= END_SHRINK:
             continue
-        reason = f"{grown:.1f} times its area on the prompted slice" if grown >= END_GROWTH else f"confidence {confidence:.2f}"
         notes.append(
-            f"{who}: runs to the {name} slice of the scan ({end}) with {reason} there: a likely leak into a neighbouring "
-            f"structure; check slices {min(near)}-{max(near)} and correct or erase where it goes wrong"
+            f"{who}: runs to the {name} slice of the scan ({end}), thinning out ({grown:.1f} of its area on the prompted "
+            f"slice) at low confidence ({confidence:.2f}): a likely leak into a neighbouring structure; check slices "
+            f"{near[0]}-{near[1]} and correct or erase where it goes wrong"
         )
     return notes
 

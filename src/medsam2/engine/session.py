@@ -30,7 +30,7 @@ from medsam2.engine.feature_cache import CachedBackbone, CacheStats
 from medsam2.engine.litemedsam_step import LiteMedSAMStep, PropagationSettings
 from medsam2.engine.results import ObjectReport, SegmentationReport, SegmentationResult, Timings
 from medsam2.engine.sam2_step import Sam2Step, Sam2TrackingSettings
-from medsam2.engine.sanity import gather_evidence, sanity_warnings
+from medsam2.engine.sanity import ObjectEvidence, gather_evidence, sanity_warnings
 from medsam2.engine.sweep import Step, Tracker
 from medsam2.engine.tracks import FeatureStore, FramePrediction, ObjectTrack, PropagationStats
 from medsam2.errors import ArgumentTypeError, PromptError, UsageError
@@ -438,6 +438,30 @@ class Session:
     def _geometry(self):
         return self.cache.frame_geometry(self.shape[1], self.shape[2])
 
+    # -- sanity -----------------------------------------------------------------------------------
+    def _probe(self, box: Box) -> tuple[float, np.ndarray]:
+        """The model's answer to one box on its frame alone (features from the cache): (confidence, mask)."""
+        features = self.cache.encode([self.frames[box.frame]])[0]
+        geometry = self._geometry()
+        prediction = self.cache.decode(features, box=geometry.box_to_model(box.as_tuple()))
+        mask = geometry.model_to_frame(torch.sigmoid(prediction.logits)).numpy() > 0.5
+        return float(prediction.confidence), mask
+
+    def _evidence(self, label: int, labels_frames: np.ndarray, per_slice: dict[int, float]) -> ObjectEvidence:
+        state = self._objects[label]
+        # the swapped box is tried on LiteMedSAM only: one decoder call on a cached frame
+        probe = self._probe if self.engine.kind.local_corrections else None
+        return gather_evidence(
+            state.prompts, labels_frames == label, per_slice, self.frames,
+            None if self.volume.is_2d else self.volume.voxel_volume_ml, probe=probe,
+        )
+
+    def evidence(self) -> list[ObjectEvidence]:
+        """What the sanity warnings were judged from, per object (propagating what is pending)."""
+        result = self.result()
+        frames = to_frames(result.labels, self.voxel_axis)
+        return [self._evidence(obj.label, frames, obj.confidence_per_slice) for obj in result.report.objects]
+
     # -- the result -------------------------------------------------------------------------------
     def result(self) -> SegmentationResult:
         """The label map of every object (propagating any that are still pending) and its report."""
@@ -477,11 +501,7 @@ class Session:
             if not present:
                 notes.append(f"label {track.label}: nothing was segmented")
             if self.sanity:
-                state = self._objects[track.label]
-                evidence = gather_evidence(
-                    state.prompts, labels_frames == track.label, per_slice, self.frames,
-                    None if flat else self.volume.voxel_volume_ml,
-                )
+                evidence = self._evidence(track.label, labels_frames, per_slice)
                 notes.extend(sanity_warnings(evidence, self.frames, (rows, cols)))
         stats = self._stats
         encoded = len(stats.encoded_frames)

@@ -176,6 +176,11 @@ def write_outputs(
     return results
 
 
+#: dice_by_distance.png leaves out distances with fewer reference slices than this (a mean of one or
+#: two slices at the structures' ends made the curve jump)
+MIN_SLICES_PER_DISTANCE = 5
+
+
 def write_plots(results_dir: Path, rows: list[dict], curves: list[dict]) -> None:
     """``dice_boxplot.png`` (Dice per method and structure) and ``dice_by_distance.png`` (mean
     slice Dice against the distance from the nearest prompted slice, per method)."""
@@ -201,17 +206,28 @@ def write_plots(results_dir: Path, rows: list[dict], curves: list[dict]) -> None
     atomic_write(results_dir / "dice_boxplot.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110), ".png")
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     for method in methods:
         points = [c for c in curves if c["method"] == method]
+        if method == "oracle":  # a box on every slice: every slice is at distance 0, so a line, not a point
+            if points:
+                level = statistics.fmean(float(c["dice"]) for c in points)
+                ax.axhline(level, linestyle="--", color="grey", label=f"oracle: a box on every slice ({len(points)} slices)")
+            continue
         distances = sorted({int(c["distance"]) for c in points})
-        means = [statistics.fmean(float(c["dice"]) for c in points if int(c["distance"]) == d) for d in distances]
-        ax.plot(distances, means, marker="o", label=method)
+        counts = {d: sum(int(c["distance"]) == d for c in points) for d in distances}
+        shown = [d for d in distances if counts[d] >= MIN_SLICES_PER_DISTANCE]
+        means = [statistics.fmean(float(c["dice"]) for c in points if int(c["distance"]) == d) for d in shown]
+        (line,) = ax.plot(shown, means, marker="o", label=method)
+        for d, m in zip(shown, means):
+            ax.annotate(str(counts[d]), (d, m), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=6,
+                        color=line.get_color())
     ax.set_xlabel("distance from the nearest prompted slice (slices)")
     ax.set_ylabel("mean slice Dice")
-    ax.set_ylim(0, 1.02)
-    ax.legend()
-    ax.set_title("How accuracy decays away from the prompt")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    ax.set_title(f"How accuracy decays away from the prompt\n(numbers: slices behind each point; "
+                 f"distances with fewer than {MIN_SLICES_PER_DISTANCE} slices left out)", fontsize=9)
     fig.tight_layout()
     atomic_write(results_dir / "dice_by_distance.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110), ".png")
     plt.close(fig)

@@ -429,7 +429,8 @@ def read_mask(path: str | os.PathLike, reference: Volume) -> np.ndarray:
         Integer array (z, y, x) with the reference's voxel grid.
 
     Raises:
-        InputError: unreadable file or a size that differs from the reference's.
+        InputError: unreadable file.
+        PromptError: a size that differs from the reference's (a prompt that does not fit: exit 2).
     """
     # a mask is at most the reference's voxels x 8 bytes x 3 channels: refuse a larger header before reading it
     limits = ReadLimits(max(1 << 20, int(np.prod(reference.shape)) * 24))
@@ -438,9 +439,11 @@ def read_mask(path: str | os.PathLike, reference: Volume) -> np.ndarray:
     if array.ndim == 4:
         array = array[..., 0]
     if tuple(array.shape) != reference.shape:
-        raise InputError(
+        from medsam2.errors import PromptError
+
+        raise PromptError(
             f"mask {path} has size {_size_text(array.shape)} but the image has {_size_text(reference.shape)}; "
-            "a mask must have the image's voxel grid"
+            "a mask must have the image's voxel grid (or give a 2D mask of one slice as --mask SLICE:FILE)"
         )
     return np.asarray(array)
 
