@@ -49,12 +49,19 @@ def test_seg_nrrd_reads_back_with_names_colours_and_geometry(tmp_path):
 def test_segment_writes_seg_nrrd_label_file_and_montage(tmp_path, small_ct, monkeypatch, backbone, capsys):
     monkeypatch.setattr("medsam2.segmenter.build_backbone", lambda *a, **k: backbone)
     out = tmp_path / "organs.seg.nrrd"
+    image = sitk.ReadImage(str(small_ct))
+    corners = image.TransformIndexToPhysicalPoint((26, 28, 1)) + image.TransformIndexToPhysicalPoint((44, 45, 1))
     code = main([
         "segment", str(small_ct), "-o", str(out), "--format", "seg-nrrd", "--montage", str(tmp_path / "check.png"),
-        "--label", "1", "--name", "spleen", "--box", "4:11,23,27,54", "--label", "3", "--name", "kidney left",
-        "--box", "1:26,28,44,45", "--quiet",
+        "--label", "1", "--name", "spleen", "--index-base", "1", "--box", "5:12,24,28,55", "--label", "3", "--name",
+        "kidney left", "--box-mm", ",".join(f"{v:.3f}" for v in corners), "--report", str(tmp_path / "r.json"),
     ])
     assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [o["prompted_slices"] for o in report["objects"]] == [[4], [1]]
+    assert report["axis"] == "axial" and report["voxel_axis"] == "k"
+    summary = capsys.readouterr().out
+    assert "organs.label.txt" in summary and "check.png" in summary
     image = sitk.ReadImage(str(out))
     assert image.GetMetaData("Segment0_Name") == "spleen" and image.GetMetaData("Segment1_Name") == "kidney left"
     assert set(np.unique(sitk.GetArrayFromImage(image))) == {0, 1, 3}

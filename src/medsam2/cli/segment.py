@@ -125,8 +125,9 @@ def run_segment(args) -> int:
             conf = f", mean confidence {obj.mean_confidence:.2f}" if obj.mean_confidence is not None else ""
             print(f"label {obj.label}{name}: {span}, {obj.size_text()}{conf}")
         timings = result.report.timings
+        others = [str(path) for path in job.outputs()[1:]]
         print(
             f"wrote {output} ({result.report.slices_encoded} of {result.report.slices_total} slices encoded, "
-            f"{timings.total_seconds:.1f} s)"
+            f"{timings.total_seconds:.1f} s)" + (f" and {', '.join(others)}" if others else "")
         )
     return 0
