@@ -7,7 +7,8 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
-from medsam2.errors import InputError, OutputError, UsageError
+from medsam2.cli import main
+from medsam2.errors import InputError, OutputError, PromptError, UsageError
 from medsam2.io.volume import load_volume, read_mask, save_mask
 
 
@@ -124,8 +125,10 @@ def test_mask_size_must_match(tmp_path):
     sitk.WriteImage(image, str(tmp_path / "a.nii.gz"))
     other, _ = _image((4, 6, 6))
     sitk.WriteImage(other, str(tmp_path / "m.nii.gz"))
-    with pytest.raises(InputError, match="has size 6x6x4 but the image has 5x6x4"):
+    # a prompt that does not fit the image: a usage error (exit 2), as the README says
+    with pytest.raises(PromptError, match="has size 6x6x4 but the image has 5x6x4"):
         read_mask(tmp_path / "m.nii.gz", load_volume(tmp_path / "a.nii.gz"))
+    assert main(["segment", str(tmp_path / "a.nii.gz"), "-o", str(tmp_path / "o.nii.gz"), "--mask", str(tmp_path / "m.nii.gz")]) == 2
 
 
 def test_outputs_are_protected(tmp_path):
