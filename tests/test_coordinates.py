@@ -179,3 +179,42 @@ def test_formats_simpleitk_reads_and_content_sniffing(tmp_path, capsys):
     assert main(["info", str(tmp_path / "notes.txt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cannot tell what kind of image" in err
+
+
+def test_prompts_json_takes_millimetres_one_slice_masks_and_the_index_base(tmp_path):
+    volume = load_volume(CT)
+    image = sitk.ReadImage(str(CT))
+    corners = image.TransformIndexToPhysicalPoint((11, 23, 14)) + image.TransformIndexToPhysicalPoint((27, 54, 14))
+    point = image.TransformIndexToPhysicalPoint((20, 40, 14))
+    mask = np.zeros((101, 122), np.uint8)
+    mask[30:50, 15:25] = 255
+    Image.fromarray(mask).save(tmp_path / "slice.png")
+    (tmp_path / "p.json").write_text(json.dumps({"objects": [
+        {"label": 1, "boxes_mm": [",".join(map(str, corners))], "points_mm": [",".join(map(str, point)) + ",0"]},
+        {"label": 2, "mask": "slice.png", "mask_slice": 15, "boxes": ["16:12,24,28,55"]},
+    ]}))
+    objects = collect_prompts([], tmp_path / "p.json", volume, index_base=1)
+    assert objects[0].boxes == [Box(14, 11, 23, 27, 54)]
+    assert (objects[0].points[0].frame, objects[0].points[0].x, objects[0].points[0].positive) == (14, 20.0, False)
+    assert [m.frame for m in objects[1].masks] == [14] and objects[1].boxes == [Box(15, 11, 23, 27, 54)]
+    head = load_volume(shared("hc18_fetal_head", "000_HC.png"))
+    (tmp_path / "h.json").write_text(json.dumps({"objects": [{"label": 1, "boxes": ["200,100,600,450"]}]}))
+    assert collect_prompts([], tmp_path / "h.json", head)[0].boxes == [Box(0, 200, 100, 600, 450)]
+    with pytest.raises(PromptError, match="write it as SLICE:x0,y0,x1,y1"):
+        collect_prompts([], tmp_path / "h.json", volume)
+
+
+def test_batch_manifest_takes_millimetres_and_ras(tmp_path):
+    from medsam2.batch.manifest import ManifestError, read_manifest
+
+    shutil.copy(CT, tmp_path / "ct.nii.gz")
+    (tmp_path / "m.csv").write_text(
+        'case,image,box_mm,ras\np1,ct.nii.gz,"-144.96,80.32,136.30,-96.96,173.32,136.30",true\n'
+    )
+    (case,) = read_manifest(tmp_path / "m.csv", tmp_path / "out")
+    assert case.job.ras and ("box_mm", "-144.96,80.32,136.30,-96.96,173.32,136.30") in case.job.prompt_items
+    objects = collect_prompts(list(case.job.prompt_items), None, load_volume(CT), ras=case.job.ras)
+    assert objects[0].boxes == [Box(14, 11, 23, 27, 54)]
+    (tmp_path / "bad.csv").write_text('case,image,box_mm\np1,ct.nii.gz,"1,2,3"\n')
+    with pytest.raises(ManifestError, match="row 1.*X0,Y0,Z0,X1,Y1,Z1"):
+        read_manifest(tmp_path / "bad.csv", tmp_path / "out")

@@ -38,7 +38,12 @@ def index_to_physical(volume: Volume, index_ijk: tuple[float, float, float]) -> 
     return float(point[0]), float(point[1]), float(point[2])
 
 
-def _numbers(text: str, counts: tuple[int, ...], option: str, example: str) -> list[float]:
+def parse_numbers(text: str, counts: tuple[int, ...], option: str, example: str) -> list[float]:
+    """Comma-separated finite numbers, as many as one of ``counts``.
+
+    Raises:
+        PromptError: anything else, with ``example`` as the form to write.
+    """
     parts = str(text).split(",")
     values = []
     for part in parts:
@@ -73,7 +78,7 @@ def box_from_mm(text: str, volume: Volume, axis: str = "axial", ras: bool = Fals
             along the slicing axis).
     """
     space = "RAS" if ras else "LPS"
-    values = _numbers(text, (4, 6), "--box-mm", f"X0,Y0,Z0,X1,Y1,Z1 (two opposite corners in {space} mm)")
+    values = parse_numbers(text, (4, 6), "--box-mm", f"X0,Y0,Z0,X1,Y1,Z1 (two opposite corners in {space} mm)")
     half = len(values) // 2
     if half == 2 and volume.shape[0] > 1:
         raise PromptError(f"--box-mm '{text}' has 4 numbers; a 3D scan needs X0,Y0,Z0,X1,Y1,Z1 (two corners in {space} mm)")
@@ -100,7 +105,7 @@ def point_from_mm(text: str, volume: Volume, axis: str = "axial", ras: bool = Fa
     space = "RAS" if ras else "LPS"
     example = f"X,Y,Z or X,Y,Z,1 or X,Y,Z,0 ({space} mm)"
     flat = volume.shape[0] == 1
-    values = _numbers(text, (2, 3) if flat else (3, 4), "--point-mm", example)
+    values = parse_numbers(text, (2, 3) if flat else (3, 4), "--point-mm", example)
     coords = 2 if flat else 3
     label = values[coords] if len(values) > coords else 1.0
     if label not in (0.0, 1.0):

@@ -202,7 +202,7 @@ def mask_prompts_from_array(mask: np.ndarray, source: str) -> list[MaskPrompt]:
     return [MaskPrompt(int(f), binary[f].copy()) for f in frames]
 
 
-_OBJECT_KEYS = {"label", "name", "boxes", "points", "mask", "mask_value"}
+_OBJECT_KEYS = {"label", "name", "boxes", "points", "mask", "mask_value", "mask_slice", "boxes_mm", "points_mm"}
 _TOP_KEYS = {"objects"}
 
 
@@ -212,15 +212,24 @@ class PromptFile:
 
     objects: list[ObjectPrompts]
     mask_paths: dict[int, tuple[Path, int | None]]
+    #: label -> the slice a 2D mask file is for (``mask_slice``)
+    mask_slices: dict[int, int] = field(default_factory=dict)
+    #: label -> [("box_mm", "X0,Y0,Z0,X1,Y1,Z1") | ("point_mm", "X,Y,Z[,1|0]")], turned into voxel
+    #: prompts with the volume's geometry by :func:`collect_prompts`
+    mm_prompts: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
 
 
-def load_prompts_json(path: str | Path) -> PromptFile:
+def load_prompts_json(path: str | Path, n_frames: int | None = None, index_base: int = 0) -> PromptFile:
     """Read prompts.json.
 
     The file holds ``{"objects": [...]}``; each object has ``label`` (int >= 1), optional ``name``,
     and any of ``boxes`` (``"Z:x0,y0,x1,y1"`` strings or ``{"slice": Z, "box": [x0, y0, x1, y1]}``),
     ``points`` (``"Z:x,y[,1|0]"`` or ``{"slice": Z, "point": [x, y], "label": 1}``), ``mask`` (a
-    path, relative to the JSON file) and ``mask_value`` (take only that value from the mask).
+    path, relative to the JSON file), ``mask_value`` (take only that value from the mask),
+    ``mask_slice`` (the mask is a 2D file for that slice of a 3D scan), ``boxes_mm`` and
+    ``points_mm`` (strings as ``--box-mm`` and ``--point-mm`` take them). With ``n_frames`` 1 (a 2D
+    image) box and point strings may leave out their "Z:". With ``index_base`` 1 boxes and points
+    are read as 1-based (ITK-SNAP) indices.
 
     Raises:
         PromptError: invalid JSON, unknown keys, or malformed entries.
@@ -247,6 +256,8 @@ def load_prompts_json(path: str | Path) -> PromptFile:
         raise PromptError(f"{path}: 'objects' must be a non-empty list")
     objects: list[ObjectPrompts] = []
     mask_paths: dict[int, tuple[Path, int | None]] = {}
+    mask_slices: dict[int, int] = {}
+    mm_prompts: dict[int, list[tuple[str, str]]] = {}
     for index, item in enumerate(items):
         where = f"{path}: objects[{index}]"
         if not isinstance(item, dict):
@@ -263,10 +274,20 @@ def load_prompts_json(path: str | Path) -> PromptFile:
         if name is not None and not isinstance(name, str):
             raise PromptError(f"{where}: 'name' must be a string")
         obj = ObjectPrompts(label=label, name=name)
+        def sliced(entry: object) -> object:  # a 2D image's string prompts may leave out the slice
+            return f"{index_base}:{entry}" if n_frames == 1 and isinstance(entry, str) and ":" not in entry else entry
+
         for entry in _as_list(item.get("boxes", []), f"{where}.boxes"):
-            obj.boxes.append(_box_entry(entry, f"{where}.boxes"))
+            box = _box_entry(sliced(entry), f"{where}.boxes")
+            obj.boxes.append(_shift_box(box) if index_base else box)
         for entry in _as_list(item.get("points", []), f"{where}.points"):
-            obj.points.append(_point_entry(entry, f"{where}.points"))
+            point = _point_entry(sliced(entry), f"{where}.points")
+            obj.points.append(_shift_point(point) if index_base else point)
+        for key, kind in (("boxes_mm", "box_mm"), ("points_mm", "point_mm")):
+            for entry in _as_list(item.get(key, []), f"{where}.{key}"):
+                if not isinstance(entry, str):
+                    raise PromptError(f"{where}.{key}: each entry is a string such as \"X0,Y0,Z0,X1,Y1,Z1\" (mm)")
+                mm_prompts.setdefault(label, []).append((kind, entry))
         if "mask" in item:
             if not isinstance(item["mask"], str):
                 raise PromptError(f"{where}: 'mask' must be a path string")
@@ -275,12 +296,16 @@ def load_prompts_json(path: str | Path) -> PromptFile:
                 raise PromptError(f"{where}: 'mask_value' must be an integer")
             mask_path = Path(item["mask"])
             mask_paths[label] = (mask_path if mask_path.is_absolute() else path.parent / mask_path, value)
-        elif "mask_value" in item:
-            raise PromptError(f"{where}: 'mask_value' needs 'mask'")
-        if obj.is_empty() and label not in mask_paths:
+        elif "mask_value" in item or "mask_slice" in item:
+            raise PromptError(f"{where}: 'mask_value' and 'mask_slice' need 'mask'")
+        if "mask_slice" in item:
+            if not _is_index(item["mask_slice"]):
+                raise PromptError(f"{where}: 'mask_slice' must be a slice index (an integer)")
+            mask_slices[label] = item["mask_slice"]
+        if obj.is_empty() and label not in mask_paths and label not in mm_prompts:
             raise PromptError(f"{where} (label {label}) has no prompt; give boxes, points or a mask")
         objects.append(obj)
-    return PromptFile(objects=objects, mask_paths=mask_paths)
+    return PromptFile(objects=objects, mask_paths=mask_paths, mask_slices=mask_slices, mm_prompts=mm_prompts)
 
 
 def _no_constants(name: str) -> float:
@@ -419,14 +444,24 @@ def collect_prompts(
         elif kind == "mask":
             obj.masks.extend(_mask_prompts(str(value), volume, frames_axis, frames_shape, index_base, axis))
     if prompts_json:
-        prompt_file = load_prompts_json(prompts_json)
+        prompt_file = load_prompts_json(prompts_json, n_frames=frames_shape[0], index_base=index_base)
         for obj in prompt_file.objects:
+            for kind, text in prompt_file.mm_prompts.get(obj.label, []):
+                if kind == "box_mm":
+                    obj.boxes.append(box_from_mm(text, volume, axis, ras))
+                else:
+                    obj.points.append(point_from_mm(text, volume, axis, ras))
             if obj.label in prompt_file.mask_paths:
                 path, mask_value = prompt_file.mask_paths[obj.label]
-                mask = to_frames(read_mask(path, volume), frames_axis)
-                if mask_value is not None:
-                    mask = mask == mask_value
-                obj.masks.extend(mask_prompts_from_array(mask, str(path)))
+                if obj.label in prompt_file.mask_slices:
+                    masks = _mask_prompts(f"{prompt_file.mask_slices[obj.label]}:{path}", volume, frames_axis,
+                                          frames_shape, index_base, axis, mask_value)
+                    obj.masks.extend(masks)
+                else:
+                    mask = to_frames(read_mask(path, volume), frames_axis)
+                    if mask_value is not None:
+                        mask = mask == mask_value
+                    obj.masks.extend(mask_prompts_from_array(mask, str(path)))
             if obj.label in objects:
                 objects[obj.label].merge(obj)
             else:
@@ -450,9 +485,17 @@ def _voxel_prompt(parse, text: str, what: str, n_frames: int, index_base: int, a
     prompt = parse(text)
     if index_base == 0:
         return prompt
-    if isinstance(prompt, Box):
-        return Box(prompt.frame - 1, prompt.x0 - 1, prompt.y0 - 1, prompt.x1 - 1, prompt.y1 - 1)
-    return Point(prompt.frame - 1, prompt.x - 1, prompt.y - 1, prompt.positive)
+    return _shift_box(prompt) if isinstance(prompt, Box) else _shift_point(prompt)
+
+
+def _shift_box(box: Box) -> Box:
+    """A box given 1-based (ITK-SNAP) -> 0-based."""
+    return Box(box.frame - 1, box.x0 - 1, box.y0 - 1, box.x1 - 1, box.y1 - 1)
+
+
+def _shift_point(point: Point) -> Point:
+    """A point given 1-based (ITK-SNAP) -> 0-based."""
+    return Point(point.frame - 1, point.x - 1, point.y - 1, point.positive)
 
 
 _SLICE_MASK = re.compile(r"^(-?\d+):(.+)$")
@@ -464,7 +507,9 @@ def mask_file(text: str) -> Path:
     return Path(match.group(2)) if match is not None and not Path(text).exists() else Path(text)
 
 
-def _mask_prompts(text: str, volume, frames_axis: str, frames_shape: tuple[int, ...], index_base: int, axis: str) -> list[MaskPrompt]:
+def _mask_prompts(
+    text: str, volume, frames_axis: str, frames_shape: tuple[int, ...], index_base: int, axis: str, value: int | None = None
+) -> list[MaskPrompt]:
     """``--mask PATH`` (the input's grid) or ``--mask SLICE:PATH`` (a 2D mask for one slice of a 3D scan)."""
     from medsam2.io.volume import Volume, read_mask
 
@@ -477,4 +522,6 @@ def _mask_prompts(text: str, volume, frames_axis: str, frames_shape: tuple[int, 
         raise PromptError(f"--mask {text}: slice {frame + index_base} is outside the scan's {n_frames} slices along the {axis} axis")
     plane = Volume(np.zeros((1, rows, cols), dtype=np.uint8), source=str(volume.source))
     mask = read_mask(path, plane)[0]
+    if value is not None:
+        mask = mask == value
     return [prompt for prompt in mask_prompts_from_array(mask[None], path) for prompt in [MaskPrompt(frame, prompt.mask)]]

@@ -25,7 +25,7 @@ from medsam2.io.volume import WRITABLE_SUFFIXES, suffix_of
 from medsam2.jobs import SegmentJob
 from medsam2.prompts import object_label, parse_box, parse_point
 
-MANIFEST_KEYS = ("case", "image", "output", "prompts", "box", "point", "mask", "label", "name")
+MANIFEST_KEYS = ("case", "image", "output", "prompts", "box", "point", "mask", "label", "name", "box_mm", "point_mm", "ras")
 #: what ``--format`` names, and the suffix a default output gets
 OUTPUT_FORMATS = {"nii.gz": ".nii.gz", "nii": ".nii", "nrrd": ".nrrd", "mha": ".mha"}
 
@@ -102,6 +102,20 @@ def _existing(value: object, base: Path, where: str, key: str) -> Path:
     return path
 
 
+def _mm_box(text: str) -> None:
+    """Check a ``box_mm`` cell: 6 numbers (4 for a 2D image)."""
+    from medsam2.coordinates import parse_numbers
+
+    parse_numbers(text, (4, 6), "box_mm", "X0,Y0,Z0,X1,Y1,Z1 (two opposite corners in mm)")
+
+
+def _mm_point(text: str) -> None:
+    """Check a ``point_mm`` cell: X,Y,Z[,1|0] (X,Y[,1|0] for a 2D image)."""
+    from medsam2.coordinates import parse_numbers
+
+    parse_numbers(text, (2, 3, 4), "point_mm", "X,Y,Z or X,Y,Z,1 or X,Y,Z,0 (mm)")
+
+
 def read_manifest(path: str | Path, outdir: Path, output_format: str = "nii.gz", axis: str = "axial", window: str = "auto",
                   limits=None, overwrite: bool = False) -> list[BatchCase]:
     """Every study of a manifest, checked before anything runs.
@@ -146,13 +160,17 @@ def read_manifest(path: str | Path, outdir: Path, output_format: str = "nii.gz",
                 raise ManifestError(f"{where}: 'label' is an integer from 1 to 65535, not {row['label']!r}") from None
         if "name" in row:
             items.append(("name", str(row["name"])))
-        for key, parse in (("box", parse_box), ("point", parse_point)):
+        for key, parse in (("box", parse_box), ("point", parse_point), ("box_mm", _mm_box), ("point_mm", _mm_point)):
             for text in _values(row.get(key, []), where, key):
                 try:
-                    parse(text)
+                    if ":" in text or key.endswith("_mm"):  # a 2D image's box may leave out its slice: checked with the image
+                        parse(text)
                 except UsageError as exc:
                     raise ManifestError(f"{where}: {exc}") from None
                 items.append((key, text))
+        ras = str(row.get("ras", "")).strip().lower()
+        if ras not in ("", "0", "1", "false", "true", "no", "yes"):
+            raise ManifestError(f"{where}: 'ras' is true or false (millimetres as 3D Slicer shows them), not {row['ras']!r}")
         if "mask" in row:
             items.append(("mask", str(_existing(row["mask"], base, where, "mask"))))
         prompts = _existing(row["prompts"], base, where, "prompts") if "prompts" in row else None
@@ -173,7 +191,7 @@ def read_manifest(path: str | Path, outdir: Path, output_format: str = "nii.gz",
         outputs[key] = number
         job = SegmentJob(
             image=image, output=output, prompt_items=tuple(items), prompts_json=prompts, axis=axis, window=window,
-            overwrite=overwrite, limits=limits or ReadLimits(),
+            overwrite=overwrite, limits=limits or ReadLimits(), ras=ras in ("1", "true", "yes"),
         )
         cases.append(BatchCase(case=case, row=number, job=job))
     return cases

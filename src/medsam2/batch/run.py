@@ -188,7 +188,10 @@ def plan_batch(cases: list[BatchCase], outdir: Path, resume: bool, overwrite: bo
         todo.append(replace(case, job=replace(case.job, overwrite=case.job.overwrite or resume or overwrite)))
     for case in todo:
         case.job.check_outputs()
-    return todo, kept
+    # checked above with the user's flags; from here a case may replace its own outputs, so that a
+    # study run again after its worker died (mid-write: the label map written, its label
+    # description not yet) replaces what that worker left instead of failing on it
+    return [replace(case, job=replace(case.job, overwrite=True)) for case in todo], kept
 
 
 def run_batch(
