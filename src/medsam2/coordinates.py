@@ -16,7 +16,7 @@ import numpy as np
 
 from medsam2.errors import PromptError
 from medsam2.io.volume import Volume
-from medsam2.prompts import Box, Point
+from medsam2.prompt_types import Box, Point
 from medsam2.slicing import index_to_frame, voxel_axis
 
 _NUMBER = r"\s*(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*"

@@ -166,6 +166,7 @@ class Session:
         self._notes.extend(volume.warnings)
         #: add sanity warnings (a result that looks like the answer to a mistaken prompt) to the report
         self.sanity = True
+        self._probes: dict[tuple, tuple[float, np.ndarray]] = {}
         self._preprocess_seconds = time.perf_counter() - began
         self._work_seconds = 0.0
 
@@ -440,12 +441,16 @@ class Session:
 
     # -- sanity -----------------------------------------------------------------------------------
     def _probe(self, box: Box) -> tuple[float, np.ndarray]:
-        """The model's answer to one box on its frame alone (features from the cache): (confidence, mask)."""
-        features = self.cache.encode([self.frames[box.frame]])[0]
-        geometry = self._geometry()
-        prediction = self.cache.decode(features, box=geometry.box_to_model(box.as_tuple()))
-        mask = geometry.model_to_frame(torch.sigmoid(prediction.logits)).numpy() > 0.5
-        return float(prediction.confidence), mask
+        """The model's answer to one box on its frame alone (features from the cache): (confidence,
+        mask); kept, so that a result asked for again (each round of a correction loop) decodes nothing."""
+        key = (box.frame, *box.as_tuple())
+        if key not in self._probes:
+            features = self.cache.encode([self.frames[box.frame]])[0]
+            geometry = self._geometry()
+            prediction = self.cache.decode(features, box=geometry.box_to_model(box.as_tuple()))
+            mask = geometry.model_to_frame(torch.sigmoid(prediction.logits)).numpy() > 0.5
+            self._probes[key] = (float(prediction.confidence), mask)
+        return self._probes[key]
 
     def _evidence(self, label: int, labels_frames: np.ndarray, per_slice: dict[int, float]) -> ObjectEvidence:
         state = self._objects[label]

@@ -550,11 +550,14 @@ def save_mask(
     out = check_output_path(path, [reference.source] if reference.source else [], overwrite, n_slices=array.shape[0])
     suffix = suffix_of(out)
     if suffix == ".seg.nrrd":
-        from medsam2.io.label_files import label_entries, save_seg_nrrd
+        from medsam2.io.seg_nrrd import label_entries, seg_nrrd_image
 
-        if names is None:
-            names = {int(v): None for v in np.unique(array) if v > 0}
-        return save_seg_nrrd(array, reference, out, label_entries(names), overwrite=overwrite)
+        if reference.is_2d:
+            raise UsageError("a .seg.nrrd holds a 3D segmentation; write a 2D label map as .png or .nii.gz")
+        entries = label_entries(names if names is not None else {int(v): None for v in np.unique(array) if v > 0})
+        image = seg_nrrd_image(array, reference.spacing, reference.origin, reference.direction, entries)
+        atomic_write(out, lambda tmp: _write_image(image, tmp), ".nrrd", overwrite=overwrite)
+        return out
     if suffix == ".mhd":
         atomic_write_pair(out, lambda tmp: _write_sitk(array, reference, tmp), overwrite)
     elif suffix in IMAGE_SUFFIXES:
@@ -576,6 +579,10 @@ def _write_sitk(labels: np.ndarray, reference: Volume, path: Path) -> None:
         image.SetSpacing(reference.spacing)
         image.SetOrigin(reference.origin)
         image.SetDirection(reference.direction)
+    _write_image(image, path)
+
+
+def _write_image(image: sitk.Image, path: Path) -> None:
     with itk_messages():
         sitk.WriteImage(image, str(path), useCompression=True)
 
