@@ -80,7 +80,7 @@ def box_from_mm(text: str, volume: Volume, axis: str = "axial", ras: bool = Fals
     space = "RAS" if ras else "LPS"
     values = parse_numbers(text, (4, 6), "--box-mm", f"X0,Y0,Z0,X1,Y1,Z1 (two opposite corners in {space} mm)")
     half = len(values) // 2
-    if half == 2 and volume.shape[0] > 1:
+    if half == 2 and not volume.is_2d:
         raise PromptError(f"--box-mm '{text}' has 4 numbers; a 3D scan needs X0,Y0,Z0,X1,Y1,Z1 (two corners in {space} mm)")
     first = _frame_position(volume, axis, values[:half], ras)
     second = _frame_position(volume, axis, values[half:], ras)
@@ -103,8 +103,8 @@ def point_from_mm(text: str, volume: Volume, axis: str = "axial", ras: bool = Fa
         PromptError: unreadable numbers or a label other than 0 or 1.
     """
     space = "RAS" if ras else "LPS"
-    example = f"X,Y,Z or X,Y,Z,1 or X,Y,Z,0 ({space} mm)"
-    flat = volume.shape[0] == 1
+    flat = volume.is_2d
+    example = f"X,Y or X,Y,1 or X,Y,0 ({space} mm on the image)" if flat else f"X,Y,Z or X,Y,Z,1 or X,Y,Z,0 ({space} mm)"
     values = parse_numbers(text, (2, 3) if flat else (3, 4), "--point-mm", example)
     coords = 2 if flat else 3
     label = values[coords] if len(values) > coords else 1.0
