@@ -119,7 +119,7 @@ def main() -> None:
                 session.add(prompts)
                 result = session.result()
                 evidence = session.evidence()[0]
-                notes = sanity_warnings(evidence, session.frames, session.shape[1:])
+                notes = sanity_warnings(evidence)
                 obj = result.report.objects[0]
                 dice = 2 * ((result.labels == 1) & truth).sum() / max((result.labels == 1).sum() + truth.sum(), 1)
                 rows_out.append((case, name, kind, len(notes), float(dice), obj.mean_confidence, notes[:1]))

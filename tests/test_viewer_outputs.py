@@ -110,9 +110,7 @@ def test_2d_masks_are_0_255_for_one_object_and_label_values_for_several(tmp_path
 def test_label_file_names_the_value_the_file_stores(tmp_path):
     from medsam2.io.label_files import stored_entries, write_label_file
 
-    labels = np.zeros((1, 10, 10), np.uint8)
-    labels[0, 2:5, 2:5] = 4
-    entries = stored_entries(label_entries({4: "head"}), labels, tmp_path / "x.png")
+    entries = stored_entries(label_entries({4: "head"}), tmp_path / "x.png")
     write_label_file(label_file_path(tmp_path / "x.png"), entries)
     assert read_itksnap_labels(tmp_path / "x.label.txt")[255][0] == "head"
     assert label_file_path(tmp_path / "scan.nii.gz").name == "scan.label.txt"

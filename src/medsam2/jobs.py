@@ -167,7 +167,7 @@ def run_segment_job(
     if job.label_file:
         from medsam2.io.label_files import label_entries, label_file_path, stored_entries, write_label_file
 
-        entries = stored_entries(label_entries(names), result.labels, job.output)
+        entries = stored_entries(label_entries(names), job.output)
         write_label_file(label_file_path(job.output), entries, overwrite=job.overwrite)
     if job.montage is not None:
         from medsam2.montage import write_segmentation_montage

@@ -110,19 +110,31 @@ def write_segmentation_montage(
 ) -> Path:
     """``segment --montage``: overlays of a result on up to 8 of its slices along the slicing axis,
     with the window the segmentation used and a legend of the structures' names."""
-    from medsam2.preprocess import normalize_intensities
+    from medsam2.preprocess import WindowedFrames, choose_window
     from medsam2.slicing import to_frames
 
     axis = result.report.voxel_axis
-    gray = normalize_intensities(volume.array, result.report.window, volume.modality).array
-    if gray.ndim == 4:
-        gray = gray.mean(axis=-1)
-    frames_gray, frames_labels = to_frames(gray, axis), to_frames(result.labels, axis)
+    # only the shown frames are windowed: no float copy of the whole volume
+    window = choose_window(volume.array, result.report.window, volume.modality)
+    frames_gray = _GreyFrames(WindowedFrames(to_frames(volume.array, axis), window))
+    frames_labels = to_frames(result.labels, axis)
     present = frames_labels.reshape(frames_labels.shape[0], -1).any(axis=1)
     legend = {label: name or f"label {label}" for label, name in sorted(names.items())}
     return write_montage(
         path, volume, frames_gray, frames_labels, pick_slices(present), names=legend, zoom=0, axis=axis, overwrite=overwrite
     )
+
+
+class _GreyFrames:
+    """Windowed frames, a colour frame as the mean of its channels: (rows, cols) in [0, 1] each."""
+
+    def __init__(self, frames) -> None:
+        self.frames = frames
+        self.shape = tuple(frames.shape[:3])
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        frame = self.frames[index]
+        return frame.mean(axis=-1) if frame.ndim == 3 else frame
 
 
 def write_contact_sheet(

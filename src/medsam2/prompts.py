@@ -386,4 +386,4 @@ def _mask_prompts(
     mask = read_mask(path, plane)[0]
     if value is not None:
         mask = mask == value
-    return [prompt for prompt in mask_prompts_from_array(mask[None], path) for prompt in [MaskPrompt(frame, prompt.mask)]]
+    return [MaskPrompt(frame, prompt.mask) for prompt in mask_prompts_from_array(mask[None], path)]

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 
 from medsam2.io.volume import Volume
 from medsam2.preprocess import choose_window, looks_like_ct
-from medsam2.slicing import ANATOMICAL_AXES, anatomical_axes
+from medsam2.slicing import ANATOMICAL_AXES, anatomical_axes, obliquity_degrees
 
 #: how common viewers number what medsam2 calls voxel (i, j, k) and where their millimetres point
 VIEWER_CONVENTIONS = (
@@ -107,16 +107,14 @@ def orientation_code(direction: tuple[float, ...]) -> str:
 
 def describe(volume: Volume) -> ScanInfo:
     """The facts about ``volume`` that ``medsam2 info`` prints."""
-    matrix = np.asarray(volume.direction, dtype=float).reshape(3, 3)
     mapping = anatomical_axes(volume.direction)
+    degrees = obliquity_degrees(volume.direction)
     column = {"i": 0, "j": 1, "k": 2}
     size_xyz = list(reversed(volume.shape))
-    normal_row = {"sagittal": 0, "coronal": 1, "axial": 2}
     axes = []
     for name in ANATOMICAL_AXES:
         c = column[mapping[name]]
-        cosine = min(1.0, abs(matrix[normal_row[name], c]))
-        axes.append(AxisInfo(name, mapping[name], size_xyz[c], float(volume.spacing[c]), round(math.degrees(math.acos(cosine)), 2)))
+        axes.append(AxisInfo(name, mapping[name], size_xyz[c], float(volume.spacing[c]), round(degrees[name], 2)))
     data = volume.array[..., 0] if volume.is_color else volume.array
     finite = data[np.isfinite(data)] if data.dtype.kind == "f" else data.reshape(-1)
     sample = finite[:: max(1, finite.size // 2_000_000)].astype(np.float64)

@@ -64,6 +64,17 @@ def anatomical_axes(direction: tuple[float, ...]) -> dict[str, str]:
     return {name: names[column] for name, column in zip(ANATOMICAL_AXES, best)}
 
 
+def obliquity_degrees(direction: tuple[float, ...]) -> dict[str, float]:
+    """Per anatomical axis, the angle in degrees between it and the voxel axis :func:`anatomical_axes`
+    gives it (0 for a scan stored along the patient's axes)."""
+    matrix = np.abs(np.asarray(direction, dtype=float).reshape(3, 3))
+    column = {"i": 0, "j": 1, "k": 2}
+    return {
+        name: float(np.degrees(np.arccos(min(1.0, matrix[_NORMAL_ROW[name], column[voxel]]))))
+        for name, voxel in anatomical_axes(direction).items()
+    }
+
+
 def voxel_axis(axis: str, direction: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)) -> str:
     """The voxel axis ("k", "j" or "i") that ``axis`` names on a volume with ``direction``.
 

@@ -75,8 +75,12 @@ class BoxEvidence:
     outside: float  # fraction of the slice's mask outside the box (grown by a tenth of its size)
     background: float  # fraction of the box near the window's low end
     confidence: float | None
-    #: the model's answer to the same box with x and y swapped, where that box fits the frame:
-    #: (its confidence, the fraction of the swapped box its mask fills), else None
+    #: the box with x and y swapped (pixels), where it fits the frame and differs from the box
+    swapped_box: tuple[int, int, int, int] | None = None
+    #: the swapped box's share of near-black pixels
+    swapped_background: float | None = None
+    #: the model's answer to the swapped box: (its confidence, the fraction of that box its mask
+    #: fills), where the session tried it
     swapped: tuple[float, float] | None = None
 
 
@@ -147,11 +151,13 @@ def gather_evidence(
         gy, gx = max(1, (y1 - y0) // 10), max(1, (x1 - x0) // 10)
         grown = int(mask[max(0, y0 - gy) : y1 + 1 + gy, max(0, x0 - gx) : x1 + 1 + gx].sum())
         box_area = (x1 - x0 + 1) * (y1 - y0 + 1)
+        frame = frame01[box.frame]  # windowed once per box
+        other = swapped_box(box, rows, cols)
+        other_pixels = _box_pixels(other, rows, cols) if other is not None else None
         swapped = None
-        other = swapped_box(box, rows, cols) if probe is not None else None
-        if other is not None:
+        if other is not None and probe is not None:
             other_confidence, other_mask = probe(other)
-            sx0, sy0, sx1, sy1 = _box_pixels(other, rows, cols)
+            sx0, sy0, sx1, sy1 = other_pixels
             other_fill = float(other_mask[sy0 : sy1 + 1, sx0 : sx1 + 1].sum()) / max((sx1 - sx0 + 1) * (sy1 - sy0 + 1), 1)
             swapped = (float(other_confidence), other_fill)
         boxes.append(
@@ -161,8 +167,10 @@ def gather_evidence(
                 mask_area=area,
                 fill=inside / max(box_area, 1),
                 outside=(area - grown) / area if area else 0.0,
-                background=box_background(frame01[box.frame], (x0, y0, x1, y1)),
+                background=box_background(frame, (x0, y0, x1, y1)),
                 confidence=confidence.get(box.frame),
+                swapped_box=other_pixels,
+                swapped_background=box_background(frame, other_pixels) if other_pixels is not None else None,
                 swapped=swapped,
             )
         )
@@ -200,10 +208,9 @@ def _box_text(frame: int, box: tuple[int, int, int, int]) -> str:
     return f"{frame}:{box[0]},{box[1]},{box[2]},{box[3]}"
 
 
-def sanity_warnings(evidence: ObjectEvidence, frame01, frame_shape: tuple[int, int]) -> list[str]:
+def sanity_warnings(evidence: ObjectEvidence) -> list[str]:
     """The warnings for one object (empty when nothing looks wrong). Each says what to check."""
     who = _who(evidence)
-    rows, cols = frame_shape
     notes: list[str] = []
     if not evidence.present:
         return notes  # "nothing was segmented" is said by the session
@@ -224,7 +231,7 @@ def sanity_warnings(evidence: ObjectEvidence, frame01, frame_shape: tuple[int, i
         swap = box.swapped is not None and box.swapped[0] >= (box.confidence or 0.0) + SWAP_GAIN and box.swapped[1] >= SWAP_FILL
         if problems or swap:
             suspicious_box = True
-            hint = _swap_hint(box, frame01, rows, cols, swap)
+            hint = _swap_hint(box, swap)
             if swap:
                 problems.append(
                     f"the model is more confident with x and y swapped ({box.swapped[0]:.2f} against {box.confidence or 0:.2f})"
@@ -242,16 +249,14 @@ def sanity_warnings(evidence: ObjectEvidence, frame01, frame_shape: tuple[int, i
     return notes
 
 
-def _swap_hint(box: BoxEvidence, frame01, rows: int, cols: int, swap: bool) -> str:
+def _swap_hint(box: BoxEvidence, swap: bool) -> str:
     """"x and y may be swapped ... did you mean ...?" where the swapped box fits and holds tissue."""
     x0, y0, x1, y1 = box.box
-    swapped = (y0, x0, y1, x1)
-    if swapped != box.box and swapped[2] <= cols - 1 and swapped[3] <= rows - 1:
-        if swap or box_background(frame01[box.frame], swapped) < BACKGROUND_FRACTION / 2:
-            return (
-                f"x and y may be swapped: the box is x {x0}..{x1}, y {y0}..{y1} (x is the column, y the row); "
-                f"did you mean {_box_text(box.frame, swapped)}?"
-            )
+    if box.swapped_box is not None and (swap or (box.swapped_background or 1.0) < BACKGROUND_FRACTION / 2):
+        return (
+            f"x and y may be swapped: the box is x {x0}..{x1}, y {y0}..{y1} (x is the column, y the row); "
+            f"did you mean {_box_text(box.frame, box.swapped_box)}?"
+        )
     return "Check that the box is on the structure, on the right slice, as x0,y0,x1,y1 (x is the column, y the row)."
 
 
@@ -270,8 +275,8 @@ def end_evidence(evidence: ObjectEvidence) -> list[EndEvidence]:
     """One entry per end slice of the scan (first, last) that the object reaches."""
     out = []
     prompted_area = max((evidence.areas.get(f, 0) for f in evidence.prompted), default=0) or max(evidence.areas.values())
-    for end in (0, evidence.n_frames - 1):
-        if end not in evidence.areas or (end == 0 and out and out[0].end == 0):
+    for end in sorted({0, evidence.n_frames - 1}):
+        if end not in evidence.areas:
             continue
         near = [f for f in evidence.present if abs(f - end) <= 2]
         growth = max(evidence.areas[f] for f in near) / max(prompted_area, 1)

@@ -507,7 +507,7 @@ class Session:
                 notes.append(f"label {track.label}: nothing was segmented")
             if self.sanity:
                 evidence = self._evidence(track.label, labels_frames, per_slice)
-                notes.extend(sanity_warnings(evidence, self.frames, (rows, cols)))
+                notes.extend(sanity_warnings(evidence))
         stats = self._stats
         encoded = len(stats.encoded_frames)
         timings = Timings(

@@ -12,11 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
 from medsam2.io.atomic import atomic_write
 from medsam2.io.seg_nrrd import LabelEntry, label_entries
-from medsam2.io.volume import IMAGE_SUFFIXES, check_labels, suffix_of, two_d_values
+from medsam2.io.volume import IMAGE_SUFFIXES, ONE_OBJECT_2D_VALUE, suffix_of
 
 __all__ = [
     "LabelEntry", "check_output_path_text", "label_entries", "label_file_path", "read_itksnap_labels", "stored_entries",
@@ -26,12 +24,11 @@ __all__ = [
 LABEL_FILE_SUFFIX = ".label.txt"
 
 
-def stored_entries(entries: list[LabelEntry], labels: np.ndarray, output: Path) -> list[LabelEntry]:
-    """The entries as the file at ``output`` stores them: a one-object 2D image holds 0/255."""
-    if suffix_of(output) in IMAGE_SUFFIXES and len(entries) == 1:
-        stored = np.unique(two_d_values(check_labels(labels)))
-        value = int(stored[stored > 0][0]) if (stored > 0).any() else entries[0].value
-        return [LabelEntry(value, entries[0].name, entries[0].colour)]
+def stored_entries(entries: list[LabelEntry], output: Path) -> list[LabelEntry]:
+    """The entries as the file at ``output`` stores them: a 2D image holds one object as 255
+    (:func:`medsam2.io.volume.two_d_values`)."""
+    if suffix_of(output) in IMAGE_SUFFIXES and len(entries) == 1 and entries[0].value <= 255:
+        return [LabelEntry(ONE_OBJECT_2D_VALUE, entries[0].name, entries[0].colour)]
     return entries
 
 

@@ -217,11 +217,11 @@ def load_volume(path: str | os.PathLike, time_index: int | None = None, limits: 
         return volume
     suffix = suffix_of(path)
     if suffix not in SUPPORTED_SUFFIXES:
-        with itk_messages():
-            itk_io = sitk.ImageFileReader().GetImageIOFromFileName(str(path))
         sniffed = sniff_suffix(path)
         if sniffed is not None:
             return _read_as(path, sniffed, time_index, limits)
+        with itk_messages():
+            itk_io = sitk.ImageFileReader().GetImageIOFromFileName(str(path))
         if not itk_io:
             raise UsageError(
                 f"cannot tell what kind of image {path} is (neither its suffix '{suffix or path.name}' nor its content); "
@@ -587,13 +587,17 @@ def _write_image(image: sitk.Image, path: Path) -> None:
         sitk.WriteImage(image, str(path), useCompression=True)
 
 
+#: what a 2D image file stores for a label map of one object
+ONE_OBJECT_2D_VALUE = 255
+
+
 def two_d_values(labels: np.ndarray) -> np.ndarray:
     """What a 2D image file stores for a label map: one object as 0/255 (it shows white on black,
     as oneprompt and the field's 2D datasets store masks); several objects keep their label values."""
     values = np.unique(labels)
     foreground = values[values > 0]
     if foreground.size == 1 and labels.dtype == np.uint8:
-        return np.where(labels > 0, np.uint8(255), np.uint8(0))
+        return np.where(labels > 0, np.uint8(ONE_OBJECT_2D_VALUE), np.uint8(0))
     return labels
 
 
