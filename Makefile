@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml
 	# Meta's sam2 (the optional sam2 backbone) is an sdist: build it against the torch above, and
 	# without its CUDA extension (SAM 2 skips the hole filling that needs it)
 	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install --quiet --no-build-isolation 'sam2>=1.1.0'
-	$(BIN)/python -m pip install --quiet -e '.[dev,sam2,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,sam2,ray,serve]'
 	touch $@
 
 install: $(BIN)/.installed

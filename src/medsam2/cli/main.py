@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medsam2._version import __version__
-from medsam2.cli import batch, evaluate, info, oneprompt, segment
+from medsam2.cli import batch, evaluate, info, oneprompt, segment, serve
 from medsam2.cli.common import OneLineParser, add_common, model_kwargs, warn
 from medsam2.errors import MedSAM2Error, UsageError
 
@@ -26,6 +26,7 @@ def build_parser() -> OneLineParser:
     oneprompt.add_parser(commands)
     batch.add_parser(commands)
     info.add_parser(commands)
+    serve.add_parser(commands)
     commands.add_parser("models", help="list the backbones and SAM 2 model configs, with what each needs")
     demo = commands.add_parser("demo", help="segment five organs of the bundled CT sample and score them")
     demo.add_argument("-o", "--output-dir", default="medsam2_demo", help="folder for the label map, montage and report")
@@ -79,6 +80,8 @@ def _dispatch(argv: list[str], debug: bool) -> int:
             return batch.run_batch_command(args)
         if args.command == "info":
             return info.run_info(args)
+        if args.command == "serve":
+            return serve.run_serve(args)
         if args.command == "models":
             from medsam2.backbones import describe_backbones
 

@@ -67,6 +67,8 @@ class PropagationUpdate:
     slice: int
     done: int
     total: int
+    #: (rows, cols) bool, the object's answer on that slice, where asked for (``propagate(masks=True)``)
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -216,14 +218,70 @@ class Session:
         self._objects[int(obj.label)] = _ObjectState(_copy_prompts(obj))
         self._commit(before)
 
-    def propagate(self, progress: bool = False) -> Iterator[PropagationUpdate]:
+    def add_prompts(
+        self,
+        label: int,
+        name: str | None = None,
+        boxes: Sequence[Box] = (),
+        points: Sequence[Point] = (),
+        masks: Sequence[MaskPrompt] = (),
+    ) -> None:
+        """Add prompts to an object that is not propagated yet, creating it if the label is new
+        (what a viewer does while a person draws a box, then clicks + and - on it before propagating).
+
+        A box replaces the box given before on the same slice; clicks and masks add to what is there.
+
+        Raises:
+            PromptError: the object is propagated already (correct it instead), no prompt is given,
+                or the prompts do not fit the volume; the session is left as it was.
+        """
+        label = object_label(label)
+        state = self._objects.get(label)
+        if state is not None and state.track is not None:
+            raise PromptError(f"label {label} is segmented already; correct it (a correction re-propagates) or undo")
+        given = ObjectPrompts(label, name if name is not None else (state.prompts.name if state else None),
+                              list(boxes), list(points), list(masks))
+        if given.is_empty():
+            raise PromptError(f"no prompt given for label {label}")
+        validate_prompts([given], *self.shape, axis=self.axis)
+        merged = _copy_prompts(state.prompts) if state is not None else ObjectPrompts(label, given.name)
+        merged.name = given.name
+        for box in given.boxes:
+            merged.boxes = [b for b in merged.boxes if b.frame != box.frame]
+        merged.merge(given)
+        before = self._snapshot()
+        self._objects[label] = _ObjectState(merged)
+        self._commit(before)
+
+    def pending_labels(self) -> list[int]:
+        """Labels added (or given prompts) but not propagated yet."""
+        return [label for label, state in self._objects.items() if state.track is None]
+
+    def propagate(
+        self, progress: bool = False, labels: Sequence[int] | None = None, masks: bool = False
+    ) -> Iterator[PropagationUpdate]:
         """Segment every object added since the last propagation through the volume.
 
         A generator: iterate it (``for update in session.propagate(): ...`` or ``list(...)``); it
         yields one :class:`PropagationUpdate` per decoded slice and commits the answers when it
         ends. Stopped early, it changes nothing. :meth:`result` runs whatever is still pending.
+
+        Arguments:
+            progress: show a progress bar.
+            labels: propagate only these of the pending objects (None: all of them).
+            masks: give each update the object's (rows, cols) answer on its slice.
+
+        Raises:
+            PromptError: a label in ``labels`` that is not in the session.
         """
         pending = [state for state in self._objects.values() if state.track is None]
+        if labels is not None:
+            wanted = [object_label(v) for v in labels]
+            unknown = [str(v) for v in wanted if v not in self._objects]
+            if unknown:
+                known = ", ".join(str(k) for k in self._objects) or "none"
+                raise PromptError(f"no object with label {', '.join(unknown)} in the session (labels: {known})")
+            pending = [state for state in pending if state.prompts.label in wanted]
         if not pending:
             return
         note = many_objects_note(len(pending), self.shape[0])
@@ -232,9 +290,15 @@ class Session:
         began = time.perf_counter()
         tracker = self._tracker(progress)
         total, done = self.shape[0] * len(pending), 0
+        index_of = {state.prompts.label: index for index, state in enumerate(pending)}
+        geometry = self._geometry()
         for label, frame in tracker.iter_run([state.prompts for state in pending]):
             done += 1
-            yield PropagationUpdate(label, frame, min(done, total), total)
+            mask = None
+            if masks and tracker.tracks:
+                answer = tracker.tracks[index_of[label]].frames.get(frame)
+                mask = None if answer is None else _on_frame(answer, geometry)[0].numpy()
+            yield PropagationUpdate(label, frame, min(done, total), total, mask)
         before = self._snapshot()
         for index, (state, track) in enumerate(zip(pending, tracker.tracks)):
             pinned = tracker.step.pinned[index] if isinstance(tracker.step, LiteMedSAMStep) else {}
@@ -468,12 +532,22 @@ class Session:
         return [self._evidence(obj.label, frames, obj.confidence_per_slice) for obj in result.report.objects]
 
     # -- the result -------------------------------------------------------------------------------
-    def result(self) -> SegmentationResult:
-        """The label map of every object (propagating any that are still pending) and its report."""
-        for _ in self.propagate():
-            pass
-        if not self._objects:
-            raise PromptError("no object in the session; add one with session.add(ObjectPrompts(...))")
+    def result(self, propagate_pending: bool = True) -> SegmentationResult:
+        """The label map of every object and its report.
+
+        Arguments:
+            propagate_pending: propagate the objects that are still pending first (the default);
+                False: leave them out (a viewer showing what is segmented so far; with nothing
+                segmented, the label map is all zeros).
+
+        Raises:
+            PromptError: no object in the session (with ``propagate_pending``).
+        """
+        if propagate_pending:
+            for _ in self.propagate():
+                pass
+            if not self._objects:
+                raise PromptError("no object in the session; add one with session.add(ObjectPrompts(...))")
         n, rows, cols = self.shape
         tracks = [state.track for state in self._objects.values() if state.track is not None]
         labels_frames, confidences = label_map(tracks, self.shape, self._geometry())

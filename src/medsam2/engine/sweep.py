@@ -86,7 +86,8 @@ class Tracker:
             :class:`medsam2.preprocess.WindowedFrames`).
         progress: show a tqdm bar.
 
-    After :meth:`run` (or a finished :meth:`iter_run`), ``tracks`` holds one track per object.
+    After :meth:`run` (or a finished :meth:`iter_run`), ``tracks`` holds one track per object; while
+    :meth:`iter_run` runs, it holds the answers of the unprompted frames decoded so far.
     """
 
     def __init__(self, step: Step, frames01: Sequence[np.ndarray], progress: bool = False) -> None:
@@ -108,6 +109,7 @@ class Tracker:
         store = FeatureStore(self.frames01, step.backbone, frames_between_prompts(objects), self.stats)
         yield from step.prepare(objects, store)
         tracks = [ObjectTrack(o.label, o.name, o.prompted_frames()) for o in objects]
+        self.tracks = tracks  # filled while it runs: a caller may look at a frame's answer as it is yielded
         prompted = [set(o.prompted_frames()) for o in objects]
         bar = tqdm(desc="propagating", unit="slice", disable=not self.progress, leave=False)
         try:

@@ -32,7 +32,8 @@ class SlicePosition:
     position_mm: float
 
 
-def _looks_like_dicom(path: Path) -> bool:
+def looks_like_dicom(path: Path) -> bool:
+    """A DICOM suffix, or the DICM magic at byte 128."""
     if path.suffix.lower() in _DICOM_SUFFIXES:
         return True
     try:
@@ -142,7 +143,7 @@ def read_dicom_series(folder: Path, limits: ReadLimits) -> DicomSeries:
     placed = {p.resolve() for files in files_per_series.values() for p in files}
     strays = sorted(
         p for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.resolve() not in placed and _looks_like_dicom(p)
+        if p.is_file() and not p.name.startswith(".") and p.resolve() not in placed and looks_like_dicom(p)
     )
     if strays:
         raise InputError(

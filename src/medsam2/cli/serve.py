@@ -1,0 +1,60 @@
+"""``medsam2 serve``: the annotation server and its web page, on this machine by default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medsam2.cli.common import add_model_options, model_kwargs
+
+
+def add_parser(commands) -> None:
+    """The ``serve`` subcommand's options."""
+    from medsam2.memory import MEMORY_KINDS
+
+    serve = commands.add_parser(
+        "serve",
+        help="an annotation server with a web page: open a scan, draw a box, propagate, correct, save",
+        description="Serve the web viewer and its REST API (documented at /docs). Binds to 127.0.0.1; another "
+        "--host needs an API key (--api-key or MEDSAM2_API_KEY), which every /api call must then send.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    serve.add_argument("--data", help="a folder of scans the page lists and opens (NIfTI, NRRD, MHA, DICOM series folders)")
+    serve.add_argument("--max-sessions", type=int, default=4, help="scans open at once (default 4); one more gets 429")
+    serve.add_argument("--session-idle-minutes", type=float, default=30.0, help="close a session unused this long (default 30)")
+    serve.add_argument("--max-upload-mb", type=float, default=2048.0, help="largest upload accepted (default 2048)")
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every /api call (default: MEDSAM2_API_KEY)")
+    serve.add_argument("--memory", default="confidence", choices=MEMORY_KINDS, help="memory rule (default: confidence bank)")
+    serve.add_argument("--feature-cache-mb", type=float, default=1024.0, help="each session's feature cache budget (default 1024)")
+    add_model_options(serve)
+    serve.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
+    serve.add_argument("--quiet", action="store_true", help="print only the URL")
+    serve.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def run_serve(args) -> int:
+    from medsam2.jobs import ModelOptions
+    from medsam2.serve.runner import bind, make_server, url_of
+    from medsam2.serve.settings import ServeSettings
+
+    kwargs = model_kwargs(args)
+    model = ModelOptions(backbone=args.backbone, device=args.device, memory=args.memory, **kwargs)
+    settings = ServeSettings(
+        host=args.host, port=args.port, data_dir=Path(args.data) if args.data else None, max_sessions=args.max_sessions,
+        session_idle_minutes=args.session_idle_minutes, max_upload_mb=args.max_upload_mb, api_key=args.api_key,
+        model=model, feature_cache_mb=args.feature_cache_mb,
+    ).checked()
+    sock = bind(settings.host, settings.port)  # before the model loads: a busy port fails at once
+    segmenter = model.segmenter()
+    server = make_server(settings, segmenter)
+    if not args.quiet:
+        backbone = segmenter.backbone
+        print(f"medsam2 serve: {backbone.name} ({backbone.plan.runtime}, {backbone.plan.precision}) on {backbone.device}; "
+              f"{settings.max_sessions} sessions at most" + (f"; scans from {settings.data_dir}" if settings.data_dir else ""))
+    print(f"open {url_of(sock)} in a browser (API at {url_of(sock)}docs; Ctrl-C stops)", flush=True)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shut down gracefully first, then passed the signal on
+        pass
+    print("medsam2 serve: stopped; its sessions and temporary folder were removed", flush=True)
+    return 0

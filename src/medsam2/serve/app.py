@@ -1,0 +1,430 @@
+"""The server's routes: the REST API under ``/api`` (the page uses nothing else) and the page itself.
+
+Every error is ``{"error": "one line"}`` with 400 (bad input; the command line's message), 401
+(API key), 404 (no such session), 409 (busy), 413 (too large) or 429 (too many sessions).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import queue
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from medsam2._version import __version__
+from medsam2.engine.sanity import LOW_CONFIDENCE
+from medsam2.errors import MedSAM2Error
+from medsam2.io.volume import load_volume, save_mask, suffix_of
+from medsam2.preprocess import WINDOW_CHOICES
+from medsam2.prompts import Box, MaskPrompt, Point
+from medsam2.segmenter import Segmenter
+from medsam2.serve.bodies import CorrectionBody, OpenBody, PromptBody, PropagateBody, decode_mask, one_kind, run_lengths
+from medsam2.serve.datadir import list_scans, resolve_data_path
+from medsam2.serve.errors import ApiError
+from medsam2.serve.settings import ServeSettings
+from medsam2.serve.store import ServedSession, SessionStore
+from medsam2.serve.uploads import receive_upload, unpack_zip
+from medsam2.serve.viewer_files import FRAME_AXES, window_presets, write_viewer_nifti
+from medsam2.slicing import AXES
+
+log = logging.getLogger("medsam2.serve")
+
+STATIC = Path(__file__).parent / "static"
+#: label map formats GET .../labels writes (2D images also .png)
+LABEL_FORMATS = ("nii.gz", "nii", "nrrd", "seg.nrrd", "mha", "png")
+
+
+@dataclass
+class ServerState:
+    """What every request shares: settings, the model (and the lock its calls take), the sessions."""
+
+    settings: ServeSettings
+    segmenter: Segmenter
+    root: Path
+    store: SessionStore
+    model_lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
+    """The FastAPI app over one shared model.
+
+    Arguments:
+        settings: checked settings (:meth:`ServeSettings.checked`).
+        segmenter: the model every session uses.
+
+    The app's temporary folder is made now and removed when it shuts down, with every session.
+    """
+    root = Path(tempfile.mkdtemp(prefix="medsam2-serve-"))
+    state = ServerState(settings, segmenter, root, SessionStore(root, settings.max_sessions, settings.session_idle_minutes * 60))
+
+    def sweep() -> None:
+        period = min(30.0, max(0.2, settings.session_idle_minutes * 60 / 4))
+        while not state.stop.wait(period):
+            for session_id in state.store.expire():
+                log.info("session %s expired", session_id)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        sweeper = threading.Thread(target=sweep, name="medsam2-session-expiry", daemon=True)
+        sweeper.start()
+        try:
+            yield
+        finally:
+            state.stop.set()
+            state.store.close_all()
+            shutil.rmtree(root, ignore_errors=True)
+
+    app = FastAPI(
+        title="medsam2 serve", version=__version__, lifespan=lifespan,
+        description="Promptable segmentation of 3D scans: open a scan, prompt one slice, propagate, correct, save. "
+        "Coordinates are 0-based voxel indices; 'slice' is along the session's axis.",
+    )
+    app.state.medsam2 = state
+
+    # -- errors and the key ------------------------------------------------------------------------
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return _error(exc.status, exc.message)
+
+    @app.exception_handler(MedSAM2Error)
+    async def medsam2_error(request: Request, exc: MedSAM2Error):
+        return _error(400, one_line(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError):
+        return _error(400, _validation_text(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.middleware("http")
+    async def require_key(request: Request, call_next):
+        key = settings.api_key
+        if key is not None and request.url.path.startswith("/api"):
+            given = request.headers.get("authorization", "")
+            token = given[7:] if given[:7].lower() == "bearer " else ""
+            if not hmac.compare_digest(token.encode(), key.encode()):
+                what = "missing" if not given else "wrong"
+                return _error(401, f"API key {what}: send the header 'Authorization: Bearer KEY' with the server's key")
+        return await call_next(request)
+
+    # -- the server ------------------------------------------------------------------------------
+    @app.get("/api/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/api/info")
+    def info() -> dict:
+        backbone = segmenter.backbone
+        plan = backbone.plan
+        return {
+            "version": __version__,
+            "backbone": backbone.name,
+            "checkpoint": str(backbone.checkpoint) if getattr(backbone, "checkpoint", None) else None,
+            "runtime": plan.runtime,
+            "precision": plan.precision,
+            "device": str(backbone.device),
+            "memory": segmenter.memory,
+            "limits": {
+                "max_sessions": settings.max_sessions,
+                "session_idle_minutes": settings.session_idle_minutes,
+                "max_upload_mb": settings.max_upload_mb,
+            },
+            "sessions_open": len(state.store),
+            "data_folder": settings.data_dir is not None,
+            "axes": list(AXES),
+            "windows": list(WINDOW_CHOICES),
+            "label_formats": list(LABEL_FORMATS),
+            "low_confidence": LOW_CONFIDENCE,
+        }
+
+    @app.get("/api/data")
+    def data() -> dict:
+        if settings.data_dir is None:
+            return {"scans": []}
+        return {"scans": [asdict(entry) for entry in list_scans(settings.data_dir)]}
+
+    # -- sessions --------------------------------------------------------------------------------
+    @app.post(
+        "/api/sessions",
+        openapi_extra={"requestBody": {"content": {
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "file": {"type": "string", "format": "binary"}, "axis": {"type": "string"}, "window": {"type": "string"}}}},
+            "application/json": {"schema": OpenBody.model_json_schema()},
+        }}},
+    )
+    async def open_session(request: Request) -> dict:
+        """Open a scan: a multipart upload (field ``file``: NIfTI, NRRD, MHA or a zip of a DICOM
+        series; optional ``axis``, ``window``) or JSON ``{"path": ...}`` under ``--data``."""
+        with state.store.reserve() as folder:
+            if request.headers.get("content-type", "").startswith("application/json"):
+                try:
+                    body = OpenBody.model_validate_json(await request.body())
+                except ValidationError as exc:
+                    raise ApiError(400, _validation_text(exc.errors())) from None
+                path, name, axis, window = resolve_data_path(settings.data_dir, body.path), body.path, body.axis, body.window
+            else:
+                upload = await receive_upload(request, folder, settings.max_upload_bytes)
+                if upload.file is None:
+                    raise ApiError(400, "no file in the upload: send the scan in the multipart field 'file'")
+                path, name = upload.file, upload.filename or upload.file.name
+                axis, window = upload.fields.get("axis", "axial"), upload.fields.get("window", "auto")
+            served = await run_in_threadpool(_open, state, folder, path, name, axis, window)
+        return session_info(served)
+
+    @app.get("/api/sessions/{session_id}")
+    def get_session(session_id: str) -> dict:
+        return session_info(state.store.get(session_id))
+
+    @app.get("/api/sessions/{session_id}/volume")
+    def volume(session_id: str):
+        served = state.store.get(session_id)
+        return FileResponse(served.folder / "volume.nii.gz", media_type="application/octet-stream",
+                            filename=f"{_stem(served.name)}.nii.gz")
+
+    @app.delete("/api/sessions/{session_id}")
+    def delete(session_id: str) -> dict:
+        state.store.delete(session_id)
+        return {"deleted": session_id}
+
+    # -- prompts, propagation, corrections -------------------------------------------------------
+    @app.post("/api/sessions/{session_id}/objects/{label}/prompts")
+    def prompt(session_id: str, label: int, body: PromptBody) -> dict:
+        """Add a prompt to an object not propagated yet (a new label creates the object)."""
+        with state.store.working(session_id) as served:
+            session = served.session
+            kind = one_kind(body, ("box", "point", "mask"))
+            if label in session.labels and label not in session.pending_labels():
+                raise ApiError(400, f"label {label} is segmented already: POST .../objects/{label}/corrections, or undo")
+            rows, cols = session.shape[1:]
+            if kind == "box":
+                session.add_prompts(label, body.name, boxes=[Box(body.box.slice, *body.box.box)])
+            elif kind == "point":
+                x, y = body.point.point
+                session.add_prompts(label, body.name, points=[Point(body.point.slice, x, y, body.point.positive)])
+            else:
+                session.add_prompts(label, body.name, masks=[MaskPrompt(body.mask.slice, decode_mask(body.mask, rows, cols))])
+            return {"label": label, "pending": session.pending_labels()}
+
+    @app.post("/api/sessions/{session_id}/propagate")
+    def propagate(session_id: str, body: PropagateBody | None = None):
+        """Segment the pending objects; streams one JSON line per decoded slice, then the summary."""
+        body = body or PropagateBody()
+        served = state.store.acquire(session_id)
+        try:
+            session = served.session
+            pending = session.pending_labels()
+            if body.labels is not None:
+                unknown = [str(v) for v in body.labels if v not in session.labels]
+                if unknown:
+                    raise ApiError(400, f"no object with label {', '.join(unknown)} in the session (labels: "
+                                   f"{', '.join(str(v) for v in session.labels) or 'none'})")
+                pending = [v for v in pending if v in body.labels]
+            if not pending:
+                raise ApiError(400, "nothing to propagate: add a prompt to an object first (segmented objects are corrected instead)")
+        except BaseException:
+            state.store.release(served)
+            raise
+
+        def work(emit: Callable[[dict], None]) -> dict:
+            for update in session.propagate(labels=pending, masks=body.masks):
+                line = {"label": update.label, "slice": update.slice, "done": update.done, "total": update.total}
+                if update.mask is not None:
+                    line["rle"] = run_lengths(update.mask)
+                emit(line)
+            return summary(served)
+
+        return _stream(state, served, work)
+
+    @app.post("/api/sessions/{session_id}/objects/{label}/corrections")
+    def correct(session_id: str, label: int, body: CorrectionBody):
+        """Correct one slice of an object and propagate the change; streams as propagate does."""
+        with state.store.working(session_id) as served:
+            session = served.session
+            kind = one_kind(body, ("box", "point", "mask", "erase"))
+            if label not in session.labels:
+                raise ApiError(400, f"no object with label {label} in the session; POST .../objects/{label}/prompts first")
+            rows, cols = session.shape[1:]
+            with state.model_lock:
+                if kind == "box":
+                    outcome = session.correct(label, body.box.slice, box=body.box.box)
+                elif kind == "point":
+                    outcome = session.correct(label, body.point.slice, points=[(*body.point.point, int(body.point.positive))])
+                elif kind == "mask":
+                    outcome = session.correct(label, body.mask.slice, mask=decode_mask(body.mask, rows, cols))
+                else:
+                    outcome = session.correct(label, body.erase.slice, erase=decode_mask(body.erase, rows, cols))
+                final = summary(served)
+            slices = [outcome.slice, *outcome.decoded_slices]
+            lines = [{"label": label, "slice": s, "done": i + 1, "total": len(slices)} for i, s in enumerate(slices)]
+            lines.append({"finished": True, "correction": asdict(outcome), **final})
+        return StreamingResponse((json.dumps(line) + "\n" for line in lines), media_type="application/x-ndjson")
+
+    @app.post("/api/sessions/{session_id}/undo")
+    def undo(session_id: str) -> dict:
+        with state.store.working(session_id) as served:
+            served.session.undo()
+            with state.model_lock:
+                return summary(served)
+
+    # -- results ---------------------------------------------------------------------------------
+    @app.get("/api/sessions/{session_id}/labels")
+    def labels(session_id: str, format: str = "nii.gz"):
+        """The label map of the segmented objects in the input's geometry (all zeros before any)."""
+        if format not in LABEL_FORMATS:
+            raise ApiError(400, f"unknown format {format!r}; choose one of {', '.join(LABEL_FORMATS)}")
+        with state.store.working(session_id) as served:
+            with state.model_lock:
+                result = served.session.result(propagate_pending=False)
+            names = {obj.label: obj.name for obj in result.report.objects}
+            out = served.folder / f"labels.{format}"
+            save_mask(result.labels, served.volume, out, overwrite=True, names=names)
+            # the response reads the file later: give it a copy that the next request cannot replace
+            sent = served.folder / f"sent-{threading.get_ident()}-{out.name}"
+            shutil.copyfile(out, sent)
+        return FileResponse(sent, media_type="application/octet-stream", filename=f"{_stem(served.name)}_labels.{format}",
+                            background=_Remove(sent))
+
+    @app.get("/api/sessions/{session_id}/report")
+    def report(session_id: str) -> dict:
+        """The report ``medsam2 segment --report`` writes, for the segmented objects."""
+        with state.store.working(session_id) as served:
+            with state.model_lock:
+                data = served.session.result(propagate_pending=False).report.to_dict()
+        data["input"] = served.name
+        return data
+
+    app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
+    return app
+
+
+class _Remove:
+    """A background task that removes a file once its response is sent."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def __call__(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _validation_text(errors: list) -> str:
+    first = errors[0] if errors else {}
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    message = first.get("msg", "invalid request")
+    return f"{where}: {message}" if where else message
+
+
+def _stem(name: str) -> str:
+    base = Path(name).name
+    suffix = suffix_of(Path(base))
+    return (base[: -len(suffix)] if suffix and base.endswith(suffix) else base) or "scan"
+
+
+def _open(state: ServerState, folder: Path, path: Path, name: str, axis: str, window: str) -> ServedSession:
+    """Read the scan, open a session on it and write the viewer's copy (in a worker thread)."""
+    settings = state.settings
+    try:
+        if suffix_of(path).lower() == ".zip":
+            path = unpack_zip(path, folder / "series", settings.max_upload_bytes)
+        volume = load_volume(path)
+        session = state.segmenter.open(volume, axis=axis, window=window, feature_cache_mb=settings.feature_cache_mb)
+    except MedSAM2Error as exc:
+        raise ApiError(400, one_line(exc).replace(str(path), name).replace(str(folder) + "/", "")) from None
+    write_viewer_nifti(volume, folder / "volume.nii.gz")
+    return state.store.add(name, session, volume, folder)
+
+
+def session_info(served: ServedSession) -> dict:
+    """What the page needs to show a session's scan and place its prompts."""
+    session = served.session
+    volume = served.volume
+    return {
+        "session": served.id,
+        "name": served.name,
+        "shape_zyx": list(volume.shape),
+        "spacing_xyz": [float(s) for s in volume.spacing],
+        "axis": session.axis,
+        "voxel_axis": session.voxel_axis,
+        "frame_axes": FRAME_AXES[session.voxel_axis],
+        "frames": list(session.shape),
+        "is_2d": volume.is_2d,
+        "window": {"name": session.intensity.name, "low": session.intensity.low, "high": session.intensity.high},
+        "window_presets": window_presets(volume, session.intensity),
+        "labels": session.labels,
+        "pending": session.pending_labels(),
+    }
+
+
+def summary(served: ServedSession) -> dict:
+    """Per segmented object: size, extent, confidence per slice and the slices to review; call
+    with the model lock held (sanity checks may decode)."""
+    session = served.session
+    report = session.result(propagate_pending=False).report
+    objects = []
+    for obj in report.objects:
+        objects.append({
+            "label": obj.label, "name": obj.name, "volume_ml": obj.volume_ml, "area_pixels": obj.area_pixels,
+            "first_slice": obj.first_slice, "last_slice": obj.last_slice, "slices": len(obj.slices),
+            "mean_confidence": obj.mean_confidence, "prompted_slices": obj.prompted_slices,
+            "confidence_per_slice": {str(k): round(v, 4) for k, v in obj.confidence_per_slice.items()},
+            "low_confidence_slices": [k for k, v in obj.confidence_per_slice.items() if v < LOW_CONFIDENCE],
+        })
+    return {"objects": objects, "pending": session.pending_labels(), "labels": session.labels, "warnings": report.warnings,
+            "corrections": report.corrections}
+
+
+def _stream(state: ServerState, served: ServedSession, work: Callable[[Callable[[dict], None]], dict]) -> StreamingResponse:
+    """Run ``work`` in its own thread with the model lock, streaming what it emits as JSON lines.
+
+    The session's lock (held by the caller) is released when the work ends, which it does even if
+    the client goes away, so that the session is never left half-propagated.
+    """
+    lines: queue.Queue = queue.Queue()
+
+    def run() -> None:
+        try:
+            with state.model_lock:
+                final = work(lines.put)
+            lines.put({"finished": True, **final})
+        except MedSAM2Error as exc:
+            lines.put({"error": one_line(exc)})
+        except Exception as exc:  # noqa: BLE001 (reported to the client and logged)
+            log.exception("propagation failed")
+            lines.put({"error": f"internal error: {type(exc).__name__}: {one_line(exc)}"})
+        finally:
+            state.store.release(served)
+            lines.put(None)
+
+    threading.Thread(target=run, name=f"medsam2-propagate-{served.id}", daemon=True).start()
+
+    def body() -> Iterator[str]:
+        while (item := lines.get()) is not None:
+            yield json.dumps(item) + "\n"
+
+    return StreamingResponse(body(), media_type="application/x-ndjson")

@@ -1,0 +1,115 @@
+"""The JSON bodies of the server's requests (FastAPI documents them at /docs).
+
+Coordinates are as on the command line: 0-based voxel indices, ``slice`` along the session's axis,
+``x`` the frame's column and ``y`` its row (GET /api/sessions/ID gives which voxel axes they are).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
+
+from medsam2.serve.errors import ApiError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenBody(_Strict):
+    """Open a scan from the server's data folder."""
+
+    path: str = Field(description="a name under --data, as GET /api/data lists it")
+    axis: str = Field("axial", description="axial, coronal, sagittal (the patient's) or k, j, i (voxel axes)")
+    window: str = Field("auto", description="the model's intensity window: auto, a CT preset, percentile, none")
+
+
+class BoxBody(_Strict):
+    slice: int
+    box: list[float] = Field(min_length=4, max_length=4, description="[x0, y0, x1, y1], inclusive voxel indices")
+
+
+class PointBody(_Strict):
+    slice: int
+    point: list[float] = Field(min_length=2, max_length=2, description="[x, y]")
+    positive: bool = Field(True, description="true: on the structure (+); false: background (-)")
+
+
+class MaskBody(_Strict):
+    slice: int
+    png_base64: str = Field(description="a PNG of the slice's size (columns x rows); non-zero pixels are the mask")
+
+
+class PromptBody(_Strict):
+    """One prompt for an object that is not propagated yet (it creates the object when the label is new)."""
+
+    box: BoxBody | None = None
+    point: PointBody | None = None
+    mask: MaskBody | None = None
+    name: str | None = Field(None, max_length=200)
+
+    def given(self) -> list[str]:
+        return [kind for kind in ("box", "point", "mask", "erase") if getattr(self, kind, None) is not None]
+
+
+class CorrectionBody(PromptBody):
+    """One correction on one slice of a propagated object: a box (replaces the slice's prompts), a
+    click (adds to the slice's clicks), a mask (replaces the slice's answer) or an erase."""
+
+    erase: MaskBody | None = None
+
+
+class PropagateBody(_Strict):
+    labels: list[int] | None = Field(None, description="propagate only these objects (default: every one not propagated yet)")
+    masks: bool = Field(False, description="add each slice's mask to its line as 'rle': [start, length, ...] of the row-major frame")
+
+
+def one_kind(body: PromptBody, kinds: tuple[str, ...]) -> str:
+    """The one kind of prompt the body holds.
+
+    Raises:
+        ApiError: 400 when it holds none or more than one.
+    """
+    given = body.given()
+    if len(given) != 1:
+        raise ApiError(400, f"give exactly one of {', '.join(kinds)} (got {', '.join(given) or 'none'})")
+    return given[0]
+
+
+def decode_mask(mask: MaskBody, rows: int, cols: int) -> np.ndarray:
+    """The (rows, cols) bool mask a PNG holds (non-zero pixels; any channel).
+
+    Raises:
+        ApiError: 400 for text that is not base64, data that is not an image, or another size.
+    """
+    text = mask.png_base64.split(",", 1)[1] if mask.png_base64.startswith("data:") else mask.png_base64
+    try:
+        data = base64.b64decode(text, validate=True)
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            array = np.asarray(image)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "png_base64 is not base64 text") from None
+    except (UnidentifiedImageError, OSError):
+        raise ApiError(400, "png_base64 does not hold a PNG image") from None
+    if array.ndim == 3:
+        channels = array[..., :3] if array.shape[-1] >= 3 else array
+        if array.shape[-1] in (2, 4):  # a transparent pixel is not drawn
+            channels = np.where(array[..., -1:] > 0, channels, 0)
+        array = channels.max(axis=-1)
+    if array.shape != (rows, cols):
+        raise ApiError(400, f"the mask PNG is {array.shape[1]}x{array.shape[0]} pixels; the slice is {cols}x{rows} (columns x rows)")
+    return array > 0
+
+
+def run_lengths(mask: np.ndarray) -> list[int]:
+    """[start, length, start, length, ...] of the runs of True in the row-major flattened mask."""
+    flat = np.concatenate([[0], np.asarray(mask, dtype=np.int8).ravel(), [0]])
+    edges = np.flatnonzero(np.diff(flat))
+    starts, ends = edges[::2], edges[1::2]
+    return np.column_stack([starts, ends - starts]).ravel().tolist()

@@ -1,0 +1,179 @@
+"""The server's open sessions: at most ``max_sessions``, each with its own folder, closed when idle.
+
+Every session has a lock: one request works on it at a time (a propagation holds it until it ends,
+even if its client went away, so that the session is never left half-changed). The model is shared
+by every session and its calls are serialized by one more lock (OpenVINO's compiled models and
+the SAM 2 predictor are not safe under concurrent calls).
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medsam2.engine.session import Session
+from medsam2.io.volume import Volume
+from medsam2.serve.errors import ApiError, not_found
+
+#: a request waits this long for a session busy with another request before it gets 409
+BUSY_WAIT_SECONDS = 600.0
+
+
+@dataclass
+class ServedSession:
+    """One scan open in the server.
+
+    Attributes:
+        id: the session's id in URLs (random, unguessable).
+        name: what the scan was called (upload name or path under ``--data``).
+        session: the engine's session.
+        volume: the scan.
+        folder: the session's own folder (its upload, the scan as NIfTI, written label maps).
+        lock: held by the request working on the session.
+        last_used: ``time.monotonic()`` of the last request.
+    """
+
+    id: str
+    name: str
+    session: Session
+    volume: Volume
+    folder: Path
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class SessionStore:
+    """Sessions by id, with a cap on how many are open and an idle timeout.
+
+    Arguments:
+        root: the server's temporary folder (each session gets a folder under it).
+        max_sessions: how many may be open (or being opened) at once.
+        idle_seconds: a session not used for this long is closed by :meth:`expire`.
+    """
+
+    def __init__(self, root: Path, max_sessions: int, idle_seconds: float) -> None:
+        self.root = root
+        self.max_sessions = max_sessions
+        self.idle_seconds = idle_seconds
+        self._sessions: dict[str, ServedSession] = {}
+        self._reserved = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    @contextmanager
+    def reserve(self) -> Iterator[Path]:
+        """A slot and a fresh folder for a session being opened; the folder is removed if the
+        opening fails (nothing of a refused upload stays behind).
+
+        Raises:
+            ApiError: 429 when ``max_sessions`` are open or being opened.
+        """
+        self.expire()
+        with self._lock:
+            if len(self._sessions) + self._reserved >= self.max_sessions:
+                raise ApiError(
+                    429, f"{self.max_sessions} sessions are open, the most this server allows; close one (DELETE) or retry later"
+                )
+            self._reserved += 1
+        folder = self.root / f"opening-{secrets.token_hex(8)}"
+        folder.mkdir()
+        try:
+            yield folder
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        finally:
+            with self._lock:
+                self._reserved -= 1
+
+    def add(self, name: str, session: Session, volume: Volume, folder: Path) -> ServedSession:
+        """Register an opened session (its folder is renamed after its id)."""
+        session_id = secrets.token_urlsafe(12)
+        home = folder.rename(self.root / session_id)
+        served = ServedSession(session_id, name, session, volume, home)
+        with self._lock:
+            self._sessions[session_id] = served
+        return served
+
+    def get(self, session_id: str) -> ServedSession:
+        """The session, marked as used now.
+
+        Raises:
+            ApiError: 404 when there is no such session.
+        """
+        with self._lock:
+            served = self._sessions.get(session_id)
+            if served is None:
+                raise not_found(session_id)
+            served.last_used = time.monotonic()
+            return served
+
+    @contextmanager
+    def working(self, session_id: str) -> Iterator[ServedSession]:
+        """The session, held for one request (others on it wait, or get 409 after a long wait)."""
+        served = self.acquire(session_id)
+        try:
+            yield served
+        finally:
+            self.release(served)
+
+    def acquire(self, session_id: str) -> ServedSession:
+        """The session with its lock taken; give it back with :meth:`release`.
+
+        Raises:
+            ApiError: 404 (no such session, or it was closed while waiting), 409 (busy too long).
+        """
+        served = self.get(session_id)
+        if not served.lock.acquire(timeout=BUSY_WAIT_SECONDS):
+            raise ApiError(409, f"session {session_id} is busy with another request; retry when it has finished")
+        with self._lock:
+            if self._sessions.get(session_id) is not served:
+                served.lock.release()
+                raise not_found(session_id)
+        return served
+
+    def release(self, served: ServedSession) -> None:
+        served.last_used = time.monotonic()
+        served.lock.release()
+
+    def delete(self, session_id: str) -> None:
+        """Close a session once no request works on it, and remove its folder.
+
+        Raises:
+            ApiError: 404 when there is no such session.
+        """
+        served = self.acquire(session_id)
+        with self._lock:
+            self._sessions.pop(session_id, None)
+        served.lock.release()
+        shutil.rmtree(served.folder, ignore_errors=True)
+
+    def expire(self) -> list[str]:
+        """Close the sessions idle longer than ``idle_seconds`` (not those working); their ids."""
+        now = time.monotonic()
+        closed = []
+        with self._lock:
+            for session_id, served in list(self._sessions.items()):
+                if now - served.last_used > self.idle_seconds and served.lock.acquire(blocking=False):
+                    del self._sessions[session_id]
+                    served.lock.release()
+                    closed.append(served)
+        for served in closed:
+            shutil.rmtree(served.folder, ignore_errors=True)
+        return [served.id for served in closed]
+
+    def close_all(self) -> None:
+        with self._lock:
+            closed = list(self._sessions.values())
+            self._sessions.clear()
+        for served in closed:
+            shutil.rmtree(served.folder, ignore_errors=True)

@@ -1,0 +1,174 @@
+"""Uploads streamed to the session's folder under a size cap, and DICOM series sent as a zip.
+
+Nothing of an upload is held in memory beyond one network chunk, and nothing is written outside
+the folder given (the multipart parser of Starlette would spool large files to the system's
+temporary folder, and learn their size only after storing them: hence this one).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import stat
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from medsam2.io.volume import suffix_of
+from medsam2.serve.errors import ApiError
+
+#: a form field other than the file may be this long
+MAX_FIELD_BYTES = 4096
+
+
+@dataclass
+class Upload:
+    """What a multipart upload held.
+
+    Attributes:
+        file: the uploaded file, saved as ``upload<suffix>`` in the folder; None when none was sent.
+        filename: the name the client gave it (its last component), or None.
+        fields: the other form fields (``axis``, ``window``), as text.
+    """
+
+    file: Path | None = None
+    filename: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+def too_large(max_bytes: int) -> ApiError:
+    return ApiError(413, f"the upload is larger than the server's limit of {max_bytes / 2**20:.0f} MB (--max-upload-mb)")
+
+
+def _safe_suffix(filename: str) -> str:
+    suffix = suffix_of(Path(filename)).lower()
+    return suffix if re.fullmatch(r"(\.[a-z0-9]{1,8}){1,2}", suffix) else ""
+
+
+async def receive_upload(request: Request, folder: Path, max_bytes: int) -> Upload:
+    """Parse a ``multipart/form-data`` request as it arrives, writing its ``file`` part to ``folder``.
+
+    Raises:
+        ApiError: 400 (not multipart, no boundary, a second file, a field too long), 413 (larger
+            than ``max_bytes``, by its Content-Length or as it streams). The caller removes the folder.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise too_large(max_bytes)
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        raise ApiError(400, "send the scan as multipart/form-data with a field 'file', or JSON {\"path\": \"name under --data\"}")
+    upload = Upload()
+    state: dict = {"headers": {}, "field": b"", "value": b"", "name": None, "handle": None, "data": bytearray(), "error": None}
+
+    def on_part_begin() -> None:
+        state.update(headers={}, name=None, handle=None, data=bytearray())
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        state["headers"][state["field"].decode("latin-1").lower()] = state["value"]
+        state["field"], state["value"] = b"", b""
+
+    def on_headers_finished() -> None:
+        _, disposition = parse_options_header(state["headers"].get("content-disposition", b""))
+        name = disposition.get(b"name", b"").decode("utf-8", "replace")
+        state["name"] = name
+        filename = disposition.get(b"filename")
+        if name == "file" and filename is not None:
+            if upload.file is not None:
+                state["error"] = ApiError(400, "send one file per session (a DICOM series as one zip)")
+                return
+            given = PurePosixPath(filename.decode("utf-8", "replace").replace("\\", "/")).name[:200]
+            upload.filename = given
+            upload.file = folder / f"upload{_safe_suffix(given)}"
+            state["handle"] = upload.file.open("xb")
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if state["handle"] is not None:
+            state["handle"].write(data[start:end])
+        else:
+            state["data"] += data[start:end]
+            if len(state["data"]) > MAX_FIELD_BYTES:
+                state["error"] = ApiError(400, f"the form field {state['name']!r} is longer than {MAX_FIELD_BYTES} bytes")
+
+    def on_part_end() -> None:
+        if state["handle"] is not None:
+            state["handle"].close()
+            state["handle"] = None
+        elif state["name"]:
+            upload.fields[state["name"]] = bytes(state["data"]).decode("utf-8", "replace")
+
+    callbacks = {
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
+        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
+        "on_part_end": on_part_end,
+    }
+    parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > max_bytes:
+                raise too_large(max_bytes)
+            parser.write(chunk)
+            if state["error"] is not None:
+                raise state["error"]
+        parser.finalize()
+    except ApiError:
+        raise
+    except Exception as exc:  # the parser's own errors: a malformed body
+        raise ApiError(400, f"the upload is not a well-formed multipart body ({type(exc).__name__})") from None
+    finally:
+        if state["handle"] is not None:
+            state["handle"].close()
+    return upload
+
+
+def unpack_zip(archive: Path, target: Path, max_bytes: int) -> Path:
+    """Extract a zip of a DICOM series into ``target`` (one flat folder); returns ``target``.
+
+    Members are written under numbered names (DICOM slices are ordered by their positions, not
+    their names); links, absolute paths and ``..`` are refused, and the unpacked size is capped.
+
+    Raises:
+        ApiError: 400 (not a zip, a member that leaves the archive, no file in it), 413 (unpacks
+            to more than ``max_bytes``).
+    """
+    try:
+        archive_file = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError):
+        raise ApiError(400, "the .zip upload is not a zip archive") from None
+    with archive_file:
+        members = [info for info in archive_file.infolist() if not info.is_dir()]
+        for info in members:
+            path = PurePosixPath(info.filename.replace("\\", "/"))
+            if path.is_absolute() or ".." in path.parts:
+                raise ApiError(400, f"the zip member {info.filename!r} points outside the archive")
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise ApiError(400, f"the zip member {info.filename!r} is a link; zip the files themselves")
+        if sum(info.file_size for info in members) > max_bytes:
+            raise too_large(max_bytes)
+        files = [info for info in members if not PurePosixPath(info.filename).name.startswith(".")]
+        if not files:
+            raise ApiError(400, "the zip holds no file; zip the DICOM series' files")
+        target.mkdir()
+        written = 0
+        for number, info in enumerate(files):
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", PurePosixPath(info.filename).name)[:100]
+            with archive_file.open(info) as source, (target / f"{number:06d}_{name}").open("xb") as out:
+                while chunk := source.read(1 << 20):
+                    written += len(chunk)
+                    if written > max_bytes:  # a member that lies about its size
+                        raise too_large(max_bytes)
+                    out.write(chunk)
+    shutil.rmtree(archive, ignore_errors=True) if archive.is_dir() else archive.unlink()
+    return target
