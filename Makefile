@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # override with `make TORCH_SPEC="torch torchvision" ...` elsewhere.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test lint bench clean
+.PHONY: install browser demo test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,19 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# the web viewer's tests drive Debian's Chromium through Playwright (never `playwright install`:
+# it downloads a browser build); apt-get needs root, or sudo where there is one
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium > /dev/null; \
+	fi
+	@/usr/bin/chromium --version
+
 demo: install
 	$(BIN)/medsam2 demo --output-dir medsam2_demo --overwrite
 
-test: install
+test: install browser
 	@# the CPU flags and the precision `--precision auto` picks: a failure can be read from the log alone
 	@$(BIN)/medsam2 models | tail -n 1
 	$(BIN)/python -m pytest -q

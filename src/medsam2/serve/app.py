@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medsam2._version import __version__
+from medsam2.colours import PALETTE
 from medsam2.engine.sanity import LOW_CONFIDENCE
 from medsam2.errors import MedSAM2Error
 from medsam2.io.volume import load_volume, save_mask, suffix_of
@@ -161,6 +162,7 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
             "windows": list(WINDOW_CHOICES),
             "label_formats": list(LABEL_FORMATS),
             "low_confidence": LOW_CONFIDENCE,
+            "palette": [[int(v) for v in row] for row in PALETTE],
         }
 
     @app.get("/api/data")

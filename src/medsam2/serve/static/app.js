@@ -1,0 +1,416 @@
+// The medsam2 page: NiiVue shows the scan and the masks; every change goes through the REST API.
+// Coordinates: NiiVue gives voxel indices in its RAS-ordered grid; the page turns them into the
+// file's own voxel indices (i, j, k) and then into the session's frame (slice, x, y).
+import { Niivue, NVImage, DRAG_MODE, SLICE_TYPE } from './niivue.js'
+
+const $ = (id) => document.getElementById(id)
+const state = {
+  key: sessionStorage.getItem('medsam2-key') || '',
+  info: null, // GET /api/info
+  session: null, // POST /api/sessions answer
+  objects: new Map(), // label -> {label, name, summary}
+  selected: null,
+  tool: 'box',
+  busy: false,
+  overlay: null,
+  sliceIndex: 0,
+}
+const nv = new Niivue({ backColor: [0, 0, 0, 1], crosshairWidth: 1, crosshairColor: [1, 1, 0, 0.6], dragAndDropEnabled: false, isColorbar: false })
+window.medsam2 = { nv, state } // for tests and the curious
+
+// -- the API ---------------------------------------------------------------------------------
+function headers(extra = {}) {
+  return state.key ? { ...extra, Authorization: `Bearer ${state.key}` } : extra
+}
+async function api(method, path, body) {
+  const init = { method, headers: headers() }
+  if (body instanceof FormData) init.body = body
+  else if (body !== undefined) { init.body = JSON.stringify(body); init.headers = headers({ 'Content-Type': 'application/json' }) }
+  const response = await fetch(path, init)
+  if (response.status === 401) $('keyBox').hidden = false
+  if (!response.ok) {
+    let message = `${response.status} ${response.statusText}`
+    try { message = (await response.json()).error || message } catch (e) { /* not JSON */ }
+    throw new Error(message)
+  }
+  return response
+}
+async function streamLines(response, onLine) {
+  const reader = response.body.getReader()
+  const decoder = new TextDecoder()
+  let buffer = ''
+  let last = null
+  for (;;) {
+    const { value, done } = await reader.read()
+    if (done) break
+    buffer += decoder.decode(value, { stream: true })
+    let cut
+    while ((cut = buffer.indexOf('\n')) >= 0) {
+      const line = JSON.parse(buffer.slice(0, cut))
+      buffer = buffer.slice(cut + 1)
+      if (line.error) throw new Error(line.error)
+      last = line
+      onLine(line)
+    }
+  }
+  return last
+}
+function status(text, isError = false) {
+  $('status').textContent = text
+  $('status').className = isError ? 'error' : ''
+  if (isError) console.warn('medsam2:', text)
+}
+async function guarded(work) {
+  if (state.busy) { status('busy: wait for the current step to finish'); return }
+  state.busy = true
+  document.body.dataset.busy = '1'
+  try { await work() } catch (error) { status(error.message, true) } finally {
+    state.busy = false
+    delete document.body.dataset.busy
+  }
+}
+
+// -- voxel coordinates -----------------------------------------------------------------------
+function dims() { const d = nv.volumes[0].hdr.dims; return [d[1], d[2], d[3]] }
+function rasToNative(vox) {
+  const back = nv.volumes[0]
+  const start = back.img2RASstart; const step = back.img2RASstep
+  const flat = start[0] + vox[0] * step[0] + start[1] + vox[1] * step[1] + start[2] + vox[2] * step[2]
+  const [nx, ny] = dims()
+  return [flat % nx, Math.floor(flat / nx) % ny, Math.floor(flat / (nx * ny))]
+}
+function nativeToRas(ijk) {
+  const back = nv.volumes[0]
+  const [nx, ny] = dims()
+  const strides = [1, nx, nx * ny]
+  const ras = [0, 0, 0]
+  for (let a = 0; a < 3; a++) {
+    const step = back.img2RASstep[a]
+    const axis = strides.indexOf(Math.abs(step)) >= 0 ? strides.indexOf(Math.abs(step)) : a
+    const base = back.img2RASstart[a] / strides[axis]
+    ras[a] = Math.round((ijk[axis] - base) * Math.sign(step || 1))
+  }
+  return ras
+}
+function toFrame(ijk) { const a = state.session.frame_axes; return { slice: ijk[a.slice], x: ijk[a.x], y: ijk[a.y] } }
+function fromFrame(slice, x, y) { const a = state.session.frame_axes; const ijk = [0, 0, 0]; ijk[a.slice] = slice; ijk[a.x] = x; ijk[a.y] = y; return ijk }
+function nativeIndex(ijk) { const [nx, ny] = dims(); return ijk[0] + ijk[1] * nx + ijk[2] * nx * ny }
+function crosshairNative() { return rasToNative(nv.frac2vox(nv.scene.crosshairPos)) }
+function goToSlice(slice) {
+  const here = toFrame(crosshairNative())
+  const ijk = fromFrame(slice, here.x, here.y)
+  nv.scene.crosshairPos = nv.vox2frac(nativeToRas(ijk))
+  nv.createOnLocationChange()
+  nv.drawScene()
+  showLocation()
+}
+function showLocation() {
+  if (!state.session) return
+  const frame = toFrame(crosshairNative())
+  state.sliceIndex = frame.slice
+  $('location').textContent = `slice ${frame.slice} / ${state.session.frames[0] - 1} (${state.session.axis}), x ${frame.x}, y ${frame.y}`
+}
+
+// -- objects ---------------------------------------------------------------------------------
+function colour(label) { const p = state.info.palette; return p[(label - 1) % p.length] }
+function selectObject(label) { state.selected = label; renderObjects() }
+function addObject(name) {
+  let label = 1
+  while (state.objects.has(label)) label++
+  state.objects.set(label, { label, name: name || `object ${label}`, summary: null, pending: false })
+  selectObject(label)
+  refreshColours()
+  return label
+}
+function renderObjects() {
+  const list = $('objects')
+  list.innerHTML = ''
+  for (const obj of state.objects.values()) {
+    const item = document.createElement('li')
+    item.dataset.label = obj.label
+    if (obj.label === state.selected) item.className = 'selected'
+    const [r, g, b] = colour(obj.label)
+    const info = obj.summary ? `${obj.summary.volume_ml ?? obj.summary.area_pixels} ${obj.summary.volume_ml !== null ? 'mL' : 'px'}` : (obj.pending ? 'to propagate' : 'no prompt yet')
+    item.innerHTML = `<span class="swatch" style="background:rgb(${r},${g},${b})"></span><span>${obj.label}</span><span class="name"></span><span class="state">${info}</span>`
+    item.querySelector('.name').textContent = obj.name
+    item.onclick = () => selectObject(obj.label)
+    list.appendChild(item)
+  }
+  renderDetails()
+}
+function renderDetails() {
+  const obj = state.objects.get(state.selected)
+  const plot = $('confidencePlot')
+  const ctx = plot.getContext('2d')
+  ctx.clearRect(0, 0, plot.width, plot.height)
+  $('review').innerHTML = ''
+  if (!obj || !obj.summary) { $('details').textContent = obj ? `${obj.name}: not segmented yet` : ''; return }
+  const s = obj.summary
+  const size = s.volume_ml !== null ? `${s.volume_ml.toFixed(1)} mL` : `${s.area_pixels} pixels`
+  $('details').textContent = `${obj.name}: ${size}, slices ${s.first_slice}-${s.last_slice}, mean confidence ${(s.mean_confidence ?? 0).toFixed(2)}`
+  const n = state.session.frames[0]
+  const w = plot.width / Math.max(n, 1)
+  ctx.strokeStyle = '#555'; ctx.beginPath(); const y05 = plot.height * (1 - state.info.low_confidence); ctx.moveTo(0, y05); ctx.lineTo(plot.width, y05); ctx.stroke()
+  const [r, g, b] = colour(obj.label)
+  for (const [slice, value] of Object.entries(s.confidence_per_slice)) {
+    ctx.fillStyle = value < state.info.low_confidence ? '#f0c060' : `rgb(${r},${g},${b})`
+    ctx.fillRect(Number(slice) * w, plot.height * (1 - value), Math.max(w - 1, 1), plot.height * value)
+  }
+  plot.onclick = (event) => goToSlice(Math.min(n - 1, Math.floor(event.offsetX / w)))
+  if (s.low_confidence_slices.length) {
+    $('review').append('review: ')
+    for (const slice of s.low_confidence_slices) {
+      const link = document.createElement('a'); link.textContent = slice; link.onclick = () => goToSlice(slice); $('review').append(link)
+    }
+  }
+}
+function applySummary(summary) {
+  for (const obj of state.objects.values()) { obj.summary = null; obj.pending = summary.pending.includes(obj.label) }
+  for (const s of summary.objects) {
+    const obj = state.objects.get(s.label) || { label: s.label, name: s.name || `object ${s.label}` }
+    obj.summary = s
+    obj.pending = false
+    state.objects.set(s.label, obj)
+  }
+  $('warnings').innerHTML = ''
+  for (const text of summary.warnings || []) { const li = document.createElement('li'); li.textContent = text; $('warnings').append(li) }
+  renderObjects()
+}
+
+// -- the label overlay -----------------------------------------------------------------------
+function refreshColours() {
+  if (!state.overlay) return
+  const labels = [0, ...[...state.objects.keys()].sort((a, b) => a - b)]
+  const cm = { R: [], G: [], B: [], A: [], I: labels, labels: labels.map((l) => (l ? state.objects.get(l).name : '')) }
+  for (const l of labels) { const [r, g, b] = l ? colour(l) : [0, 0, 0]; cm.R.push(r); cm.G.push(g); cm.B.push(b); cm.A.push(l ? 255 : 0) }
+  state.overlay.setColormapLabel(cm)
+  nv.updateGLVolume()
+}
+async function reloadOverlay() {
+  const url = `/api/sessions/${state.session.session}/labels?format=nii.gz`
+  const overlay = await NVImage.loadFromUrl({ url, headers: headers(), name: 'labels.nii.gz', opacity: 0.5 })
+  if (state.overlay) nv.removeVolume(state.overlay)
+  state.overlay = overlay
+  nv.addVolume(overlay)
+  refreshColours()
+}
+let pendingRedraw = null
+function paintSlice(label, slice, rle) {
+  const img = state.overlay.img
+  const [rows, cols] = state.session.frames.slice(1)
+  for (let y = 0; y < rows; y++) {
+    for (let x = 0; x < cols; x++) { const i = nativeIndex(fromFrame(slice, x, y)); if (img[i] === label) img[i] = 0 }
+  }
+  for (let r = 0; r < rle.length; r += 2) {
+    for (let p = rle[r]; p < rle[r] + rle[r + 1]; p++) img[nativeIndex(fromFrame(slice, p % cols, Math.floor(p / cols)))] = label
+  }
+  if (!pendingRedraw) pendingRedraw = setTimeout(() => { pendingRedraw = null; nv.updateGLVolume() }, 150)
+}
+function sliceMask(label, slice) {
+  const [rows, cols] = state.session.frames.slice(1)
+  const mask = new Uint8Array(rows * cols)
+  const img = state.overlay.img
+  for (let y = 0; y < rows; y++) for (let x = 0; x < cols; x++) mask[y * cols + x] = img[nativeIndex(fromFrame(slice, x, y))] === label ? 1 : 0
+  return mask
+}
+function maskPng(mask) {
+  const [rows, cols] = state.session.frames.slice(1)
+  const canvas = document.createElement('canvas'); canvas.width = cols; canvas.height = rows
+  const ctx = canvas.getContext('2d')
+  const image = ctx.createImageData(cols, rows)
+  for (let p = 0; p < rows * cols; p++) { const v = mask[p] ? 255 : 0; image.data.set([v, v, v, 255], p * 4) }
+  ctx.putImageData(image, 0, 0)
+  return canvas.toDataURL('image/png')
+}
+
+// -- prompts ---------------------------------------------------------------------------------
+function selectedObject() {
+  if (state.selected === null || !state.objects.has(state.selected)) addObject($('newName').value.trim())
+  return state.objects.get(state.selected)
+}
+async function sendPrompt(kind, payload) {
+  const obj = selectedObject()
+  const segmented = obj.summary !== null && obj.summary !== undefined
+  const sid = state.session.session
+  if (!segmented) {
+    await api('POST', `/api/sessions/${sid}/objects/${obj.label}/prompts`, { [kind]: payload, name: obj.name })
+    obj.pending = true
+    renderObjects()
+    status(`${obj.name}: ${kind} on slice ${payload.slice} added; press Propagate`)
+    return
+  }
+  status(`${obj.name}: correcting slice ${payload.slice}...`)
+  const response = await api('POST', `/api/sessions/${sid}/objects/${obj.label}/corrections`, { [kind]: payload })
+  const last = await streamLines(response, (line) => { if (line.total) setProgress(line.done, line.total) })
+  await reloadOverlay()
+  applySummary(last)
+  const c = last.correction
+  status(`${obj.name}: slice ${c.slice} corrected; ${c.decoded_slices.length} slices decoded again in ${c.seconds.toFixed(1)} s`)
+}
+function setProgress(done, total) { $('progress').max = total; $('progress').value = done }
+
+nv.onDragRelease = (info) => {
+  if (!state.session || state.tool !== 'box') return
+  const a = toFrame(rasToNative(info.voxStart)); const b = toFrame(rasToNative(info.voxEnd))
+  if (a.slice !== b.slice) { status(`draw the box on a slice of the ${state.session.axis} axis (that view's plane)`, true); return }
+  if (a.x === b.x || a.y === b.y) { status('drag a box, not a line or a click', true); return }
+  const box = [Math.min(a.x, b.x), Math.min(a.y, b.y), Math.max(a.x, b.x), Math.max(a.y, b.y)]
+  markBox(a.slice, box)
+  guarded(() => sendPrompt('box', { slice: a.slice, box }))
+}
+nv.onMouseUp = () => {
+  if (!state.session || (state.tool !== 'plus' && state.tool !== 'minus')) return
+  const frame = toFrame(crosshairNative())
+  guarded(() => sendPrompt('point', { slice: frame.slice, point: [frame.x, frame.y], positive: state.tool === 'plus' }))
+}
+nv.onLocationChange = () => showLocation()
+nv.onDrawingChanged = (action) => {
+  if (action !== 'draw' || !state.session || (state.tool !== 'paint' && state.tool !== 'erase')) return
+  const drawn = nv.drawBitmap
+  const [rows, cols] = state.session.frames.slice(1)
+  const rasDims = nv.volumes[0].dimsRAS
+  const strokes = new Map() // slice -> mask
+  for (let p = 0; p < drawn.length; p++) {
+    if (drawn[p] !== 1 && drawn[p] !== 2) continue
+    const rx = p % rasDims[1]; const ry = Math.floor(p / rasDims[1]) % rasDims[2]; const rz = Math.floor(p / (rasDims[1] * rasDims[2]))
+    const f = toFrame(rasToNative([rx, ry, rz]))
+    if (!strokes.has(f.slice)) strokes.set(f.slice, new Uint8Array(rows * cols))
+    strokes.get(f.slice)[f.y * cols + f.x] = 1
+  }
+  nv.drawBitmap.fill(0); nv.refreshDrawing(true)
+  if (strokes.size !== 1) { status(`paint on one slice of the ${state.session.axis} axis (that view's plane)`, true); return }
+  const [slice, painted] = [...strokes.entries()][0]
+  const obj = selectedObject()
+  if (state.tool === 'erase') { guarded(() => sendPrompt('erase', { slice, png_base64: maskPng(painted) })); return }
+  const current = obj.summary ? sliceMask(obj.label, slice) : new Uint8Array(rows * cols)
+  for (let p = 0; p < painted.length; p++) if (painted[p]) current[p] = 1
+  guarded(() => sendPrompt('mask', { slice, png_base64: maskPng(current) }))
+}
+function markBox(slice, box) {
+  // the box outline in NiiVue's drawing layer (value 3), cleared by the next propagation
+  const bitmap = nv.drawBitmap
+  if (!bitmap) return
+  const rasDims = nv.volumes[0].dimsRAS
+  const set = (x, y) => { const r = nativeToRas(fromFrame(slice, x, y)); bitmap[r[0] + r[1] * rasDims[1] + r[2] * rasDims[1] * rasDims[2]] = 3 }
+  for (let x = box[0]; x <= box[2]; x++) { set(x, box[1]); set(x, box[3]) }
+  for (let y = box[1]; y <= box[3]; y++) { set(box[0], y); set(box[2], y) }
+  nv.refreshDrawing(true)
+}
+function setTool(tool) {
+  state.tool = tool
+  for (const button of document.querySelectorAll('#tools button')) button.classList.toggle('active', button.dataset.tool === tool)
+  const drawing = tool === 'paint' || tool === 'erase'
+  nv.setDrawingEnabled(drawing)
+  if (drawing) { nv.setPenValue(tool === 'paint' ? 1 : 2, false); nv.opts.penSize = 3 }
+  const primary = tool === 'box' ? DRAG_MODE.callbackOnly : DRAG_MODE.crosshair
+  nv.setMouseEventConfig({ leftButton: { primary, withCtrl: DRAG_MODE.crosshair }, rightButton: DRAG_MODE.pan, centerButton: DRAG_MODE.pan })
+}
+
+// -- propagate, undo, save -------------------------------------------------------------------
+async function propagate() {
+  const sid = state.session.session
+  nv.drawBitmap?.fill(0); nv.refreshDrawing(true)
+  status('propagating...')
+  const began = performance.now()
+  const response = await api('POST', `/api/sessions/${sid}/propagate`, { masks: true })
+  const last = await streamLines(response, (line) => {
+    if (line.total) { setProgress(line.done, line.total); if (line.rle) paintSlice(line.label, line.slice, line.rle); status(`propagating: label ${line.label}, slice ${line.slice}`) }
+  })
+  await reloadOverlay()
+  applySummary(last)
+  status(`propagated in ${((performance.now() - began) / 1000).toFixed(1)} s`)
+  document.body.dataset.propagated = String(Number(document.body.dataset.propagated || 0) + 1)
+}
+async function undo() {
+  const response = await api('POST', `/api/sessions/${state.session.session}/undo`)
+  applySummary(await response.json())
+  await reloadOverlay()
+  status('undone')
+}
+async function download(path, filename) {
+  const response = await api('GET', path)
+  const blob = await response.blob()
+  const link = document.createElement('a')
+  link.href = URL.createObjectURL(blob); link.download = filename
+  document.body.append(link); link.click(); link.remove()
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000)
+}
+function stem() { return state.session.name.replace(/(\.nii\.gz|\.[^.]*)$/i, '') }
+async function save() {
+  const format = $('saveFormat').value
+  await download(`/api/sessions/${state.session.session}/labels?format=${format}`, `${stem()}_labels.${format}`)
+  status(`saved ${stem()}_labels.${format}`)
+}
+
+// -- opening a scan --------------------------------------------------------------------------
+async function openScan(response) {
+  if (state.session) api('DELETE', `/api/sessions/${state.session.session}`).catch(() => {})
+  state.session = await response.json()
+  state.objects.clear(); state.selected = null; state.overlay = null
+  await nv.loadVolumes([{ url: `/api/sessions/${state.session.session}/volume`, headers: headers(), name: 'volume.nii.gz' }])
+  const back = nv.volumes[0]
+  back.cal_min = state.session.window.low; back.cal_max = state.session.window.high
+  nv.createEmptyDrawing()
+  await reloadOverlay()
+  const presets = $('displayWindow'); presets.innerHTML = ''
+  for (const [name, range] of Object.entries(state.session.window_presets)) presets.add(new Option(`${name} [${range[0]}, ${range[1]}]`, name))
+  const view = { k: 'axial', j: 'coronal', i: 'sagittal' }[state.session.voxel_axis]
+  setView(state.session.is_2d ? 'axial' : view)
+  goToSlice(Math.floor(state.session.frames[0] / 2))
+  renderObjects()
+  status(`opened ${state.session.name}: ${state.session.frames[0]} slices along ${state.session.axis}; draw a box on the structure's slice`)
+  document.body.dataset.session = state.session.session
+}
+function openForm(file) {
+  const form = new FormData()
+  form.append('file', file)
+  form.append('axis', $('axis').value); form.append('window', $('window').value)
+  return form
+}
+function setView(view) {
+  const types = { axial: SLICE_TYPE.AXIAL, coronal: SLICE_TYPE.CORONAL, sagittal: SLICE_TYPE.SAGITTAL, multi: SLICE_TYPE.MULTIPLANAR, render: SLICE_TYPE.RENDER }
+  nv.setSliceType(types[view])
+  for (const button of document.querySelectorAll('#viewToolbar button')) button.classList.toggle('active', button.dataset.view === view)
+}
+
+async function start() {
+  await nv.attachToCanvas($('gl'))
+  setTool('box')
+  try {
+    state.info = await (await api('GET', '/api/info')).json()
+  } catch (error) { status(error.message, true); return }
+  $('serverInfo').textContent = `medsam2 ${state.info.version} · ${state.info.backbone} (${state.info.runtime}, ${state.info.precision}, ${state.info.device})`
+  for (const axis of state.info.axes) $('axis').add(new Option(axis, axis))
+  for (const w of state.info.windows) $('window').add(new Option(w, w))
+  for (const f of state.info.label_formats) $('saveFormat').add(new Option(f, f))
+  if (state.info.data_folder) {
+    const scans = (await (await api('GET', '/api/data')).json()).scans
+    for (const scan of scans) $('dataList').add(new Option(`${scan.path}${scan.kind === 'dicom' ? ' (DICOM)' : ''}`, scan.path))
+  }
+  document.body.dataset.ready = '1'
+}
+
+$('upload').onchange = (event) => { const file = event.target.files[0]; if (file) guarded(async () => { status(`uploading ${file.name}...`); await openScan(await api('POST', '/api/sessions', openForm(file))) }) }
+$('openData').onclick = () => { const path = $('dataList').value; if (path) guarded(async () => openScan(await api('POST', '/api/sessions', { path, axis: $('axis').value, window: $('window').value }))) }
+$('addObject').onclick = () => { addObject($('newName').value.trim()); $('newName').value = '' }
+$('propagate').onclick = () => guarded(propagate)
+$('undo').onclick = () => guarded(undo)
+$('save').onclick = () => guarded(save)
+$('saveReport').onclick = () => guarded(() => download(`/api/sessions/${state.session.session}/report`, `${stem()}_report.json`))
+$('saveKey').onclick = () => { state.key = $('apiKey').value; sessionStorage.setItem('medsam2-key', state.key); $('keyBox').hidden = true; start() }
+$('helpButton').onclick = $('closeHelp').onclick = () => { $('help').hidden = !$('help').hidden }
+$('displayWindow').onchange = () => { const [lo, hi] = state.session.window_presets[$('displayWindow').value]; nv.volumes[0].cal_min = lo; nv.volumes[0].cal_max = hi; nv.updateGLVolume() }
+for (const button of document.querySelectorAll('#tools button')) button.onclick = () => setTool(button.dataset.tool)
+for (const button of document.querySelectorAll('#viewToolbar button')) button.onclick = () => setView(button.dataset.view)
+document.addEventListener('keydown', (event) => {
+  if (event.target.tagName === 'INPUT' || event.target.tagName === 'SELECT') return
+  const keys = { b: 'box', a: 'plus', d: 'minus', p: 'paint', e: 'erase', n: 'navigate' }
+  if (event.ctrlKey && event.key === 'z') { event.preventDefault(); guarded(undo) }
+  else if (keys[event.key]) setTool(keys[event.key])
+  else if (event.key === 'Enter' && state.session) guarded(propagate)
+  else if (event.key === 's' && state.session) guarded(save)
+  else if (event.key === '?') $('help').hidden = !$('help').hidden
+  else if (/^[1-9]$/.test(event.key) && state.objects.has(Number(event.key))) selectObject(Number(event.key))
+  else if ((event.key === 'PageUp' || event.key === 'PageDown') && state.session) goToSlice(Math.max(0, Math.min(state.session.frames[0] - 1, state.sliceIndex + (event.key === 'PageUp' ? 1 : -1))))
+})
+start()
