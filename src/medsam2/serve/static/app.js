@@ -16,7 +16,7 @@ const state = {
   sliceIndex: 0,
 }
 const nv = new Niivue({ backColor: [0, 0, 0, 1], crosshairWidth: 1, crosshairColor: [1, 1, 0, 0.6], dragAndDropEnabled: false, isColorbar: false })
-window.medsam2 = { nv, state } // for tests and the curious
+window.medsam2 = { nv, state } // for tests and the curious (goToSlice is added below)
 
 // -- the API ---------------------------------------------------------------------------------
 function headers(extra = {}) {
@@ -375,6 +375,8 @@ function setView(view) {
 
 async function start() {
   await nv.attachToCanvas($('gl'))
+  nv.setCrosshairWidth(1)
+  nv.setCrosshairColor([1, 1, 0, 0.5])
   setTool('box')
   try {
     state.info = await (await api('GET', '/api/info')).json()
@@ -413,4 +415,5 @@ document.addEventListener('keydown', (event) => {
   else if (/^[1-9]$/.test(event.key) && state.objects.has(Number(event.key))) selectObject(Number(event.key))
   else if ((event.key === 'PageUp' || event.key === 'PageDown') && state.session) goToSlice(Math.max(0, Math.min(state.session.frames[0] - 1, state.sliceIndex + (event.key === 'PageUp' ? 1 : -1))))
 })
+window.medsam2.goToSlice = goToSlice
 start()

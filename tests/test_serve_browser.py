@@ -1,0 +1,143 @@
+"""The web page in a real browser (Debian's Chromium driven by Playwright, on a loopback server):
+a box dragged with the mouse, Propagate, Save, and a painted correction, with no console errors.
+
+Screenshots are kept in test-artifacts/serve/. The voxel under the mouse is computed here from the
+file's affine (nibabel), not with the page's own code, so that a wrong mapping in the page fails.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from medsam2 import load_volume
+from medsam2.demo import sample_paths
+
+from .serve_helpers import SPLEEN, running, spleen_box
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "serve"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (make test installs it)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM))
+        yield launched
+        launched.close()
+
+
+class Page:
+    """The page with its console watched, and the mouse placed on voxels of the scan."""
+
+    def __init__(self, browser, url: str, scan: Path) -> None:
+        self.page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+        self.errors: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.goto(url)
+        self.page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+        self.page.set_input_files("#upload", str(scan))
+        self.page.wait_for_selector("body[data-session]", timeout=60_000)
+        image = nib.load(str(scan))
+        self.ornt = nib.orientations.io_orientation(image.affine)  # native axis -> (RAS axis, flip)
+        self.shape_ijk = image.shape[:3]
+
+    def ras_voxel(self, ijk) -> list[int]:
+        ras = [0, 0, 0]
+        for axis, (target, flip) in enumerate(self.ornt):
+            ras[int(target)] = int(self.shape_ijk[axis] - 1 - ijk[axis]) if flip < 0 else int(ijk[axis])
+        return ras
+
+    def screen(self, slice: int, x: int, y: int) -> tuple[float, float]:
+        """Where voxel (i=x, j=y, k=slice) is on the screen (an axial session of an axial scan)."""
+        self.page.evaluate("(s) => window.medsam2.goToSlice(s)", slice)
+        return tuple(self.page.evaluate(
+            """(ras) => { const nv = window.medsam2.nv; const canvas = document.getElementById('gl')
+               const rect = canvas.getBoundingClientRect(); const scale = canvas.width / rect.width
+               const p = nv.frac2canvasPos(nv.vox2frac(ras)); return [rect.left + p[0] / scale, rect.top + p[1] / scale] }""",
+            self.ras_voxel((x, y, slice)),
+        ))
+
+    def drag(self, start, end) -> None:
+        mouse = self.page.mouse
+        mouse.move(*start)
+        mouse.down()
+        mouse.move((start[0] + end[0]) / 2, (start[1] + end[1]) / 2, steps=4)
+        mouse.move(*end, steps=4)
+        mouse.up()
+
+    def save(self, path: Path) -> np.ndarray:
+        with self.page.expect_download() as download:
+            self.page.click("#save")
+        download.value.save_as(path)
+        return load_volume(path).array
+
+    def wait_status(self, words: str, timeout: float = 60_000) -> None:
+        self.page.wait_for_function(f"document.getElementById('status').textContent.includes({words!r})", timeout=timeout)
+
+
+def test_box_propagate_save_and_a_painted_correction(backbone, browser, tmp_path):
+    ct_path, seg_path = sample_paths()
+    reference = load_volume(seg_path).array == SPLEEN
+    box = spleen_box(reference)
+    with running(backbone) as (url, state):
+        page = Page(browser, url + "/", ct_path)
+        x0, y0, x1, y1 = (int(v) for v in box["box"])
+        page.drag(page.screen(box["slice"], x0, y0), page.screen(box["slice"], x1, y1))
+        page.wait_status("press Propagate")
+        session = state.store.get(page.page.evaluate("document.body.dataset.session")).session
+        sent = session._objects[SPLEEN].prompts.boxes[0]
+        assert (sent.frame, sent.x0, sent.y0, sent.x1, sent.y1) == (box["slice"], x0, y0, x1, y1)
+        page.page.screenshot(path=str(ARTIFACTS / "box.png"))
+        page.page.click("#propagate")
+        page.page.wait_for_selector("body[data-propagated='1']", timeout=300_000)
+        page.page.screenshot(path=str(ARTIFACTS / "propagated.png"))
+        labels = page.save(tmp_path / "labels.nii.gz")
+        mask = labels == SPLEEN
+        dice = 2 * (mask & reference).sum() / (mask.sum() + reference.sum())
+        assert dice >= 0.9, dice
+        assert "mL" in page.page.inner_text("#details")
+        # paint a stroke beside the spleen on a slice it covers: that slice gains the stroke
+        target = box["slice"] + 3
+        rows, cols = np.nonzero(mask[target])
+        right, middle = int(cols.max()), int(rows.mean())
+        page.page.click("#tools button[data-tool='paint']")
+        page.drag(page.screen(target, right + 2, middle - 6), page.screen(target, right + 8, middle + 6))
+        page.wait_status("corrected")
+        page.page.screenshot(path=str(ARTIFACTS / "painted.png"))
+        painted = page.save(tmp_path / "painted.nii.gz")
+        assert (painted[target] == SPLEEN).sum() > mask[target].sum()
+        assert (painted[target, middle - 4 : middle + 5, right + 3 : right + 8] == SPLEEN).any()
+        assert np.array_equal(painted[: box["slice"] + 1], labels[: box["slice"] + 1])  # the prompted side is kept
+        assert page.errors == [], page.errors
+
+
+def test_a_box_lands_on_the_right_voxels_of_a_flipped_scan(backbone, browser, tmp_path):
+    """The page maps NiiVue's RAS-ordered voxels back to the file's own: a scan stored with x and y
+    reversed (another direction, same anatomy) gets the box where the mouse drew it."""
+    ct_path, _ = sample_paths()
+    image = sitk.ReadImage(str(ct_path))
+    flipped = sitk.Flip(image, [True, True, False])
+    path = tmp_path / "flipped.nii.gz"
+    sitk.WriteImage(flipped, str(path))
+    with running(backbone) as (url, state):
+        page = Page(browser, url + "/", path)
+        assert any(flip < 0 for _, flip in page.ornt)  # NiiVue must reorder this one
+        page.drag(page.screen(12, 30, 40), page.screen(12, 70, 75))
+        page.wait_status("press Propagate")
+        session = state.store.get(page.page.evaluate("document.body.dataset.session")).session
+        sent = session._objects[1].prompts.boxes[0]
+        assert (sent.frame, sent.x0, sent.y0, sent.x1, sent.y1) == (12, 30, 40, 70, 75)
+        assert page.errors == [], page.errors
+        if os.environ.get("CI"):
+            page.page.screenshot(path=str(ARTIFACTS / "flipped.png"))
