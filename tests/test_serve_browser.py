@@ -92,6 +92,7 @@ def test_box_propagate_save_and_a_painted_correction(backbone, browser, tmp_path
     box = spleen_box(reference)
     with running(backbone) as (url, state):
         page = Page(browser, url + "/", ct_path)
+        page.page.fill("#newName", "spleen")
         x0, y0, x1, y1 = (int(v) for v in box["box"])
         page.drag(page.screen(box["slice"], x0, y0), page.screen(box["slice"], x1, y1))
         page.wait_status("press Propagate")
@@ -102,11 +103,14 @@ def test_box_propagate_save_and_a_painted_correction(backbone, browser, tmp_path
         page.page.click("#propagate")
         page.page.wait_for_selector("body[data-propagated='1']", timeout=300_000)
         page.page.screenshot(path=str(ARTIFACTS / "propagated.png"))
+        page.page.click("#viewToolbar button[data-view='multi']")
+        page.page.screenshot(path=str(ARTIFACTS / "multiplanar.png"))  # the README's picture
+        page.page.click("#viewToolbar button[data-view='axial']")
         labels = page.save(tmp_path / "labels.nii.gz")
         mask = labels == SPLEEN
         dice = 2 * (mask & reference).sum() / (mask.sum() + reference.sum())
         assert dice >= 0.9, dice
-        assert "mL" in page.page.inner_text("#details")
+        assert page.page.inner_text("#details").startswith("spleen: ") and "mL" in page.page.inner_text("#details")
         # paint a stroke beside the spleen on a slice it covers: that slice gains the stroke
         target = box["slice"] + 3
         rows, cols = np.nonzero(mask[target])

@@ -532,13 +532,15 @@ class Session:
         return [self._evidence(obj.label, frames, obj.confidence_per_slice) for obj in result.report.objects]
 
     # -- the result -------------------------------------------------------------------------------
-    def result(self, propagate_pending: bool = True) -> SegmentationResult:
+    def result(self, propagate_pending: bool = True, sanity: bool | None = None) -> SegmentationResult:
         """The label map of every object and its report.
 
         Arguments:
             propagate_pending: propagate the objects that are still pending first (the default);
                 False: leave them out (a viewer showing what is segmented so far; with nothing
                 segmented, the label map is all zeros).
+            sanity: add the sanity warnings (which may decode a probe on the model); None: as
+                ``self.sanity`` says. With False and nothing pending, the model is not used.
 
         Raises:
             PromptError: no object in the session (with ``propagate_pending``).
@@ -579,7 +581,7 @@ class Session:
             )
             if not present:
                 notes.append(f"label {track.label}: nothing was segmented")
-            if self.sanity:
+            if self.sanity if sanity is None else sanity:
                 evidence = self._evidence(track.label, labels_frames, per_slice)
                 notes.extend(sanity_warnings(evidence))
         stats = self._stats

@@ -48,6 +48,8 @@ log = logging.getLogger("medsam2.serve")
 STATIC = Path(__file__).parent / "static"
 #: label map formats GET .../labels writes (2D images also .png)
 LABEL_FORMATS = ("nii.gz", "nii", "nrrd", "seg.nrrd", "mha", "png")
+#: what a 429 answer's Retry-After header says (seconds)
+RETRY_AFTER_SECONDS = 5
 
 
 @dataclass
@@ -109,7 +111,10 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
     # -- errors and the key ------------------------------------------------------------------------
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        return _error(exc.status, exc.message)
+        response = _error(exc.status, exc.message)
+        if exc.status == 429:
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
     @app.exception_handler(MedSAM2Error)
     async def medsam2_error(request: Request, exc: MedSAM2Error):
@@ -301,8 +306,8 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
         if format not in LABEL_FORMATS:
             raise ApiError(400, f"unknown format {format!r}; choose one of {', '.join(LABEL_FORMATS)}")
         with state.store.working(session_id) as served:
-            with state.model_lock:
-                result = served.session.result(propagate_pending=False)
+            # the label map alone uses no model: it does not wait for other sessions' propagations
+            result = served.session.result(propagate_pending=False, sanity=False)
             names = {obj.label: obj.name for obj in result.report.objects}
             out = served.folder / f"labels.{format}"
             save_mask(result.labels, served.volume, out, overwrite=True, names=names)

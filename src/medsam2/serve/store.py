@@ -80,9 +80,8 @@ class SessionStore:
         self.expire()
         with self._lock:
             if len(self._sessions) + self._reserved >= self.max_sessions:
-                raise ApiError(
-                    429, f"{self.max_sessions} sessions are open, the most this server allows; close one (DELETE) or retry later"
-                )
+                count = f"{self.max_sessions} session{'s are' if self.max_sessions != 1 else ' is'} open"
+                raise ApiError(429, f"{count}, the most this server allows; close one (DELETE) or retry later")
             self._reserved += 1
         folder = self.root / f"opening-{secrets.token_hex(8)}"
         folder.mkdir()
