@@ -100,7 +100,7 @@ def looks_like_ct(array: np.ndarray, modality: str | None) -> bool:
     return bool(low < -500 and high > 200 and integer_valued)
 
 
-def _finite_range(data: np.ndarray) -> tuple[float, float]:
+def finite_range(data: np.ndarray) -> tuple[float, float]:
     """Lowest and highest finite values (NaN when there are none), without a float copy."""
     if data.dtype.kind != "f":
         return float(data.min()), float(data.max())
@@ -133,7 +133,7 @@ def choose_window(array: np.ndarray, window: str = "auto", modality: str | None 
         raise UsageError(f"unknown window '{window}'; choose one of {', '.join(WINDOW_CHOICES)}")
     notes: list[str] = []
     data = np.asarray(array)
-    finite_low, finite_high = _finite_range(data)
+    finite_low, finite_high = finite_range(data)
     fill = 0.0
     if data.dtype.kind == "f":
         bad = int(data.size - np.count_nonzero(np.isfinite(data)))

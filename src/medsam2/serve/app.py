@@ -310,7 +310,7 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
             result = served.session.result(propagate_pending=False, sanity=False)
             names = {obj.label: obj.name for obj in result.report.objects}
             out = served.folder / f"labels.{format}"
-            save_mask(result.labels, served.volume, out, overwrite=True, names=names)
+            save_mask(result.labels, served.session.volume, out, overwrite=True, names=names)
             # the response reads the file later: give it a copy that the next request cannot replace
             sent = served.folder / f"sent-{threading.get_ident()}-{out.name}"
             shutil.copyfile(out, sent)
@@ -364,13 +364,13 @@ def _open(state: ServerState, folder: Path, path: Path, name: str, axis: str, wi
     except MedSAM2Error as exc:
         raise ApiError(400, one_line(exc).replace(str(path), name).replace(str(folder) + "/", "")) from None
     write_viewer_nifti(volume, folder / "volume.nii.gz")
-    return state.store.add(name, session, volume, folder)
+    return state.store.add(name, session, folder)
 
 
 def session_info(served: ServedSession) -> dict:
     """What the page needs to show a session's scan and place its prompts."""
     session = served.session
-    volume = served.volume
+    volume = session.volume
     return {
         "session": served.id,
         "name": served.name,

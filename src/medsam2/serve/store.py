@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medsam2.engine.session import Session
-from medsam2.io.volume import Volume
 from medsam2.serve.errors import ApiError, not_found
 
 #: a request waits this long for a session busy with another request before it gets 409
@@ -33,7 +32,6 @@ class ServedSession:
         id: the session's id in URLs (random, unguessable).
         name: what the scan was called (upload name or path under ``--data``).
         session: the engine's session.
-        volume: the scan.
         folder: the session's own folder (its upload, the scan as NIfTI, written label maps).
         lock: held by the request working on the session.
         last_used: ``time.monotonic()`` of the last request.
@@ -42,7 +40,6 @@ class ServedSession:
     id: str
     name: str
     session: Session
-    volume: Volume
     folder: Path
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_used: float = field(default_factory=time.monotonic)
@@ -94,11 +91,11 @@ class SessionStore:
             with self._lock:
                 self._reserved -= 1
 
-    def add(self, name: str, session: Session, volume: Volume, folder: Path) -> ServedSession:
+    def add(self, name: str, session: Session, folder: Path) -> ServedSession:
         """Register an opened session (its folder is renamed after its id)."""
         session_id = secrets.token_urlsafe(12)
         home = folder.rename(self.root / session_id)
-        served = ServedSession(session_id, name, session, volume, home)
+        served = ServedSession(session_id, name, session, home)
         with self._lock:
             self._sessions[session_id] = served
         return served

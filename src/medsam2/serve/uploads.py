@@ -8,7 +8,6 @@ temporary folder, and learn their size only after storing them: hence this one).
 from __future__ import annotations
 
 import re
-import shutil
 import stat
 import zipfile
 from dataclasses import dataclass, field
@@ -170,5 +169,5 @@ def unpack_zip(archive: Path, target: Path, max_bytes: int) -> Path:
                     if written > max_bytes:  # a member that lies about its size
                         raise too_large(max_bytes)
                     out.write(chunk)
-    shutil.rmtree(archive, ignore_errors=True) if archive.is_dir() else archive.unlink()
+    archive.unlink()  # only the unpacked files are kept
     return target

@@ -8,7 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from medsam2.io.volume import Volume
-from medsam2.preprocess import CT_WINDOWS, IntensityWindow, choose_window, looks_like_ct
+from medsam2.preprocess import CT_WINDOWS, IntensityWindow, choose_window, finite_range, looks_like_ct
 
 #: the native voxel axes (0 = i, 1 = j, 2 = k) of a frame's slice index, column x and row y, per voxel axis
 FRAME_AXES = {"k": {"slice": 2, "x": 0, "y": 1}, "j": {"slice": 1, "x": 0, "y": 2}, "i": {"slice": 0, "x": 1, "y": 2}}
@@ -36,6 +36,5 @@ def window_presets(volume: Volume, chosen: IntensityWindow) -> dict[str, list[fl
         presets.update({name: [level - width / 2, level + width / 2] for name, (level, width) in CT_WINDOWS.items()})
     percentile = choose_window(volume.array, "percentile", volume.modality)
     presets.setdefault("percentile", [percentile.low, percentile.high])
-    finite = volume.array[np.isfinite(volume.array)] if volume.array.dtype.kind == "f" else volume.array
-    presets["full"] = [float(finite.min()), float(finite.max())]
+    presets["full"] = list(finite_range(volume.array))
     return {name: [round(float(low), 3), round(float(high), 3)] for name, (low, high) in presets.items()}
