@@ -239,13 +239,13 @@ class Session:
         state = self._objects.get(label)
         if state is not None and state.track is not None:
             raise PromptError(f"label {label} is segmented already; correct it (a correction re-propagates) or undo")
-        given = ObjectPrompts(label, name if name is not None else (state.prompts.name if state else None),
-                              list(boxes), list(points), list(masks))
+        merged = _copy_prompts(state.prompts) if state is not None else ObjectPrompts(label)
+        if name is not None:
+            merged.name = name
+        given = ObjectPrompts(label, merged.name, list(boxes), list(points), list(masks))
         if given.is_empty():
             raise PromptError(f"no prompt given for label {label}")
         validate_prompts([given], *self.shape, axis=self.axis)
-        merged = _copy_prompts(state.prompts) if state is not None else ObjectPrompts(label, given.name)
-        merged.name = given.name
         for box in given.boxes:
             merged.boxes = [b for b in merged.boxes if b.frame != box.frame]
         merged.merge(given)
@@ -262,9 +262,10 @@ class Session:
     ) -> Iterator[PropagationUpdate]:
         """Segment every object added since the last propagation through the volume.
 
-        A generator: iterate it (``for update in session.propagate(): ...`` or ``list(...)``); it
-        yields one :class:`PropagationUpdate` per decoded slice and commits the answers when it
+        Returns an iterator: iterate it (``for update in session.propagate(): ...`` or ``list(...)``);
+        it yields one :class:`PropagationUpdate` per decoded slice and commits the answers when it
         ends. Stopped early, it changes nothing. :meth:`result` runs whatever is still pending.
+        ``labels`` are checked when it is called, before anything is decoded.
 
         Arguments:
             progress: show a progress bar.
@@ -282,6 +283,9 @@ class Session:
                 known = ", ".join(str(k) for k in self._objects) or "none"
                 raise PromptError(f"no object with label {', '.join(unknown)} in the session (labels: {known})")
             pending = [state for state in pending if state.prompts.label in wanted]
+        return self._propagate(pending, progress, masks)
+
+    def _propagate(self, pending: list[_ObjectState], progress: bool, masks: bool) -> Iterator[PropagationUpdate]:
         if not pending:
             return
         note = many_objects_note(len(pending), self.shape[0])

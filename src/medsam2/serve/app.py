@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 import queue
+import secrets
 import shutil
 import tempfile
 import threading
@@ -23,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -226,8 +228,6 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
         with state.store.working(session_id) as served:
             session = served.session
             kind = one_kind(body, ("box", "point", "mask"))
-            if label in session.labels and label not in session.pending_labels():
-                raise ApiError(400, f"label {label} is segmented already: POST .../objects/{label}/corrections, or undo")
             rows, cols = session.shape[1:]
             if kind == "box":
                 session.add_prompts(label, body.name, boxes=[Box(body.box.slice, *body.box.box)])
@@ -245,21 +245,15 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
         served = state.store.acquire(session_id)
         try:
             session = served.session
-            pending = session.pending_labels()
-            if body.labels is not None:
-                unknown = [str(v) for v in body.labels if v not in session.labels]
-                if unknown:
-                    raise ApiError(400, f"no object with label {', '.join(unknown)} in the session (labels: "
-                                   f"{', '.join(str(v) for v in session.labels) or 'none'})")
-                pending = [v for v in pending if v in body.labels]
-            if not pending:
+            updates = session.propagate(labels=body.labels, masks=body.masks)  # unknown labels: 400 here
+            if not any(body.labels is None or v in body.labels for v in session.pending_labels()):
                 raise ApiError(400, "nothing to propagate: add a prompt to an object first (segmented objects are corrected instead)")
         except BaseException:
             state.store.release(served)
             raise
 
         def work(emit: Callable[[dict], None]) -> dict:
-            for update in session.propagate(labels=pending, masks=body.masks):
+            for update in updates:
                 line = {"label": update.label, "slice": update.slice, "done": update.done, "total": update.total}
                 if update.mask is not None:
                     line["rle"] = run_lengths(update.mask)
@@ -309,13 +303,11 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
             # the label map alone uses no model: it does not wait for other sessions' propagations
             result = served.session.result(propagate_pending=False, sanity=False)
             names = {obj.label: obj.name for obj in result.report.objects}
-            out = served.folder / f"labels.{format}"
-            save_mask(result.labels, served.session.volume, out, overwrite=True, names=names)
-            # the response reads the file later: give it a copy that the next request cannot replace
-            sent = served.folder / f"sent-{threading.get_ident()}-{out.name}"
-            shutil.copyfile(out, sent)
-        return FileResponse(sent, media_type="application/octet-stream", filename=f"{_stem(served.name)}_labels.{format}",
-                            background=_Remove(sent))
+            # a name of its own: the response reads the file after the session is free again
+            out = served.folder / f"labels-{secrets.token_hex(6)}.{format}"
+            save_mask(result.labels, served.session.volume, out, names=names)
+        return FileResponse(out, media_type="application/octet-stream", filename=f"{_stem(served.name)}_labels.{format}",
+                            background=BackgroundTask(out.unlink, missing_ok=True))
 
     @app.get("/api/sessions/{session_id}/report")
     def report(session_id: str) -> dict:
@@ -328,16 +320,6 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
 
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
     return app
-
-
-class _Remove:
-    """A background task that removes a file once its response is sent."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    async def __call__(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 def _validation_text(errors: list) -> str:
@@ -364,7 +346,7 @@ def _open(state: ServerState, folder: Path, path: Path, name: str, axis: str, wi
     except MedSAM2Error as exc:
         raise ApiError(400, one_line(exc).replace(str(path), name).replace(str(folder) + "/", "")) from None
     write_viewer_nifti(volume, folder / "volume.nii.gz")
-    return state.store.add(name, session, folder)
+    return state.store.add(name, session, folder, window_presets(volume, session.intensity))
 
 
 def session_info(served: ServedSession) -> dict:
@@ -382,7 +364,7 @@ def session_info(served: ServedSession) -> dict:
         "frames": list(session.shape),
         "is_2d": volume.is_2d,
         "window": {"name": session.intensity.name, "low": session.intensity.low, "high": session.intensity.high},
-        "window_presets": window_presets(volume, session.intensity),
+        "window_presets": served.window_presets,
         "labels": session.labels,
         "pending": session.pending_labels(),
     }

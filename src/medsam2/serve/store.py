@@ -32,7 +32,8 @@ class ServedSession:
         id: the session's id in URLs (random, unguessable).
         name: what the scan was called (upload name or path under ``--data``).
         session: the engine's session.
-        folder: the session's own folder (its upload, the scan as NIfTI, written label maps).
+        folder: the session's own folder (its upload, the scan as NIfTI, label maps being sent).
+        window_presets: the display windows the page offers ({name: [low, high]}, computed once).
         lock: held by the request working on the session.
         last_used: ``time.monotonic()`` of the last request.
     """
@@ -41,6 +42,7 @@ class ServedSession:
     name: str
     session: Session
     folder: Path
+    window_presets: dict[str, list[float]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_used: float = field(default_factory=time.monotonic)
 
@@ -91,11 +93,11 @@ class SessionStore:
             with self._lock:
                 self._reserved -= 1
 
-    def add(self, name: str, session: Session, folder: Path) -> ServedSession:
+    def add(self, name: str, session: Session, folder: Path, window_presets: dict[str, list[float]]) -> ServedSession:
         """Register an opened session (its folder is renamed after its id)."""
         session_id = secrets.token_urlsafe(12)
         home = folder.rename(self.root / session_id)
-        served = ServedSession(session_id, name, session, home)
+        served = ServedSession(session_id, name, session, home, window_presets)
         with self._lock:
             self._sessions[session_id] = served
         return served

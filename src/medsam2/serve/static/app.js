@@ -92,6 +92,8 @@ function nativeToRas(ijk) {
   }
   return ras
 }
+function rasIndex(ras) { const d = nv.volumes[0].dimsRAS; return ras[0] + ras[1] * d[1] + ras[2] * d[1] * d[2] } // into nv.drawBitmap
+function rasFromIndex(p) { const d = nv.volumes[0].dimsRAS; return [p % d[1], Math.floor(p / d[1]) % d[2], Math.floor(p / (d[1] * d[2]))] }
 function toFrame(ijk) { const a = state.session.frame_axes; return { slice: ijk[a.slice], x: ijk[a.x], y: ijk[a.y] } }
 function fromFrame(slice, x, y) { const a = state.session.frame_axes; const ijk = [0, 0, 0]; ijk[a.slice] = slice; ijk[a.x] = x; ijk[a.y] = y; return ijk }
 function nativeIndex(ijk) { const [nx, ny] = dims(); return ijk[0] + ijk[1] * nx + ijk[2] * nx * ny }
@@ -268,12 +270,10 @@ nv.onDrawingChanged = (action) => {
   if (action !== 'draw' || !state.session || (state.tool !== 'paint' && state.tool !== 'erase')) return
   const drawn = nv.drawBitmap
   const [rows, cols] = state.session.frames.slice(1)
-  const rasDims = nv.volumes[0].dimsRAS
   const strokes = new Map() // slice -> mask
   for (let p = 0; p < drawn.length; p++) {
     if (drawn[p] !== 1 && drawn[p] !== 2) continue
-    const rx = p % rasDims[1]; const ry = Math.floor(p / rasDims[1]) % rasDims[2]; const rz = Math.floor(p / (rasDims[1] * rasDims[2]))
-    const f = toFrame(rasToNative([rx, ry, rz]))
+    const f = toFrame(rasToNative(rasFromIndex(p)))
     if (!strokes.has(f.slice)) strokes.set(f.slice, new Uint8Array(rows * cols))
     strokes.get(f.slice)[f.y * cols + f.x] = 1
   }
@@ -290,8 +290,7 @@ function markBox(slice, box) {
   // the box outline in NiiVue's drawing layer (value 3), cleared by the next propagation
   const bitmap = nv.drawBitmap
   if (!bitmap) return
-  const rasDims = nv.volumes[0].dimsRAS
-  const set = (x, y) => { const r = nativeToRas(fromFrame(slice, x, y)); bitmap[r[0] + r[1] * rasDims[1] + r[2] * rasDims[1] * rasDims[2]] = 3 }
+  const set = (x, y) => { bitmap[rasIndex(nativeToRas(fromFrame(slice, x, y)))] = 3 }
   for (let x = box[0]; x <= box[2]; x++) { set(x, box[1]); set(x, box[3]) }
   for (let y = box[1]; y <= box[3]; y++) { set(box[0], y); set(box[2], y) }
   nv.refreshDrawing(true)
