@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # override with `make TORCH_SPEC="torch torchvision" ...` elsewhere.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install browser demo test lint bench clean
+.PHONY: install browser dicom-tools demo test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +29,22 @@ browser:
 	fi
 	@/usr/bin/chromium --version
 
+# the DICOM tests run a real PACS (Orthanc with its DICOMweb plugin) on a loopback port and check
+# the written SEG and RT-STRUCT with dicom3tools' dciodvfy; where the package starts its own Orthanc
+# service it is stopped again (the tests start theirs)
+dicom-tools:
+	@if [ ! -x /usr/sbin/Orthanc ] || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || [ ! -x /usr/bin/dciodvfy ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq orthanc orthanc-dicomweb dicom3tools > /dev/null; \
+		$$SUDO service orthanc stop > /dev/null 2>&1 || true; \
+	fi
+	@/usr/sbin/Orthanc --version | head -n 1
+	@ls /usr/bin/dciodvfy
+
 demo: install
 	$(BIN)/medsam2 demo --output-dir medsam2_demo --overwrite
 
-test: install browser
+test: install browser dicom-tools
 	@# the CPU flags and the precision `--precision auto` picks: a failure can be read from the log alone
 	@$(BIN)/medsam2 models | tail -n 1
 	$(BIN)/python -m pytest -q

@@ -68,6 +68,7 @@ class SegmentJob:
         index_base: 0 or 1, the base of the voxel indices in boxes and points (1: ITK-SNAP).
         label_file: write an ITK-SNAP label description (``NAME.label.txt``) beside the label map.
         montage: a PNG of overlays on the structures' slices to write, or None.
+        dicom_kind: what a ``.dcm`` output is: "dicom-seg" or "rtstruct" (the input must be DICOM).
     """
 
     image: Path
@@ -84,12 +85,18 @@ class SegmentJob:
     index_base: int = 0
     label_file: bool = True
     montage: Path | None = None
+    dicom_kind: str = "dicom-seg"
+
+    @property
+    def writes_dicom(self) -> bool:
+        """The output is a DICOM SEG or RT-STRUCT (it names its structures itself: no label description beside it)."""
+        return suffix_of(self.output) == ".dcm"
 
     def outputs(self) -> list[Path]:
         """Every file the job writes: the label map, its label description, the report, the montage."""
         from medsam2.io.label_files import label_file_path
 
-        extra = [label_file_path(self.output)] if self.label_file else []
+        extra = [label_file_path(self.output)] if self.label_file and not self.writes_dicom else []
         return [self.output, *extra, *([self.report] if self.report else []), *([self.montage] if self.montage else [])]
 
     def inputs(self) -> list[Path]:
@@ -120,6 +127,17 @@ class SegmentJob:
             raise UsageError(f"--montage writes a PNG; name it {self.montage.with_suffix('.png').name}")
 
 
+def provenance_of(result: SegmentationResult):
+    """What a DICOM output says made it: medsam2's version, the backbone and checkpoint, the memory rule and axis."""
+    from medsam2.io.dicom_seg import Provenance
+
+    report = result.report
+    return Provenance(
+        version=report.medsam2_version, backbone=report.backbone, checkpoint=report.checkpoint,
+        parameters={"memory": report.memory, "axis": report.axis, "window": report.window},
+    )
+
+
 def run_segment_job(
     job: SegmentJob,
     segmenter: Callable[[], Segmenter],
@@ -145,6 +163,10 @@ def run_segment_job(
     volume = load_volume(job.image, time_index=job.time_index, limits=job.limits)
     read_seconds = time.perf_counter() - started
     check_output_path(job.output, job.inputs(), job.overwrite, n_slices=volume.shape[0])  # a 2D format for a 3D scan
+    if job.writes_dicom:  # a NIfTI input has no instances to reference: refused before the model runs
+        from medsam2.io.dicom_source import source_series
+
+        source_series(volume, "an RT-STRUCT" if job.dicom_kind == "rtstruct" else "a DICOM SEG")
     objects = collect_prompts(list(job.prompt_items), job.prompts_json, volume, job.axis, ras=job.ras, index_base=job.index_base)
     if not objects:
         raise PromptError("no prompt given; add --box, --point, --mask or --prompts")
@@ -163,8 +185,11 @@ def run_segment_job(
             say(note)
     write_started = time.perf_counter()
     names = {obj.label: obj.name for obj in result.report.objects}
-    save_mask(result.labels, volume, job.output, overwrite=job.overwrite, names=names)
-    if job.label_file:
+    save_mask(
+        result.labels, volume, job.output, overwrite=job.overwrite, names=names, dicom_kind=job.dicom_kind,
+        provenance=provenance_of(result),
+    )
+    if job.label_file and not job.writes_dicom:
         from medsam2.io.label_files import label_entries, label_file_path, stored_entries, write_label_file
 
         entries = stored_entries(label_entries(names), job.output)

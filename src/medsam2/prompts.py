@@ -285,7 +285,11 @@ def collect_prompts(
     frames_shape = to_frames(volume.array, frames_axis).shape
     objects: dict[int, ObjectPrompts] = {}
     current = 1
-    for kind, value in items:
+    for index, (kind, value) in enumerate(items):
+        if kind == "mask_segment":
+            if index == 0 or items[index - 1][0] != "mask":
+                raise PromptError(f"--mask-segment {value} follows the --mask SEG.dcm whose segment it picks")
+            continue
         if kind == "label":
             try:
                 current = object_label(value)
@@ -304,7 +308,8 @@ def collect_prompts(
         elif kind == "name":
             obj.name = str(value)
         elif kind == "mask":
-            obj.masks.extend(_mask_prompts(str(value), volume, frames_axis, frames_shape, index_base, axis))
+            segment = items[index + 1][1] if index + 1 < len(items) and items[index + 1][0] == "mask_segment" else None
+            obj.masks.extend(_mask_prompts(str(value), volume, frames_axis, frames_shape, index_base, axis, segment=segment))
     if prompts_json:
         prompt_file = load_prompts_json(prompts_json, n_frames=frames_shape[0], index_base=index_base)
         for obj in prompt_file.objects:
@@ -370,14 +375,18 @@ def mask_file(text: str) -> Path:
 
 
 def _mask_prompts(
-    text: str, volume, frames_axis: str, frames_shape: tuple[int, ...], index_base: int, axis: str, value: int | None = None
+    text: str, volume, frames_axis: str, frames_shape: tuple[int, ...], index_base: int, axis: str, value: int | None = None,
+    segment: int | None = None,
 ) -> list[MaskPrompt]:
-    """``--mask PATH`` (the input's grid) or ``--mask SLICE:PATH`` (a 2D mask for one slice of a 3D scan)."""
+    """``--mask PATH`` (the input's grid, or a DICOM SEG of the input series: every segment, or
+    ``segment`` alone) or ``--mask SLICE:PATH`` (a 2D mask for one slice of a 3D scan)."""
     from medsam2.io.volume import Volume, read_mask
 
     match = _SLICE_MASK.match(text)
     if match is None or Path(text).exists():
-        return mask_prompts_from_array(to_frames(read_mask(text, volume), frames_axis), text)
+        return mask_prompts_from_array(to_frames(read_mask(text, volume, segment), frames_axis), text)
+    if segment is not None:
+        raise PromptError(f"--mask-segment {segment} picks a segment of a DICOM SEG of the whole series, not of a 2D mask")
     frame, path = int(match.group(1)) - index_base, match.group(2)
     n_frames, rows, cols = frames_shape[:3]
     if not 0 <= frame < n_frames:

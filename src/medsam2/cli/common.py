@@ -104,14 +104,32 @@ def warn(message: str) -> None:
     print(f"medsam2: warning: {message}", file=sys.stderr)
 
 
-def output_path(text: str) -> Path:
-    """``-o`` as given, or with ``.nii.gz`` added where it has no suffix; a folder is refused."""
+def output_path(text: str, default_suffix: str = ".nii.gz") -> Path:
+    """``-o`` as given, or with ``default_suffix`` added where it has no suffix; a folder is refused."""
     path = Path(text)
     if path.is_dir():
         raise OutputError(f"the output {path} is a folder; give a file name such as {path / 'mask.nii.gz'}")
     if not path.suffix:
-        path = path.with_name(path.name + ".nii.gz")
+        path = path.with_name(path.name + default_suffix)
     return path
+
+
+#: what ``--format`` takes where a label map is written (segment, evaluate --save-predictions)
+OUTPUT_FORMATS = ("auto", "seg-nrrd", "dicom-seg", "rtstruct")
+
+
+def check_output_format(format: str, output: Path) -> str:
+    """Check ``--format`` against the output's name; returns what a .dcm output is ("dicom-seg" or "rtstruct").
+
+    Raises:
+        UsageError: the suffix does not go with the format.
+    """
+    name = output.name.lower()
+    if format == "seg-nrrd" and not name.endswith(".seg.nrrd"):
+        raise UsageError(f"--format seg-nrrd writes NAME.seg.nrrd; name the output e.g. {output_stem(output)}.seg.nrrd")
+    if format in ("dicom-seg", "rtstruct") and not name.endswith(".dcm"):
+        raise UsageError(f"--format {format} writes a DICOM file; name the output e.g. {output_stem(output)}.dcm")
+    return "rtstruct" if format == "rtstruct" else "dicom-seg"
 
 
 def output_stem(path: Path) -> str:

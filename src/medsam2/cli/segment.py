@@ -7,20 +7,20 @@ from dataclasses import replace
 from pathlib import Path
 
 from medsam2.cli.common import (
+    OUTPUT_FORMATS,
     PromptAction,
     add_common,
     add_input_limit,
     add_model_options,
+    check_output_format,
     check_report_path,
     label_value,
     model_kwargs,
     output_claim,
     output_path,
-    output_stem,
     read_limits,
     warn,
 )
-from medsam2.errors import UsageError
 
 
 def add_parser(commands) -> None:
@@ -35,8 +35,15 @@ def add_parser(commands) -> None:
         description="Segment structures through a scan. Coordinates are 0-based voxel indices (IJK) as "
         "ITK-SNAP and 3D Slicer show them: --box 42:10,20,80,90 is slice 42, x 10..80, y 20..90.",
     )
-    seg.add_argument("input", help="NIfTI, NRRD, MHA/MHD file, a DICOM series folder, or a 2D image")
-    seg.add_argument("-o", "--output", required=True, help="label map to write (.nii.gz default; suffix picks the format)")
+    seg.add_argument(
+        "input",
+        help="NIfTI, NRRD, MHA/MHD file, a DICOM series folder, a 2D image, or a series on a PACS: "
+        "dicomweb://HOST:PORT/PATH/studies/UID/series/UID (dicomwebs:// for https)",
+    )
+    seg.add_argument(
+        "-o", "--output", required=True,
+        help="label map to write (.nii.gz default; suffix picks the format; .dcm: a DICOM SEG of a DICOM input)",
+    )
     seg.add_argument(
         "--label", type=label_value, action=PromptAction,
         help="label (1..65535) of the object that the prompts after it belong to (default 1)",
@@ -45,7 +52,12 @@ def add_parser(commands) -> None:
     seg.add_argument("--point", action=PromptAction, help="click SLICE:x,y[,1|0] (1 foreground, the default; 0 background)")
     seg.add_argument(
         "--mask", action=PromptAction,
-        help="mask file on the input's grid (every slice with foreground pins the object), or SLICE:FILE for a 2D mask of one slice",
+        help="mask file on the input's grid (every slice with foreground pins the object), a DICOM SEG of the input series "
+        "(every segment, or the one --mask-segment N picks), or SLICE:FILE for a 2D mask of one slice",
+    )
+    seg.add_argument(
+        "--mask-segment", dest="mask_segment", type=int, action=PromptAction, metavar="N",
+        help="after --mask SEG.dcm: take only segment N of the DICOM SEG",
     )
     seg.add_argument(
         "--box-mm", dest="box_mm", action=PromptAction,
@@ -72,8 +84,14 @@ def add_parser(commands) -> None:
     seg.add_argument("--time-index", type=int, help="for 4D input: which 3D volume to segment (0-based)")
     seg.add_argument("--report", help="write a JSON report here")
     seg.add_argument(
-        "--format", choices=("auto", "seg-nrrd"), default="auto",
-        help="auto: the output's suffix picks it; seg-nrrd: a 3D Slicer segmentation with named, coloured segments (NAME.seg.nrrd)",
+        "--format", choices=OUTPUT_FORMATS, default="auto",
+        help="auto: the output's suffix picks it (.dcm: DICOM SEG); seg-nrrd: a 3D Slicer segmentation with named, coloured "
+        "segments (NAME.seg.nrrd); dicom-seg: a DICOM Segmentation (NAME.dcm) referencing the input series; rtstruct: an RT "
+        "Structure Set (NAME.dcm) with one ROI per object, for planning systems",
+    )
+    seg.add_argument(
+        "--push", action="store_true",
+        help="with a dicomweb:// input: also store the DICOM SEG (or RT-STRUCT) on that server (STOW-RS)",
     )
     seg.add_argument("--montage", help="also write a PNG of overlays on up to 8 of the structures' slices, to check the result")
     seg.add_argument(
@@ -88,15 +106,14 @@ def run_segment(args) -> int:
     from medsam2.jobs import SegmentJob, run_segment_job
     from medsam2.segmenter import Segmenter
 
-    output = output_path(args.output)
-    if args.format == "seg-nrrd" and not output.name.lower().endswith(".seg.nrrd"):
-        raise UsageError(f"--format seg-nrrd writes NAME.seg.nrrd; name the output e.g. {output_stem(output)}.seg.nrrd")
+    output = output_path(args.output, ".dcm" if args.format in ("dicom-seg", "rtstruct") else ".nii.gz")
+    dicom_kind = check_output_format(args.format, output)
     job = SegmentJob(
         image=Path(args.input), output=output, prompt_items=tuple(args.prompt_items),
         prompts_json=Path(args.prompts) if args.prompts else None, axis=args.axis, window=args.window,
         time_index=args.time_index, report=None, overwrite=args.overwrite, limits=read_limits(args),
         ras=args.ras, index_base=args.index_base, label_file=not args.no_label_file,
-        montage=Path(args.montage) if args.montage else None,
+        montage=Path(args.montage) if args.montage else None, dicom_kind=dicom_kind,
     )
     report_path = check_report_path(args.report, [str(p) for p in job.inputs()] + [str(output)], args.overwrite)
     job = replace(job, report=report_path)

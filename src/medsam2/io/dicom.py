@@ -22,6 +22,11 @@ from medsam2.io.guard import ReadLimits, itk_messages, itk_note, read_header
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 #: slice gaps may differ by this fraction of the median gap (plus 0.01 mm) before the series is uneven
 _SPACING_TOLERANCE = 0.01
+#: slice positions may run this many degrees off the slice normal before the series is tilted
+_TILT_TOLERANCE_DEGREES = 0.1
+#: the SOP classes of DICOM Segmentation and RT Structure Set objects (not images)
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,10 @@ class SlicePosition:
 
     path: Path
     position_mm: float
+    #: Image Position (Patient) of the slice's first voxel, mm (LPS)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    #: unit normal of the slice plane (row x column direction cosines)
+    normal: tuple[float, float, float] = (0.0, 0.0, 1.0)
 
 
 def looks_like_dicom(path: Path) -> bool:
@@ -84,10 +93,58 @@ def slice_positions(files: list[Path]) -> list[SlicePosition]:
             positions.append(SlicePosition(path, 0.0))
             continue
         normal = np.cross(orientation[:3], orientation[3:])
-        positions.append(SlicePosition(path, float(np.dot(normal, origin))))
+        positions.append(SlicePosition(path, float(np.dot(normal, origin)), origin, tuple(float(v) for v in normal)))
     if unreadable:
         raise InputError(f"the DICOM series has unreadable files: {_names(unreadable)}; replace or remove them")
     return positions
+
+
+def check_no_tilt(positions: list[SlicePosition], folder: Path) -> None:
+    """Refuse a series whose slices are not stacked along their normal (CT gantry tilt): ITK would
+    place such slices on a sheared grid that no label map's geometry can describe."""
+    if len(positions) < 2:
+        return
+    ordered = sorted(positions, key=lambda p: p.position_mm)
+    run = np.subtract(ordered[-1].origin, ordered[0].origin)
+    length = float(np.linalg.norm(run))
+    if length < 1e-6:
+        return
+    cosine = abs(float(np.dot(run / length, ordered[0].normal)))
+    degrees = float(np.degrees(np.arccos(min(1.0, cosine))))
+    if degrees > _TILT_TOLERANCE_DEGREES:
+        raise InputError(
+            f"the DICOM series in {folder} is tilted: its slices are stacked {degrees:.1f} degrees off their normal "
+            "(gantry tilt); medsam2 does not resample it: resample it to an untilted grid first (dcm2niix, 3D Slicer)"
+        )
+
+
+def check_single_frame(path: Path) -> None:
+    """Refuse a DICOM file that is a segmentation or structure set, or holds many frames (enhanced
+    multi-frame CT/MR, whose per-frame geometry ITK does not read).
+
+    Raises:
+        InputError: one line naming the file and what to do.
+    """
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "NumberOfFrames", "Modality"])
+    except Exception:  # noqa: BLE001 - pydicom raises many kinds; ITK gives the precise message later
+        return
+    sop_class = str(header.get("SOPClassUID", ""))
+    if sop_class == SEGMENTATION_STORAGE:
+        raise InputError(f"{path} is a DICOM Segmentation, not an image; give the series it segments, and this file as --mask")
+    if sop_class == RT_STRUCTURE_SET_STORAGE:
+        raise InputError(f"{path} is an RT Structure Set, not an image; give the series it outlines")
+    try:
+        frames = int(header.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        frames = 1
+    if frames > 1:
+        raise InputError(
+            f"{path} is a multi-frame DICOM image ({frames} frames); medsam2 reads single-frame series: "
+            "convert it to NIfTI first (dcm2niix) or export it as one file per slice"
+        )
 
 
 def check_even_spacing(positions: list[SlicePosition], folder: Path) -> None:
@@ -116,11 +173,13 @@ def check_even_spacing(positions: list[SlicePosition], folder: Path) -> None:
 
 @dataclass
 class DicomSeries:
-    """One series read from a folder: the ITK image, its modality and what the reader noticed."""
+    """One series read from a folder: the ITK image, its modality, what the reader noticed, and the
+    files in the image's slice (z) order."""
 
     image: sitk.Image
     modality: str | None
     warnings: list[str]
+    files: list[Path]
 
 
 def read_dicom_series(folder: Path, limits: ReadLimits) -> DicomSeries:
@@ -152,7 +211,9 @@ def read_dicom_series(folder: Path, limits: ReadLimits) -> DicomSeries:
         )
     series = max(files_per_series, key=lambda sid: len(files_per_series[sid]))
     files = files_per_series[series]
+    check_single_frame(files[0])
     positions = slice_positions(files)
+    check_no_tilt(positions, folder)
     check_even_spacing(positions, folder)
     first, _ = read_header(files[0])
     limits.check(first.declared_bytes * len(files), folder)
@@ -171,7 +232,7 @@ def read_dicom_series(folder: Path, limits: ReadLimits) -> DicomSeries:
     notes = [itk_note(m) for m in messages]
     if len(series_ids) > 1:
         notes.append(f"{folder} holds {len(series_ids)} DICOM series; read the largest ({series})")
-    return DicomSeries(image, modality, notes)
+    return DicomSeries(image, modality, notes, files)
 
 
 def _readable(path: Path) -> bool:

@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from medsam2.errors import ArgumentTypeError, InputError, OutputError, UsageError
 from medsam2.io.atomic import atomic_write, atomic_write_pair
-from medsam2.io.dicom import read_dicom_series
+from medsam2.io.dicom import check_single_frame, read_dicom_series
 from medsam2.io.guard import (
     MAX_DEFLATE_RATIO,
     ImageHeader,
@@ -46,8 +46,10 @@ _MAGIC = (
     (0, b"II*\x00", ".tif"), (0, b"MM\x00*", ".tif"), (0, b"NRRD000", ".nrrd"), (128, b"DICM", ".dcm"),
     (344, b"n+1\x00", ".nii"), (4, b"n+2\x00", ".nii"),
 )
-#: what a label map can be written as (JPEG is lossy; a DICOM label map is another issue)
-WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff", ".bmp")
+#: what a label map can be written as (JPEG is lossy); .dcm is a DICOM SEG or RT-STRUCT of a DICOM input
+WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff", ".bmp", ".dcm")
+#: what ``save_mask`` writes a .dcm as: a DICOM Segmentation (the default) or an RT Structure Set
+DICOM_KINDS = ("dicom-seg", "rtstruct")
 #: 2D formats: they hold one slice
 WRITABLE_2D_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 #: the largest label a label map holds (uint16)
@@ -71,6 +73,8 @@ class Volume:
             remarks), carried into the segmentation report.
         spacing_known: False where the file does not state a spacing (PNG, JPEG, BMP, GIF): the
             report then gives 2D areas in pixels, not mm^2.
+        dicom_files: the DICOM files the slices were read from, one per slice in z order (empty
+            where the input is not DICOM): what a DICOM SEG or RT-STRUCT output references.
 
     Raises:
         ArgumentTypeError: ``array`` is not a NumPy array of numbers, or the geometry is not numbers.
@@ -88,6 +92,7 @@ class Volume:
     metadata: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     spacing_known: bool = True
+    dicom_files: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.array, np.ndarray):
@@ -180,6 +185,8 @@ def _read_as(path: Path, suffix: str, time_index: int | None, limits: ReadLimits
         link.symlink_to(path.resolve())
         volume = load_volume(link, time_index=time_index, limits=limits)
     volume.source = str(path)
+    if volume.dicom_files:
+        volume.dicom_files = (path,)
     return volume
 
 
@@ -214,6 +221,7 @@ def load_volume(path: str | os.PathLike, time_index: int | None = None, limits: 
         series = read_dicom_series(path, limits)
         volume = _volume_from_sitk(series.image, path, time_index, series.modality)
         volume.warnings.extend(series.warnings)
+        volume.dicom_files = tuple(series.files)
         return volume
     suffix = suffix_of(path)
     if suffix not in SUPPORTED_SUFFIXES:
@@ -229,6 +237,8 @@ def load_volume(path: str | os.PathLike, time_index: int | None = None, limits: 
             )
     if suffix in IMAGE_SUFFIXES:
         return _load_2d_image(path, limits)
+    if suffix in (".dcm", ".dicom"):
+        check_single_frame(path)
     header, _ = read_header(path)
     if header.is_complex:
         raise InputError(f"{path} is complex-valued; take its magnitude or one part first (medsam2 reads real images)")
@@ -244,6 +254,8 @@ def load_volume(path: str | os.PathLike, time_index: int | None = None, limits: 
     volume.warnings.extend(itk_note(m) for m in messages)
     if nonfinite is not False:  # found in the scan (or not knowable from it): where, from nibabel
         _restore_nonfinite(volume, path, time_index)
+    if suffix in (".dcm", ".dicom") and volume.shape[0] == 1:
+        volume.dicom_files = (path,)
     return volume
 
 
@@ -422,16 +434,30 @@ def _pil_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img)[None].copy()
 
 
-def read_mask(path: str | os.PathLike, reference: Volume) -> np.ndarray:
-    """Read a mask file (any format :func:`load_volume` reads) that must match ``reference``.
+def read_mask(path: str | os.PathLike, reference: Volume, segment: int | None = None) -> np.ndarray:
+    """Read a mask file (any format :func:`load_volume` reads, or a DICOM SEG) that must match ``reference``.
+
+    Arguments:
+        path: the mask file.
+        reference: the volume it belongs to.
+        segment: for a DICOM SEG, one segment number (its voxels become 1); None reads every
+            segment with its label value. Only a SEG has segments.
 
     Returns:
         Integer array (z, y, x) with the reference's voxel grid.
 
     Raises:
-        InputError: unreadable file.
-        PromptError: a size that differs from the reference's (a prompt that does not fit: exit 2).
+        InputError: unreadable file; a SEG of another series.
+        PromptError: a size that differs from the reference's (a prompt that does not fit: exit 2),
+            or ``segment`` for a file that is not a DICOM SEG.
     """
+    from medsam2.errors import PromptError
+    from medsam2.io.dicom_seg import is_dicom_seg, read_dicom_seg
+
+    if suffix_of(Path(path)) in (".dcm", ".dicom", "") and is_dicom_seg(path):
+        return read_dicom_seg(path, reference, segment)
+    if segment is not None:
+        raise PromptError(f"--mask-segment {segment} picks a segment of a DICOM SEG, and {path} is not one")
     # a mask is at most the reference's voxels x 8 bytes x 3 channels: refuse a larger header before reading it
     limits = ReadLimits(max(1 << 20, int(np.prod(reference.shape)) * 24))
     mask_volume = load_volume(path, limits=limits)
@@ -439,8 +465,6 @@ def read_mask(path: str | os.PathLike, reference: Volume) -> np.ndarray:
     if array.ndim == 4:
         array = array[..., 0]
     if tuple(array.shape) != reference.shape:
-        from medsam2.errors import PromptError
-
         raise PromptError(
             f"mask {path} has size {_size_text(array.shape)} but the image has {_size_text(reference.shape)}; "
             "a mask must have the image's voxel grid (or give a 2D mask of one slice as --mask SLICE:FILE)"
@@ -521,7 +545,8 @@ def check_labels(labels: object, shape: tuple[int, int, int] | None = None) -> n
 
 
 def save_mask(
-    labels: np.ndarray, reference: Volume, path: str | os.PathLike, overwrite: bool = False, names: dict[int, str | None] | None = None
+    labels: np.ndarray, reference: Volume, path: str | os.PathLike, overwrite: bool = False, names: dict[int, str | None] | None = None,
+    dicom_kind: str = "dicom-seg", provenance=None,
 ) -> Path:
     """Write a label map with exactly the reference's geometry, atomically.
 
@@ -532,7 +557,12 @@ def save_mask(
             2D file stores one object as 0/255 and several objects with their label values.
         overwrite: replace an existing file.
         names: {label: name} of the structures, for a ``.seg.nrrd`` (3D Slicer segmentation with
-            named, coloured segments); default: every label in the map, named "label N".
+            named, coloured segments) or a ``.dcm``; default: every label in the map, named "label N".
+        dicom_kind: what a ``.dcm`` is: "dicom-seg" (a DICOM Segmentation) or "rtstruct" (an RT
+            Structure Set); either references ``reference``'s source DICOM instances, so the
+            reference must have been read from a DICOM series.
+        provenance: the :class:`~medsam2.io.dicom_seg.Provenance` a ``.dcm`` names (default:
+            medsam2's version, backbone unknown).
 
     The data go to a temporary file in the target folder. Without ``overwrite`` it is hard-linked
     to the final name, which fails if a file appeared there meanwhile (two writers: exactly one
@@ -549,6 +579,8 @@ def save_mask(
     array = check_labels(labels, reference.shape)
     out = check_output_path(path, [reference.source] if reference.source else [], overwrite, n_slices=array.shape[0])
     suffix = suffix_of(out)
+    if suffix == ".dcm":
+        return _write_dicom(array, reference, out, names, dicom_kind, provenance, overwrite)
     if suffix == ".seg.nrrd":
         from medsam2.io.seg_nrrd import label_entries, seg_nrrd_image
 
@@ -565,6 +597,21 @@ def save_mask(
     else:
         atomic_write(out, lambda tmp: _write_sitk(array, reference, tmp), suffix, overwrite=overwrite)
     return out
+
+
+def _write_dicom(array: np.ndarray, reference: Volume, out: Path, names, kind: str, provenance, overwrite: bool) -> Path:
+    from medsam2._version import __version__
+    from medsam2.io.dicom_seg import Provenance, write_dicom_seg
+    from medsam2.io.rtstruct import write_rtstruct
+    from medsam2.io.seg_nrrd import label_entries
+
+    if kind not in DICOM_KINDS:
+        raise UsageError(f"a .dcm label map is one of {', '.join(DICOM_KINDS)}, not {kind!r}")
+    present = {int(v) for v in np.unique(array) if v > 0}
+    named = names if names is not None else {value: None for value in present}
+    entries = label_entries({value: name for value, name in named.items() if value in present} or named)
+    writer = write_dicom_seg if kind == "dicom-seg" else write_rtstruct
+    return writer(array, reference, out, entries, provenance or Provenance(__version__, backbone="unknown"), overwrite=overwrite)
 
 
 def _write_sitk(labels: np.ndarray, reference: Volume, path: Path) -> None:
