@@ -69,6 +69,8 @@ class SegmentJob:
         label_file: write an ITK-SNAP label description (``NAME.label.txt``) beside the label map.
         montage: a PNG of overlays on the structures' slices to write, or None.
         dicom_kind: what a ``.dcm`` output is: "dicom-seg" or "rtstruct" (the input must be DICOM).
+        source_name: what the report names as the input where ``image`` is a copy (a series
+            fetched from a PACS), or None for ``image`` itself.
     """
 
     image: Path
@@ -86,6 +88,7 @@ class SegmentJob:
     label_file: bool = True
     montage: Path | None = None
     dicom_kind: str = "dicom-seg"
+    source_name: str | None = None
 
     @property
     def writes_dicom(self) -> bool:
@@ -161,6 +164,8 @@ def run_segment_job(
     say = warn or (lambda message: None)
     started = time.perf_counter()
     volume = load_volume(job.image, time_index=job.time_index, limits=job.limits)
+    if job.source_name:
+        volume.source = job.source_name
     read_seconds = time.perf_counter() - started
     check_output_path(job.output, job.inputs(), job.overwrite, n_slices=volume.shape[0])  # a 2D format for a 3D scan
     if job.writes_dicom:  # a NIfTI input has no instances to reference: refused before the model runs

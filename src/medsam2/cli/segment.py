@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import tempfile
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,9 +20,11 @@ from medsam2.cli.common import (
     model_kwargs,
     output_claim,
     output_path,
+    output_stem,
     read_limits,
     warn,
 )
+from medsam2.errors import UsageError
 
 
 def add_parser(commands) -> None:
@@ -103,11 +107,17 @@ def add_parser(commands) -> None:
 
 
 def run_segment(args) -> int:
+    from medsam2.io.dicomweb import is_dicomweb, parse_series_url
     from medsam2.jobs import SegmentJob, run_segment_job
     from medsam2.segmenter import Segmenter
 
     output = output_path(args.output, ".dcm" if args.format in ("dicom-seg", "rtstruct") else ".nii.gz")
     dicom_kind = check_output_format(args.format, output)
+    remote = parse_series_url(args.input) if is_dicomweb(args.input) else None
+    if args.push and remote is None:
+        raise UsageError("--push stores the result on the DICOMweb server the input came from; give a dicomweb:// input")
+    if args.push and not output.name.lower().endswith(".dcm"):
+        raise UsageError(f"--push stores a DICOM SEG or RT-STRUCT; name the output e.g. {output_stem(output)}.dcm")
     job = SegmentJob(
         image=Path(args.input), output=output, prompt_items=tuple(args.prompt_items),
         prompts_json=Path(args.prompts) if args.prompts else None, axis=args.axis, window=args.window,
@@ -125,7 +135,12 @@ def run_segment(args) -> int:
         built.append(Segmenter(backbone=args.backbone, device=args.device, memory=args.memory, **model_kwargs(args)))
         return built[-1]
 
-    with output_claim(claimed):  # a second run on these outputs is refused now, not after its work
+    with output_claim(claimed), ExitStack() as stack:  # a second run on these outputs is refused now, not after its work
+        if remote is not None:  # the series is fetched once the outputs are known to be writable
+            from medsam2.io.dicomweb import fetched_series
+
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="medsam2-dicomweb-")))
+            job = replace(job, image=stack.enter_context(fetched_series(remote, folder)), source_name=str(remote))
         result = run_segment_job(
             job,
             build,
@@ -147,4 +162,14 @@ def run_segment(args) -> int:
             f"wrote {output} ({result.report.slices_encoded} of {result.report.slices_total} slices encoded, "
             f"{timings.total_seconds:.1f} s)" + (f" and {', '.join(others)}" if others else "")
         )
+    if args.push:
+        from medsam2.errors import InputError
+        from medsam2.io.dicomweb import store
+
+        try:
+            uid = store(remote.root, output)
+        except InputError as error:
+            raise InputError(f"wrote {output} but stored nothing: {error}") from None
+        if not args.quiet:
+            print(f"stored {output} on {remote.root} (SOP Instance UID {uid})")
     return 0
