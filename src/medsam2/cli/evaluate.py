@@ -6,7 +6,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from medsam2.cli.common import add_common, add_model_options, int_list, model_kwargs, warn
+from medsam2.cli.common import OUTPUT_FORMATS, add_common, add_model_options, int_list, model_kwargs, warn
 
 
 def add_parser(commands) -> None:
@@ -39,6 +39,11 @@ def add_parser(commands) -> None:
     ev.add_argument("--window", default="auto", choices=WINDOW_CHOICES)
     add_model_options(ev)
     ev.add_argument("--save-predictions", action="store_true", help="write every method's masks under RESULTS_DIR/predictions")
+    ev.add_argument(
+        "--format", choices=OUTPUT_FORMATS, default="auto",
+        help="what --save-predictions writes: auto (.nii.gz; .png for 2D), seg-nrrd, dicom-seg or rtstruct (CASE.dcm, "
+        "referencing each case's DICOM series)",
+    )
     ev.add_argument("--resume", action="store_true", help="continue a run in RESULTS_DIR, skipping finished cases")
     ev.add_argument("--workers", type=int, help="evaluate cases in N worker processes, each with its own model (default: here)")
     ev.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="evaluate cases on Ray (local, or a cluster at ADDRESS)")
@@ -66,8 +71,11 @@ def run_evaluate(args) -> int:
         axis=args.axis,
         window=args.window,
         correction=args.correction,
+        prediction_format=args.format,
     )
     check_config(config)
+    if args.format != "auto" and not args.save_predictions:
+        raise UsageError(f"--format {args.format} is what --save-predictions writes; add --save-predictions")
     dataset = discover_dataset(args.dataset)
     segmenters = MethodSegmenters(lambda: build_backbone(args.backbone, resolve_device(args.device), **model_kwargs(args)))
     model = ModelOptions(backbone=args.backbone, device=args.device, **model_kwargs(args))

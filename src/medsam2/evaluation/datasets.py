@@ -5,6 +5,9 @@
   writes ``{"background": 0, "liver": 1}``, the MSD ``{"0": "background", "1": "liver"}``).
 * plain: ``images/NAME.ext`` with ``labels/NAME.ext`` (matched by name without suffix); 2D
   images and 3D volumes alike.
+
+In either layout an image may be a DICOM series folder (``images/NAME/``), and a label a DICOM
+SEG of that series (``labels/NAME.dcm``).
 """
 
 from __future__ import annotations
@@ -41,14 +44,20 @@ class Dataset:
 
 
 def _stem(path: Path) -> str:
+    if path.is_dir():
+        return path.name
     suffix = suffix_of(path)
     return path.name[: -len(suffix)] if suffix else path.name
 
 
-def _images_in(folder: Path) -> list[Path]:
+def _images_in(folder: Path, series_folders: bool = False) -> list[Path]:
+    """The image files in ``folder``, and with ``series_folders`` its subfolders (DICOM series)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and suffix_of(p) in SUPPORTED_SUFFIXES and not p.name.startswith("."))
+    return sorted(
+        p for p in folder.iterdir()
+        if not p.name.startswith(".") and ((p.is_file() and suffix_of(p) in SUPPORTED_SUFFIXES) or (series_folders and p.is_dir()))
+    )
 
 
 def _label_names(dataset_json: Path) -> dict[int, str]:
@@ -82,7 +91,7 @@ def discover_dataset(root: str | Path) -> Dataset:
         layout, image_dir, label_dir = "plain", root / "images", root / "labels"
     else:
         raise InputError(f"{root} holds neither imagesTr/ (nnU-Net layout) nor images/ (plain layout)")
-    images = _images_in(image_dir)
+    images = _images_in(image_dir, series_folders=True)
     if not images:
         raise InputError(f"{image_dir} holds no image")
     labels = {_stem(p): p for p in _images_in(label_dir)}

@@ -17,14 +17,14 @@ from tqdm import tqdm
 
 from medsam2.backbones.base import Backbone
 from medsam2.engine.feature_cache import CachedBackbone
-from medsam2.errors import InputError, OutputError
+from medsam2.errors import InputError, OutputError, UsageError
 from medsam2.evaluation.datasets import Dataset
 from medsam2.evaluation.interactive import interactive_rounds, run_interactive
 from medsam2.evaluation.metrics import dice, hd95, iou, nsd
 from medsam2.evaluation.protocols import EvaluationConfig, check_config, simulate_prompts
 from medsam2.evaluation.report import StructureResult, slice_dice_by_distance, write_outputs, write_plots
-from medsam2.io.volume import load_volume, save_mask
-from medsam2.jobs import ModelOptions
+from medsam2.io.volume import load_volume, save_mask, suffix_of
+from medsam2.jobs import ModelOptions, provenance_of
 from medsam2.peakmem import PeakMemory
 from medsam2.prompts import ObjectPrompts
 from medsam2.segmenter import Segmenter
@@ -133,7 +133,9 @@ def evaluate_case(
         seconds = time.perf_counter() - start
         frames_prediction = to_frames(outcome.labels, axis)
         if predictions_dir is not None:
-            save_mask(outcome.labels, volume, predictions_dir / method / f"{case.case_id}.nii.gz", overwrite=True)
+            save_prediction(
+                outcome.labels, volume, predictions_dir / method, case.case_id, config.prediction_format, names, provenance_of(outcome)
+            )
         encoded = max(outcome.report.slices_encoded, 1)
         for obj, report in zip(objects, outcome.report.objects):
             predicted = frames_prediction == obj.label
@@ -164,6 +166,39 @@ def evaluate_case(
     return results, notes
 
 
+#: the suffix of a prediction file per --format (auto: .nii.gz, or .png for a 2D image)
+_PREDICTION_SUFFIXES = {"seg-nrrd": ".seg.nrrd", "dicom-seg": ".dcm", "rtstruct": ".dcm"}
+
+
+def save_prediction(
+    labels: np.ndarray, volume, folder: Path, stem: str, format: str, names: dict[int, str], provenance=None
+) -> Path:
+    """Write one method's label map (z, y, x) of one case as ``folder/stem.SUFFIX`` in ``format``
+    (a DICOM SEG or RT-STRUCT names its structures and ``provenance``, the model that made it)."""
+    suffix = _PREDICTION_SUFFIXES.get(format, ".png" if volume.is_2d else ".nii.gz")
+    present = {int(v): names.get(int(v)) for v in np.unique(labels) if v > 0}
+    return save_mask(
+        labels, volume, folder / f"{stem}{suffix}", overwrite=True, names=present,
+        dicom_kind="rtstruct" if format == "rtstruct" else "dicom-seg", provenance=provenance,
+    )
+
+
+def check_prediction_format(cases: list, format: str) -> None:
+    """A DICOM prediction references its case's DICOM series: refuse, before any work, a case that is not one.
+
+    Raises:
+        UsageError: a case whose image is not a DICOM series folder or file.
+    """
+    if format not in ("dicom-seg", "rtstruct"):
+        return
+    for case in cases:
+        if not (case.image.is_dir() or suffix_of(case.image) == ".dcm"):
+            raise UsageError(
+                f"--format {format} writes predictions that reference each case's DICOM series, and {case.case_id}'s image "
+                f"{case.image.name} is not DICOM; use --format auto or seg-nrrd"
+            )
+
+
 def _evaluate_here(case, segmenter_for, config, names, predictions_dir, after_case) -> tuple[list[StructureResult], list[str]]:
     """One case in this process: an unreadable case becomes a note; ``after_case`` runs in any event."""
     try:
@@ -178,6 +213,10 @@ def _evaluate_here(case, segmenter_for, config, names, predictions_dir, after_ca
 def _load_case(case) -> tuple | None:
     """(image volume, (z, y, x) reference labels) of a case; None when their shapes differ."""
     volume = load_volume(case.image)
+    from medsam2.io.dicom_seg import is_dicom_seg, read_dicom_seg
+
+    if is_dicom_seg(case.label):  # a DICOM SEG of the case's series: read on its instances
+        return volume, read_dicom_seg(case.label, volume)
     reference_volume = load_volume(case.label)
     if reference_volume.shape != volume.shape:
         return None
@@ -234,9 +273,10 @@ def evaluate_oneprompt(
                 truth = to_frames(reference == label, "k")
                 predicted = to_frames(outcome.labels > 0, "k")
                 if predictions_dir is not None:
-                    suffix = ".png" if volume.is_2d else ".nii.gz"
-                    target = predictions_dir / method / f"{case.case_id}_label{label}{suffix}"
-                    save_mask((outcome.labels * label).astype(reference.dtype), volume, target, overwrite=True)
+                    save_prediction(
+                        (outcome.labels * label).astype(reference.dtype), volume, predictions_dir / method,
+                        f"{case.case_id}_label{label}", config.prediction_format, names,
+                    )
                 spacing = frame_spacing(volume.spacing, "k")
                 results.append(
                     StructureResult(
@@ -298,9 +338,11 @@ def run_evaluation(
             The one-prompt protocol is one unit and runs here.
     """
     check_config(config)
+    cases = dataset.cases[: config.cases] if config.cases else dataset.cases
+    if save_predictions:
+        check_prediction_format(cases, config.prediction_format)
     rows, curves = prepare_results_dir(results_dir, config, resume, overwrite)
     done = {r["case"] for r in rows}
-    cases = dataset.cases[: config.cases] if config.cases else dataset.cases
     notes = list(dataset.skipped)
     predictions_dir = results_dir / "predictions" if save_predictions else None
     if predictions_dir is not None:

@@ -51,6 +51,8 @@ class EvaluationConfig:
     axis: str = "axial"
     window: str = "auto"
     correction: str = "box"
+    #: what --save-predictions writes: auto (.nii.gz, .png for 2D), seg-nrrd, dicom-seg or rtstruct (.dcm)
+    prediction_format: str = "auto"
 
 
 def check_config(config: EvaluationConfig) -> None:
