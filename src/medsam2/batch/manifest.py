@@ -4,7 +4,8 @@ Columns (CSV header) or keys (JSONL objects):
 
 - ``image`` (required): a scan file or a DICOM folder;
 - ``case``: the study's name (default: the image's name without its suffix);
-- ``output``: the label map (default ``OUTDIR/<case>.nii.gz``, or the ``--format`` suffix);
+- ``output``: the label map (default ``OUTDIR/<case>.nii.gz``, or the ``--format`` suffix; a
+  ``.dcm`` output is a DICOM SEG, or an RT-STRUCT with ``--format rtstruct``, of a DICOM image);
 - ``prompts``: a prompts.json as ``segment --prompts`` takes it; and/or
 - ``box``, ``point`` (in the CLI's syntax; several separated by ``;`` in CSV, or a JSON list),
   ``mask`` (a mask file on the image's grid), ``label`` (1..65535, default 1), ``name``.
@@ -27,7 +28,9 @@ from medsam2.prompts import object_label, parse_box, parse_point
 
 MANIFEST_KEYS = ("case", "image", "output", "prompts", "box", "point", "mask", "label", "name", "box_mm", "point_mm", "ras")
 #: what ``--format`` names, and the suffix a default output gets
-OUTPUT_FORMATS = {"nii.gz": ".nii.gz", "nii": ".nii", "nrrd": ".nrrd", "mha": ".mha"}
+OUTPUT_FORMATS = {
+    "nii.gz": ".nii.gz", "nii": ".nii", "nrrd": ".nrrd", "mha": ".mha", "seg.nrrd": ".seg.nrrd", "dicom-seg": ".dcm", "rtstruct": ".dcm",
+}
 
 
 class ManifestError(UsageError):
@@ -185,6 +188,10 @@ def read_manifest(path: str | Path, outdir: Path, output_format: str = "nii.gz",
             output = outdir / f"{case}{OUTPUT_FORMATS[output_format]}"
         if suffix_of(output) not in WRITABLE_SUFFIXES:
             raise ManifestError(f"{where}: cannot write '{output.name}'; name outputs with one of {', '.join(WRITABLE_SUFFIXES)}")
+        if suffix_of(output) == ".dcm" and not (image.is_dir() or suffix_of(image) == ".dcm"):
+            raise ManifestError(
+                f"{where}: a DICOM output ({output.name}) references the image's DICOM series, and {image.name} is not DICOM"
+            )
         key = resolve_path(output)
         if key in outputs:
             raise ManifestError(f"{where}: writes the same output as row {outputs[key]} ({output})")
@@ -192,6 +199,7 @@ def read_manifest(path: str | Path, outdir: Path, output_format: str = "nii.gz",
         job = SegmentJob(
             image=image, output=output, prompt_items=tuple(items), prompts_json=prompts, axis=axis, window=window,
             overwrite=overwrite, limits=limits or ReadLimits(), ras=ras in ("1", "true", "yes"),
+            dicom_kind="rtstruct" if output_format == "rtstruct" else "dicom-seg",
         )
         cases.append(BatchCase(case=case, row=number, job=job))
     return cases
