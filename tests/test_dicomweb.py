@@ -121,3 +121,59 @@ def test_a_server_that_does_not_answer_dicom_gives_one_line(tmp_path, capsys):
         server.shutdown()
         server.server_close()
     assert not (tmp_path / "out.dcm").exists()
+
+
+def test_serve_lists_opens_and_saves_back_to_the_pacs(tmp_path, credentials, backbone):
+    """``serve --dicomweb``: the PACS's series listed (QIDO-RS), one opened (WADO-RS), a box propagated,
+    the label map downloaded as DICOM SEG and RT-STRUCT and stored on the PACS (STOW-RS)."""
+    import httpx
+
+    from tests.serve_helpers import running
+
+    files, reference = bundled_ct_series(tmp_path / "crop", first=10, count=9)
+    spleen = reference == 1
+    rows, cols = np.nonzero(spleen[4])
+    first = pydicom.dcmread(files[0], stop_before_pixels=True)
+    with pacs_helpers.orthanc(tmp_path / "pacs") as pacs:
+        pacs.upload(files)
+        url = pacs.dicomweb.replace("http://", "dicomweb://")
+        with running(backbone, dicomweb=url) as (base, _), httpx.Client(timeout=300) as client:
+            listed = client.get(f"{base}/api/dicomweb").json()
+            assert [s["series_uid"] for s in listed["series"]] == [first.SeriesInstanceUID]
+            opened = client.post(f"{base}/api/sessions", json={"dicomweb": {"study": first.StudyInstanceUID,
+                                                                         "series": first.SeriesInstanceUID}})
+            assert opened.status_code == 200, opened.text
+            info = opened.json()
+            assert info["dicom"] and info["pacs"] and info["shape_zyx"] == [9, 101, 122]
+            session = info["session"]
+            box = {"slice": 4, "box": [int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())]}
+            assert client.post(f"{base}/api/sessions/{session}/objects/1/prompts", json={"box": box, "name": "spleen"}).status_code == 200
+            assert client.post(f"{base}/api/sessions/{session}/propagate").status_code == 200
+            seg = client.get(f"{base}/api/sessions/{session}/labels", params={"format": "dicom-seg"})
+            assert seg.status_code == 200 and 'filename="MEDSAM2-TEST_CT_1_seg.dcm"' in seg.headers["content-disposition"]
+            (tmp_path / "served.dcm").write_bytes(seg.content)
+            volume = load_volume(tmp_path / "crop")
+            served = read_dicom_seg(tmp_path / "served.dcm", volume)
+            assert 2 * np.logical_and(served == 1, spleen).sum() / ((served == 1).sum() + spleen.sum()) >= 0.9
+            rt = client.get(f"{base}/api/sessions/{session}/labels", params={"format": "rtstruct"})
+            assert rt.status_code == 200 and pydicom.dcmread(__import__("io").BytesIO(rt.content)).Modality == "RTSTRUCT"
+            pushed = client.post(f"{base}/api/sessions/{session}/push", json={"format": "dicom-seg"})
+            assert pushed.status_code == 200, pushed.text
+            client_pacs = DICOMwebClient(pacs.dicomweb, session=create_session_from_user_pass(pacs_helpers.USER, pacs_helpers.PASSWORD))
+            seg_series = [s["0020000E"]["Value"][0] for s in client_pacs.search_for_series(first.StudyInstanceUID)
+                          if s["00080060"]["Value"][0] == "SEG"]
+            (stored,) = client_pacs.retrieve_series(first.StudyInstanceUID, seg_series[0])
+            assert stored.SOPInstanceUID == pushed.json()["stored"]
+            stored.save_as(tmp_path / "stored.dcm")
+            np.testing.assert_array_equal(read_dicom_seg(tmp_path / "stored.dcm", volume), served)
+            # an uploaded NIfTI has no instances to reference, and no PACS to go back to
+            from tests.serve_helpers import write_crop
+
+            nifti, _ = write_crop(tmp_path)
+            with nifti.open("rb") as handle:
+                upload = client.post(f"{base}/api/sessions", files={"file": ("crop.nii.gz", handle)}).json()["session"]
+            refused = client.get(f"{base}/api/sessions/{upload}/labels", params={"format": "dicom-seg"})
+            assert refused.status_code == 400 and "is not a DICOM series" in refused.json()["error"]
+            assert client.post(f"{base}/api/sessions/{upload}/push").status_code == 400
+            missing = client.post(f"{base}/api/sessions", json={"dicomweb": {"study": "1.2.3", "series": "1.2.3.4"}})
+            assert missing.status_code == 502 and "no such series" in missing.json()["error"]

@@ -20,6 +20,11 @@ def add_parser(commands) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     serve.add_argument("--data", help="a folder of scans the page lists and opens (NIfTI, NRRD, MHA, DICOM series folders)")
+    serve.add_argument(
+        "--dicomweb", metavar="URL",
+        help="a PACS's DICOMweb root, dicomweb://HOST:PORT/PATH (dicomwebs:// for https): the page lists its series, opens "
+        "them and saves DICOM SEG / RT-STRUCT back (credentials: MEDSAM2_DICOMWEB_USER/_PASSWORD, _TOKEN or ~/.netrc)",
+    )
     serve.add_argument("--max-sessions", type=int, default=4, help="scans open at once (default 4); one more gets 429")
     serve.add_argument("--session-idle-minutes", type=float, default=30.0, help="close a session unused this long (default 30)")
     serve.add_argument("--max-upload-mb", type=float, default=2048.0, help="largest upload accepted (default 2048)")
@@ -42,7 +47,7 @@ def run_serve(args) -> int:
     settings = ServeSettings(
         host=args.host, port=args.port, data_dir=Path(args.data) if args.data else None, max_sessions=args.max_sessions,
         session_idle_minutes=args.session_idle_minutes, max_upload_mb=args.max_upload_mb, api_key=args.api_key,
-        model=model, feature_cache_mb=args.feature_cache_mb,
+        model=model, feature_cache_mb=args.feature_cache_mb, dicomweb=args.dicomweb,
     ).checked()
     sock = bind(settings.host, settings.port)  # before the model loads: a busy port fails at once
     segmenter = model.segmenter()
@@ -50,7 +55,8 @@ def run_serve(args) -> int:
     if not args.quiet:
         backbone = segmenter.backbone
         print(f"medsam2 serve: {backbone.name} ({backbone.plan.runtime}, {backbone.plan.precision}) on {backbone.device}; "
-              f"{settings.max_sessions} sessions at most" + (f"; scans from {settings.data_dir}" if settings.data_dir else ""))
+              f"{settings.max_sessions} sessions at most" + (f"; scans from {settings.data_dir}" if settings.data_dir else "")
+              + (f"; PACS {settings.dicomweb}" if settings.dicomweb else ""))
     print(f"open {url_of(sock)} in a browser (API at {url_of(sock)}docs; Ctrl-C stops)", flush=True)
     try:
         server.run(sockets=[sock])

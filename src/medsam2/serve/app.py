@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 import queue
+import re
 import secrets
 import shutil
 import tempfile
@@ -36,7 +37,16 @@ from medsam2.io.volume import load_volume, save_mask, suffix_of
 from medsam2.preprocess import WINDOW_CHOICES
 from medsam2.prompts import Box, MaskPrompt, Point
 from medsam2.segmenter import Segmenter
-from medsam2.serve.bodies import CorrectionBody, OpenBody, PromptBody, PropagateBody, decode_mask, one_kind, run_lengths
+from medsam2.serve.bodies import (
+    CorrectionBody,
+    OpenBody,
+    PromptBody,
+    PropagateBody,
+    PushBody,
+    decode_mask,
+    one_kind,
+    run_lengths,
+)
 from medsam2.serve.datadir import list_scans, resolve_data_path
 from medsam2.serve.errors import ApiError
 from medsam2.serve.settings import ServeSettings
@@ -49,7 +59,9 @@ log = logging.getLogger("medsam2.serve")
 
 STATIC = Path(__file__).parent / "static"
 #: label map formats GET .../labels writes (2D images also .png)
-LABEL_FORMATS = ("nii.gz", "nii", "nrrd", "seg.nrrd", "mha", "png")
+LABEL_FORMATS = ("nii.gz", "nii", "nrrd", "seg.nrrd", "mha", "png", "dicom-seg", "rtstruct")
+#: the formats that reference the input's DICOM instances (a file NAME.dcm), and the name they are saved as
+DICOM_FORMATS = {"dicom-seg": "seg", "rtstruct": "rtstruct"}
 #: what a 429 answer's Retry-After header says (seconds)
 RETRY_AFTER_SECONDS = 5
 
@@ -165,6 +177,7 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
             },
             "sessions_open": len(state.store),
             "data_folder": settings.data_dir is not None,
+            "dicomweb": settings.dicomweb,
             "axes": list(AXES),
             "windows": list(WINDOW_CHOICES),
             "label_formats": list(LABEL_FORMATS),
@@ -177,6 +190,19 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
         if settings.data_dir is None:
             return {"scans": []}
         return {"scans": [asdict(entry) for entry in list_scans(settings.data_dir)]}
+
+    @app.get("/api/dicomweb")
+    def pacs_series() -> dict:
+        """The image series on the ``--dicomweb`` PACS (QIDO-RS), newest study first."""
+        if settings.dicomweb is None:
+            raise ApiError(404, "this server has no PACS; start it with --dicomweb URL")
+        from medsam2.io.dicomweb import list_series
+
+        try:
+            entries = list_series(settings.dicomweb)
+        except MedSAM2Error as exc:
+            raise ApiError(502, one_line(exc)) from None
+        return {"server": settings.dicomweb, "series": [asdict(entry) for entry in entries]}
 
     # -- sessions --------------------------------------------------------------------------------
     @app.post(
@@ -196,14 +222,20 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
                     body = OpenBody.model_validate_json(await request.body())
                 except ValidationError as exc:
                     raise ApiError(400, _validation_text(exc.errors())) from None
-                path, name, axis, window = resolve_data_path(settings.data_dir, body.path), body.path, body.axis, body.window
+                axis, window, pacs = body.axis, body.window, None
+                if (body.path is None) == (body.dicomweb is None):
+                    raise ApiError(400, "give either 'path' (a scan under --data) or 'dicomweb' (a series on the PACS)")
+                if body.dicomweb is not None:
+                    pacs, path, name = await run_in_threadpool(_fetch, settings, body.dicomweb.study, body.dicomweb.series, folder)
+                else:
+                    path, name = resolve_data_path(settings.data_dir, body.path), body.path
             else:
                 upload = await receive_upload(request, folder, settings.max_upload_bytes)
                 if upload.file is None:
                     raise ApiError(400, "no file in the upload: send the scan in the multipart field 'file'")
                 path, name = upload.file, upload.filename or upload.file.name
-                axis, window = upload.fields.get("axis", "axial"), upload.fields.get("window", "auto")
-            served = await run_in_threadpool(_open, state, folder, path, name, axis, window)
+                axis, window, pacs = upload.fields.get("axis", "axial"), upload.fields.get("window", "auto"), None
+            served = await run_in_threadpool(_open, state, folder, path, name, axis, window, pacs)
         return session_info(served)
 
     @app.get("/api/sessions/{session_id}")
@@ -302,12 +334,31 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
         with state.store.working(session_id) as served:
             # the label map alone uses no model: it does not wait for other sessions' propagations
             result = served.session.result(propagate_pending=False, sanity=False)
-            names = {obj.label: obj.name for obj in result.report.objects}
-            # a name of its own: the response reads the file after the session is free again
-            out = served.folder / f"labels-{secrets.token_hex(6)}.{format}"
-            save_mask(result.labels, served.session.volume, out, names=names)
-        return FileResponse(out, media_type="application/octet-stream", filename=f"{_stem(served.name)}_labels.{format}",
+            out = _write_labels(served, result, format)
+        suffix = f"{DICOM_FORMATS[format]}.dcm" if format in DICOM_FORMATS else f"labels.{format}"
+        return FileResponse(out, media_type="application/octet-stream", filename=f"{_stem(served.name)}_{suffix}",
                             background=BackgroundTask(out.unlink, missing_ok=True))
+
+    @app.post("/api/sessions/{session_id}/push")
+    def push(session_id: str, body: PushBody | None = None) -> dict:
+        """Store the label map as a DICOM SEG or RT-STRUCT on the PACS the series came from (STOW-RS)."""
+        from medsam2.io.dicomweb import store
+
+        body = body or PushBody()
+        with state.store.working(session_id) as served:
+            if served.pacs is None:
+                raise ApiError(400, "this scan was not opened from the PACS; save it as a file instead")
+            result = served.session.result(propagate_pending=False, sanity=False)
+            if not result.report.objects:
+                raise ApiError(409, "nothing is segmented yet; propagate first")
+            out = _write_labels(served, result, body.format)
+            try:
+                uid = store(served.pacs.root, out)
+            except MedSAM2Error as exc:
+                raise ApiError(502, one_line(exc)) from None
+            finally:
+                out.unlink(missing_ok=True)
+        return {"stored": uid, "format": body.format, "server": served.pacs.root, "study": served.pacs.study_uid}
 
     @app.get("/api/sessions/{session_id}/report")
     def report(session_id: str) -> dict:
@@ -335,7 +386,41 @@ def _stem(name: str) -> str:
     return (base[: -len(suffix)] if suffix and base.endswith(suffix) else base) or "scan"
 
 
-def _open(state: ServerState, folder: Path, path: Path, name: str, axis: str, window: str) -> ServedSession:
+def _write_labels(served: ServedSession, result, format: str) -> Path:
+    """The session's label map written in its folder under a name of its own (the response reads it
+    after the session is free again); a DICOM format names the model that made it."""
+    from medsam2.jobs import provenance_of
+
+    suffix = "dcm" if format in DICOM_FORMATS else format
+    out = served.folder / f"labels-{secrets.token_hex(6)}.{suffix}"
+    names = {obj.label: obj.name for obj in result.report.objects}
+    kind = format if format in DICOM_FORMATS else "dicom-seg"
+    return save_mask(result.labels, served.session.volume, out, names=names, dicom_kind=kind, provenance=provenance_of(result))
+
+
+def _fetch(settings: ServeSettings, study: str, series: str, folder: Path):
+    """Retrieve a series of the PACS into the session's folder; (its address, the folder, a name
+    for it: patient ID, modality and series number, e.g. ``P123_CT_2``)."""
+    import pydicom
+
+    from medsam2.io.dicomweb import SeriesAddress, fetched_series
+
+    address = SeriesAddress(settings.dicomweb, study, series)
+    target = folder / "series"
+    target.mkdir()
+    try:
+        with fetched_series(address, target) as fetched:
+            header = pydicom.dcmread(next(fetched.iterdir()), stop_before_pixels=True)
+    except MedSAM2Error as exc:
+        raise ApiError(502, one_line(exc)) from None
+    parts = [str(header.get(key, "")) for key in ("PatientID", "Modality", "SeriesNumber")]
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", "_".join(p for p in parts if p)).strip("-") or "pacs-series"
+    return address, fetched, name
+
+
+def _open(
+    state: ServerState, folder: Path, path: Path, name: str, axis: str, window: str, pacs=None
+) -> ServedSession:
     """Read the scan, open a session on it and write the viewer's copy (in a worker thread)."""
     settings = state.settings
     try:
@@ -346,7 +431,7 @@ def _open(state: ServerState, folder: Path, path: Path, name: str, axis: str, wi
     except MedSAM2Error as exc:
         raise ApiError(400, one_line(exc).replace(str(path), name).replace(str(folder) + "/", "")) from None
     write_viewer_nifti(volume, folder / "volume.nii.gz")
-    return state.store.add(name, session, folder, window_presets(volume, session.intensity))
+    return state.store.add(name, session, folder, window_presets(volume, session.intensity), pacs=pacs)
 
 
 def session_info(served: ServedSession) -> dict:
@@ -363,6 +448,8 @@ def session_info(served: ServedSession) -> dict:
         "frame_axes": FRAME_AXES[session.voxel_axis],
         "frames": list(session.shape),
         "is_2d": volume.is_2d,
+        "dicom": bool(volume.dicom_files),
+        "pacs": served.pacs is not None,
         "window": {"name": session.intensity.name, "low": session.intensity.low, "high": session.intensity.high},
         "window_presets": served.window_presets,
         "labels": session.labels,

@@ -21,12 +21,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class OpenBody(_Strict):
-    """Open a scan from the server's data folder."""
+class PacsSeries(_Strict):
+    """A series on the server's PACS (``--dicomweb``), as GET /api/dicomweb lists it."""
 
-    path: str = Field(description="a name under --data, as GET /api/data lists it")
+    study: str = Field(pattern=r"^[0-9.]{1,64}$", description="Study Instance UID")
+    series: str = Field(pattern=r"^[0-9.]{1,64}$", description="Series Instance UID")
+
+
+class OpenBody(_Strict):
+    """Open a scan from the server's data folder, or a series from its PACS."""
+
+    path: str | None = Field(None, description="a name under --data, as GET /api/data lists it")
+    dicomweb: PacsSeries | None = Field(None, description="a series on the --dicomweb PACS")
     axis: str = Field("axial", description="axial, coronal, sagittal (the patient's) or k, j, i (voxel axes)")
     window: str = Field("auto", description="the model's intensity window: auto, a CT preset, percentile, none")
+
+
+class PushBody(_Strict):
+    """Store the label map on the PACS the series came from."""
+
+    format: str = Field("dicom-seg", pattern=r"^(dicom-seg|rtstruct)$", description="dicom-seg or rtstruct")
 
 
 class BoxBody(_Strict):

@@ -37,6 +37,8 @@ class ServeSettings:
         api_key: every ``/api`` call must send ``Authorization: Bearer KEY``; None: no key.
         model: the model every session shares.
         feature_cache_mb: each session's feature cache budget.
+        dicomweb: a PACS's DICOMweb root (``dicomweb://HOST:PORT/PATH``): the page lists its series
+            (QIDO-RS), opens them (WADO-RS) and saves SEG / RT-STRUCT back (STOW-RS); None: no PACS.
     """
 
     host: str = "127.0.0.1"
@@ -48,6 +50,7 @@ class ServeSettings:
     api_key: str | None = None
     model: ModelOptions = field(default_factory=ModelOptions)
     feature_cache_mb: float = 1024.0
+    dicomweb: str | None = None
 
     def checked(self) -> ServeSettings:
         """These settings with the API key taken from the environment where not given, after checks.
@@ -74,8 +77,13 @@ class ServeSettings:
             if not value > 0:
                 raise UsageError(f"{name} must be positive, not {value}")
         data_dir = Path(self.data_dir).resolve() if self.data_dir is not None else None
+        dicomweb = None
+        if self.dicomweb is not None:
+            from medsam2.io.dicomweb import server_root
+
+            dicomweb = server_root(self.dicomweb)
         return ServeSettings(self.host, self.port, data_dir, self.max_sessions, self.session_idle_minutes, self.max_upload_mb,
-                             key, self.model, self.feature_cache_mb)
+                             key, self.model, self.feature_cache_mb, dicomweb)
 
     @property
     def max_upload_bytes(self) -> int:

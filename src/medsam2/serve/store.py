@@ -36,6 +36,7 @@ class ServedSession:
         window_presets: the display windows the page offers ({name: [low, high]}, computed once).
         lock: held by the request working on the session.
         last_used: ``time.monotonic()`` of the last request.
+        pacs: the series' address where it was opened from ``--dicomweb`` (Save to PACS stores there), else None.
     """
 
     id: str
@@ -45,6 +46,7 @@ class ServedSession:
     window_presets: dict[str, list[float]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_used: float = field(default_factory=time.monotonic)
+    pacs: object | None = None  # medsam2.io.dicomweb.SeriesAddress
 
 
 class SessionStore:
@@ -93,11 +95,17 @@ class SessionStore:
             with self._lock:
                 self._reserved -= 1
 
-    def add(self, name: str, session: Session, folder: Path, window_presets: dict[str, list[float]]) -> ServedSession:
-        """Register an opened session (its folder is renamed after its id)."""
+    def add(
+        self, name: str, session: Session, folder: Path, window_presets: dict[str, list[float]], pacs: object | None = None
+    ) -> ServedSession:
+        """Register an opened session (its folder is renamed after its id, and the DICOM files the
+        scan was read from there are found under the new name)."""
         session_id = secrets.token_urlsafe(12)
         home = folder.rename(self.root / session_id)
-        served = ServedSession(session_id, name, session, home, window_presets)
+        volume = session.volume
+        if volume.dicom_files and all(p.is_relative_to(folder) for p in volume.dicom_files):
+            volume.dicom_files = tuple(home / p.relative_to(folder) for p in volume.dicom_files)
+        served = ServedSession(session_id, name, session, home, window_presets, pacs=pacs)
         with self._lock:
             self._sessions[session_id] = served
         return served

@@ -335,10 +335,25 @@ async function download(path, filename) {
   setTimeout(() => URL.revokeObjectURL(link.href), 10000)
 }
 function stem() { return state.session.name.replace(/(\.nii\.gz|\.[^.]*)$/i, '') }
+const DICOM_FORMATS = { 'dicom-seg': 'seg.dcm', rtstruct: 'rtstruct.dcm' }
 async function save() {
   const format = $('saveFormat').value
-  await download(`/api/sessions/${state.session.session}/labels?format=${format}`, `${stem()}_labels.${format}`)
-  status(`saved ${stem()}_labels.${format}`)
+  const name = `${stem()}_${DICOM_FORMATS[format] || `labels.${format}`}`
+  await download(`/api/sessions/${state.session.session}/labels?format=${format}`, name)
+  status(`saved ${name}`)
+}
+async function pushToPacs() {
+  const format = $('saveFormat').value === 'rtstruct' ? 'rtstruct' : 'dicom-seg'
+  const answer = await (await api('POST', `/api/sessions/${state.session.session}/push`, { format })).json()
+  status(`stored a ${format === 'rtstruct' ? 'RT-STRUCT' : 'DICOM SEG'} on the PACS (SOP Instance UID ${answer.stored})`)
+  document.body.dataset.pushed = answer.stored
+}
+function offerFormats() {
+  // the DICOM formats reference the input's instances: offered only for a DICOM input
+  const select = $('saveFormat'); const chosen = select.value; select.innerHTML = ''
+  for (const f of state.info.label_formats) if (!DICOM_FORMATS[f] || (state.session && state.session.dicom)) select.add(new Option(f, f))
+  if ([...select.options].some((o) => o.value === chosen)) select.value = chosen
+  $('pushPacs').hidden = !(state.session && state.session.pacs)
 }
 
 // -- opening a scan --------------------------------------------------------------------------
@@ -357,6 +372,7 @@ async function openScan(response) {
   setView(state.session.is_2d ? 'axial' : view)
   goToSlice(Math.floor(state.session.frames[0] / 2))
   renderObjects()
+  offerFormats()
   status(`opened ${state.session.name}: ${state.session.frames[0]} slices along ${state.session.axis}; draw a box on the structure's slice`)
   document.body.dataset.session = state.session.session
 }
@@ -383,16 +399,28 @@ async function start() {
   $('serverInfo').textContent = `medsam2 ${state.info.version} · ${state.info.backbone} (${state.info.runtime}, ${state.info.precision}, ${state.info.device})`
   for (const axis of state.info.axes) $('axis').add(new Option(axis, axis))
   for (const w of state.info.windows) $('window').add(new Option(w, w))
-  for (const f of state.info.label_formats) $('saveFormat').add(new Option(f, f))
+  offerFormats()
   if (state.info.data_folder) {
     const scans = (await (await api('GET', '/api/data')).json()).scans
     for (const scan of scans) $('dataList').add(new Option(`${scan.path}${scan.kind === 'dicom' ? ' (DICOM)' : ''}`, scan.path))
+  }
+  if (state.info.dicomweb) {
+    $('pacsBox').hidden = false
+    try {
+      const listed = (await (await api('GET', '/api/dicomweb')).json()).series
+      for (const s of listed) {
+        const label = [s.patient, s.study_date, s.modality, s.series_description || s.study_description, s.instances ? `${s.instances} images` : ''].filter(Boolean).join(' · ')
+        $('pacsList').add(new Option(label, JSON.stringify({ study: s.study_uid, series: s.series_uid })))
+      }
+    } catch (error) { status(error.message, true) }
   }
   document.body.dataset.ready = '1'
 }
 
 $('upload').onchange = (event) => { const file = event.target.files[0]; if (file) guarded(async () => { status(`uploading ${file.name}...`); await openScan(await api('POST', '/api/sessions', openForm(file))) }) }
 $('openData').onclick = () => { const path = $('dataList').value; if (path) guarded(async () => openScan(await api('POST', '/api/sessions', { path, axis: $('axis').value, window: $('window').value }))) }
+$('openPacs').onclick = () => { const chosen = $('pacsList').value; if (chosen) guarded(async () => { status('retrieving the series from the PACS...'); await openScan(await api('POST', '/api/sessions', { dicomweb: JSON.parse(chosen), axis: $('axis').value, window: $('window').value })) }) }
+$('pushPacs').onclick = () => guarded(pushToPacs)
 $('addObject').onclick = () => { addObject($('newName').value.trim()); $('newName').value = '' }
 $('propagate').onclick = () => guarded(propagate)
 $('undo').onclick = () => guarded(undo)
