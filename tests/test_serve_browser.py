@@ -39,15 +39,22 @@ def browser():
 class Page:
     """The page with its console watched, and the mouse placed on voxels of the scan."""
 
-    def __init__(self, browser, url: str, scan: Path) -> None:
+    def __init__(self, browser, url: str, scan: Path | None) -> None:
+        """The page at ``url`` with ``scan`` uploaded (None: nothing opened yet; call :meth:`use_geometry`
+        with the file the page shows once a scan is open)."""
         self.page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
         self.errors: list[str] = []
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.goto(url)
         self.page.wait_for_selector("body[data-ready='1']", timeout=60_000)
-        self.page.set_input_files("#upload", str(scan))
-        self.page.wait_for_selector("body[data-session]", timeout=60_000)
+        if scan is not None:
+            self.page.set_input_files("#upload", str(scan))
+            self.page.wait_for_selector("body[data-session]", timeout=60_000)
+            self.use_geometry(scan)
+
+    def use_geometry(self, scan: Path) -> None:
+        """Place the mouse by the voxel grid of ``scan`` (NIfTI: what the page shows)."""
         image = nib.load(str(scan))
         self.ornt = nib.orientations.io_orientation(image.affine)  # native axis -> (RAS axis, flip)
         self.shape_ijk = image.shape[:3]
@@ -76,11 +83,14 @@ class Page:
         mouse.move(*end, steps=4)
         mouse.up()
 
-    def save(self, path: Path) -> np.ndarray:
+    def save(self, path: Path, format: str | None = None) -> np.ndarray | None:
+        """Save the labels (in ``format`` where given) to ``path``; the label map, or None for a DICOM file."""
+        if format is not None:
+            self.page.select_option("#saveFormat", format)
         with self.page.expect_download() as download:
             self.page.click("#save")
         download.value.save_as(path)
-        return load_volume(path).array
+        return None if path.suffix == ".dcm" else load_volume(path).array
 
     def wait_status(self, words: str, timeout: float = 60_000) -> None:
         self.page.wait_for_function(f"document.getElementById('status').textContent.includes({words!r})", timeout=timeout)
@@ -145,3 +155,59 @@ def test_a_box_lands_on_the_right_voxels_of_a_flipped_scan(backbone, browser, tm
         assert page.errors == [], page.errors
         if os.environ.get("CI"):
             page.page.screenshot(path=str(ARTIFACTS / "flipped.png"))
+
+
+def test_a_pacs_series_opened_segmented_and_saved_back_from_the_page(backbone, browser, tmp_path, monkeypatch):
+    """``serve --dicomweb``: the page lists the PACS's series, opens one, a box is dragged and propagated,
+    Save writes a DICOM SEG of it and Save to PACS stores one on the PACS."""
+    import httpx
+    import pydicom
+
+    from medsam2.io.dicom_seg import read_dicom_seg
+    from medsam2.io.dicomweb import PASSWORD_VARIABLE, USER_VARIABLE
+
+    from . import orthanc as pacs_helpers
+    from .dicom_helpers import bundled_ct_series
+
+    if not pacs_helpers.available():
+        pytest.skip("Orthanc and its DICOMweb plugin: `make test` installs them")
+    monkeypatch.setenv(USER_VARIABLE, pacs_helpers.USER)
+    monkeypatch.setenv(PASSWORD_VARIABLE, pacs_helpers.PASSWORD)
+    files, reference = bundled_ct_series(tmp_path / "crop", first=10, count=9)
+    spleen = reference == SPLEEN
+    box = spleen_box(spleen)
+    with pacs_helpers.orthanc(tmp_path / "pacs") as pacs:
+        pacs.upload(files)
+        with running(backbone, dicomweb=pacs.dicomweb.replace("http://", "dicomweb://")) as (url, _):
+            page = Page(browser, url + "/", None)
+            page.page.wait_for_function("document.getElementById('pacsList').options.length > 1", timeout=60_000)
+            assert "CT" in page.page.inner_text("#pacsList") and "9 images" in page.page.inner_text("#pacsList")
+            page.page.select_option("#pacsList", index=1)
+            page.page.click("#openPacs")
+            page.page.wait_for_selector("body[data-session]", timeout=120_000)
+            session = page.page.evaluate("document.body.dataset.session")
+            viewer = tmp_path / "viewer.nii.gz"
+            viewer.write_bytes(httpx.get(f"{url}/api/sessions/{session}/volume", timeout=60).content)
+            page.use_geometry(viewer)
+            x0, y0, x1, y1 = (int(v) for v in box["box"])
+            page.drag(page.screen(box["slice"], x0, y0), page.screen(box["slice"], x1, y1))
+            page.wait_status("press Propagate")
+            page.page.click("#propagate")
+            page.page.wait_for_selector("body[data-propagated='1']", timeout=300_000)
+            page.save(tmp_path / "page_seg.dcm", format="dicom-seg")
+            saved = read_dicom_seg(tmp_path / "page_seg.dcm", load_volume(tmp_path / "crop"))
+            dice = 2 * ((saved == SPLEEN) & spleen).sum() / ((saved == SPLEEN).sum() + spleen.sum())
+            assert dice >= 0.9, dice
+            page.page.click("#pushPacs")
+            page.page.wait_for_selector("body[data-pushed]", timeout=60_000)
+            pushed = page.page.evaluate("document.body.dataset.pushed")
+            page.page.screenshot(path=str(ARTIFACTS / "pacs.png"))
+            assert page.errors == [], page.errors
+        with pacs.client() as client:  # Orthanc's own REST API: the SEG is there, under the series' study
+            instances = client.get("/instances", params={"expand": ""}).json()
+        stored = [i for i in instances if i["MainDicomTags"]["SOPInstanceUID"] == pushed]
+        assert len(stored) == 1
+        study = pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+        with pacs.client() as client:
+            parent = client.get(f"/instances/{stored[0]['ID']}/study").json()
+        assert parent["MainDicomTags"]["StudyInstanceUID"] == study
