@@ -268,6 +268,7 @@ def test_evaluate_and_batch_on_dicom_with_seg_references(tmp_path, nnunet_datase
     dicom_rows = (tmp_path / "ev_dicom" / "per_case.csv").read_text().splitlines()
     nifti_rows = (tmp_path / "ev_nifti" / "per_case.csv").read_text().splitlines()
     assert len(dicom_rows) == 5
+    assert "spleen" in dicom_rows[1] and "kidney_left" in dicom_rows[2]  # the names of the SEG references' segments
     dice_column = dicom_rows[0].split(",").index("dice")
     assert [r.split(",")[dice_column] for r in dicom_rows[1:]] == [r.split(",")[dice_column] for r in nifti_rows[1:]]
     for index in range(2):

@@ -107,4 +107,9 @@ def discover_dataset(root: str | Path) -> Dataset:
             continue
         cases.append(Case(case_id, image, label))
     names = _label_names(root / "dataset.json") if (root / "dataset.json").is_file() else {}
+    if not names and cases and suffix_of(cases[0].label) == ".dcm":
+        from medsam2.io.dicom_seg import is_dicom_seg, segment_names
+
+        if is_dicom_seg(cases[0].label):  # SEG references name their segments
+            names = segment_names(cases[0].label)
     return Dataset(root=root, layout=layout, cases=cases, label_names=names, skipped=skipped)

@@ -189,6 +189,18 @@ def read_dicom_seg(path: str | os.PathLike, reference, segment: int | None = Non
     return labels.astype(np.uint8) if labels.max(initial=0) < 256 else labels
 
 
+def segment_names(path: str | os.PathLike) -> dict[int, str]:
+    """{label value: segment label} of a DICOM SEG (label values as :func:`read_dicom_seg` gives them)."""
+    import pydicom
+
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    names = {}
+    for item in header.get("SegmentSequence", []):
+        match = _TRACKING_ID.match(str(item.get("TrackingID", "")))
+        names[int(match.group(1)) if match else int(item.SegmentNumber)] = str(item.get("SegmentLabel", ""))
+    return {value: name for value, name in names.items() if name}
+
+
 def _label_value(seg, number: int) -> int:
     description = seg.get_segment_description(number)
     match = _TRACKING_ID.match(str(description.get("TrackingID", "")))
