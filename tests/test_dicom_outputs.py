@@ -92,6 +92,10 @@ def test_seg_keeps_label_values_and_names_unknown_structures_tissue(ct_series, t
     np.testing.assert_array_equal(read_dicom_seg(out, volume), labels)
     np.testing.assert_array_equal(read_dicom_seg(out, volume, segment=2), labels == 300)
     raw = pydicom.dcmread(out, stop_before_pixels=True)
+    assert len(raw.SegmentSequence) == 2
+    empty = save_mask(labels, volume, tmp_path / "with_missing.dcm", names={3: "spleen", 300: "lesion", 4: "liver"})
+    assert [s.SegmentLabel for s in pydicom.dcmread(empty, stop_before_pixels=True).SegmentSequence] == ["spleen", "liver", "lesion"]
+    np.testing.assert_array_equal(read_dicom_seg(empty, volume), labels)  # an object not found: an empty segment
     unknown = raw.SegmentSequence[1]
     assert unknown.SegmentLabel == "my lesion thing"
     assert unknown.SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Tissue"

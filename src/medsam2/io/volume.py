@@ -607,9 +607,9 @@ def _write_dicom(array: np.ndarray, reference: Volume, out: Path, names, kind: s
 
     if kind not in DICOM_KINDS:
         raise UsageError(f"a .dcm label map is one of {', '.join(DICOM_KINDS)}, not {kind!r}")
-    present = {int(v) for v in np.unique(array) if v > 0}
-    named = names if names is not None else {value: None for value in present}
-    entries = label_entries({value: name for value, name in named.items() if value in present} or named)
+    # every named object is a segment or ROI, an object that was not found an empty one
+    present = {int(v): None for v in np.unique(array) if v > 0}
+    entries = label_entries({**present, **names} if names is not None else present)
     writer = write_dicom_seg if kind == "dicom-seg" else write_rtstruct
     return writer(array, reference, out, entries, provenance or Provenance(__version__, backbone="unknown"), overwrite=overwrite)
 
