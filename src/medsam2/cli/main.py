@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medsam2._version import __version__
-from medsam2.cli import batch, evaluate, info, oneprompt, segment, serve
+from medsam2.cli import batch, evaluate, info, oneprompt, segment, serve, train
 from medsam2.cli.common import OneLineParser, add_common, model_kwargs, warn
 from medsam2.errors import MedSAM2Error, UsageError
 
@@ -27,6 +27,7 @@ def build_parser() -> OneLineParser:
     batch.add_parser(commands)
     info.add_parser(commands)
     serve.add_parser(commands)
+    train.add_parser(commands)
     commands.add_parser("models", help="list the backbones and SAM 2 model configs, with what each needs")
     demo = commands.add_parser("demo", help="segment five organs of the bundled CT sample and score them")
     demo.add_argument("-o", "--output-dir", default="medsam2_demo", help="folder for the label map, montage and report")
@@ -64,34 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(argv: list[str], debug: bool) -> int:
+    return run_guarded(lambda: _run_command(argv), debug)
+
+
+def run_guarded(work, debug: bool) -> int:
+    """Run ``work()`` and turn what it raises into one line on stderr and an exit code (a
+    traceback only with ``debug``)."""
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        if args.command is None:
-            parser.print_help()
-            return 2
-        if args.command == "segment":
-            return segment.run_segment(args)
-        if args.command == "evaluate":
-            return evaluate.run_evaluate(args)
-        if args.command == "oneprompt":
-            return oneprompt.run_oneprompt_command(args, model_kwargs(args), warn)
-        if args.command == "batch":
-            return batch.run_batch_command(args)
-        if args.command == "info":
-            return info.run_info(args)
-        if args.command == "serve":
-            return serve.run_serve(args)
-        if args.command == "models":
-            from medsam2.backbones import describe_backbones
-
-            print(describe_backbones())
-            return 0
-        if args.command == "demo":
-            from medsam2.demo import run_demo
-
-            return run_demo(Path(args.output_dir), device=args.device, overwrite=args.overwrite, quiet=args.quiet)
-        raise UsageError(f"unknown command {args.command}")
+        return work()
     except MedSAM2Error as exc:
         if debug:
             raise
@@ -108,3 +89,33 @@ def _dispatch(argv: list[str], debug: bool) -> int:
         return 1
 
 
+def _run_command(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "segment":
+        return segment.run_segment(args)
+    if args.command == "evaluate":
+        return evaluate.run_evaluate(args)
+    if args.command == "oneprompt":
+        return oneprompt.run_oneprompt_command(args, model_kwargs(args), warn)
+    if args.command == "batch":
+        return batch.run_batch_command(args)
+    if args.command == "info":
+        return info.run_info(args)
+    if args.command == "serve":
+        return serve.run_serve(args)
+    if args.command == "train":
+        return train.run_train(args, argv)
+    if args.command == "models":
+        from medsam2.backbones import describe_backbones
+
+        print(describe_backbones())
+        return 0
+    if args.command == "demo":
+        from medsam2.demo import run_demo
+
+        return run_demo(Path(args.output_dir), device=args.device, overwrite=args.overwrite, quiet=args.quiet)
+    raise UsageError(f"unknown command {args.command}")

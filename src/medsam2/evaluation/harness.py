@@ -96,7 +96,7 @@ def evaluate_case(
     case, segmenter_for, config: EvaluationConfig, names: dict[int, str], predictions_dir: Path | None
 ) -> tuple[list[StructureResult], list[str]]:
     """Run every method on one case; returns results and notes (skipped structures)."""
-    loaded = _load_case(case)
+    loaded = load_case(case)
     if loaded is None:
         return [], [f"{case.case_id}: image and label differ in shape; skipped"]
     volume, reference = loaded
@@ -210,7 +210,7 @@ def _evaluate_here(case, segmenter_for, config, names, predictions_dir, after_ca
             after_case()
 
 
-def _load_case(case) -> tuple | None:
+def load_case(case) -> tuple | None:
     """(image volume, (z, y, x) reference labels) of a case; None when their shapes differ."""
     volume = load_volume(case.image)
     from medsam2.io.dicom_seg import is_dicom_seg, read_dicom_seg
@@ -233,14 +233,14 @@ def evaluate_oneprompt(
 
     if len(cases) < 2:
         return [], ["oneprompt needs at least two cases (a support and a query)"]
-    loaded = _load_case(cases[0])
+    loaded = load_case(cases[0])
     if loaded is None:
         return [], [f"{cases[0].case_id}: image and label differ in shape; the support cannot be used"]
     support, support_reference = loaded
     labels, notes = _wanted_labels(support_reference, config, f"{cases[0].case_id} (support)")
     queries = []
     for case in cases[1:]:
-        query = _load_case(case)
+        query = load_case(case)
         if query is None:
             notes.append(f"{case.case_id}: image and label differ in shape; skipped")
         else:

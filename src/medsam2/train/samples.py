@@ -1,0 +1,147 @@
+"""Training slices: a dataset split by case, its slices encoded once and kept in RUN_DIR.
+
+Each case's frames that hold any wanted structure are windowed and encoded as ``segment`` does
+(the same window choice, resize + pad and encoder runtime), and stored with each structure's mask
+in model space (256 x 256) in ``RUN_DIR/features/CASE.pt``: embeddings in fp16 (2 MB a slice).
+An epoch then costs only the prompt encoder and mask decoder.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medsam2.errors import InputError, UsageError
+
+#: bump when what a cache file holds changes
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Target:
+    """One training or validation target: a structure on one cached frame of a case."""
+
+    case: str
+    index: int  # row in the case's cached frames
+    label: int
+
+
+@dataclass
+class CaseFeatures:
+    """A case's cached frames.
+
+    Attributes:
+        frames: frame indices along the axis (rows of ``embeddings``), ascending.
+        embeddings: (n, 256, 64, 64) fp16 image embeddings.
+        masks: {label: (n, 256, 256) bool} each structure's mask in model space.
+        scale: model pixels per frame pixel (for the jitter).
+        content: (rows, cols) of the frame inside the model input.
+    """
+
+    frames: list[int]
+    embeddings: torch.Tensor
+    masks: dict[int, torch.Tensor]
+    scale: float
+    content: tuple[int, int]
+
+    def targets(self, case: str) -> list[Target]:
+        return [Target(case, i, label) for label, m in sorted(self.masks.items()) for i in range(len(self.frames)) if m[i].any()]
+
+
+def split_cases(case_ids: list[str], val_fraction: float, val_cases: tuple[str, ...] | None, seed: int) -> tuple[list[str], list[str]]:
+    """(training, validation) case names: ``val_cases`` as given, or a seeded share of the cases.
+
+    Raises:
+        UsageError: a named validation case that is not in the dataset, or a split that leaves
+            either side empty.
+    """
+    if val_cases:
+        unknown = [c for c in val_cases if c not in case_ids]
+        if unknown:
+            raise UsageError(f"--val-cases {unknown[0]} is not a case of the dataset (cases: {', '.join(case_ids[:6])}...)")
+        validation = [c for c in case_ids if c in val_cases]
+    else:
+        count = max(1, round(len(case_ids) * val_fraction))
+        order = np.random.default_rng(seed).permutation(len(case_ids))
+        validation = sorted(case_ids[i] for i in order[:count])
+    training = [c for c in case_ids if c not in validation]
+    if not training or not validation:
+        raise UsageError(
+            f"the dataset has {len(case_ids)} case(s): training and validation need one each at least "
+            "(cases are split whole, never by slice)"
+        )
+    return training, validation
+
+
+def _cache_key(backbone, case, settings) -> str:
+    source = f"{case.image}|{case.label}|{settings.axis}|{settings.window}|{getattr(backbone, 'checkpoint', '')}|{CACHE_VERSION}"
+    return f"{zlib.crc32(source.encode()):08x}"
+
+
+def encode_case(backbone, case, settings, labels: list[int] | None) -> tuple[CaseFeatures, list[int]]:
+    """Encode a case's frames that hold a wanted structure; (its features, the labels it holds).
+
+    Raises:
+        InputError: the image and its label map differ in shape.
+    """
+    from medsam2.evaluation.harness import load_case
+    from medsam2.preprocess import WindowedFrames, choose_window
+    from medsam2.slicing import to_frames, voxel_axis
+
+    loaded = load_case(case)
+    if loaded is None:
+        raise InputError(f"{case.case_id}: the label map has another shape than the image; fix or remove the case")
+    volume, reference = loaded
+    axis = voxel_axis(settings.axis, volume.direction)
+    raw = to_frames(volume.array, axis)
+    frames_reference = to_frames(reference, axis)
+    present = [int(v) for v in np.unique(frames_reference) if v > 0]
+    wanted = [v for v in present if labels is None or v in labels]
+    window = choose_window(raw, settings.window, volume.modality)
+    windowed = WindowedFrames(raw, window)
+    keep = [z for z in range(len(windowed)) if np.isin(frames_reference[z], wanted).any()] if wanted else []
+    embeddings, masks = [], {label: [] for label in wanted}
+    geometry = backbone.frame_geometry(raw.shape[1], raw.shape[2])
+    for start in range(0, len(keep), 8):
+        chunk = keep[start : start + 8]
+        for features in backbone.encode([windowed[z] for z in chunk]):
+            embeddings.append(features.embedding.detach().to(torch.float16).cpu())
+        for z in chunk:
+            for label in wanted:
+                masks[label].append(geometry.frame_to_model(frames_reference[z] == label) > 0.5)
+    size = backbone.input_size
+    features = CaseFeatures(
+        frames=keep,
+        embeddings=torch.stack(embeddings) if embeddings else torch.zeros((0, 256, 64, 64), dtype=torch.float16),
+        masks={label: torch.stack(m) if m else torch.zeros((0, size, size), dtype=torch.bool) for label, m in masks.items()},
+        scale=float(geometry.scale),
+        content=tuple(int(v) for v in geometry.resized_shape),
+    )
+    return features, wanted
+
+
+def cached_case(folder: Path, backbone, case, settings, labels: list[int] | None) -> tuple[CaseFeatures, list[int]]:
+    """A case's features from ``folder`` if cached with the same inputs, else encoded and written there."""
+    from medsam2.io.atomic import atomic_write
+
+    key = _cache_key(backbone, case, settings)
+    path = folder / f"{case.case_id}.pt"
+    if path.is_file():
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a broken cache file is encoded again
+            stored = None
+        if isinstance(stored, dict) and stored.get("key") == key and stored.get("labels") == (list(labels) if labels else None):
+            features = CaseFeatures(stored["frames"], stored["embeddings"], {int(k): v for k, v in stored["masks"].items()},
+                                    float(stored["scale"]), tuple(stored["content"]))
+            return features, list(stored["present"])
+    features, present = encode_case(backbone, case, settings, labels)
+    data = {"key": key, "labels": list(labels) if labels else None, "present": present, "frames": features.frames,
+            "embeddings": features.embeddings, "masks": {str(k): v for k, v in features.masks.items()},
+            "scale": features.scale, "content": list(features.content)}
+    atomic_write(path, lambda tmp: torch.save(data, tmp), ".pt", overwrite=True)
+    return features, present

@@ -1,0 +1,93 @@
+"""What a training run is: its settings, checked before any work, and compared on ``--resume``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from medsam2.errors import UsageError
+
+PROMPT_KINDS = ("box", "click", "mixed")
+#: settings a resumed run may change (it trains further, or reports differently)
+RESUMABLE_CHANGES = ("epochs", "patience")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """A fine-tuning run.
+
+    Attributes:
+        backbone: "litemedsam" (the SAM 2 family is not trained yet).
+        checkpoint: the weights to start from (None: the bundled LiteMedSAM weights).
+        epochs: passes over the training slices at most.
+        val_fraction: the share of cases held out for validation (by case, never by slice).
+        val_cases: the validation cases by name instead (then ``val_fraction`` is not used).
+        prompt: box (the reference box with jitter, and on 3D data the propagation's own box:
+            the neighbouring slice's mask box with the engine's margin), click (one positive click
+            inside), or mixed (both).
+        jitter: box edges move by up to this many frame pixels at random.
+        batch_size: slices per optimiser step (the global batch, over every process).
+        lr: AdamW learning rate.
+        train_encoder: train the image encoder too (no feature cache; a GPU is advised).
+        seed: seed of the case split, the slice order and the prompt jitter.
+        patience: stop after this many epochs without a better validation Dice.
+        labels: the structures to train on (None: every label found).
+        axis, window: how slices are taken and windowed (as ``segment`` does).
+    """
+
+    backbone: str = "litemedsam"
+    checkpoint: str | None = None
+    epochs: int = 10
+    val_fraction: float = 0.2
+    val_cases: tuple[str, ...] | None = None
+    prompt: str = "box"
+    jitter: int = 5
+    batch_size: int = 8
+    lr: float = 1e-4
+    train_encoder: bool = False
+    seed: int = 0
+    patience: int = 3
+    labels: tuple[int, ...] | None = None
+    axis: str = "axial"
+    window: str = "auto"
+
+    def check(self) -> None:
+        """Raises UsageError for a value no run can use."""
+        if self.backbone != "litemedsam":
+            raise UsageError(
+                f"medsam2 train fine-tunes the litemedsam backbone; training --backbone {self.backbone} is not built yet"
+            )
+        if self.prompt not in PROMPT_KINDS:
+            raise UsageError(f"--prompt is one of {', '.join(PROMPT_KINDS)}, not {self.prompt!r}")
+        if self.epochs < 1:
+            raise UsageError(f"--epochs must be at least 1, not {self.epochs}")
+        if not 0.0 < self.val_fraction < 1.0 and not self.val_cases:
+            raise UsageError(f"--val-fraction is between 0 and 1 (exclusive), not {self.val_fraction}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, not {self.batch_size}")
+        if not self.lr > 0:
+            raise UsageError(f"--lr must be positive, not {self.lr}")
+        if self.jitter < 0:
+            raise UsageError(f"--jitter is 0 or more pixels, not {self.jitter}")
+        if self.patience < 1:
+            raise UsageError(f"--patience must be at least 1, not {self.patience}")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for key in ("val_cases", "labels"):
+            if data[key] is not None:
+                data[key] = list(data[key])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainSettings:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("val_cases", "labels"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    def differences(self, other: TrainSettings) -> list[str]:
+        """The settings that differ from ``other`` and that a resumed run may not change."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [key for key in mine if key not in RESUMABLE_CHANGES and mine[key] != theirs[key]]
