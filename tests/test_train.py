@@ -145,3 +145,22 @@ def test_bad_inputs_give_one_line_and_write_nothing(hc18_dataset, tmp_path, caps
     code, err = run_cli(["train", hc18_dataset, "-o", tmp_path / "r5", "--backbone", "sam2"], capsys)
     assert_one_line_error(code, err, 2, "not built yet")
     assert not any((tmp_path / name).exists() for name in ("r1", "r2", "r3", "r4", "r5"))
+
+
+def test_train_encoder_changes_the_encoder_weights(tmp_path):
+    root = tmp_path / "tiny"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    source = shared("hc18_fetal_head")
+    for i in (0, 1, 30):
+        os.symlink(source / f"{i:03d}_HC.png", root / "images" / f"{i:03d}.png")
+        os.symlink(source / f"{i:03d}_HC_Annotation.png", root / "labels" / f"{i:03d}.png")
+    run_dir = tmp_path / "run"
+    assert main(["train", str(root), "-o", str(run_dir), "--epochs", "1", "--train-encoder", "--val-cases", "030",
+                 "--batch-size", "2", "--quiet"]) == 0
+    from medsam2.backbones.litemedsam import bundled_checkpoint_path, load_state_dict
+
+    base, tuned = load_state_dict(bundled_checkpoint_path()), load_state_dict(run_dir / "last.pth")
+    encoder = [k for k in base if k.startswith("image_encoder.") and base[k].is_floating_point()]
+    assert any(not torch.equal(base[k], tuned[k]) for k in encoder)
+    assert tuple(torch.load(run_dir / "features" / "000.pt", weights_only=True)["embeddings"].shape[1:]) == (3, 256, 256)

@@ -59,14 +59,18 @@ class World:
 
 class PromptDecoder(torch.nn.Module):
     """LiteMedSAM's trainable part: (embeddings (B, 256, 64, 64), boxes (B, 1, 4) or clicks) ->
-    (mask logits (B, 1, 256, 256), predicted IoU (B, 1))."""
+    (mask logits (B, 1, 256, 256), predicted IoU (B, 1)); with ``train_encoder`` it takes the
+    encoder's inputs (B, 3, 256, 256) and the image encoder trains too."""
 
-    def __init__(self, net: torch.nn.Module) -> None:
+    def __init__(self, net: torch.nn.Module, train_encoder: bool = False) -> None:
         super().__init__()
         self.prompt_encoder = net.prompt_encoder
         self.mask_decoder = net.mask_decoder
+        self.image_encoder = net.image_encoder if train_encoder else None
 
     def forward(self, embeddings, boxes=None, points=None):
+        if self.image_encoder is not None:
+            embeddings = self.image_encoder(embeddings)
         sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=None)
         return self.mask_decoder(
             image_embeddings=embeddings, image_pe=self.prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
@@ -218,8 +222,8 @@ class Trainer:
         self.load_features()
         net = self.backbone.net
         for parameter in net.image_encoder.parameters():
-            parameter.requires_grad_(False)
-        decoder = PromptDecoder(net).to(self.device)
+            parameter.requires_grad_(settings.train_encoder)
+        decoder = PromptDecoder(net, settings.train_encoder).to(self.device)
         if self.resume_state is not None:
             net.load_state_dict(self.resume_state["model"])
         decoder.train()

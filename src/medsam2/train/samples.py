@@ -36,7 +36,8 @@ class CaseFeatures:
 
     Attributes:
         frames: frame indices along the axis (rows of ``embeddings``), ascending.
-        embeddings: (n, 256, 64, 64) fp16 image embeddings.
+        embeddings: (n, 256, 64, 64) fp16 image embeddings; with ``train_encoder`` the encoder's
+            inputs instead, (n, 3, 256, 256) fp16 (the encoder runs in every step).
         masks: {label: (n, 256, 256) bool} each structure's mask in model space.
         scale: model pixels per frame pixel (for the jitter).
         content: (rows, cols) of the frame inside the model input.
@@ -78,7 +79,8 @@ def split_cases(case_ids: list[str], val_fraction: float, val_cases: tuple[str, 
 
 
 def _cache_key(backbone, case, settings) -> str:
-    source = f"{case.image}|{case.label}|{settings.axis}|{settings.window}|{getattr(backbone, 'checkpoint', '')}|{CACHE_VERSION}"
+    source = (f"{case.image}|{case.label}|{settings.axis}|{settings.window}|{getattr(backbone, 'checkpoint', '')}|"
+              f"{settings.train_encoder}|{CACHE_VERSION}")
     return f"{zlib.crc32(source.encode()):08x}"
 
 
@@ -89,7 +91,7 @@ def encode_case(backbone, case, settings, labels: list[int] | None) -> tuple[Cas
         InputError: the image and its label map differ in shape.
     """
     from medsam2.evaluation.harness import load_case
-    from medsam2.preprocess import WindowedFrames, choose_window
+    from medsam2.preprocess import WindowedFrames, choose_window, prepare_frame
     from medsam2.slicing import to_frames, voxel_axis
 
     loaded = load_case(case)
@@ -108,8 +110,11 @@ def encode_case(backbone, case, settings, labels: list[int] | None) -> tuple[Cas
     geometry = backbone.frame_geometry(raw.shape[1], raw.shape[2])
     for start in range(0, len(keep), 8):
         chunk = keep[start : start + 8]
-        for features in backbone.encode([windowed[z] for z in chunk]):
-            embeddings.append(features.embedding.detach().to(torch.float16).cpu())
+        if settings.train_encoder:  # the encoder trains: keep its inputs, not its outputs
+            embeddings.extend(prepare_frame(windowed[z], geometry).to(torch.float16) for z in chunk)
+        else:
+            for features in backbone.encode([windowed[z] for z in chunk]):
+                embeddings.append(features.embedding.detach().to(torch.float16).cpu())
         for z in chunk:
             for label in wanted:
                 masks[label].append(geometry.frame_to_model(frames_reference[z] == label) > 0.5)
