@@ -135,6 +135,10 @@ class Trainer:
                                                       settings.val_cases, settings.seed)
         self._check_labels()
         self.backbone = self._backbone()
+        from medsam2.backbones.runtime import file_sha256
+
+        # what the run started from: the weights given (or bundled), not a resumed run's last epoch
+        self.base_sha256 = self.resume_state["medsam2"]["base_sha256"] if self.resume_state else file_sha256(self.backbone.checkpoint)
 
     # -- before any work ---------------------------------------------------------------------
     def _check_run_dir(self, resume: bool, overwrite: bool) -> dict | None:
@@ -313,26 +317,20 @@ class Trainer:
 
     # -- outputs -------------------------------------------------------------------------------
     def metadata(self, epoch: int, val_dice: float, best: float, bad: int) -> dict:
+        """The ``medsam2`` block of best.pth and last.pth."""
         from medsam2._version import __version__
-        from medsam2.backbones.runtime import file_sha256
 
         return {
             "format": CHECKPOINT_FORMAT, "backbone": "litemedsam", "medsam2_version": __version__,
-            "base_checkpoint": str(self.backbone.checkpoint), "base_sha256": self._base_sha or file_sha256(self.backbone.checkpoint),
+            "base_checkpoint": str(self.backbone.checkpoint), "base_sha256": self.base_sha256,
             "dataset": str(self.dataset_path.resolve()), "settings": self.settings.to_dict(), "labels": list(self.labels),
             "train_cases": list(self.train_cases), "val_cases": list(self.val_cases), "epoch": epoch, "val_dice": val_dice,
             "best_val_dice": best, "bad_epochs": bad,
         }
 
-    _base_sha: str | None = None
-
     def _write(self, decoder, optimizer, records: list[EpochRecord], epoch: int, best: float, bad: int, is_best: bool) -> None:
-        from medsam2.backbones.runtime import file_sha256
         from medsam2.io.atomic import atomic_write
 
-        if self._base_sha is None:
-            base = self.resume_state["medsam2"]["base_sha256"] if self.resume_state else file_sha256(self.backbone.checkpoint)
-            self._base_sha = base
         self.run_dir.mkdir(exist_ok=True)
         meta = self.metadata(epoch, records[-1].val_dice, best, bad)
         state = {k: v.detach().cpu() for k, v in self.backbone.net.state_dict().items()}
