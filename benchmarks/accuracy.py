@@ -18,20 +18,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from common import REPO, SHARED, machine_line  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from common import REPO, SHARED, machine_line, plain_dataset  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 #: FreeSurfer labels: left/right lateral ventricle, left/right hippocampus
 BRAIN_LABELS = {4: "left_lateral_ventricle", 43: "right_lateral_ventricle", 17: "left_hippocampus", 53: "right_hippocampus"}
-
-
-def _plain(root: Path, pairs: list[tuple[Path, Path, str]]) -> Path:
-    """images/ + labels/ with the same file names."""
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    for image, label, name in pairs:
-        shutil.copy(image, root / "images" / name)
-        shutil.copy(label, root / "labels" / name)
-    return root
 
 
 def build_sets(tmp: Path) -> dict[str, tuple[Path, str, str, tuple[int, ...] | None]]:
@@ -40,13 +30,14 @@ def build_sets(tmp: Path) -> dict[str, tuple[Path, str, str, tuple[int, ...] | N
 
     ts = SHARED / "totalseg_example"
     sets = {}
-    ct = _plain(tmp / "ct", [(ts / "example_ct.nii.gz", ts / "example_seg_fast_force_split.nii.gz", "ct.nii.gz")])
+    ct = plain_dataset(tmp / "ct", [(ts / "example_ct.nii.gz", ts / "example_seg_fast_force_split.nii.gz", "ct.nii.gz")])
     sets["ct"] = (ct, "box-mid", "confidence,fifo,none,oracle", (1, 2, 3, 5, 6))
-    mr = _plain(tmp / "mr", [(ts / "example_mr_sm.nii.gz", ts / "example_seg_mr.nii.gz", "mr.nii.gz")])
+    mr = plain_dataset(tmp / "mr", [(ts / "example_mr_sm.nii.gz", ts / "example_seg_mr.nii.gz", "mr.nii.gz")])
     sets["mr"] = (mr, "box-mid", "confidence,fifo,none,oracle", (1, 2, 3, 5))
     lesions = SHARED / "pyradiomics_tumor"
     names = ("brain1", "brain2", "breast1")
-    sets["lesions"] = (_plain(tmp / "lesions", [(lesions / f"{n}_image.nrrd", lesions / f"{n}_label.nrrd", f"{n}.nrrd") for n in names]),
+    lesion_pairs = [(lesions / f"{n}_image.nrrd", lesions / f"{n}_label.nrrd", f"{n}.nrrd") for n in names]
+    sets["lesions"] = (plain_dataset(tmp / "lesions", lesion_pairs),
                        "box-mid", "confidence,none,oracle", None)
     data = np.load(SHARED / "voxelmorph_brain_aseg" / "test_scan.npz")
     (tmp / "brain" / "images").mkdir(parents=True)
@@ -58,7 +49,7 @@ def build_sets(tmp: Path) -> dict[str, tuple[Path, str, str, tuple[int, ...] | N
     sets["brain"] = (tmp / "brain", "box-mid", "confidence,none,oracle", None)
     hc = SHARED / "hc18_fetal_head"
     hc_pairs = [(hc / f"{i:03d}_HC.png", hc / f"{i:03d}_HC_Annotation.png", f"{i:03d}.png") for i in range(40)]
-    sets["hc18-oneprompt"] = (_plain(tmp / "hc18", hc_pairs), "oneprompt", "confidence,none,oracle", None)
+    sets["hc18-oneprompt"] = (plain_dataset(tmp / "hc18", hc_pairs), "oneprompt", "confidence,none,oracle", None)
     cxr = SHARED / "cxr_lung_demo4"
     cxr_pairs = [(cxr / f"{i}.jpg", cxr / f"{i}-mask.png", f"{i}.png") for i in range(1, 5)]
     cxr_root = tmp / "cxr"

@@ -10,6 +10,22 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDSAM2_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def plain_dataset(root: Path, pairs: list[tuple[Path, Path, str]], link: bool = False) -> Path:
+    """A dataset in the plain layout (images/ + labels/, one name for both) from (image, label,
+    name) triples, copied or, with ``link``, symlinked."""
+    import shutil
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for image, label, name in pairs:
+        for source, folder in ((image, "images"), (label, "labels")):
+            if link:
+                os.symlink(source, root / folder / name)
+            else:
+                shutil.copy(source, root / folder / name)
+    return root
+
+
 def cpu_model() -> str:
     """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:

@@ -15,7 +15,6 @@ CPU flags, and writes benchmarks/results/train.md.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 import warnings
@@ -23,27 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from common import REPO, SHARED, machine_line  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from common import REPO, SHARED, machine_line, plain_dataset  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 MR_STRUCTURES = (1, 2, 3, 4, 5, 6, 7, 13, 14, 15, 19, 20, 21, 23, 24, 25, 46, 47)  # >= 400 voxels each
 MR_TRAIN = MR_STRUCTURES[1::2]
 MR_TEST = MR_STRUCTURES[0::2]
 
 
-def _link(root: Path, pairs: list[tuple[Path, Path, str]]) -> Path:
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    for image, label, name in pairs:
-        os.symlink(image, root / "images" / name)
-        os.symlink(label, root / "labels" / name)
-    return root
-
-
 def hc18(tmp: Path) -> tuple[Path, Path, str, tuple[int, ...] | None]:
     hc = SHARED / "hc18_fetal_head"
     pairs = [(hc / f"{i:03d}_HC.png", hc / f"{i:03d}_HC_Annotation.png", f"{i:03d}.png") for i in range(40)]
-    train = _link(tmp / "hc18_train", pairs[:30])
-    test = _link(tmp / "hc18_test", pairs[30:])
+    train = plain_dataset(tmp / "hc18_train", pairs[:30], link=True)
+    test = plain_dataset(tmp / "hc18_test", pairs[30:], link=True)
     return train, test, ",".join(f"{i:03d}" for i in range(24, 30)), None
 
 
@@ -62,7 +52,7 @@ def mr(tmp: Path) -> tuple[Path, Path, str, tuple[int, ...]]:
     for name, part in (("upper", slice(0, half)), ("lower", slice(half, None))):  # two halves: one validates
         sitk.WriteImage(image[:, :, part], str(train / "images" / f"mr_{name}.nii.gz"))
         sitk.WriteImage(only_train[:, :, part], str(train / "labels" / f"mr_{name}.nii.gz"))
-    test = _link(tmp / "mr_test", [(ts / "example_mr_sm.nii.gz", ts / "example_seg_mr.nii.gz", "mr.nii.gz")])
+    test = plain_dataset(tmp / "mr_test", [(ts / "example_mr_sm.nii.gz", ts / "example_seg_mr.nii.gz", "mr.nii.gz")], link=True)
     return train, test, "mr_lower", MR_TEST
 
 

@@ -94,16 +94,9 @@ def test_labels_that_no_case_has(nnunet_dataset, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def hc18_plain_dataset(tmp_path_factory):
     """Six HC18 images in the plain images/ + labels/ layout (2D; labels 0/255)."""
-    from .shared_data import shared
+    from .shared_data import hc18_plain
 
-    root = tmp_path_factory.mktemp("hc18")
-    (root / "images").mkdir()
-    (root / "labels").mkdir()
-    source = shared("hc18_fetal_head")
-    for i in range(6):
-        (root / "images" / f"{i:03d}.png").write_bytes((source / f"{i:03d}_HC.png").read_bytes())
-        (root / "labels" / f"{i:03d}.png").write_bytes((source / f"{i:03d}_HC_Annotation.png").read_bytes())
-    return root
+    return hc18_plain(tmp_path_factory.mktemp("hc18") / "set", range(6))
 
 
 def test_oneprompt_protocol_on_2d_images(hc18_plain_dataset, tmp_path, capsys, monkeypatch, backbone):

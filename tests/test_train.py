@@ -13,7 +13,7 @@ import torch
 
 from medsam2 import load_volume
 from medsam2.cli import main
-from tests.shared_data import shared
+from tests.shared_data import hc18_plain, shared
 from tests.test_cli import assert_one_line_error, run_cli
 
 HC18_TRAIN = range(0, 10)
@@ -23,14 +23,7 @@ HC18_VAL = range(30, 33)
 @pytest.fixture(scope="module")
 def hc18_dataset(tmp_path_factory):
     """HC18 000-009 (training) and 030-032 (validation) in the plain layout; heads are 255."""
-    root = tmp_path_factory.mktemp("hc18_train")
-    (root / "images").mkdir()
-    (root / "labels").mkdir()
-    source = shared("hc18_fetal_head")
-    for i in [*HC18_TRAIN, *HC18_VAL]:
-        os.symlink(source / f"{i:03d}_HC.png", root / "images" / f"{i:03d}.png")
-        os.symlink(source / f"{i:03d}_HC_Annotation.png", root / "labels" / f"{i:03d}.png")
-    return root
+    return hc18_plain(tmp_path_factory.mktemp("hc18_train") / "set", [*HC18_TRAIN, *HC18_VAL])
 
 
 def _log(run_dir: Path) -> list[dict]:
@@ -148,13 +141,7 @@ def test_bad_inputs_give_one_line_and_write_nothing(hc18_dataset, tmp_path, caps
 
 
 def test_train_encoder_changes_the_encoder_weights(tmp_path):
-    root = tmp_path / "tiny"
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    source = shared("hc18_fetal_head")
-    for i in (0, 1, 30):
-        os.symlink(source / f"{i:03d}_HC.png", root / "images" / f"{i:03d}.png")
-        os.symlink(source / f"{i:03d}_HC_Annotation.png", root / "labels" / f"{i:03d}.png")
+    root = hc18_plain(tmp_path / "tiny", (0, 1, 30))
     run_dir = tmp_path / "run"
     assert main(["train", str(root), "-o", str(run_dir), "--epochs", "1", "--train-encoder", "--val-cases", "030",
                  "--batch-size", "2", "--quiet"]) == 0

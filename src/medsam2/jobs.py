@@ -168,10 +168,11 @@ def run_segment_job(
         volume.source = job.source_name
     read_seconds = time.perf_counter() - started
     check_output_path(job.output, job.inputs(), job.overwrite, n_slices=volume.shape[0])  # a 2D format for a 3D scan
+    source = None
     if job.writes_dicom:  # a NIfTI input has no instances to reference: refused before the model runs
         from medsam2.io.dicom_source import source_series
 
-        source_series(volume, "an RT-STRUCT" if job.dicom_kind == "rtstruct" else "a DICOM SEG")
+        source = source_series(volume, "an RT-STRUCT" if job.dicom_kind == "rtstruct" else "a DICOM SEG")
     objects = collect_prompts(list(job.prompt_items), job.prompts_json, volume, job.axis, ras=job.ras, index_base=job.index_base)
     if not objects:
         raise PromptError("no prompt given; add --box, --point, --mask or --prompts")
@@ -192,7 +193,7 @@ def run_segment_job(
     names = {obj.label: obj.name for obj in result.report.objects}
     save_mask(
         result.labels, volume, job.output, overwrite=job.overwrite, names=names, dicom_kind=job.dicom_kind,
-        provenance=provenance_of(result),
+        provenance=provenance_of(result), source=source,
     )
     if job.label_file and not job.writes_dicom:
         from medsam2.io.label_files import label_entries, label_file_path, stored_entries, write_label_file

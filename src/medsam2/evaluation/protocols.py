@@ -108,8 +108,7 @@ def simulate_prompts(reference: np.ndarray, protocol: str, rng: np.random.Genera
         areas = reference.reshape(reference.shape[0], -1).sum(axis=1)
         return ObjectPrompts(label, boxes=[_box_on(reference, int(np.argmax(areas)), rng, jitter)])
     if protocol == "click-mid":
-        depth = ndimage.distance_transform_edt(np.pad(reference[middle], 1))[1:-1, 1:-1]
-        row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)
+        row, col = deepest_point(reference[middle])
         return ObjectPrompts(label, points=[Point(middle, float(col), float(row))])
     if protocol == "oracle":
         return ObjectPrompts(label, boxes=[_box_on(reference, int(z), rng, 0) for z in slices])
@@ -119,6 +118,18 @@ def simulate_prompts(reference: np.ndarray, protocol: str, rng: np.random.Genera
         frames = [int(z) for z in range(int(slices[0]), int(slices[-1]) + 1, step) if reference[z].any()]
         return ObjectPrompts(label, boxes=[_box_on(reference, z, rng, jitter) for z in frames])
     raise UsageError(f"unknown protocol '{protocol}'")
+
+
+def inside_depth(mask: np.ndarray) -> np.ndarray:
+    """Each pixel's distance to the mask's border (0 outside; the image edge counts as border)."""
+    return ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+
+
+def deepest_point(mask: np.ndarray) -> tuple[int, int]:
+    """(row, col) of the pixel deepest inside a 2D mask: where a simulated user clicks."""
+    depth = inside_depth(mask)
+    row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return int(row), int(col)
 
 
 def middle_slice_box(reference: np.ndarray) -> Box:

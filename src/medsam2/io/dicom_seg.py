@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medsam2.errors import InputError, UsageError
+from medsam2.errors import InputError
 from medsam2.io.dicom import SEGMENTATION_STORAGE
 from medsam2.io.dicom_codes import anatomy_code
-from medsam2.io.dicom_source import SourceSeries, source_series
+from medsam2.io.dicom_source import SourceSeries, checked_source, source_series
 from medsam2.io.seg_nrrd import LabelEntry
 
 _TRACKING_ID = re.compile(r"^medsam2 label (\d+)$")
@@ -63,9 +63,7 @@ def build_dicom_seg(labels: np.ndarray, volume, entries: list[LabelEntry], prove
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    source = source if source is not None else source_series(volume, "a DICOM SEG")
-    if not entries:
-        raise UsageError("the label map holds no object; a DICOM SEG needs at least one segment")
+    source = checked_source(volume, entries, source, "a DICOM SEG", "segment")
     algorithm = hd.AlgorithmIdentificationSequence(
         name=provenance.name, family=codes.cid7162.ArtificialIntelligence, version=provenance.version,
         parameters=provenance.algorithm_parameters(),
@@ -110,12 +108,13 @@ def build_dicom_seg(labels: np.ndarray, volume, entries: list[LabelEntry], prove
 
 
 def write_dicom_seg(
-    labels: np.ndarray, volume, path: str | os.PathLike, entries: list[LabelEntry], provenance: Provenance, overwrite: bool = False
+    labels: np.ndarray, volume, path: str | os.PathLike, entries: list[LabelEntry], provenance: Provenance, overwrite: bool = False,
+    source: SourceSeries | None = None,
 ) -> Path:
     """Write ``labels`` as a DICOM SEG at ``path``, atomically (see :func:`build_dicom_seg`)."""
     from medsam2.io.atomic import atomic_write
 
-    segmentation = build_dicom_seg(labels, volume, entries, provenance)
+    segmentation = build_dicom_seg(labels, volume, entries, provenance, source)
     out = Path(path)
     return atomic_write(out, lambda tmp: segmentation.save_as(tmp), ".dcm", overwrite=overwrite)
 

@@ -37,6 +37,19 @@ class SourceSeries:
         return [str(ds.SOPClassUID) for ds in self.datasets]
 
 
+def checked_source(volume, entries: list, source: SourceSeries | None, what: str, part: str) -> SourceSeries:
+    """What a DICOM writer needs before it starts: ``source`` (or the volume's, read now) and at
+    least one entry.
+
+    Raises:
+        UsageError: the volume was not read from DICOM, or ``entries`` is empty ("needs at least one ``part``").
+    """
+    source = source if source is not None else source_series(volume, what)
+    if not entries:
+        raise UsageError(f"the label map holds no object; {what} needs at least one {part}")
+    return source
+
+
 def voxel_to_patient(volume, ijk: np.ndarray) -> np.ndarray:
     """Continuous voxel indices (N, 3) in ITK order (x=column, y=row, z=slice) -> LPS mm (N, 3)."""
     direction = np.asarray(volume.direction, dtype=float).reshape(3, 3)

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medsam2.errors import InputError, UsageError
+from medsam2.errors import InputError
 from medsam2.io.dicom import RT_STRUCTURE_SET_STORAGE
 from medsam2.io.dicom_codes import anatomy_code
 from medsam2.io.dicom_seg import DERIVED_SERIES_NUMBER, Provenance
-from medsam2.io.dicom_source import SourceSeries, source_series, voxel_to_patient
+from medsam2.io.dicom_source import SourceSeries, checked_source, voxel_to_patient
 from medsam2.io.seg_nrrd import LabelEntry
 
 #: the retired Detached Study Management SOP class that RT-STRUCT's referenced study item names
@@ -67,9 +67,7 @@ def build_rtstruct(labels: np.ndarray, volume, entries: list[LabelEntry], proven
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 
-    source = source if source is not None else source_series(volume, "an RT-STRUCT")
-    if not entries:
-        raise UsageError("the label map holds no object; an RT-STRUCT needs at least one ROI")
+    source = checked_source(volume, entries, source, "an RT-STRUCT", "ROI")
     first = source.datasets[0]
     now = datetime.datetime.now()
     meta = FileMetaDataset()
@@ -151,12 +149,13 @@ def build_rtstruct(labels: np.ndarray, volume, entries: list[LabelEntry], proven
 
 
 def write_rtstruct(
-    labels: np.ndarray, volume, path: str | os.PathLike, entries: list[LabelEntry], provenance: Provenance, overwrite: bool = False
+    labels: np.ndarray, volume, path: str | os.PathLike, entries: list[LabelEntry], provenance: Provenance, overwrite: bool = False,
+    source: SourceSeries | None = None,
 ) -> Path:
     """Write ``labels`` as an RT-STRUCT at ``path``, atomically (see :func:`build_rtstruct`)."""
     from medsam2.io.atomic import atomic_write
 
-    dataset = build_rtstruct(labels, volume, entries, provenance)
+    dataset = build_rtstruct(labels, volume, entries, provenance, source)
     return atomic_write(Path(path), lambda tmp: dataset.save_as(tmp, enforce_file_format=True), ".dcm", overwrite=overwrite)
 
 

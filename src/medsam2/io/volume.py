@@ -546,7 +546,7 @@ def check_labels(labels: object, shape: tuple[int, int, int] | None = None) -> n
 
 def save_mask(
     labels: np.ndarray, reference: Volume, path: str | os.PathLike, overwrite: bool = False, names: dict[int, str | None] | None = None,
-    dicom_kind: str = "dicom-seg", provenance=None,
+    dicom_kind: str = "dicom-seg", provenance=None, source=None,
 ) -> Path:
     """Write a label map with exactly the reference's geometry, atomically.
 
@@ -563,6 +563,8 @@ def save_mask(
             reference must have been read from a DICOM series.
         provenance: the :class:`~medsam2.io.dicom_seg.Provenance` a ``.dcm`` names (default:
             medsam2's version, backbone unknown).
+        source: the reference's :class:`~medsam2.io.dicom_source.SourceSeries` where already read
+            (default: read from ``reference.dicom_files`` now).
 
     The data go to a temporary file in the target folder. Without ``overwrite`` it is hard-linked
     to the final name, which fails if a file appeared there meanwhile (two writers: exactly one
@@ -580,7 +582,7 @@ def save_mask(
     out = check_output_path(path, [reference.source] if reference.source else [], overwrite, n_slices=array.shape[0])
     suffix = suffix_of(out)
     if suffix == ".dcm":
-        return _write_dicom(array, reference, out, names, dicom_kind, provenance, overwrite)
+        return _write_dicom(array, reference, out, names, dicom_kind, provenance, overwrite, source)
     if suffix == ".seg.nrrd":
         from medsam2.io.seg_nrrd import label_entries, seg_nrrd_image
 
@@ -599,7 +601,7 @@ def save_mask(
     return out
 
 
-def _write_dicom(array: np.ndarray, reference: Volume, out: Path, names, kind: str, provenance, overwrite: bool) -> Path:
+def _write_dicom(array: np.ndarray, reference: Volume, out: Path, names, kind: str, provenance, overwrite: bool, source) -> Path:
     from medsam2._version import __version__
     from medsam2.io.dicom_seg import Provenance, write_dicom_seg
     from medsam2.io.rtstruct import write_rtstruct
@@ -611,7 +613,8 @@ def _write_dicom(array: np.ndarray, reference: Volume, out: Path, names, kind: s
     present = {int(v): None for v in np.unique(array) if v > 0}
     entries = label_entries({**present, **names} if names is not None else present)
     writer = write_dicom_seg if kind == "dicom-seg" else write_rtstruct
-    return writer(array, reference, out, entries, provenance or Provenance(__version__, backbone="unknown"), overwrite=overwrite)
+    return writer(array, reference, out, entries, provenance or Provenance(__version__, backbone="unknown"), overwrite=overwrite,
+                  source=source)
 
 
 def _write_sitk(labels: np.ndarray, reference: Volume, path: Path) -> None:

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from medsam2.engine.litemedsam_step import PropagationSettings
 from medsam2.engine.tracks import box_of_mask
+from medsam2.evaluation.protocols import deepest_point, inside_depth
 from medsam2.train.samples import CaseFeatures, Target
 
 #: the share of 3D box prompts that are the propagation's neighbour box
@@ -67,7 +67,7 @@ def neighbour_box(case: CaseFeatures, target: Target, rng: np.random.Generator, 
 
 def deep_click(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(x, y) of a pixel drawn among those at least half as deep inside the mask as its deepest."""
-    depth = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    depth = inside_depth(mask)
     rows, cols = np.nonzero(depth >= depth.max() / 2)
     pick = int(rng.integers(len(rows)))
     return np.array([cols[pick], rows[pick]], dtype=np.float32)
@@ -93,7 +93,7 @@ def make_prompts(
         mask = case.masks[target.label][target.index].numpy()
         rng = target_rng(seed, epoch, i)
         if kind == "click":
-            points.append(deep_click(mask, rng) if training else _deepest(mask))
+            points.append(deep_click(mask, rng) if training else np.array(deepest_point(mask)[::-1], dtype=np.float32))
             continue
         box = None
         if training and rng.random() < PROPAGATION_SHARE:
@@ -106,8 +106,3 @@ def make_prompts(
         return PromptBatch(points=(coords, torch.ones((len(points), 1), dtype=torch.int64)))
     return PromptBatch(boxes=torch.as_tensor(np.stack(boxes))[:, None, :])
 
-
-def _deepest(mask: np.ndarray) -> np.ndarray:
-    depth = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)
-    return np.array([col, row], dtype=np.float32)
