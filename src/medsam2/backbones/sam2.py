@@ -113,7 +113,9 @@ class Sam2Backbone:
             raise UsageError("--runtime openvino is for the litemedsam backbone; sam2 runs in PyTorch (use --runtime auto or torch)")
         require_sam2()  # before reading a checkpoint that may be gigabytes
         self.checkpoint = Path(checkpoint)
-        state = read_sam2_weights(self.checkpoint)
+        state, trained = read_sam2_weights(self.checkpoint)
+        if model_config is None and trained.get("backbone") == "sam2" and trained.get("model_config"):
+            model_config = str(trained["model_config"])  # a medsam2 train checkpoint names its config
         chosen = config_by_name(model_config) if model_config else identify_checkpoint(state, self.checkpoint)
         self.config: Sam2Config = chosen
         self.device = device

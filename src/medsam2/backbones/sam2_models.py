@@ -9,7 +9,9 @@ this module only names the configs, reads checkpoint files and tells them apart:
 - the input size cannot be read from the weights (the same weights run at 512 and 1024): it is
   1024 (Meta's releases, Medical-SAM2's ``MedSAM2_pretrain.pth``) unless ``--model-config`` says
   otherwise, or the file is a MedSAM2 (Toronto) release: SAM 2.1 tiny weights in a file whose name
-  starts with ``MedSAM2``, which runs at 512.
+  starts with ``MedSAM2``, which runs at 512;
+- a file written by ``medsam2 train`` names its config in its "medsam2" block (the config of the
+  weights it started from).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from medsam2.backbones.checkpoints import read_state_dict
+from medsam2.backbones.checkpoints import read_weights
 from medsam2.errors import CheckpointError, UsageError
 
 SAM2_INSTALL_HINT = "pip install 'medsam2[sam2]' (on machines without CUDA: SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2)"
@@ -104,9 +106,10 @@ def config_by_name(name: str) -> Sam2Config:
     return SAM2_CONFIGS[name]
 
 
-def read_sam2_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The weights in a SAM 2 checkpoint file (``{"model": state_dict}`` as Meta ships them, or bare)."""
-    return read_state_dict(path, "a SAM 2 / SAM 2.1 / MedSAM-2 .pt file")
+def read_sam2_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The weights in a SAM 2 checkpoint file (``{"model": state_dict}`` as Meta ships them, or
+    bare), and the "medsam2" block of a file that ``medsam2 train`` wrote ({} otherwise)."""
+    return read_weights(path, "a SAM 2 / SAM 2.1 / MedSAM-2 .pt file")
 
 
 def identify_checkpoint(state: dict[str, torch.Tensor], path: Path) -> Sam2Config:

@@ -1,4 +1,5 @@
-"""``medsam2 train``: fine-tune LiteMedSAM on a labelled dataset, on this machine or with torchrun."""
+"""``medsam2 train``: fine-tune LiteMedSAM or a SAM 2 family model on a labelled dataset, on this
+machine or with torchrun."""
 
 from __future__ import annotations
 
@@ -18,8 +19,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("dataset", help="dataset folder, as evaluate reads it (nnU-Net/MSD layout, or images/ + labels/)")
     parser.add_argument("-o", "--output-dir", required=True, dest="run_dir", help="RUN_DIR: best.pth, last.pth, train_log.csv, "
                         "training_curves.png and the feature cache")
-    parser.add_argument("--backbone", default="litemedsam", help="litemedsam (default; the only one trained so far)")
-    parser.add_argument("--checkpoint", help="weights to start from (default: the bundled LiteMedSAM weights)")
+    from medsam2.train.settings import BACKBONES
+
+    parser.add_argument("--backbone", default="litemedsam", choices=BACKBONES,
+                        help="litemedsam (default: slices, cached embeddings) or sam2 (slice sequences through SAM 2's memory)")
+    parser.add_argument("--checkpoint", help="weights to start from (default: the bundled LiteMedSAM weights; required for sam2)")
+    parser.add_argument("--model-config", help="sam2: architecture name (see `medsam2 models`); default: read from the checkpoint")
+    parser.add_argument("--image-size", type=int, help="sam2: train at this input side (a multiple of 32) instead of the config's")
+    parser.add_argument("--sequence-length", type=int, default=8,
+                        help="sam2: slices per training sequence, prompt on the first (default 8, as SAM 2 trains)")
     parser.add_argument("--epochs", type=int, default=10, help="passes over the training slices at most (default 10)")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="share of cases held out for validation (default 0.2)")
     parser.add_argument("--val-cases", help="comma-separated validation case names (instead of --val-fraction)")
@@ -27,7 +35,8 @@ def add_arguments(parser) -> None:
                         help="box (default: reference box with jitter and, on 3D data, the propagation's neighbour box), "
                         "click, or mixed")
     parser.add_argument("--jitter", type=int, default=5, help="move box edges at random by up to this many pixels (default 5)")
-    parser.add_argument("--batch-size", type=int, default=8, help="slices per step, over all processes (default 8)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="slices (sam2: sequences) per step, over all processes (default 8)")
     parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
     parser.add_argument("--train-encoder", action="store_true", help="train the image encoder too (slow on a CPU: a GPU is advised)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the slice order and the jitter (default 0)")
@@ -41,8 +50,9 @@ def add_arguments(parser) -> None:
 
 def add_parser(commands) -> None:
     train = commands.add_parser(
-        "train", help="fine-tune the default backbone on your labelled data (CPU: minutes; several processes: --nproc N)",
-        description="Fine-tune LiteMedSAM's prompt encoder and mask decoder on cached embeddings of a labelled dataset; "
+        "train", help="fine-tune a backbone on your labelled data (CPU: minutes; several processes: --nproc N)",
+        description="Fine-tune LiteMedSAM's prompt encoder and mask decoder on cached embeddings of a labelled dataset, "
+        "or a SAM 2 family model's memory attention, memory encoder and mask decoder on slice sequences (--backbone sam2); "
         "RUN_DIR/best.pth then goes to --checkpoint of segment, evaluate, oneprompt and serve.",
     )
     add_arguments(train)
@@ -58,7 +68,8 @@ def settings_of(args):
         backbone=args.backbone, checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else None, epochs=args.epochs,
         val_fraction=args.val_fraction, val_cases=val_cases, prompt=args.prompt, jitter=args.jitter, batch_size=args.batch_size,
         lr=args.lr, train_encoder=args.train_encoder, seed=args.seed, patience=args.patience,
-        labels=int_list(args.labels, "--labels"), axis=args.axis, window=args.window,
+        labels=int_list(args.labels, "--labels"), axis=args.axis, window=args.window, model_config=args.model_config,
+        image_size=args.image_size, sequence_length=args.sequence_length,
     )
 
 

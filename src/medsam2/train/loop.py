@@ -1,9 +1,10 @@
-"""The training loop: LiteMedSAM's prompt encoder and mask decoder on cached embeddings.
+"""The training loop: the split, the feature cache, epochs, validation, early stopping, checkpoints.
 
-Loss per slice: soft Dice + binary cross-entropy on the 256 x 256 mask logits, plus the squared
-error of the IoU head against the true IoU of the thresholded mask (so that the confidence the
-memory bank and the stop rule read stays calibrated). The image encoder is frozen unless
-``train_encoder`` (then slices are encoded in each step, in PyTorch).
+What trains and how a target becomes a loss is the backbone's recipe:
+:class:`~medsam2.train.litemedsam_recipe.LiteMedSAMRecipe` (the prompt encoder and mask decoder on
+cached embeddings, one slice per target) or :class:`~medsam2.train.sam2_recipe.Sam2Recipe` (short
+slice sequences through SAM 2's memory). Losses are :mod:`medsam2.train.losses`. The image encoder
+is frozen unless ``train_encoder`` (then slices are encoded in each step, in PyTorch).
 
 Several processes (``torchrun``): every global batch is the same as in one process, and each
 process takes its share (``batch[rank::world]``); each share's loss is its sum over the global
@@ -22,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from medsam2.errors import InputError, OutputError, UsageError
-from medsam2.train.prompts import batch_kind, make_prompts
-from medsam2.train.samples import CaseFeatures, Target, cached_case, split_cases
+from medsam2.train.prompts import batch_kind
+from medsam2.train.samples import CaseFeatures, cached_case, split_cases
 from medsam2.train.settings import TrainSettings
 
 CHECKPOINT_FORMAT = 1
@@ -55,44 +55,6 @@ class World:
     @property
     def writes(self) -> bool:
         return self.rank == 0
-
-
-class PromptDecoder(torch.nn.Module):
-    """LiteMedSAM's trainable part: (embeddings (B, 256, 64, 64), boxes (B, 1, 4) or clicks) ->
-    (mask logits (B, 1, 256, 256), predicted IoU (B, 1)); with ``train_encoder`` it takes the
-    encoder's inputs (B, 3, 256, 256) and the image encoder trains too."""
-
-    def __init__(self, net: torch.nn.Module, train_encoder: bool = False) -> None:
-        super().__init__()
-        self.prompt_encoder = net.prompt_encoder
-        self.mask_decoder = net.mask_decoder
-        self.image_encoder = net.image_encoder if train_encoder else None
-
-    def forward(self, embeddings, boxes=None, points=None):
-        if self.image_encoder is not None:
-            embeddings = self.image_encoder(embeddings)
-        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=None)
-        return self.mask_decoder(
-            image_embeddings=embeddings, image_pe=self.prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense, multimask_output=False,
-        )
-
-
-def slice_losses(logits: torch.Tensor, masks: torch.Tensor, predicted_iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per slice (B,): Dice + BCE + (predicted - true IoU)^2, and the thresholded mask's Dice."""
-    target = masks.float()
-    probability = torch.sigmoid(logits)
-    intersection = (probability * target).sum((-1, -2))
-    soft_dice = 1 - (2 * intersection + 1) / (probability.sum((-1, -2)) + target.sum((-1, -2)) + 1)
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean((-1, -2))
-    with torch.no_grad():
-        predicted = logits > 0
-        overlap = (predicted & masks).sum((-1, -2)).float()
-        union = (predicted | masks).sum((-1, -2)).float()
-        true_iou = torch.where(union > 0, overlap / union.clamp(min=1), torch.ones_like(union))
-        dice = 2 * overlap / (predicted.sum((-1, -2)) + masks.sum((-1, -2))).float().clamp(min=1)
-    iou_error = (predicted_iou.float() - true_iou) ** 2
-    return (soft_dice + bce + iou_error).reshape(-1), dice.reshape(-1)
 
 
 def epoch_batches(count: int, batch_size: int, seed: int, epoch: int, world: int) -> list[list[int]]:
@@ -186,13 +148,31 @@ class Trainer:
         self.labels = sorted(wanted) if wanted else sorted(found)
 
     def _backbone(self):
+        settings = self.settings
+        checkpoint = settings.checkpoint
+        if settings.backbone == "sam2":
+            from medsam2.backbones.sam2 import Sam2Backbone
+
+            if not Path(checkpoint).is_file():
+                raise InputError(f"no checkpoint file at {checkpoint}; pass --checkpoint PATH to a SAM 2, SAM 2.1 or MedSAM-2 .pt file")
+            # fp32: gradients in bf16 autocast on a CPU lose the small updates
+            return Sam2Backbone(checkpoint, self.device, model_config=settings.model_config, runtime="torch", precision="fp32",
+                                image_size=settings.image_size)
         from medsam2.backbones.litemedsam import LiteMedSAMBackbone
 
-        checkpoint = self.settings.checkpoint
         if checkpoint is not None and not Path(checkpoint).is_file():
             raise InputError(f"no checkpoint file at {checkpoint}; pass --checkpoint PATH to a LiteMedSAM .pth file")
-        runtime = "torch" if self.settings.train_encoder else "auto"
+        runtime = "torch" if settings.train_encoder else "auto"
         return LiteMedSAMBackbone(device=self.device, checkpoint=checkpoint, runtime=runtime)
+
+    def _recipe(self):
+        if self.settings.backbone == "sam2":
+            from medsam2.train.sam2_recipe import Sam2Recipe
+
+            return Sam2Recipe(self.backbone, self.settings, self.device)
+        from medsam2.train.litemedsam_recipe import LiteMedSAMRecipe
+
+        return LiteMedSAMRecipe(self.backbone, self.settings, self.device)
 
     # -- data ----------------------------------------------------------------------------------
     def load_features(self) -> None:
@@ -208,28 +188,22 @@ class Trainer:
             self.cases[case.case_id], _ = cached_case(folder, self.backbone, case, self.settings, wanted)
         if self.world.size > 1 and self.world.writes:
             torch.distributed.barrier()
+        self.recipe.cases = self.cases
         self.train_targets = [t for c in self.train_cases for t in self.cases[c].targets(c)]
-        self.val_targets = [t for c in self.val_cases for t in self.cases[c].targets(c)]
+        self.val_targets = self.recipe.validation_targets([t for c in self.val_cases for t in self.cases[c].targets(c)])
         if not self.train_targets or not self.val_targets:
             raise InputError("no slice holds a wanted structure in the training or the validation cases")
-
-    def _batch(self, targets: list[Target], indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        embeddings = torch.stack([self.cases[targets[i].case].embeddings[targets[i].index] for i in indices]).float()
-        masks = torch.stack([self.cases[targets[i].case].masks[targets[i].label][targets[i].index] for i in indices])[:, None]
-        return embeddings.to(self.device), masks.to(self.device)
 
     # -- training ------------------------------------------------------------------------------
     def run(self) -> list[EpochRecord]:
         """Train until the epochs are done or validation stops improving; returns the log."""
         settings = self.settings
         torch.manual_seed(settings.seed)
+        self.recipe = self._recipe()
         self.load_features()
-        net = self.backbone.net
-        for parameter in net.image_encoder.parameters():
-            parameter.requires_grad_(settings.train_encoder)
-        decoder = PromptDecoder(net, settings.train_encoder).to(self.device)
+        decoder = self.recipe.module
         if self.resume_state is not None:
-            net.load_state_dict(self.resume_state["model"])
+            self.recipe.load(self.resume_state["model"])
         decoder.train()
         model = decoder
         if self.world.size > 1:
@@ -278,11 +252,7 @@ class Trainer:
         for number, batch in enumerate(batches):
             share = batch[world.rank :: world.size]
             kind = batch_kind(settings.prompt, settings.seed, epoch, number)
-            prompts = make_prompts(self.cases, self.train_targets, share, kind, settings.jitter, settings.seed, epoch,
-                                   float(self.backbone.input_size))
-            embeddings, masks = self._batch(self.train_targets, share)
-            logits, iou = model(embeddings, boxes=_to(prompts.boxes, self.device), points=_to(prompts.points, self.device))
-            losses, _ = slice_losses(logits, masks, iou)
+            losses, _ = self.recipe.losses(model, self.train_targets, share, kind, epoch, training=True)
             loss = losses.sum() / len(batch) * world.size
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -299,17 +269,13 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, decoder) -> tuple[float, float]:
-        """Mean loss and mean Dice of the validation slices with their reference box (or deepest click)."""
+        """Mean loss and mean Dice of the validation targets with their reference box (or deepest click)."""
         decoder.eval()
         kind = "click" if self.settings.prompt == "click" else "box"
         losses, dices = [], []
         for start in range(0, len(self.val_targets), 16):
             indices = list(range(start, min(start + 16, len(self.val_targets))))
-            prompts = make_prompts(self.cases, self.val_targets, indices, kind, 0, self.settings.seed, 0,
-                                   float(self.backbone.input_size), training=False)
-            embeddings, masks = self._batch(self.val_targets, indices)
-            logits, iou = decoder(embeddings, boxes=_to(prompts.boxes, self.device), points=_to(prompts.points, self.device))
-            loss, dice = slice_losses(logits, masks, iou)
+            loss, dice = self.recipe.losses(decoder, self.val_targets, indices, kind, 0, training=False)
             losses.append(loss.cpu())
             dices.append(dice.cpu())
         decoder.train()
@@ -321,11 +287,11 @@ class Trainer:
         from medsam2._version import __version__
 
         return {
-            "format": CHECKPOINT_FORMAT, "backbone": "litemedsam", "medsam2_version": __version__,
+            "format": CHECKPOINT_FORMAT, "backbone": self.settings.backbone, "medsam2_version": __version__,
             "base_checkpoint": str(self.backbone.checkpoint), "base_sha256": self.base_sha256,
             "dataset": str(self.dataset_path.resolve()), "settings": self.settings.to_dict(), "labels": list(self.labels),
             "train_cases": list(self.train_cases), "val_cases": list(self.val_cases), "epoch": epoch, "val_dice": val_dice,
-            "best_val_dice": best, "bad_epochs": bad,
+            "best_val_dice": best, "bad_epochs": bad, **self.recipe.metadata(),
         }
 
     def _write(self, decoder, optimizer, records: list[EpochRecord], epoch: int, best: float, bad: int, is_best: bool) -> None:
@@ -333,21 +299,13 @@ class Trainer:
 
         self.run_dir.mkdir(exist_ok=True)
         meta = self.metadata(epoch, records[-1].val_dice, best, bad)
-        state = {k: v.detach().cpu() for k, v in self.backbone.net.state_dict().items()}
+        state = self.recipe.weights()
         atomic_write(self.run_dir / "last.pth", lambda tmp: torch.save({"model": state, "optimizer": optimizer.state_dict(),
                                                                         "medsam2": meta}, tmp), ".pth")
         if is_best:
             atomic_write(self.run_dir / "best.pth", lambda tmp: torch.save({"model": state, "medsam2": meta}, tmp), ".pth")
         _write_log(self.run_dir / "train_log.csv", records)
         _write_curves(self.run_dir / "training_curves.png", records)
-
-
-def _to(value, device):
-    if value is None:
-        return None
-    if isinstance(value, tuple):
-        return tuple(v.to(device) for v in value)
-    return value.to(device)
 
 
 def _progress(items, description: str, show: bool):

@@ -4,6 +4,10 @@ Each case's frames that hold any wanted structure are windowed and encoded as ``
 (the same window choice, resize + pad and encoder runtime), and stored with each structure's mask
 in model space (256 x 256) in ``RUN_DIR/features/CASE.pt``: embeddings in fp16 (2 MB a slice).
 An epoch then costs only the prompt encoder and mask decoder.
+
+The SAM 2 family keeps its whole feature pyramid per slice (the mask decoder reads the two higher
+resolution levels too: 8 MB a slice at 1024 input, 2 MB at 512) and each level's positional
+encoding once per case (they depend only on the input size).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch
 from medsam2.errors import InputError, UsageError
 
 #: bump when what a cache file holds changes
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -36,11 +40,15 @@ class CaseFeatures:
 
     Attributes:
         frames: frame indices along the axis (rows of ``embeddings``), ascending.
-        embeddings: (n, 256, 64, 64) fp16 image embeddings; with ``train_encoder`` the encoder's
-            inputs instead, (n, 3, 256, 256) fp16 (the encoder runs in every step).
-        masks: {label: (n, 256, 256) bool} each structure's mask in model space.
-        scale: model pixels per frame pixel (for the jitter).
+        embeddings: (n, 256, 64, 64) fp16 image embeddings (sam2: the lowest pyramid level,
+            (n, 256, S/16, S/16)); with ``train_encoder`` the encoder's inputs instead,
+            (n, 3, S, S) fp16 (the encoder runs in every step).
+        masks: {label: (n, S, S) bool} each structure's mask in model space.
+        scale: model pixels per frame pixel (for the jitter; sam2 stretches, and this is the
+            scale of the longer side).
         content: (rows, cols) of the frame inside the model input.
+        high_res: sam2 only: the higher pyramid levels, highest first, each (n, C, h, w) fp16.
+        positions: sam2 only: each level's positional encoding (1, C, h, w), highest first.
     """
 
     frames: list[int]
@@ -48,6 +56,8 @@ class CaseFeatures:
     masks: dict[int, torch.Tensor]
     scale: float
     content: tuple[int, int]
+    high_res: tuple[torch.Tensor, ...] = ()
+    positions: tuple[torch.Tensor, ...] = ()
 
     def targets(self, case: str) -> list[Target]:
         return [Target(case, i, label) for label, m in sorted(self.masks.items()) for i in range(len(self.frames)) if m[i].any()]
@@ -80,7 +90,7 @@ def split_cases(case_ids: list[str], val_fraction: float, val_cases: tuple[str, 
 
 def _cache_key(backbone, case, settings) -> str:
     source = (f"{case.image}|{case.label}|{settings.axis}|{settings.window}|{getattr(backbone, 'checkpoint', '')}|"
-              f"{settings.train_encoder}|{CACHE_VERSION}")
+              f"{settings.train_encoder}|{settings.backbone}|{backbone.input_size}|{settings.model_config}|{CACHE_VERSION}")
     return f"{zlib.crc32(source.encode()):08x}"
 
 
@@ -107,24 +117,37 @@ def encode_case(backbone, case, settings, labels: list[int] | None) -> tuple[Cas
     windowed = WindowedFrames(raw, window)
     keep = [z for z in range(len(windowed)) if np.isin(frames_reference[z], wanted).any()] if wanted else []
     embeddings, masks = [], {label: [] for label in wanted}
+    sam2 = settings.backbone == "sam2"
+    high_res: list[list[torch.Tensor]] = [[], []]
+    positions: tuple[torch.Tensor, ...] = ()
     geometry = backbone.frame_geometry(raw.shape[1], raw.shape[2])
+    size = backbone.input_size
     for start in range(0, len(keep), 8):
         chunk = keep[start : start + 8]
         if settings.train_encoder:  # the encoder trains: keep its inputs, not its outputs
-            embeddings.extend(prepare_frame(windowed[z], geometry).to(torch.float16) for z in chunk)
+            prepare = backbone.prepare if sam2 else (lambda frame: prepare_frame(frame, geometry))
+            embeddings.extend(prepare(windowed[z]).to(torch.float16) for z in chunk)
         else:
             for features in backbone.encode([windowed[z] for z in chunk]):
                 embeddings.append(features.embedding.detach().to(torch.float16).cpu())
+                if sam2:
+                    for level, stored in zip(features.levels[:-1], high_res):
+                        stored.append(level[0].detach().to(torch.float16).cpu())
+                    positions = tuple(p.detach().float().cpu() for p in features.positions)
         for z in chunk:
             for label in wanted:
                 masks[label].append(geometry.frame_to_model(frames_reference[z] == label) > 0.5)
-    size = backbone.input_size
+    scale = size / max(raw.shape[1], raw.shape[2]) if sam2 else float(geometry.scale)
+    content = (size, size) if sam2 else tuple(int(v) for v in geometry.resized_shape)
+    empty = (0, 3, size, size) if settings.train_encoder else (0, 256, size // 16, size // 16)
     features = CaseFeatures(
         frames=keep,
-        embeddings=torch.stack(embeddings) if embeddings else torch.zeros((0, 256, 64, 64), dtype=torch.float16),
+        embeddings=torch.stack(embeddings) if embeddings else torch.zeros(empty, dtype=torch.float16),
         masks={label: torch.stack(m) if m else torch.zeros((0, size, size), dtype=torch.bool) for label, m in masks.items()},
-        scale=float(geometry.scale),
-        content=tuple(int(v) for v in geometry.resized_shape),
+        scale=float(scale),
+        content=content,
+        high_res=tuple(torch.stack(level) for level in high_res if level),
+        positions=positions,
     )
     return features, wanted
 
@@ -142,11 +165,13 @@ def cached_case(folder: Path, backbone, case, settings, labels: list[int] | None
             stored = None
         if isinstance(stored, dict) and stored.get("key") == key and stored.get("labels") == (list(labels) if labels else None):
             features = CaseFeatures(stored["frames"], stored["embeddings"], {int(k): v for k, v in stored["masks"].items()},
-                                    float(stored["scale"]), tuple(stored["content"]))
+                                    float(stored["scale"]), tuple(stored["content"]), tuple(stored["high_res"]),
+                                    tuple(stored["positions"]))
             return features, list(stored["present"])
     features, present = encode_case(backbone, case, settings, labels)
     data = {"key": key, "labels": list(labels) if labels else None, "present": present, "frames": features.frames,
             "embeddings": features.embeddings, "masks": {str(k): v for k, v in features.masks.items()},
-            "scale": features.scale, "content": list(features.content)}
+            "scale": features.scale, "content": list(features.content), "high_res": list(features.high_res),
+            "positions": list(features.positions)}
     atomic_write(path, lambda tmp: torch.save(data, tmp), ".pt", overwrite=True)
     return features, present

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from medsam2.errors import UsageError
 
 PROMPT_KINDS = ("box", "click", "mixed")
+BACKBONES = ("litemedsam", "sam2")
 #: settings a resumed run may change (it trains further, or reports differently)
 RESUMABLE_CHANGES = ("epochs", "patience")
 
@@ -16,8 +17,8 @@ class TrainSettings:
     """A fine-tuning run.
 
     Attributes:
-        backbone: "litemedsam" (the SAM 2 family is not trained yet).
-        checkpoint: the weights to start from (None: the bundled LiteMedSAM weights).
+        backbone: "litemedsam", or "sam2" (the SAM 2 family, trained on short slice sequences).
+        checkpoint: the weights to start from (None: the bundled LiteMedSAM weights; sam2 needs one).
         epochs: passes over the training slices at most.
         val_fraction: the share of cases held out for validation (by case, never by slice).
         val_cases: the validation cases by name instead (then ``val_fraction`` is not used).
@@ -32,6 +33,10 @@ class TrainSettings:
         patience: stop after this many epochs without a better validation Dice.
         labels: the structures to train on (None: every label found).
         axis, window: how slices are taken and windowed (as ``segment`` does).
+        model_config: sam2 only: the architecture (None: read from the checkpoint, as segment does).
+        image_size: sam2 only: train at this input side instead of the config's (a multiple of 32).
+        sequence_length: sam2 only: frames per training sequence (prompt on the first, memory
+            attention carries it through the others), as SAM 2 trains on 8-frame clips.
     """
 
     backbone: str = "litemedsam"
@@ -49,13 +54,24 @@ class TrainSettings:
     labels: tuple[int, ...] | None = None
     axis: str = "axial"
     window: str = "auto"
+    model_config: str | None = None
+    image_size: int | None = None
+    sequence_length: int = 8
 
     def check(self) -> None:
         """Raises UsageError for a value no run can use."""
-        if self.backbone != "litemedsam":
-            raise UsageError(
-                f"medsam2 train fine-tunes the litemedsam backbone; training --backbone {self.backbone} is not built yet"
-            )
+        if self.backbone not in BACKBONES:
+            raise UsageError(f"--backbone is one of {', '.join(BACKBONES)}, not {self.backbone!r}")
+        if self.backbone == "litemedsam":
+            for name, value in (("--model-config", self.model_config), ("--image-size", self.image_size)):
+                if value is not None:
+                    raise UsageError(f"{name} is for --backbone sam2; litemedsam has one architecture at 256 x 256")
+        if self.backbone == "sam2" and self.checkpoint is None:
+            raise UsageError("the sam2 backbone ships no weights; pass --checkpoint PATH (a SAM 2, SAM 2.1 or MedSAM-2 .pt file)")
+        if self.image_size is not None and (self.image_size < 128 or self.image_size % 32):
+            raise UsageError(f"--image-size is a multiple of 32 from 128 up, not {self.image_size}")
+        if self.sequence_length < 1:
+            raise UsageError(f"--sequence-length must be at least 1, not {self.sequence_length}")
         if self.prompt not in PROMPT_KINDS:
             raise UsageError(f"--prompt is one of {', '.join(PROMPT_KINDS)}, not {self.prompt!r}")
         if self.epochs < 1:

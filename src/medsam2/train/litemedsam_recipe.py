@@ -1,0 +1,84 @@
+"""Fine-tuning LiteMedSAM: its prompt encoder and mask decoder on cached embeddings, one slice per
+target (the image encoder is frozen unless ``train_encoder``; then it runs in each step)."""
+
+from __future__ import annotations
+
+import torch
+
+from medsam2.train.losses import mask_losses
+from medsam2.train.prompts import make_prompts
+from medsam2.train.samples import CaseFeatures, Target
+from medsam2.train.settings import TrainSettings
+
+
+class PromptDecoder(torch.nn.Module):
+    """LiteMedSAM's trainable part: (embeddings (B, 256, 64, 64), boxes (B, 1, 4) or clicks) ->
+    (mask logits (B, 1, 256, 256), predicted IoU (B, 1)); with ``train_encoder`` it takes the
+    encoder's inputs (B, 3, 256, 256) and the image encoder trains too."""
+
+    def __init__(self, net: torch.nn.Module, train_encoder: bool = False) -> None:
+        super().__init__()
+        self.prompt_encoder = net.prompt_encoder
+        self.mask_decoder = net.mask_decoder
+        self.image_encoder = net.image_encoder if train_encoder else None
+
+    def forward(self, embeddings, boxes=None, points=None):
+        if self.image_encoder is not None:
+            embeddings = self.image_encoder(embeddings)
+        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=None)
+        return self.mask_decoder(
+            image_embeddings=embeddings, image_pe=self.prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense, multimask_output=False,
+        )
+
+
+class LiteMedSAMRecipe:
+    """What the trainer needs of the litemedsam backbone: the trained module, its losses, its weights.
+
+    Arguments:
+        backbone: a LiteMedSAMBackbone (its ``net`` is trained in place).
+        settings: the run's settings.
+        device: where the decoder trains.
+    """
+
+    def __init__(self, backbone, settings: TrainSettings, device: torch.device) -> None:
+        self.backbone, self.settings, self.device = backbone, settings, device
+        net = backbone.net
+        for parameter in net.image_encoder.parameters():
+            parameter.requires_grad_(settings.train_encoder)
+        self.module = PromptDecoder(net, settings.train_encoder).to(device)
+        self.cases: dict[str, CaseFeatures] = {}
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The whole network's weights (what ``--checkpoint`` reads)."""
+        return {k: v.detach().cpu() for k, v in self.backbone.net.state_dict().items()}
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        self.backbone.net.load_state_dict(state)
+
+    def metadata(self) -> dict:
+        return {}
+
+    def validation_targets(self, targets: list[Target]) -> list[Target]:
+        """Every validation slice."""
+        return targets
+
+    def losses(self, model, targets: list[Target], indices: list[int], kind: str, epoch: int,
+               training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per target (len(indices),): the loss and the Dice of ``targets[i]`` with a ``kind`` prompt."""
+        settings = self.settings
+        prompts = make_prompts(self.cases, targets, indices, kind, settings.jitter if training else 0, settings.seed,
+                               epoch if training else 0, float(self.backbone.input_size), training=training)
+        embeddings = torch.stack([self.cases[targets[i].case].embeddings[targets[i].index] for i in indices]).float()
+        masks = torch.stack([self.cases[targets[i].case].masks[targets[i].label][targets[i].index] for i in indices])[:, None]
+        logits, iou = model(embeddings.to(self.device), boxes=_to(prompts.boxes, self.device),
+                            points=_to(prompts.points, self.device))
+        return mask_losses(logits, masks.to(self.device), iou)
+
+
+def _to(value, device):
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        return tuple(v.to(device) for v in value)
+    return value.to(device)
