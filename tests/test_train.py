@@ -149,3 +149,20 @@ def test_train_encoder_changes_the_encoder_weights(tmp_path):
     encoder = [k for k in base if k.startswith("image_encoder.") and base[k].is_floating_point()]
     assert any(not torch.equal(base[k], tuned[k]) for k in encoder)
     assert tuple(torch.load(run_dir / "features" / "000.pt", weights_only=True)["embeddings"].shape[1:]) == (3, 256, 256)
+
+
+def test_tune_masks_trains_only_the_mask_heads(hc18_dataset, tmp_path, capsys):
+    """--tune masks: the predicted IoU that the stop rule and the bank read stays the bundled model's."""
+    run_dir = tmp_path / "masks"
+    assert main(["train", str(hc18_dataset), "-o", str(run_dir), "--epochs", "1", "--tune", "masks", *COMMON]) == 0
+    from medsam2.backbones.litemedsam import bundled_checkpoint_path, load_state_dict
+
+    base, tuned = load_state_dict(bundled_checkpoint_path()), load_state_dict(run_dir / "last.pth")
+    changed = {k for k in base if not torch.equal(base[k], tuned[k])}
+    assert changed and all(k.startswith(("mask_decoder.output_upscaling.", "mask_decoder.output_hypernetworks_mlps.")) for k in changed)
+    assert any(k.startswith("mask_decoder.output_hypernetworks_mlps.") for k in changed)
+    rows = _log(run_dir)
+    assert float(rows[1]["val_dice"]) > float(rows[0]["val_dice"]), rows
+    code, err = run_cli(["train", hc18_dataset, "-o", tmp_path / "r", "--tune", "masks", "--backbone", "sam2", "--checkpoint",
+                         bundled_checkpoint_path()], capsys)
+    assert_one_line_error(code, err, 2, "--tune is for --backbone litemedsam")

@@ -38,6 +38,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=8,
                         help="slices (sam2: sequences) per step, over all processes (default 8)")
     parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
+    from medsam2.train.settings import TUNE_PARTS
+
+    parser.add_argument("--tune", choices=TUNE_PARTS,
+                        help="litemedsam: masks (default: the mask heads only; the predicted IoU stays the starting "
+                        "weights') or decoder (prompt encoder + mask decoder, IoU head on the true IoU)")
     parser.add_argument("--train-encoder", action="store_true", help="train the image encoder too (slow on a CPU: a GPU is advised)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the slice order and the jitter (default 0)")
     parser.add_argument("--patience", type=int, default=3, help="stop after this many epochs without a better validation Dice")
@@ -51,7 +56,8 @@ def add_arguments(parser) -> None:
 def add_parser(commands) -> None:
     train = commands.add_parser(
         "train", help="fine-tune a backbone on your labelled data (CPU: minutes; several processes: --nproc N)",
-        description="Fine-tune LiteMedSAM's prompt encoder and mask decoder on cached embeddings of a labelled dataset, "
+        description="Fine-tune LiteMedSAM's mask heads (--tune decoder: its prompt encoder and mask decoder) on cached "
+        "embeddings of a labelled dataset, "
         "or a SAM 2 family model's memory attention, memory encoder and mask decoder on slice sequences (--backbone sam2); "
         "RUN_DIR/best.pth then goes to --checkpoint of segment, evaluate, oneprompt and serve.",
     )
@@ -67,7 +73,7 @@ def settings_of(args):
     return TrainSettings(
         backbone=args.backbone, checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else None, epochs=args.epochs,
         val_fraction=args.val_fraction, val_cases=val_cases, prompt=args.prompt, jitter=args.jitter, batch_size=args.batch_size,
-        lr=args.lr, train_encoder=args.train_encoder, seed=args.seed, patience=args.patience,
+        lr=args.lr, train_encoder=args.train_encoder, tune=args.tune, seed=args.seed, patience=args.patience,
         labels=int_list(args.labels, "--labels"), axis=args.axis, window=args.window, model_config=args.model_config,
         image_size=args.image_size, sequence_length=args.sequence_length,
     )

@@ -1,5 +1,6 @@
-"""Fine-tuning LiteMedSAM: its prompt encoder and mask decoder on cached embeddings, one slice per
-target (the image encoder is frozen unless ``train_encoder``; then it runs in each step)."""
+"""Fine-tuning LiteMedSAM: its prompt encoder and mask decoder (or only the mask heads) on cached
+embeddings, one slice per target (the image encoder is frozen unless ``train_encoder``; then it
+runs in each step)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from medsam2.train.losses import mask_losses
 from medsam2.train.prompts import make_prompts
 from medsam2.train.samples import CaseFeatures, Target
 from medsam2.train.settings import TrainSettings
+
+#: what ``tune="masks"`` trains: the mask upscaling and the per-mask hypernetwork MLPs (the
+#: transformer, the tokens, the IoU head and the prompt encoder keep their weights)
+MASK_HEADS = ("mask_decoder.output_upscaling.", "mask_decoder.output_hypernetworks_mlps.")
 
 
 class PromptDecoder(torch.nn.Module):
@@ -47,6 +52,10 @@ class LiteMedSAMRecipe:
         for parameter in net.image_encoder.parameters():
             parameter.requires_grad_(settings.train_encoder)
         self.module = PromptDecoder(net, settings.train_encoder).to(device)
+        if (settings.tune or "masks") == "masks":
+            for name, parameter in self.module.named_parameters():
+                if not name.startswith("image_encoder.") and not name.startswith(MASK_HEADS):
+                    parameter.requires_grad_(False)
         self.cases: dict[str, CaseFeatures] = {}
 
     def weights(self) -> dict[str, torch.Tensor]:

@@ -8,6 +8,8 @@ from medsam2.errors import UsageError
 
 PROMPT_KINDS = ("box", "click", "mixed")
 BACKBONES = ("litemedsam", "sam2")
+#: what of LiteMedSAM trains: the mask heads only, or the prompt encoder and the whole mask decoder
+TUNE_PARTS = ("masks", "decoder")
 #: settings a resumed run may change (it trains further, or reports differently)
 RESUMABLE_CHANGES = ("epochs", "patience")
 
@@ -29,6 +31,10 @@ class TrainSettings:
         batch_size: slices per optimiser step (the global batch, over every process).
         lr: AdamW learning rate.
         train_encoder: train the image encoder too (no feature cache; a GPU is advised).
+        tune: litemedsam only (None: "masks"): "decoder" trains the prompt encoder and the whole
+            mask decoder (its IoU head on the true IoU); "masks" only the mask upscaling and the
+            per-mask heads, so that the predicted IoU, which the stop rule and the memory bank
+            read, stays exactly the starting weights' (on structures the run never saw too).
         seed: seed of the case split, the slice order and the prompt jitter.
         patience: stop after this many epochs without a better validation Dice.
         labels: the structures to train on (None: every label found).
@@ -49,6 +55,7 @@ class TrainSettings:
     batch_size: int = 8
     lr: float = 1e-4
     train_encoder: bool = False
+    tune: str | None = None
     seed: int = 0
     patience: int = 3
     labels: tuple[int, ...] | None = None
@@ -66,6 +73,10 @@ class TrainSettings:
             for name, value in (("--model-config", self.model_config), ("--image-size", self.image_size)):
                 if value is not None:
                     raise UsageError(f"{name} is for --backbone sam2; litemedsam has one architecture at 256 x 256")
+        if self.tune is not None and self.tune not in TUNE_PARTS:
+            raise UsageError(f"--tune is one of {', '.join(TUNE_PARTS)}, not {self.tune!r}")
+        if self.backbone == "sam2" and self.tune is not None:
+            raise UsageError("--tune is for --backbone litemedsam; sam2 trains its memory and mask decoder")
         if self.backbone == "sam2" and self.checkpoint is None:
             raise UsageError("the sam2 backbone ships no weights; pass --checkpoint PATH (a SAM 2, SAM 2.1 or MedSAM-2 .pt file)")
         if self.image_size is not None and (self.image_size < 128 or self.image_size % 32):
@@ -98,6 +109,8 @@ class TrainSettings:
     def from_dict(cls, data: dict) -> TrainSettings:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
+        if "tune" not in data and values.get("backbone", "litemedsam") == "litemedsam":
+            values["tune"] = "decoder"  # runs from before --tune trained the whole decoder
         for key in ("val_cases", "labels"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
