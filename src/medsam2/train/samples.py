@@ -133,7 +133,7 @@ def encode_case(backbone, case, settings, labels: list[int] | None) -> tuple[Cas
                 if sam2:
                     for level, stored in zip(features.levels[:-1], high_res):
                         stored.append(level[0].detach().to(torch.float16).cpu())
-                    positions = tuple(p.detach().float().cpu() for p in features.positions)
+                    positions = tuple(p.detach().float().cpu().clone() for p in features.positions)  # not inference tensors
         for z in chunk:
             for label in wanted:
                 masks[label].append(geometry.frame_to_model(frames_reference[z] == label) > 0.5)
