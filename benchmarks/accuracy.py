@@ -22,6 +22,8 @@ from common import REPO, SHARED, machine_line, plain_dataset  # noqa: E402  (ben
 
 #: FreeSurfer labels: left/right lateral ventricle, left/right hippocampus
 BRAIN_LABELS = {4: "left_lateral_ventricle", 43: "right_lateral_ventricle", 17: "left_hippocampus", 53: "right_hippocampus"}
+#: the voxelmorph scan's direction (row-major, LPS): x towards anterior, y inferior, z left
+BRAIN_DIRECTION = (0.0, 0.0, 1.0, -1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
 
 
 def build_sets(tmp: Path) -> dict[str, tuple[Path, str, str, tuple[int, ...] | None]]:
@@ -43,8 +45,12 @@ def build_sets(tmp: Path) -> dict[str, tuple[Path, str, str, tuple[int, ...] | N
     (tmp / "brain" / "images").mkdir(parents=True)
     (tmp / "brain" / "labels").mkdir()
     seg = np.where(np.isin(data["seg"], list(BRAIN_LABELS)), data["seg"], 0).astype(np.uint8)
-    sitk.WriteImage(sitk.GetImageFromArray(data["vol"].astype(np.float32)), str(tmp / "brain" / "images" / "brain.nii.gz"))
-    sitk.WriteImage(sitk.GetImageFromArray(seg), str(tmp / "brain" / "labels" / "brain.nii.gz"))
+    # the file has no affine; its array axes are (L-R, S-I, A-P) at about 1 mm (DESIGN.md), so the
+    # image's x runs A-P, y S-I and z L-R: without this direction, "axial" would slice sagittally
+    for array, path in ((data["vol"].astype(np.float32), "images"), (seg, "labels")):
+        image = sitk.GetImageFromArray(array)
+        image.SetDirection(BRAIN_DIRECTION)
+        sitk.WriteImage(image, str(tmp / "brain" / path / "brain.nii.gz"))
     (tmp / "brain" / "dataset.json").write_text(json.dumps({"labels": {v: k for k, v in BRAIN_LABELS.items()}}))
     sets["brain"] = (tmp / "brain", "box-mid", "confidence,none,oracle", None)
     hc = SHARED / "hc18_fetal_head"
