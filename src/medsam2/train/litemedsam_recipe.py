@@ -8,7 +8,8 @@ import torch
 
 from medsam2.train.losses import mask_losses
 from medsam2.train.prompts import make_prompts
-from medsam2.train.samples import CaseFeatures, Target
+from medsam2.train.recipe import Recipe
+from medsam2.train.samples import Target
 from medsam2.train.settings import TrainSettings
 
 #: what ``tune="masks"`` trains: the mask upscaling and the per-mask hypernetwork MLPs (the
@@ -37,7 +38,7 @@ class PromptDecoder(torch.nn.Module):
         )
 
 
-class LiteMedSAMRecipe:
+class LiteMedSAMRecipe(Recipe):
     """What the trainer needs of the litemedsam backbone: the trained module, its losses, its weights.
 
     Arguments:
@@ -47,8 +48,9 @@ class LiteMedSAMRecipe:
     """
 
     def __init__(self, backbone, settings: TrainSettings, device: torch.device) -> None:
+        super().__init__()
         self.backbone, self.settings, self.device = backbone, settings, device
-        net = backbone.net
+        net = self.network = backbone.net
         for parameter in net.image_encoder.parameters():
             parameter.requires_grad_(settings.train_encoder)
         self.module = PromptDecoder(net, settings.train_encoder).to(device)
@@ -56,14 +58,6 @@ class LiteMedSAMRecipe:
             for name, parameter in self.module.named_parameters():
                 if not name.startswith("image_encoder.") and not name.startswith(MASK_HEADS):
                     parameter.requires_grad_(False)
-        self.cases: dict[str, CaseFeatures] = {}
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        """The whole network's weights (what ``--checkpoint`` reads)."""
-        return {k: v.detach().cpu() for k, v in self.backbone.net.state_dict().items()}
-
-    def load(self, state: dict[str, torch.Tensor]) -> None:
-        self.backbone.net.load_state_dict(state)
 
     def metadata(self) -> dict:
         return {}

@@ -25,6 +25,7 @@ from medsam2.engine.sam2_step import FifoSelection, FramePrompt, Sam2Memory, con
 from medsam2.evaluation.protocols import deepest_point
 from medsam2.train.losses import mask_losses, presence_loss
 from medsam2.train.prompts import deep_click, reference_box, target_rng
+from medsam2.train.recipe import Recipe
 from medsam2.train.samples import CaseFeatures, Target
 from medsam2.train.settings import TrainSettings
 
@@ -133,7 +134,7 @@ class Sam2Sequences(torch.nn.Module):
         return torch.stack(losses).mean(), torch.stack(dices).mean()
 
 
-class Sam2Recipe:
+class Sam2Recipe(Recipe):
     """What the trainer needs of the sam2 backbone: the trained module, its losses, its weights.
 
     Arguments:
@@ -143,21 +144,14 @@ class Sam2Recipe:
     """
 
     def __init__(self, backbone: Sam2Backbone, settings: TrainSettings, device: torch.device) -> None:
+        super().__init__()
         self.backbone, self.settings, self.device = backbone, settings, device
-        model = backbone.model
+        model = self.network = backbone.model  # its weights are Meta's layout, as --checkpoint reads them
         for parameter in model.parameters():
             parameter.requires_grad_(True)
         for parameter in model.image_encoder.parameters():
             parameter.requires_grad_(settings.train_encoder)
         self.module = Sam2Sequences(backbone, settings.train_encoder).to(device)
-        self.cases: dict[str, CaseFeatures] = {}
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        """The whole model's weights, in Meta's layout (what ``--backbone sam2 --checkpoint`` reads)."""
-        return {k: v.detach().cpu() for k, v in self.backbone.model.state_dict().items()}
-
-    def load(self, state: dict[str, torch.Tensor]) -> None:
-        self.backbone.model.load_state_dict(state)
 
     def metadata(self) -> dict:
         return {"model_config": self.backbone.config.name, "image_size": self.backbone.input_size}

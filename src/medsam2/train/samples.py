@@ -122,10 +122,10 @@ def encode_case(backbone, case, settings, labels: list[int] | None) -> tuple[Cas
     positions: tuple[torch.Tensor, ...] = ()
     geometry = backbone.frame_geometry(raw.shape[1], raw.shape[2])
     size = backbone.input_size
+    prepare = backbone.prepare if sam2 else (lambda frame: prepare_frame(frame, geometry))
     for start in range(0, len(keep), 8):
         chunk = keep[start : start + 8]
         if settings.train_encoder:  # the encoder trains: keep its inputs, not its outputs
-            prepare = backbone.prepare if sam2 else (lambda frame: prepare_frame(frame, geometry))
             embeddings.extend(prepare(windowed[z]).to(torch.float16) for z in chunk)
         else:
             for features in backbone.encode([windowed[z] for z in chunk]):
@@ -133,7 +133,8 @@ def encode_case(backbone, case, settings, labels: list[int] | None) -> tuple[Cas
                 if sam2:
                     for level, stored in zip(features.levels[:-1], high_res):
                         stored.append(level[0].detach().to(torch.float16).cpu())
-                    positions = tuple(p.detach().float().cpu().clone() for p in features.positions)  # not inference tensors
+                    if not positions:  # the same for every slice of the case
+                        positions = tuple(p.detach().float().cpu().clone() for p in features.positions)  # not inference tensors
         for z in chunk:
             for label in wanted:
                 masks[label].append(geometry.frame_to_model(frames_reference[z] == label) > 0.5)
