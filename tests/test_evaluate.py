@@ -11,7 +11,10 @@ import SimpleITK as sitk
 from medsam2.cli import main
 from medsam2.errors import InputError
 from medsam2.evaluation.datasets import discover_dataset
+from medsam2.evaluation.harness import boxed_slices_only
 from medsam2.evaluation.protocols import simulate_prompts
+from medsam2.evaluation.report import slice_extent
+from medsam2.prompts import Box, ObjectPrompts
 
 
 def test_discovery_matches_channel_suffix_and_reports_missing_labels(nnunet_dataset):
@@ -34,6 +37,30 @@ def test_protocols_place_prompts_where_they_say():
     assert [b.frame for b in simulate_prompts(reference, "box-every-2", rng).boxes] == [2, 4, 6]
     jittered = simulate_prompts(reference, "box-mid", np.random.default_rng(1), jitter=2).boxes[0]
     assert all(abs(a - b) <= 2 for a, b in zip(jittered.as_tuple(), (3, 3, 17, 15)))
+
+
+def test_slice_extent_says_where_the_dice_goes():
+    truth = np.zeros((8, 10, 10), bool)
+    truth[1:6, 2:6, 2:6] = True  # slices 1..5
+    predicted = np.zeros_like(truth)
+    predicted[3:8, 2:6, 2:4] = True  # slices 3..7: half the area where both have it
+    extent = slice_extent(predicted, truth, [4])
+    assert (extent.slices_missed, extent.slices_extra) == (2, 2)  # 1, 2 missed; 6, 7 extra
+    assert extent.dice_shared == pytest.approx(2 * 8 * 3 / (8 * 3 + 16 * 3), abs=1e-5)
+    assert extent.dice_prompted == pytest.approx(2 * 8 / (8 + 16), abs=1e-5)
+    assert slice_extent(predicted, truth, [7]).dice_prompted is None  # the prompted slice holds no structure
+
+
+def test_oracle_keeps_each_label_on_its_boxed_slices_only():
+    labels = np.zeros((6, 4, 5), np.uint8)
+    labels[:, 0, :] = 1
+    labels[:, 2, :] = 2
+    objects = [ObjectPrompts(1, boxes=[Box(1, 0, 0, 2, 2), Box(2, 0, 0, 2, 2)]), ObjectPrompts(2, boxes=[Box(4, 0, 0, 2, 2)])]
+    kept = boxed_slices_only(labels, objects, "k")
+    assert [int((kept[z] == 1).any()) for z in range(6)] == [0, 1, 1, 0, 0, 0]
+    assert [int((kept[z] == 2).any()) for z in range(6)] == [0, 0, 0, 0, 1, 0]
+    along_j = boxed_slices_only(labels, [ObjectPrompts(1, boxes=[Box(1, 0, 0, 2, 2)])], "j")  # frames along y
+    assert not (along_j == 1).any() and (along_j[:, 2, :] == 2).all()  # label 1 lies on frame 0, unboxed
 
 
 def test_evaluate_two_methods_end_to_end(nnunet_dataset, tmp_path, capsys, monkeypatch, backbone):
@@ -69,6 +96,20 @@ def test_evaluate_two_methods_end_to_end(nnunet_dataset, tmp_path, capsys, monke
     independent = 2 * (prediction & truth).sum() / (prediction.sum() + truth.sum())
     assert float(row["dice"]) == pytest.approx(independent, abs=1e-4)
     assert float(row["nsd"]) <= 1 and float(row["hd95_mm"]) >= 0 and int(row["prompts"]) == 1
+    # where the Dice goes, recomputed from the same files
+    in_prediction, in_truth = prediction.any(axis=(1, 2)), truth.any(axis=(1, 2))
+    assert int(row["slices_missed"]) == int((in_truth & ~in_prediction).sum())
+    assert int(row["slices_extra"]) == int((in_prediction & ~in_truth).sum())
+    shared = in_prediction & in_truth
+    assert float(row["dice_shared"]) == pytest.approx(
+        2 * (prediction[shared] & truth[shared]).sum() / (prediction[shared].sum() + truth[shared].sum()), abs=1e-4)
+    # the oracle answers on the boxed slices only: nothing where the reference has no structure
+    oracle_prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(results_dir / "predictions" / "oracle" / "tiny_001.nii.gz")))
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(nnunet_dataset / "labelsTr" / "tiny_001.nii.gz")))
+    for label in (1, 2):
+        reference_slices = (labels == label).any(axis=(1, 2))
+        assert not (oracle_prediction == label).any(axis=(1, 2))[~reference_slices].any()
+    assert all(int(r["slices_extra"]) == 0 for r in rows if r["method"] == "oracle")
     # another run into the same folder is refused; --resume skips finished cases
     assert main(["evaluate", str(nnunet_dataset), "-o", str(results_dir), "--quiet"]) == 1
     assert "--resume" in capsys.readouterr().err

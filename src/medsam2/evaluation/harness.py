@@ -22,13 +22,13 @@ from medsam2.evaluation.datasets import Dataset
 from medsam2.evaluation.interactive import interactive_rounds, run_interactive
 from medsam2.evaluation.metrics import dice, hd95, iou, nsd
 from medsam2.evaluation.protocols import EvaluationConfig, check_config, simulate_prompts
-from medsam2.evaluation.report import StructureResult, slice_dice_by_distance, write_outputs, write_plots
+from medsam2.evaluation.report import StructureResult, slice_dice_by_distance, slice_extent, write_outputs, write_plots
 from medsam2.io.volume import load_volume, save_mask, suffix_of
 from medsam2.jobs import ModelOptions, provenance_of
 from medsam2.peakmem import PeakMemory
 from medsam2.prompts import ObjectPrompts
 from medsam2.segmenter import Segmenter
-from medsam2.slicing import frame_spacing, to_frames, voxel_axis
+from medsam2.slicing import frame_spacing, from_frames, to_frames, voxel_axis
 
 
 class MethodSegmenters:
@@ -84,6 +84,18 @@ class EvaluateWorker:
         return case.case_id, [], [f"{case.case_id}: {reason}; skipped"]
 
 
+def boxed_slices_only(labels: np.ndarray, objects: list[ObjectPrompts], axis: str) -> np.ndarray:
+    """The oracle's answer: a (z, y, x) label map with each object's label kept only on the slices
+    (along ``axis``) that hold one of its boxes. The engine would carry the last box's mask past the
+    structure's end; a user who boxes every slice has also said where the structure is absent."""
+    frames = to_frames(labels, axis).copy()
+    for obj in objects:
+        boxed = np.zeros(frames.shape[0], dtype=bool)
+        boxed[[b.frame for b in obj.boxes]] = True
+        frames[(frames == obj.label) & ~boxed[:, None, None]] = 0
+    return from_frames(frames, axis)
+
+
 def _wanted_labels(reference: np.ndarray, config: EvaluationConfig, case_name: str) -> tuple[list[int], list[str]]:
     """Labels to evaluate in a reference (``--labels`` or every non-zero value) and notes for the asked ones it lacks."""
     present = [int(v) for v in np.unique(reference) if v != 0]
@@ -131,16 +143,20 @@ def evaluate_case(
             else:
                 outcome = segmenter.segment(volume, objects, axis=config.axis, window=config.window)
         seconds = time.perf_counter() - start
-        frames_prediction = to_frames(outcome.labels, axis)
+        labels_out = outcome.labels
+        if method == "oracle":
+            labels_out = boxed_slices_only(labels_out, objects, axis)
+        frames_prediction = to_frames(labels_out, axis)
         if predictions_dir is not None:
             save_prediction(
-                outcome.labels, volume, predictions_dir / method, case.case_id, config.prediction_format, names, provenance_of(outcome)
+                labels_out, volume, predictions_dir / method, case.case_id, config.prediction_format, names, provenance_of(outcome)
             )
         encoded = max(outcome.report.slices_encoded, 1)
         for obj, report in zip(objects, outcome.report.objects):
             predicted = frames_prediction == obj.label
             truth = frames_reference == obj.label
             trace = traces.get(obj.label)
+            extent = slice_extent(predicted, truth, report.prompted_slices)
             results.append(
                 StructureResult(
                     case=case.case_id,
@@ -158,6 +174,7 @@ def evaluate_case(
                     seconds_per_slice=round(seconds / encoded, 4),
                     peak_rss_mb=memory.peak_mb,
                     dice_by_distance=slice_dice_by_distance(predicted, truth, report.prompted_slices),
+                    **asdict(extent),
                     dice_rounds=trace.dice_per_round if trace else None,
                     correction_seconds=round(float(np.mean(trace.seconds)), 4) if trace and trace.seconds else None,
                     redecoded_per_correction=round(float(np.mean(trace.redecoded)), 2) if trace and trace.redecoded else None,

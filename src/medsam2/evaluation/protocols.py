@@ -18,8 +18,9 @@ Protocols (the prompts a simulated user gives, per structure, from its reference
 ``--jitter P`` moves every box edge by a random whole number of pixels in [-P, P] (seeded).
 
 Methods: ``confidence`` (the confidence memory bank), ``fifo`` (prompted frames plus the last
-six), ``none`` (previous slice only) and ``oracle`` (the reference box on every slice: an upper
-bound that costs one prompt per slice).
+six), ``none`` (previous slice only) and ``oracle`` (the reference box on every slice of the
+structure and nothing on the others: the model's answer to each box, an upper bound that costs one
+prompt per slice).
 """
 
 

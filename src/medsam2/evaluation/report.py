@@ -20,6 +20,7 @@ from medsam2.io.atomic import atomic_write
 PER_CASE_FIELDS = [
     "case", "method", "label", "structure", "dice", "iou", "hd95_mm", "nsd", "prompts", "prompted_slices",
     "slices_decoded", "seconds", "seconds_per_slice", "peak_rss_mb",
+    "dice_prompted", "dice_shared", "slices_missed", "slices_extra",
 ]
 
 
@@ -45,6 +46,11 @@ class StructureResult:
     dice_by_distance: dict[int, list[float]] | None = None
     #: interactive protocols: Dice after round 0..N, mean seconds and slices re-decoded per correction
     dice_rounds: list[float] | None = None
+    #: where the Dice is lost (:class:`SliceExtent`); None for one-prompt queries
+    dice_prompted: float | None = None
+    dice_shared: float | None = None
+    slices_missed: int | None = None
+    slices_extra: int | None = None
     correction_seconds: float | None = None
     redecoded_per_correction: float | None = None
 
@@ -57,6 +63,45 @@ class StructureResult:
             data.update({f"dice_round_{i}": value for i, value in enumerate(self.dice_rounds)})
             data["dice_auc"] = round(dice_auc(self.dice_rounds), 5)
         return data
+
+
+@dataclass(frozen=True)
+class SliceExtent:
+    """Where a propagated structure loses its Dice, slice by slice.
+
+    Attributes:
+        dice_prompted: Dice on the prompted slices that hold the structure (None: no such slice).
+        dice_shared: Dice over the slices where both the prediction and the reference have it
+            (how well it is followed where it is found; None: no such slice).
+        slices_missed: reference slices with no prediction (ended too early, or never reached).
+        slices_extra: predicted slices with no reference (ended too late, or leaked).
+    """
+
+    dice_prompted: float | None
+    dice_shared: float | None
+    slices_missed: int
+    slices_extra: int
+
+
+def slice_extent(predicted: np.ndarray, truth: np.ndarray, prompted: list[int]) -> SliceExtent:
+    """:class:`SliceExtent` of (frames, rows, cols) bool masks, ``prompted`` the prompted frame indices."""
+    in_prediction = predicted.reshape(predicted.shape[0], -1).any(axis=1)
+    in_truth = truth.reshape(truth.shape[0], -1).any(axis=1)
+
+    def dice_on(frames: np.ndarray) -> float | None:
+        if not frames.any():
+            return None
+        p, t = predicted[frames], truth[frames]
+        return round(2.0 * float((p & t).sum()) / float(p.sum() + t.sum()), 5)
+
+    prompted_frames = np.zeros_like(in_truth)
+    prompted_frames[[f for f in prompted if 0 <= f < len(in_truth)]] = True
+    return SliceExtent(
+        dice_prompted=dice_on(prompted_frames & in_truth),
+        dice_shared=dice_on(in_prediction & in_truth),
+        slices_missed=int((in_truth & ~in_prediction).sum()),
+        slices_extra=int((in_prediction & ~in_truth).sum()),
+    )
 
 
 def slice_dice_by_distance(predicted: np.ndarray, truth: np.ndarray, prompted: list[int]) -> dict[int, list[float]]:
