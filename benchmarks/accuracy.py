@@ -1,9 +1,12 @@
 """Accuracy of every method on the labelled data in ../shared/data, through `medsam2 evaluate`'s
 harness: TotalSegmentator CT organs and MR organs, the pyradiomics lesions, four voxelmorph brain
-structures, and the HC18 and chest X-ray 2D sets (box and one-prompt protocols). Writes each
-set's results under benchmarks/results/accuracy/<set>/ and prints one Markdown table.
+structures, and the HC18 and chest X-ray 2D sets (box and one-prompt protocols); then the small
+structures (issue 20): each lesion, the small MR organs, the CT pancreas and adrenals, and ten
+voxelmorph brain structures, with one box, the previous-slice baseline and the oracle side by side
+and where one box loses its Dice (the prompted slice, the slices both have, slices missed or extra).
+Writes each set's results under benchmarks/results/accuracy/<set>/ and prints Markdown tables.
 
-    python benchmarks/accuracy.py [--only ct,mr,...] [--out benchmarks/results/accuracy]
+    python benchmarks/accuracy.py [--only ct,mr,...,small-ct,...] [--out benchmarks/results/accuracy]
 """
 
 from __future__ import annotations
@@ -22,14 +25,47 @@ from common import REPO, SHARED, machine_line, plain_dataset  # noqa: E402  (ben
 
 #: FreeSurfer labels: left/right lateral ventricle, left/right hippocampus
 BRAIN_LABELS = {4: "left_lateral_ventricle", 43: "right_lateral_ventricle", 17: "left_hippocampus", 53: "right_hippocampus"}
+#: the small-structure table's brain structures (FreeSurfer aseg labels)
+BRAIN_DEEP = {17: "left_hippocampus", 53: "right_hippocampus", 11: "left_caudate", 50: "right_caudate",
+              12: "left_putamen", 51: "right_putamen", 10: "left_thalamus", 49: "right_thalamus"}
+#: the ventricles go in a set of their own: their failed masks would overwrite the caudate's voxels
+BRAIN_VENTRICLES = {4: "left_lateral_ventricle", 43: "right_lateral_ventricle"}
 #: the voxelmorph scan's direction (row-major, LPS): x towards anterior, y inferior, z left
 BRAIN_DIRECTION = (0.0, 0.0, 1.0, -1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+#: TotalSegmentator labels of the small-structure table (CT "total" and MR "total_mr" label maps)
+CT_SMALL = (7, 8, 9)
+MR_SMALL = (1, 2, 3, 4, 7, 8, 9, 23, 24)
+#: methods of the small-structure table: one box, the previous-slice baseline, the oracle
+SMALL_METHODS = "confidence,none,oracle"
+
+
+def brain_dataset(root: Path, labels: dict[int, str]) -> Path:
+    """The voxelmorph scan as a plain dataset holding only ``labels`` (FreeSurfer value -> name)."""
+    import SimpleITK as sitk
+
+    data = np.load(SHARED / "voxelmorph_brain_aseg" / "test_scan.npz")
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    seg = np.where(np.isin(data["seg"], list(labels)), data["seg"], 0).astype(np.uint8)
+    # the file has no affine; its array axes are (L-R, S-I, A-P) at about 1 mm (DESIGN.md), so the
+    # image's x runs A-P, y S-I and z L-R: without this direction, "axial" would slice sagittally
+    for array, path in ((data["vol"].astype(np.float32), "images"), (seg, "labels")):
+        image = sitk.GetImageFromArray(array)
+        image.SetDirection(BRAIN_DIRECTION)
+        sitk.WriteImage(image, str(root / path / "brain.nii.gz"))
+    (root / "dataset.json").write_text(json.dumps({"labels": {v: k for k, v in labels.items()}}))
+    return root
+
+
+def totalseg_dataset(root: Path, image: Path, label: Path, names: dict[str, str]) -> Path:
+    """One TotalSegmentator example as a plain dataset whose structures carry their names."""
+    plain_dataset(root, [(image, label, "case.nii.gz")])
+    (root / "dataset.json").write_text(json.dumps({"labels": {v: int(k) for k, v in names.items()}}))
+    return root
 
 
 def build_sets(tmp: Path) -> dict[str, tuple[Path, str, str, tuple[int, ...] | None]]:
     """name -> (dataset folder, protocol, methods, labels)."""
-    import SimpleITK as sitk
-
     ts = SHARED / "totalseg_example"
     sets = {}
     ct = plain_dataset(tmp / "ct", [(ts / "example_ct.nii.gz", ts / "example_seg_fast_force_split.nii.gz", "ct.nii.gz")])
@@ -41,18 +77,7 @@ def build_sets(tmp: Path) -> dict[str, tuple[Path, str, str, tuple[int, ...] | N
     lesion_pairs = [(lesions / f"{n}_image.nrrd", lesions / f"{n}_label.nrrd", f"{n}.nrrd") for n in names]
     sets["lesions"] = (plain_dataset(tmp / "lesions", lesion_pairs),
                        "box-mid", "confidence,none,oracle", None)
-    data = np.load(SHARED / "voxelmorph_brain_aseg" / "test_scan.npz")
-    (tmp / "brain" / "images").mkdir(parents=True)
-    (tmp / "brain" / "labels").mkdir()
-    seg = np.where(np.isin(data["seg"], list(BRAIN_LABELS)), data["seg"], 0).astype(np.uint8)
-    # the file has no affine; its array axes are (L-R, S-I, A-P) at about 1 mm (DESIGN.md), so the
-    # image's x runs A-P, y S-I and z L-R: without this direction, "axial" would slice sagittally
-    for array, path in ((data["vol"].astype(np.float32), "images"), (seg, "labels")):
-        image = sitk.GetImageFromArray(array)
-        image.SetDirection(BRAIN_DIRECTION)
-        sitk.WriteImage(image, str(tmp / "brain" / path / "brain.nii.gz"))
-    (tmp / "brain" / "dataset.json").write_text(json.dumps({"labels": {v: k for k, v in BRAIN_LABELS.items()}}))
-    sets["brain"] = (tmp / "brain", "box-mid", "confidence,none,oracle", None)
+    sets["brain"] = (brain_dataset(tmp / "brain", BRAIN_LABELS), "box-mid", "confidence,none,oracle", None)
     hc = SHARED / "hc18_fetal_head"
     hc_pairs = [(hc / f"{i:03d}_HC.png", hc / f"{i:03d}_HC_Annotation.png", f"{i:03d}.png") for i in range(40)]
     sets["hc18-oneprompt"] = (plain_dataset(tmp / "hc18", hc_pairs), "oneprompt", "confidence,none,oracle", None)
@@ -67,7 +92,38 @@ def build_sets(tmp: Path) -> dict[str, tuple[Path, str, str, tuple[int, ...] | N
         Image.open(image).save(cxr_root / "images" / name)
         shutil.copy(label, cxr_root / "labels" / name)
     sets["cxr-oneprompt"] = (cxr_root, "oneprompt", "confidence,none,oracle", None)
+    names = json.loads((ts / "labels.json").read_text())
+    sets["small-lesions"] = (plain_dataset(tmp / "small-lesions", lesion_pairs), "box-mid", SMALL_METHODS, None)
+    sets["small-mr"] = (totalseg_dataset(tmp / "small-mr", ts / "example_mr_sm.nii.gz", ts / "example_seg_mr.nii.gz", names["total_mr"]),
+                        "box-mid", SMALL_METHODS, MR_SMALL)
+    sets["small-ct"] = (totalseg_dataset(tmp / "small-ct", ts / "example_ct.nii.gz", ts / "example_seg_fast_force_split.nii.gz",
+                                         names["total"]), "box-mid", SMALL_METHODS, CT_SMALL)
+    sets["small-brain"] = (brain_dataset(tmp / "small-brain", BRAIN_DEEP), "box-mid", SMALL_METHODS, None)
+    sets["small-ventricles"] = (brain_dataset(tmp / "small-ventricles", BRAIN_VENTRICLES), "box-mid", SMALL_METHODS, None)
     return sets
+
+
+def small_rows(name: str, per_case: list[dict]) -> list[str]:
+    """The small-structure table's rows of one set: per case and structure, the three methods' Dice
+    side by side and, for one box, where the Dice goes (see :class:`medsam2.evaluation.report.SliceExtent`)."""
+    by_key: dict[tuple[str, str], dict[str, dict]] = {}
+    for row in per_case:
+        by_key.setdefault((row["case"], row["structure"]), {})[row["method"]] = row
+    lines = []
+    for (case, structure), methods in sorted(by_key.items()):
+        box, previous, oracle = (methods[m] for m in SMALL_METHODS.split(","))
+        ratio = float(box["dice"]) / float(oracle["dice"]) if float(oracle["dice"]) > 0 else float("nan")
+        reference_slices = int(oracle["prompts"])  # the oracle boxes every reference slice
+
+        def cell(value) -> str:
+            return "" if value in ("", None) else f"{float(value):.3f}"
+
+        lines.append(
+            f"| {name.removeprefix('small-')} | {case} | {structure} | {reference_slices} | {float(box['dice']):.3f} | "
+            f"{float(previous['dice']):.3f} | {float(oracle['dice']):.3f} | {ratio:.2f} | {cell(box['dice_prompted'])} | "
+            f"{cell(box['dice_shared'])} | {box['slices_missed']} | {box['slices_extra']} |"
+        )
+    return lines
 
 
 def main() -> int:
@@ -84,7 +140,7 @@ def main() -> int:
     segmenters = MethodSegmenters(lambda: build_backbone("litemedsam"))
     cache = segmenters.backbone
 
-    lines = []
+    lines, small = [], []
     with tempfile.TemporaryDirectory() as tmp:
         sets = build_sets(Path(tmp))
         wanted = args.only.split(",") if args.only else list(sets)
@@ -95,6 +151,10 @@ def main() -> int:
             results = run_evaluation(discover_dataset(folder), Path(args.out) / name, config, segmenters, overwrite=True,
                                      after_case=segmenters.clear)
             seconds = time.perf_counter() - start
+            if name.startswith("small-"):
+                small.extend(small_rows(name, results["per_case"]))
+                print(f"{name}: {seconds:.0f} s", flush=True, file=sys.stderr)
+                continue
             for s in results["summary"]:
                 ratio = "" if s["ratio_to_oracle"] is None else f"{s['ratio_to_oracle']:.3f}"
                 lines.append(f"| {name} | {protocol} | {s['structure']} | {s['method']} | {s['cases']} | {s['dice_mean']:.3f} | "
@@ -105,6 +165,14 @@ def main() -> int:
     print("| set | protocol | structure | method | cases | Dice mean | NSD mean (2 mm) | HD95 median mm | / oracle |")
     print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(lines))
+    if small:
+        print()
+        print("## Small structures: one box (box-mid, confidence bank), previous slice only, oracle (a box on every slice)")
+        print()
+        print("| set | case | structure | slices | one box | previous slice | oracle | one box / oracle | "
+              "one box: prompted-slice Dice | Dice on slices both have | slices missed | slices extra |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("\n".join(small))
     return 0
 
 
