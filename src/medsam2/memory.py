@@ -62,6 +62,8 @@ class MemoryEntry:
         area: mask area in model pixels (probability > 0.5).
         pinned: a prompted frame; never evicted, always read.
         background: (C,) L2-normalised mean feature outside the mask (one-prompt localisation).
+        intensity: (B,) histogram of the frame's windowed values inside the mask, summing to 1
+            (the intensity stop rule); None where it is not used.
     """
 
     frame: int
@@ -72,6 +74,7 @@ class MemoryEntry:
     area: float
     pinned: bool = False
     background: torch.Tensor | None = None
+    intensity: torch.Tensor | None = None
 
 
 @dataclass

@@ -23,11 +23,15 @@ class FrameFeatures:
         descriptor: optional (D, h, w) features for matching structures between images (one-prompt
             segmentation); LiteMedSAM: the last TinyViT stage before the neck, 320x64x64 float16.
             None where the backbone has none: the embedding serves.
+        intensity: optional (S, S) uint8 map of the frame's windowed values (x 255, the channels'
+            mean) in model space, as the frame was resized and padded for the model; what the
+            intensity stop rule compares masks on. None where the backbone does not keep it.
     """
 
     embedding: torch.Tensor
     geometry: FrameGeometry | StretchGeometry
     descriptor: torch.Tensor | None = None
+    intensity: torch.Tensor | None = None
 
     def matching_features(self) -> torch.Tensor:
         """(D, h, w) float32 features on the CPU for comparing images: the descriptor, else the embedding."""

@@ -17,7 +17,7 @@ from medsam2.backbones.base import FrameFeatures, Prediction
 from medsam2.backbones.checkpoints import read_state_dict
 from medsam2.backbones.runtime import ExecutionPlan, OpenVINOModel, build_encoder, file_sha256, plan_execution
 from medsam2.errors import CheckpointError
-from medsam2.preprocess import FrameGeometry, prepare_frame
+from medsam2.preprocess import FrameGeometry, model_space_intensity, prepare_frame
 
 INPUT_SIZE = 256
 GRID = 64
@@ -152,7 +152,10 @@ class LiteMedSAMBackbone:
         embeddings, descriptors = self.encoder(batch)
         embeddings = embeddings.to(self.device)
         descriptors = descriptors.to(torch.float16).cpu()
-        return [FrameFeatures(embedding=e, geometry=g, descriptor=d) for e, g, d in zip(embeddings, geometries, descriptors)]
+        return [
+            FrameFeatures(embedding=e, geometry=g, descriptor=d, intensity=model_space_intensity(f, g))
+            for e, g, d, f in zip(embeddings, geometries, descriptors, frames)
+        ]
 
     @torch.no_grad()
     def decode(

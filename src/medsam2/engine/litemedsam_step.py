@@ -27,6 +27,7 @@ from medsam2.engine.tracks import (
     PropagationStats,
     box_of_mask,
     frame_key,
+    intensity_histogram,
     mask_prototype,
     quantise_probability,
 )
@@ -46,7 +47,12 @@ class PropagationSettings:
             similarity below this to the memory's reference prototypes...
         stop_iou: ...or when the predicted IoU is below this...
         stop_area_fraction: ...or when the mask is smaller than this fraction of the largest mask
-            remembered for the object.
+            remembered for the object...
+        stop_intensity_overlap: ...or, when above 0, when the histogram of the frame's values
+            inside the mask overlaps that of every prompted frame's mask by less than this
+            (histogram intersection, 0..1): a mask that has moved onto tissue of another intensity.
+            Off (0) by default: measured on the small structures (DESIGN.md, issue 20), not yet
+            on held-out scans.
         patience: consecutive absent-looking frames after which the object ends in that direction.
         bank: the confidence memory bank's rule (and the frame keys' grid).
     """
@@ -56,6 +62,7 @@ class PropagationSettings:
     stop_presence: float = 0.5
     stop_iou: float = 0.6
     stop_area_fraction: float = 0.02
+    stop_intensity_overlap: float = 0.0
     patience: int = 2
     bank: BankSettings = BankSettings()
 
@@ -285,6 +292,7 @@ class LiteMedSAMStep:
             confidence=prediction.iou,
             area=float((probability > 0.5).sum()),
             pinned=True,
+            intensity=intensity_histogram(features, probability) if self.settings.stop_intensity_overlap > 0 else None,
         )
         result = FramePrediction(frame, quantise_probability(probability), prediction.iou, 1.0, prediction.iou, prompted=True)
         return result, entry
@@ -307,9 +315,22 @@ class LiteMedSAMStep:
             or presence < settings.stop_presence
             or prediction.iou < settings.stop_iou
             or area < settings.stop_area_fraction * max_area
+            or self._intensity_moved(features, probability, memory)
         )
         result = FramePrediction(frame, quantise_probability(probability), prediction.iou, presence, confidence)
         return TrackStep(result, MemoryEntry(frame, key, prototype, probability, confidence, area), absent)
+
+    def _intensity_moved(self, features: FrameFeatures, probability: torch.Tensor, memory: Memory) -> bool:
+        """The intensity stop rule: the mask's histogram overlaps no prompted frame's by
+        ``stop_intensity_overlap`` (False when the rule is off or there is nothing to compare)."""
+        threshold = self.settings.stop_intensity_overlap
+        if threshold <= 0:
+            return False
+        references = [e.intensity for e in memory.entries if e.pinned and e.intensity is not None]
+        histogram = intensity_histogram(features, probability)
+        if not references or histogram is None:
+            return False
+        return max(float(torch.minimum(histogram, r).sum()) for r in references) < threshold
 
     # -- the sweep's step ------------------------------------------------------------------------
     def prepare(self, objects: list[ObjectPrompts], store: FeatureStore) -> Iterator[tuple[int, int]]:

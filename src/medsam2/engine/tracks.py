@@ -104,6 +104,19 @@ def mask_prototype(features: FrameFeatures, probability: torch.Tensor) -> torch.
     return proto / proto.norm().clamp(min=1e-8)
 
 
+def intensity_histogram(features: FrameFeatures, probability: torch.Tensor, bins: int = 16) -> torch.Tensor | None:
+    """(bins,) histogram, summing to 1, of the frame's windowed values (``features.intensity``)
+    inside a (S, S) mask (probability > 0.5); None when the features keep no intensity map or the
+    mask is empty."""
+    if features.intensity is None:
+        return None
+    values = features.intensity[probability > 0.5].float()
+    if values.numel() == 0:
+        return None
+    counts = torch.histc(values, bins=bins, min=0.0, max=255.0)
+    return counts / counts.sum()
+
+
 def box_of_mask(mask: np.ndarray, margin: float, limit: float) -> np.ndarray:
     """(x0, y0, x1, y1) pixel-edge box around a (rows, cols) mask, grown by ``margin``, clipped to [0, limit]."""
     rows = np.flatnonzero(mask.any(axis=1))
