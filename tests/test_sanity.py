@@ -5,12 +5,15 @@ crop: x and y swapped, a box on background, one click where the result leaks to 
 structure named for an organ of another size, and a result on the prompted slice only.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from medsam2 import Box, ObjectPrompts, Point, load_volume
 from medsam2.demo import DEMO_ORGANS, sample_paths
+from medsam2.engine.litemedsam_step import PropagationSettings
 from medsam2.engine.sanity import organ_key
 from medsam2.engine.session import Engine
 from medsam2.evaluation.protocols import middle_slice_box
@@ -61,7 +64,10 @@ def test_box_on_background(crop):
 
 
 def test_leak_to_the_scan_end(crop):
-    engine, volume, reference = crop
+    """One click in the left kidney leaks to the scan's end. The intensity stop rule cuts this leak
+    at slice 28 (one short of the end), so the rule is off here: the test is of the warning."""
+    _, volume, reference = crop
+    engine = Engine(crop[0].backbone, settings=replace(PropagationSettings(), stop_intensity_overlap=0.0))
     truth = reference == 3  # kidney_left, slices 0-21 of 30
     middle = middle_slice_box(truth).frame
     depth = ndimage.distance_transform_edt(truth[middle])
