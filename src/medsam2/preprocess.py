@@ -290,8 +290,9 @@ class StretchGeometry:
 
 def model_space_intensity(frame01: np.ndarray, geometry: FrameGeometry) -> torch.Tensor:
     """A windowed frame ((H, W) or (H, W, 3), values in [0, 1]) -> its (S, S) uint8 map in model
-    space: the channels' mean x 255, resized bilinearly like the model input and padded with 0.
-    Unlike the model input it is not min-max normalised per frame, so values compare across frames."""
+    space: the channels' mean x 255, resized bilinearly to the model input's size (without its
+    antialias; the rule's thresholds were measured so) and padded with 0. Unlike the model input it
+    is not min-max normalised per frame, so values compare across frames."""
     t = torch.as_tensor(np.ascontiguousarray(frame01), dtype=torch.float32)
     if t.ndim == 3:
         t = t.mean(dim=2)
