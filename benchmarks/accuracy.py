@@ -5,6 +5,8 @@ structures (issue 20): each lesion, the small MR organs, the CT pancreas and adr
 voxelmorph brain structures, with one box, the previous-slice baseline and the oracle side by side
 and where one box loses its Dice (the prompted slice, the slices both have, slices missed or extra).
 Writes each set's results under benchmarks/results/accuracy/<set>/ and prints Markdown tables.
+The ``held-*`` sets (30 structures no engine change was tuned on) run only when ``--only`` names
+them; ``engine_variants.py`` weighs a settings change on them.
 
     python benchmarks/accuracy.py [--only ct,mr,...,small-ct,...] [--out benchmarks/results/accuracy]
 """
