@@ -6,6 +6,7 @@ Each variant is ``name=field:value[,field:value...]`` over :class:`PropagationSe
 
     python benchmarks/engine_variants.py "p3=patience:3" "pres0.6=stop_presence:0.6" "m2=box_margin:2"
     python benchmarks/engine_variants.py --only small-ct,ct "iou0.5=stop_iou:0.5"
+    python benchmarks/engine_variants.py "sharp=bank.temperature:0.003" "cap16=bank.capacity:16"
 
 Each set's slices are encoded once for all the variants (one feature cache per case). The
 ``held-*`` sets (``--only held-ct,held-ct-b,held-mr,held-brain,held-brain-b``) hold 30 structures
@@ -31,14 +32,18 @@ DEFAULT_SETS = "small-lesions,small-mr,small-ct,small-brain,ct"
 def parse_variant(text: str, base):
     """``name=field:value,...`` -> (name, settings); raises SystemExit on an unknown field."""
     name, _, spec = text.partition("=")
-    known = {f.name: f.type for f in fields(base)}
-    changes = {}
+    known = [f.name for f in fields(base) if f.name != "bank"] + [f"bank.{f.name}" for f in fields(base.bank)]
+    changes, bank = {}, {}
     for item in filter(None, spec.split(",")):
         key, _, value = item.partition(":")
-        if key not in known or key == "bank":
-            raise SystemExit(f"unknown setting '{key}'; choose from {', '.join(k for k in known if k != 'bank')}")
-        changes[key] = int(value) if key == "patience" else float(value)
-    return name, replace(base, **changes)
+        if key not in known:
+            raise SystemExit(f"unknown setting '{key}'; choose from {', '.join(known)}")
+        number = int(value) if key in ("patience", "bank.capacity", "bank.key_grid") else float(value)
+        if key.startswith("bank."):
+            bank[key.removeprefix("bank.")] = number
+        else:
+            changes[key] = number
+    return name, replace(base, **changes, bank=replace(base.bank, **bank))
 
 
 def main() -> int:
