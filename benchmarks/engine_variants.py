@@ -38,11 +38,8 @@ def parse_variant(text: str, base):
         key, _, value = item.partition(":")
         if key not in known:
             raise SystemExit(f"unknown setting '{key}'; choose from {', '.join(known)}")
-        number = int(value) if key in ("patience", "bank.capacity", "bank.key_grid") else float(value)
-        if key.startswith("bank."):
-            bank[key.removeprefix("bank.")] = number
-        else:
-            changes[key] = number
+        target, owner, field = (bank, base.bank, key.removeprefix("bank.")) if key.startswith("bank.") else (changes, base, key)
+        target[field] = type(getattr(owner, field))(value)  # int fields stay int (patience, bank.capacity)
     return name, replace(base, **changes, bank=replace(base.bank, **bank))
 
 

@@ -66,8 +66,8 @@ def test_box_on_background(crop):
 def test_leak_to_the_scan_end(crop):
     """One click in the left kidney leaks to the scan's end. The intensity stop rule cuts this leak
     at slice 28 (one short of the end), so the rule is off here: the test is of the warning."""
-    _, volume, reference = crop
-    engine = Engine(crop[0].backbone, settings=replace(PropagationSettings(), stop_intensity_overlap=0.0))
+    engine, volume, reference = crop
+    engine = Engine(engine.backbone, settings=replace(PropagationSettings(), stop_intensity_overlap=0.0))
     truth = reference == 3  # kidney_left, slices 0-21 of 30
     middle = middle_slice_box(truth).frame
     depth = ndimage.distance_transform_edt(truth[middle])

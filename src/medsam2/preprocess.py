@@ -288,18 +288,15 @@ class StretchGeometry:
         return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0]
 
 
-def model_space_intensity(frame01: np.ndarray, geometry: FrameGeometry) -> torch.Tensor:
+def model_space_intensity(frame01: np.ndarray, geometry: FrameGeometry | StretchGeometry) -> torch.Tensor:
     """A windowed frame ((H, W) or (H, W, 3), values in [0, 1]) -> its (S, S) uint8 map in model
-    space: the channels' mean x 255, resized bilinearly to the model input's size (without its
-    antialias; the rule's thresholds were measured so) and padded with 0. Unlike the model input it
-    is not min-max normalised per frame, so values compare across frames."""
-    t = torch.as_tensor(np.ascontiguousarray(frame01), dtype=torch.float32)
-    if t.ndim == 3:
-        t = t.mean(dim=2)
-    rows, cols = geometry.resized_shape
-    resized = F.interpolate(t[None, None], size=(rows, cols), mode="bilinear", align_corners=False)[0, 0]
-    s = geometry.input_size
-    return (F.pad(resized, (0, s - cols, 0, s - rows)).clamp(0, 1) * 255).round().to(torch.uint8)
+    space: the channels' mean x 255, placed as ``geometry.frame_to_model`` places a frame map
+    (bilinear, without the model input's antialias: the rule's thresholds were measured so).
+    Unlike the model input it is not min-max normalised per frame, so values compare across frames."""
+    frame = np.asarray(frame01, dtype=np.float32)
+    if frame.ndim == 3:
+        frame = frame.mean(axis=2)
+    return (geometry.frame_to_model(frame).clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def prepare_frame(frame01: np.ndarray, geometry: FrameGeometry) -> torch.Tensor:
