@@ -36,9 +36,10 @@ def spleen_box(reference: np.ndarray) -> dict:
 
 
 @contextmanager
-def running(backbone, **settings):
-    """A server on a free loopback port over the tests' cached backbone; yields (base URL, server state)."""
-    server = start_in_thread(ServeSettings(port=0, **settings), Segmenter(backbone=backbone))
+def running(backbone, engine=None, **settings):
+    """A server on a free loopback port over the tests' cached backbone (``engine``: the engine's
+    settings, None for the defaults); yields (base URL, server state)."""
+    server = start_in_thread(ServeSettings(port=0, **settings), Segmenter(backbone=backbone, settings=engine))
     try:
         yield server.url.rstrip("/"), server.server.config.app.state.medsam2
     finally:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medsam2.engine.litemedsam_step import PropagationSettings
 from medsam2.engine.results import SegmentationResult
 from medsam2.engine.session import many_objects_note
 from medsam2.errors import OutputError, PromptError, UsageError
@@ -31,6 +32,8 @@ class ModelOptions:
     precision: str = "auto"
     model_config: str | None = None
     offload: bool = False
+    #: the engine's settings (None: the measured defaults of the backbone's engine)
+    settings: PropagationSettings | None = None
 
     def build_backbone(self):
         """The backbone alone (what evaluate's method segmenters share)."""
@@ -45,7 +48,7 @@ class ModelOptions:
     def segmenter(self) -> Segmenter:
         return Segmenter(
             backbone=self.backbone, device=self.device, memory=self.memory, checkpoint=self.checkpoint, runtime=self.runtime,
-            precision=self.precision, model_config=self.model_config, offload=self.offload,
+            precision=self.precision, model_config=self.model_config, offload=self.offload, settings=self.settings,
         )
 
 
@@ -131,13 +134,16 @@ class SegmentJob:
 
 
 def provenance_of(result: SegmentationResult):
-    """What a DICOM output says made it: medsam2's version, the backbone and checkpoint, the memory rule and axis."""
+    """What a DICOM output says made it: medsam2's version, the backbone and checkpoint, the memory rule, axis,
+    window and (litemedsam) the intensity stop rule's threshold."""
     from medsam2.io.dicom_seg import Provenance
 
     report = result.report
+    parameters = {"memory": report.memory, "axis": report.axis, "window": report.window}
+    if "stop_intensity_overlap" in report.settings:  # the litemedsam engine's stop rule, which moves the masks
+        parameters["stop_intensity_overlap"] = f"{report.settings['stop_intensity_overlap']:g}"
     return Provenance(
-        version=report.medsam2_version, backbone=report.backbone, checkpoint=report.checkpoint,
-        parameters={"memory": report.memory, "axis": report.axis, "window": report.window},
+        version=report.medsam2_version, backbone=report.backbone, checkpoint=report.checkpoint, parameters=parameters,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from medsam2.cli.common import add_common, add_input_limit, add_model_options, read_limits, warn
+from medsam2.cli.common import add_common, add_input_limit, add_model_options, engine_settings, read_limits, warn
 
 
 def add_parser(commands) -> None:
@@ -47,6 +47,7 @@ def run_batch_command(args) -> int:
     from medsam2.batch.run import ModelOptions, SegmentWorker, plan_batch, run_batch
     from medsam2.errors import UsageError
 
+    settings = engine_settings(args)
     outdir = Path(args.output_dir)
     if outdir.exists() and not outdir.is_dir():
         raise UsageError(f"{outdir} exists and is not a folder")
@@ -57,7 +58,7 @@ def run_batch_command(args) -> int:
     plan_batch(cases, outdir, args.resume, args.overwrite)  # every refusal before a worker starts
     model = ModelOptions(
         backbone=args.backbone, device=args.device, memory=args.memory, checkpoint=args.checkpoint, runtime=args.runtime,
-        precision=args.precision, model_config=args.model_config, offload=args.offload,
+        precision=args.precision, model_config=args.model_config, offload=args.offload, settings=settings,
     )
     spec = SegmentWorker(model)
     if args.ray:

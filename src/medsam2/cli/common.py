@@ -9,9 +9,13 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medsam2.errors import OutputError, UsageError
 from medsam2.io.guard import DEFAULT_MAX_INPUT_BYTES, ReadLimits, resolve_path
+
+if TYPE_CHECKING:
+    from medsam2.engine.litemedsam_step import PropagationSettings
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -87,6 +91,40 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision", default="auto", choices=PRECISIONS, help="auto (native bf16 if any, else fp32), fp32, bf16, fp16"
     )
+    parser.add_argument(
+        "--stop-intensity-overlap", type=fraction, metavar="F",
+        help="litemedsam: a slice looks absent when the values inside its mask overlap the prompted slice's by less "
+        "than F (histogram intersection, 0..1; default 0.35; 0 turns the rule off, e.g. for a structure whose "
+        "brightness changes along it)",
+    )
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1], checked when the command line is parsed."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number between 0 and 1") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value:g} is outside 0..1")
+    return value
+
+
+def engine_settings(args) -> PropagationSettings | None:
+    """The engine settings a parsed command line asks for; None keeps the backbone's measured defaults.
+
+    Raises:
+        UsageError: an engine option given for a backbone whose engine does not take it.
+    """
+    from medsam2.engine.litemedsam_step import PropagationSettings
+
+    if args.stop_intensity_overlap is None:
+        return None
+    if args.backbone != "litemedsam":
+        raise UsageError(
+            f"--stop-intensity-overlap applies to the litemedsam backbone; the {args.backbone} engine ends objects by its own object score"
+        )
+    return PropagationSettings(stop_intensity_overlap=args.stop_intensity_overlap)
 
 
 def model_kwargs(args) -> dict:

@@ -6,7 +6,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from medsam2.cli.common import OUTPUT_FORMATS, add_common, add_model_options, int_list, model_kwargs, warn
+from medsam2.cli.common import OUTPUT_FORMATS, add_common, add_model_options, engine_settings, int_list, model_kwargs, warn
 
 
 def add_parser(commands) -> None:
@@ -60,6 +60,7 @@ def run_evaluate(args) -> int:
     from medsam2.evaluation.protocols import EvaluationConfig, check_config
     from medsam2.jobs import ModelOptions
 
+    settings = engine_settings(args)
     config = EvaluationConfig(
         protocol=args.protocol,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
@@ -72,13 +73,14 @@ def run_evaluate(args) -> int:
         window=args.window,
         correction=args.correction,
         prediction_format=args.format,
+        stop_intensity_overlap=args.stop_intensity_overlap,
     )
     check_config(config)
     if args.format != "auto" and not args.save_predictions:
         raise UsageError(f"--format {args.format} is what --save-predictions writes; add --save-predictions")
     dataset = discover_dataset(args.dataset)
-    segmenters = MethodSegmenters(lambda: build_backbone(args.backbone, resolve_device(args.device), **model_kwargs(args)))
-    model = ModelOptions(backbone=args.backbone, device=args.device, **model_kwargs(args))
+    segmenters = MethodSegmenters(lambda: build_backbone(args.backbone, resolve_device(args.device), **model_kwargs(args)), settings)
+    model = ModelOptions(backbone=args.backbone, device=args.device, settings=settings, **model_kwargs(args))
     make_pool = None
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers takes a positive integer, not {args.workers}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsam2.cli.common import SupportPromptAction, add_common, add_input_limit, add_model_options, read_limits
+from medsam2.cli.common import SupportPromptAction, add_common, add_input_limit, add_model_options, engine_settings, read_limits
 from medsam2.errors import InputError, OutputError, PromptError, UsageError
 from medsam2.io.volume import SUPPORTED_SUFFIXES, Volume, load_volume, read_mask, save_mask, suffix_of
 from medsam2.prompts import ObjectPrompts, mask_prompts_from_array, parse_box, parse_point
@@ -94,6 +94,7 @@ def run_oneprompt_command(args, model_kwargs: dict, warn: Callable[[str], None])
     from medsam2.preprocess import choose_window
     from medsam2.segmenter import Segmenter
 
+    settings = engine_settings(args)
     prompts = list(getattr(args, "support_prompts", None) or [])
     if len(prompts) != len(args.support):
         raise PromptError(
@@ -112,7 +113,7 @@ def run_oneprompt_command(args, model_kwargs: dict, warn: Callable[[str], None])
     outputs = [output_name(q, None) for q in queries]
     if len(set(outputs)) != len(outputs):
         raise UsageError("two queries have the same file name; their masks would overwrite each other")
-    segmenter = Segmenter(backbone=args.backbone, device=args.device, **model_kwargs)
+    segmenter = Segmenter(backbone=args.backbone, device=args.device, settings=settings, **model_kwargs)
     output_dir.mkdir(parents=True, exist_ok=True)
     tiles: dict[int, tuple] = {}
     written: list[str] = []

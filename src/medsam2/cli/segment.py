@@ -16,6 +16,7 @@ from medsam2.cli.common import (
     add_model_options,
     check_output_format,
     check_report_path,
+    engine_settings,
     label_value,
     model_kwargs,
     output_claim,
@@ -111,6 +112,7 @@ def run_segment(args) -> int:
     from medsam2.jobs import SegmentJob, run_segment_job
     from medsam2.segmenter import Segmenter
 
+    settings = engine_settings(args)  # an option the backbone does not take is refused before anything is read
     output = output_path(args.output, ".dcm" if args.format in ("dicom-seg", "rtstruct") else ".nii.gz")
     dicom_kind = check_output_format(args.format, output)
     remote = parse_series_url(args.input) if is_dicomweb(args.input) else None
@@ -132,7 +134,7 @@ def run_segment(args) -> int:
     built: list[Segmenter] = []  # held until the lock files are gone (see run_segment_job)
 
     def build() -> Segmenter:
-        built.append(Segmenter(backbone=args.backbone, device=args.device, memory=args.memory, **model_kwargs(args)))
+        built.append(Segmenter(backbone=args.backbone, device=args.device, memory=args.memory, settings=settings, **model_kwargs(args)))
         return built[-1]
 
     with output_claim(claimed), ExitStack() as stack:  # a second run on these outputs is refused now, not after its work

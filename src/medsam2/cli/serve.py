@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medsam2.cli.common import add_model_options, model_kwargs
+from medsam2.cli.common import add_model_options, engine_settings, model_kwargs
 
 
 def add_parser(commands) -> None:
@@ -43,7 +43,7 @@ def run_serve(args) -> int:
     from medsam2.serve.settings import ServeSettings
 
     kwargs = model_kwargs(args)
-    model = ModelOptions(backbone=args.backbone, device=args.device, memory=args.memory, **kwargs)
+    model = ModelOptions(backbone=args.backbone, device=args.device, memory=args.memory, settings=engine_settings(args), **kwargs)
     settings = ServeSettings(
         host=args.host, port=args.port, data_dir=Path(args.data) if args.data else None, max_sessions=args.max_sessions,
         session_idle_minutes=args.session_idle_minutes, max_upload_mb=args.max_upload_mb, api_key=args.api_key,

@@ -81,6 +81,8 @@ class SegmentationReport:
     corrections: int = 0
     #: the voxel axis ("k", "j" or "i") the slices were taken along (``axis`` as given names it)
     voxel_axis: str = "k"
+    #: the engine's settings as they ran (PropagationSettings or Sam2TrackingSettings, as a dict)
+    settings: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -621,6 +621,7 @@ class Session:
             feature_cache=self.cache.stats(),
             corrections=self._corrections,
             voxel_axis=self.voxel_axis,
+            settings=asdict(self.engine.settings),
         )
         return SegmentationResult(labels=from_frames(labels_frames, self.voxel_axis), report=report)
 

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from medsam2.backbones.base import Backbone
 from medsam2.engine.feature_cache import CachedBackbone
+from medsam2.engine.litemedsam_step import PropagationSettings
 from medsam2.errors import InputError, OutputError, UsageError
 from medsam2.evaluation.datasets import Dataset
 from medsam2.evaluation.interactive import interactive_rounds, run_interactive
@@ -38,10 +39,12 @@ class MethodSegmenters:
 
     Arguments:
         make_backbone: builds the backbone at the first call (a run with nothing to do loads no model).
+        settings: the engine's settings for every method (None: the measured defaults).
     """
 
-    def __init__(self, make_backbone: Callable[[], Backbone]) -> None:
+    def __init__(self, make_backbone: Callable[[], Backbone], settings: PropagationSettings | None = None) -> None:
         self._make_backbone = make_backbone
+        self._settings = settings
         self._cache: CachedBackbone | None = None
         self._segmenters: dict[str, Segmenter] = {}
 
@@ -54,7 +57,7 @@ class MethodSegmenters:
 
     def __call__(self, memory: str) -> Segmenter:
         if memory not in self._segmenters:
-            self._segmenters[memory] = Segmenter(backbone=self.backbone, memory=memory)
+            self._segmenters[memory] = Segmenter(backbone=self.backbone, memory=memory, settings=self._settings)
         return self._segmenters[memory]
 
     def clear(self) -> None:
@@ -74,7 +77,7 @@ class EvaluateWorker:
     predictions_dir: Path | None
 
     def build(self) -> MethodSegmenters:
-        return MethodSegmenters(self.model.build_backbone)
+        return MethodSegmenters(self.model.build_backbone, self.model.settings)
 
     def run(self, segmenters: MethodSegmenters, case) -> tuple[str, list[StructureResult], list[str]]:
         results, notes = _evaluate_here(case, segmenters, self.config, self.names, self.predictions_dir, segmenters.clear)

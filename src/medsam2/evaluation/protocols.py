@@ -54,6 +54,9 @@ class EvaluationConfig:
     correction: str = "box"
     #: what --save-predictions writes: auto (.nii.gz, .png for 2D), seg-nrrd, dicom-seg or rtstruct (.dcm)
     prediction_format: str = "auto"
+    #: the LiteMedSAM engine's intensity stop rule as the run was asked for (None: the engine's default);
+    #: kept here so that results.json records it and a resumed run must use the same
+    stop_intensity_overlap: float | None = None
 
 
 def check_config(config: EvaluationConfig) -> None:

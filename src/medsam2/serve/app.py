@@ -170,6 +170,7 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
             "precision": plan.precision,
             "device": str(backbone.device),
             "memory": segmenter.memory,
+            "settings": asdict(segmenter.settings),
             "limits": {
                 "max_sessions": settings.max_sessions,
                 "session_idle_minutes": settings.session_idle_minutes,
