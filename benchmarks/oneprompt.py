@@ -3,7 +3,7 @@ chest X-ray, Kvasir polyps, SAM-Med2D CT slices) and per query volume (CT liver 
 Dice, in one run. HC18 is run from three supports (000, 013, 026), so that a change can be seen not
 to hinge on one support, and the polyp and CT-slice sets show it is not fitted to HC18.
 
-    python benchmarks/oneprompt.py [--json benchmarks/results/oneprompt.json]
+    python benchmarks/oneprompt.py [--precision fp32] [--json benchmarks/results/oneprompt.json]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ def annotation(path: Path) -> np.ndarray:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", help="also write the rows as JSON here")
+    parser.add_argument("--precision", default="auto", help="the encoder's precision: auto (bf16 where native), fp32, bf16")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     from medsam2 import Segmenter, load_volume
@@ -34,7 +35,7 @@ def main() -> int:
     from medsam2.evaluation.protocols import middle_slice_box
     from medsam2.oneprompt.run import support_from_arrays
 
-    segmenter = Segmenter(device="cpu")
+    segmenter = Segmenter(device="cpu", precision=args.precision)
     rows = []
     hc = SHARED / "hc18_fetal_head"
     cxr = SHARED / "cxr_lung_demo4"
