@@ -140,6 +140,57 @@ def test_manifest_errors_are_refused_before_anything_runs(tmp_path, capsys, cont
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("name", ["../../escaped", "..", "sub/escaped", "..\\escaped", "ABSOLUTE"])
+def test_a_case_that_is_not_a_file_name_is_refused_before_anything_runs(tmp_path, capsys, name):
+    if name == "ABSOLUTE":
+        name = str(tmp_path / "escaped")
+    folder = tmp_path / "in"
+    _write_studies(folder)
+    manifest = folder / "cases.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case", "image", "box"])
+        writer.writerows([["fine", "study0.nii.gz", STUDIES[0][1]], [name, "study1.nii.gz", STUDIES[1][1]]])
+    out = tmp_path / "a" / "b" / "out"
+    code = main(["batch", str(manifest), "-o", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert f"cases.csv row 2: case {name!r} is not a file name (no '/', '\\', '..' or NUL)" in err[0], err
+    assert not (tmp_path / "a").exists()  # nothing in OUTDIR, nothing beside it
+    assert not list(tmp_path.rglob("*escaped*"))
+
+
+@pytest.mark.parametrize("name", ["bad\0name", "  "])
+def test_jsonl_case_with_nul_or_blank_is_refused(tmp_path, capsys, name):
+    folder = tmp_path / "in"
+    _write_studies(folder)
+    manifest = folder / "m.jsonl"
+    manifest.write_text(json.dumps({"case": name, "image": "study0.nii.gz", "box": "1:5,5,20,20"}) + "\n")
+    code = main(["batch", str(manifest), "-o", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"m.jsonl row 1: case {name!r} is not a file name" in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_explicit_outputs_may_lie_anywhere(tmp_path):
+    """Only the case is a name: a row's own 'output' may point outside OUTDIR, or a case may look like a path suffix."""
+    from medsam2.batch.manifest import read_manifest
+
+    folder = tmp_path / "in"
+    _write_studies(folder)
+    manifest = folder / "m.csv"
+    manifest.write_text(
+        "case,image,box,output\n"
+        f"one,study0.nii.gz,\"1:5,5,20,20\",../elsewhere/one.nii.gz\n"
+        f"two,study1.nii.gz,\"1:5,5,20,20\",{tmp_path / 'abs' / 'two.nii.gz'}\n"
+        "three.v2,study2.nii.gz,\"1:5,5,20,20\",\n"
+    )
+    cases = read_manifest(manifest, tmp_path / "out")
+    assert [c.case for c in cases] == ["one", "two", "three.v2"]
+    assert [c.job.output for c in cases] == [folder / "../elsewhere/one.nii.gz", tmp_path / "abs" / "two.nii.gz",
+                                             tmp_path / "out" / "three.v2.nii.gz"]
+
+
 def test_jsonl_manifest_with_unknown_key_names_its_row(tmp_path, capsys):
     folder = tmp_path / "in"
     _write_studies(folder)

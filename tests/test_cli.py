@@ -22,6 +22,34 @@ def scan(tmp_path):
     return path
 
 
+class PlantedObject:
+    """A Python object whose unpickling would create ``marker`` (what a hostile pickle could do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def save_python_objects(path, kind, marker):
+    """A file of Python objects that ``torch.load(weights_only=True)`` refuses: torch.save's zip
+    format, its legacy format, or a plain pickle.dump."""
+    import argparse
+    import pickle
+
+    import torch
+
+    if kind == "zip":
+        torch.save({"model": {"w": torch.zeros(2)}, "x": PlantedObject(marker)}, path)
+    elif kind == "legacy":
+        torch.save(PlantedObject(marker), path, _use_new_zipfile_serialization=False)
+    elif kind == "namespace":
+        torch.save(argparse.Namespace(a=1, planted=PlantedObject(marker)), path)
+    else:
+        path.write_bytes(pickle.dumps({"x": PlantedObject(marker)}, protocol=pickle.HIGHEST_PROTOCOL))
+
+
 def run_cli(args, capsys):
     code = main([str(a) for a in args])
     captured = capsys.readouterr()
@@ -162,3 +190,15 @@ def test_bad_checkpoint_is_one_line(tmp_path, capsys, scan):
     code, err = run_cli(["segment", scan, "-o", tmp_path / "o.nii.gz", "--box", "2:5,5,20,20", "--checkpoint", other], capsys)
     assert_one_line_error(code, err, 1, "is not a LiteMedSAM checkpoint")
     assert not (tmp_path / "o.nii.gz").exists()
+
+
+@pytest.mark.parametrize("kind", ["zip", "legacy", "namespace", "pickle"])
+def test_a_checkpoint_of_python_objects_is_never_unpickled(tmp_path, capsys, recwarn, scan, kind):
+    planted = tmp_path / "weights.pth"
+    marker = tmp_path / "unpickled"
+    save_python_objects(planted, kind, marker)
+    code, err = run_cli(["segment", scan, "-o", tmp_path / "o.nii.gz", "--box", "2:5,5,20,20", "--checkpoint", planted], capsys)
+    assert_one_line_error(code, err, 1, f"{planted}: not a medsam2 checkpoint (it holds Python objects that are never unpickled)")
+    assert "Traceback" not in err[0]
+    assert not marker.exists() and not (tmp_path / "o.nii.gz").exists()
+    assert not [w for w in recwarn if "pickle" in str(w.message)]  # torch's warning would be more lines on stderr

@@ -14,7 +14,7 @@ import torch
 from medsam2 import load_volume
 from medsam2.cli import main
 from tests.shared_data import hc18_plain, shared
-from tests.test_cli import assert_one_line_error, run_cli
+from tests.test_cli import assert_one_line_error, run_cli, save_python_objects
 
 HC18_TRAIN = range(0, 10)
 HC18_VAL = range(30, 33)
@@ -86,6 +86,19 @@ def test_resume_continues_the_log_and_refuses_other_settings(hc18_dataset, tmp_p
     assert_one_line_error(code, err, 2, "lr 0.0001 -> 0.001")
     code, err = run_cli(["train", hc18_dataset, "-o", run_dir, "--epochs", "1", *COMMON], capsys)
     assert_one_line_error(code, err, 1, "pass --resume to continue it or --overwrite")
+
+
+@pytest.mark.parametrize("kind", ["namespace", "zip"])
+def test_resume_refuses_a_last_checkpoint_of_python_objects_in_one_line(tmp_path, capsys, kind):
+    """Checked before the dataset is read: a planted last.pth is refused, never unpickled."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    marker = tmp_path / "unpickled"
+    save_python_objects(run_dir / "last.pth", kind, marker)
+    code, err = run_cli(["train", tmp_path / "dataset", "-o", run_dir, "--resume", "--quiet"], capsys)
+    assert_one_line_error(code, err, 1, "last.pth: not a medsam2 checkpoint (it holds Python objects that are never unpickled)")
+    assert "Traceback" not in err[0] and not marker.exists()
+    assert sorted(p.name for p in run_dir.iterdir()) == ["last.pth"]
 
 
 def test_two_processes_train_as_one(hc18_dataset, tmp_path):

@@ -3,7 +3,8 @@
 Columns (CSV header) or keys (JSONL objects):
 
 - ``image`` (required): a scan file or a DICOM folder;
-- ``case``: the study's name (default: the image's name without its suffix);
+- ``case``: the study's name, a file name (no ``/``, ``\\``, ``..`` or NUL; default: the image's name without
+  its suffix);
 - ``output``: the label map (default ``OUTDIR/<case>.nii.gz``, or the ``--format`` suffix; a
   ``.dcm`` output is a DICOM SEG, or an RT-STRUCT with ``--format rtstruct``, of a DICOM image);
 - ``prompts``: a prompts.json as ``segment --prompts`` takes it; and/or
@@ -95,6 +96,14 @@ def _values(value: object, where: str, key: str) -> list[str]:
     raise ManifestError(f"{where}: '{key}' is a string like the CLI's --{key}, or a list of them")
 
 
+def _case_name(value: object, where: str, hint: str = "") -> str:
+    """A study's name: a file name (OUTDIR/<case>.nii.gz), never a path that leads out of OUTDIR."""
+    case = str(value)
+    if not case.strip() or case == ".." or any(c in case for c in ("/", "\\", "\0")):
+        raise ManifestError(f"{where}: case {case!r} is not a file name (no '/', '\\', '..' or NUL){hint}")
+    return case
+
+
 def _existing(value: object, base: Path, where: str, key: str) -> Path:
     if not isinstance(value, str):
         raise ManifestError(f"{where}: '{key}' is a path")
@@ -125,8 +134,9 @@ def read_manifest(path: str | Path, outdir: Path, output_format: str = "nii.gz",
 
     Raises:
         ManifestError: an unreadable manifest, a missing ``image``, an unknown key, a missing file,
-            a study without a prompt, a malformed box, point or label, two studies with one name or
-            one output path; each names its row.
+            a ``case`` that is not a file name (empty, '..', or holding '/', '\\' or NUL), a study
+            without a prompt, a malformed box, point or label, two studies with one name or one
+            output path; each names its row.
     """
     from medsam2.io.guard import ReadLimits
 
@@ -151,7 +161,11 @@ def read_manifest(path: str | Path, outdir: Path, output_format: str = "nii.gz",
             raise ManifestError(f"{where}: no 'image'")
         image = _existing(row["image"], base, where, "image")
         suffix = suffix_of(image) if image.is_file() else ""
-        case = str(row.get("case") or (image.name[: -len(suffix)] if suffix else image.name))
+        if row.get("case") not in (None, ""):  # (JSON null or an empty CSV cell: not given)
+            case = _case_name(row["case"], where)
+        else:  # the image's name: a file name too, but for a folder named '..' or a file named only a suffix
+            derived = image.name[: -len(suffix)] if suffix else image.name
+            case = _case_name(derived, where, "; it is the image's name: give the row a 'case'")
         if case in names:
             raise ManifestError(f"{where}: case '{case}' is also row {names[case]}; give each study its own 'case'")
         names[case] = number

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medsam2.backbones.checkpoints import load_weights_only
 from medsam2.errors import InputError, OutputError, UsageError
 from medsam2.train.prompts import batch_kind
 from medsam2.train.samples import CaseFeatures, cached_case, split_cases
@@ -116,7 +117,7 @@ class Trainer:
         if resume:
             if not last.is_file():
                 raise UsageError(f"--resume continues a run in {run_dir}, and there is no {last.name} there")
-            state = torch.load(last, map_location="cpu", weights_only=True)
+            state = load_weights_only(last, "checkpoint")
             meta = state.get("medsam2", {}) if isinstance(state, dict) else {}
             if meta.get("format") != CHECKPOINT_FORMAT:
                 raise UsageError(f"{last} was not written by medsam2 train; it cannot be resumed")

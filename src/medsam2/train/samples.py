@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medsam2.errors import InputError, UsageError
+from medsam2.backbones.checkpoints import load_weights_only
+from medsam2.errors import CheckpointError, InputError, UsageError
 
 #: bump when what a cache file holds changes
 CACHE_VERSION = 2
@@ -161,8 +162,8 @@ def cached_case(folder: Path, backbone, case, settings, labels: list[int] | None
     path = folder / f"{case.case_id}.pt"
     if path.is_file():
         try:
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - a broken cache file is encoded again
+            stored = load_weights_only(path, "feature cache file")
+        except CheckpointError:  # a broken or foreign cache file is never unpickled: encoded again and replaced
             stored = None
         if isinstance(stored, dict) and stored.get("key") == key and stored.get("labels") == (list(labels) if labels else None):
             features = CaseFeatures(stored["frames"], stored["embeddings"], {int(k): v for k, v in stored["masks"].items()},
