@@ -15,6 +15,7 @@ class                  also a                      exit code  raised for
 ``PromptError``        ``UsageError``              2          prompts that do not fit the image
 ``InputError``         ``ValueError``              1          unreadable, truncated, oversized,
                                                               non-finite or non-regular inputs
+``InputTooLarge``      ``InputError``              1          a declared size over the cap
 ``OutputError``        ``MedSAM2Error``            1          outputs that cannot be written
 ``CheckpointError``    ``MedSAM2Error``            1          missing or foreign model weights
 =====================  ==========================  =========  ==================================
@@ -41,6 +42,10 @@ class ArgumentTypeError(UsageError, TypeError):
 
 class InputError(MedSAM2Error, ValueError):
     """An input file or folder cannot be read or holds data that cannot be segmented."""
+
+
+class InputTooLarge(InputError):
+    """An input declares more voxels than the cap allows (found from its header, before its voxels are read)."""
 
 
 class PromptError(UsageError):

@@ -14,7 +14,7 @@ from medsam2.engine.session import many_objects_note
 from medsam2.errors import OutputError, PromptError, UsageError
 from medsam2.io.atomic import write_json_atomic
 from medsam2.io.guard import ReadLimits, resolve_path
-from medsam2.io.volume import check_output_path, load_volume, save_mask, suffix_of
+from medsam2.io.volume import check_output_path, data_files_note, load_volume, save_mask, suffix_of
 from medsam2.prompts import collect_prompts, mask_file, validate_prompts
 from medsam2.segmenter import Segmenter
 from medsam2.slicing import to_frames, voxel_axis
@@ -170,6 +170,9 @@ def run_segment_job(
     say = warn or (lambda message: None)
     started = time.perf_counter()
     volume = load_volume(job.image, time_index=job.time_index, limits=job.limits)
+    elsewhere = data_files_note(volume)  # a header's data files away from it: said in the report
+    if elsewhere is not None:
+        volume.warnings.append(elsewhere)
     if job.source_name:
         volume.source = job.source_name
     read_seconds = time.perf_counter() - started

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
 
-from medsam2.io.volume import Volume
+from medsam2.io.volume import Volume, data_file_names
 from medsam2.preprocess import choose_window, looks_like_ct
 from medsam2.slicing import ANATOMICAL_AXES, anatomical_axes, obliquity_degrees
 
@@ -61,6 +61,8 @@ class ScanInfo:
     auto_window: str
     viewer_conventions: list[str]
     warnings: list[str]
+    #: the detached data files a header pulled its voxels from (relative to its folder where in it)
+    data_files: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -68,8 +70,11 @@ class ScanInfo:
     def to_text(self) -> str:
         size = " x ".join(str(s) for s in self.size_xyz)
         spacing = " x ".join(f"{s:g}" for s in self.spacing_xyz)
-        lines = [
-            f"{self.source}",
+        lines = [f"{self.source}"]
+        if self.data_files:
+            more = f" and {len(self.data_files) - 5} more" if len(self.data_files) > 5 else ""
+            lines.append(f"  data files         {', '.join(self.data_files[:5])}{more}")
+        lines += [
             f"  size (i, j, k)     {size} voxels{' (a 2D image)' if self.is_2d else ''}",
             f"  spacing            {spacing} mm" if self.spacing_known else "  spacing            not stated in the file (areas in pixels)",
             f"  origin (LPS)       {', '.join(f'{v:.2f}' for v in self.origin_xyz)} mm",
@@ -157,4 +162,5 @@ def describe(volume: Volume) -> ScanInfo:
         auto_window=window.name,
         viewer_conventions=list(VIEWER_CONVENTIONS),
         warnings=notes,
+        data_files=data_file_names(volume),
     )

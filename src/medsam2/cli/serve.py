@@ -28,7 +28,17 @@ def add_parser(commands) -> None:
     serve.add_argument("--max-sessions", type=int, default=4, help="scans open at once (default 4); one more gets 429")
     serve.add_argument("--session-idle-minutes", type=float, default=30.0, help="close a session unused this long (default 30)")
     serve.add_argument("--max-upload-mb", type=float, default=2048.0, help="largest upload accepted (default 2048)")
-    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every /api call (default: MEDSAM2_API_KEY)")
+    serve.add_argument("--max-volume-mb", type=float, default=None,
+                       help="memory for the open scans' voxels, all sessions together (default: a quarter of this machine's); "
+                       "a scan that does not fit is refused from its header with 413")
+    serve.add_argument("--max-json-mb", type=float, default=1.0, help="largest JSON request body, masks included (default 1)")
+    serve.add_argument("--upload-min-kbps", type=float, default=32.0,
+                       help="an upload slower than this on average after its first 10 s is dropped with 408 (default 32)")
+    serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                       help="a Host name to answer besides localhost, 127.0.0.1, [::1] and --host (repeatable; a proxy's name)")
+    serve.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
+                       help="a page origin (https://name[:port]) allowed to change state besides the server's own (repeatable)")
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every /api call and /docs (default: MEDSAM2_API_KEY)")
     serve.add_argument("--memory", default="confidence", choices=MEMORY_KINDS, help="memory rule (default: confidence bank)")
     serve.add_argument("--feature-cache-mb", type=float, default=1024.0, help="each session's feature cache budget (default 1024)")
     add_model_options(serve)
@@ -47,7 +57,9 @@ def run_serve(args) -> int:
     settings = ServeSettings(
         host=args.host, port=args.port, data_dir=Path(args.data) if args.data else None, max_sessions=args.max_sessions,
         session_idle_minutes=args.session_idle_minutes, max_upload_mb=args.max_upload_mb, api_key=args.api_key,
-        model=model, feature_cache_mb=args.feature_cache_mb, dicomweb=args.dicomweb,
+        model=model, feature_cache_mb=args.feature_cache_mb, dicomweb=args.dicomweb, max_volume_mb=args.max_volume_mb,
+        max_json_mb=args.max_json_mb, upload_min_kbps=args.upload_min_kbps, allowed_hosts=tuple(args.allowed_host),
+        allowed_origins=tuple(args.allowed_origin),
     ).checked()
     sock = bind(settings.host, settings.port)  # before the model loads: a busy port fails at once
     segmenter = model.segmenter()
@@ -56,7 +68,8 @@ def run_serve(args) -> int:
         backbone = segmenter.backbone
         print(f"medsam2 serve: {backbone.name} ({backbone.plan.runtime}, {backbone.plan.precision}) on {backbone.device}; "
               f"{settings.max_sessions} sessions at most" + (f"; scans from {settings.data_dir}" if settings.data_dir else "")
-              + (f"; PACS {settings.dicomweb}" if settings.dicomweb else ""))
+              + (f"; PACS {settings.dicomweb}" if settings.dicomweb else "")
+              + f"; {settings.max_volume_bytes / 2**20:.0f} MB for open scans")
     print(f"open {url_of(sock)} in a browser (API at {url_of(sock)}docs; Ctrl-C stops)", flush=True)
     try:
         server.run(sockets=[sock])

@@ -5,6 +5,11 @@
 - Size: the header is read first (image information only, no voxels), and the size it declares is
   compared with what the file can hold (its bytes, times zlib's largest ratio where the data are
   deflated) and with a cap (:class:`ReadLimits`), before anything is allocated.
+- Detached data files: a MetaImage or NRRD header may keep its voxels in other files (one, a
+  LIST, or a numbered pattern). They are listed from the header as ITK's readers read it
+  (:func:`medsam2.io.detached.detached_data_files`) and checked before ITK opens any
+  (:func:`medsam2.io.detached.check_data_files`): regular files only, and, where a folder is
+  given (the server), only files inside it.
 - ITK's own warnings are captured instead of reaching stderr (:func:`itk_messages`); the readers
   turn what they mean into a one-line error or a report warning.
 - NaN and infinite voxels in NIfTI files, which SimpleITK's reader turns into 0, are located from
@@ -31,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from medsam2.errors import InputError, UsageError
+from medsam2.errors import InputError, InputTooLarge, UsageError
 
 #: the most a deflate stream (gzip, zlib: NIfTI .gz, NRRD gzip, MHA, PNG) can expand: 1032:1
 MAX_DEFLATE_RATIO = 1032
@@ -65,7 +70,7 @@ class ReadLimits:
     def check(self, declared_bytes: int, path: Path) -> None:
         """Refuse an input whose decoded size is over the cap."""
         if declared_bytes > self.max_bytes:
-            raise InputError(
+            raise InputTooLarge(
                 f"{path} declares {_size(declared_bytes)} of voxels, over the input limit of {_size(self.max_bytes)}; "
                 "raise it with --max-input-gb if the scan is really that large"
             )
@@ -327,7 +332,7 @@ def _detached_size(header: Path, data_file: str | None, own_size: int) -> int:
     try:
         return target.stat().st_size
     except OSError:
-        raise InputError(f"cannot read {header}: its data file {target} is missing") from None
+        raise InputError(f"cannot read {header.name}: its data file '{data_file}' is missing") from None
 
 
 def check_declared_size(path: Path, suffix: str, header: ImageHeader, limits: ReadLimits) -> None:

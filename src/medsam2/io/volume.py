@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from medsam2.errors import ArgumentTypeError, InputError, OutputError, UsageError
 from medsam2.io.atomic import atomic_write, atomic_write_pair
+from medsam2.io.detached import HEADER_SUFFIXES, check_data_files
 from medsam2.io.dicom import check_single_frame, read_dicom_series
 from medsam2.io.guard import (
     MAX_DEFLATE_RATIO,
@@ -75,6 +76,9 @@ class Volume:
             report then gives 2D areas in pixels, not mm^2.
         dicom_files: the DICOM files the slices were read from, one per slice in z order (empty
             where the input is not DICOM): what a DICOM SEG or RT-STRUCT output references.
+        data_files: the detached data files a header (.mhd, .nhdr; an .mha or .nrrd that names
+            one) pulled its voxels from, resolved, in the order read; empty where the voxels are
+            in the file itself.
 
     Raises:
         ArgumentTypeError: ``array`` is not a NumPy array of numbers, or the geometry is not numbers.
@@ -93,6 +97,7 @@ class Volume:
     warnings: list[str] = field(default_factory=list)
     spacing_known: bool = True
     dicom_files: tuple[Path, ...] = ()
+    data_files: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.array, np.ndarray):
@@ -176,27 +181,34 @@ def _magic_suffix(head: bytes) -> str | None:
     return None
 
 
-def _read_as(path: Path, suffix: str, time_index: int | None, limits: ReadLimits) -> Volume:
-    """Read ``path`` as if it were named with ``suffix`` (a link in a temporary folder)."""
+def _read_as(path: Path, suffix: str, time_index: int | None, limits: ReadLimits, confine_to: Path | None = None) -> Volume:
+    """Read ``path`` as if it were named with ``suffix`` (a link in a temporary folder); a header's
+    data files are checked on ``path`` itself before the link is made."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="medsam2-") as folder:
         link = Path(folder) / f"image{suffix}"
         link.symlink_to(path.resolve())
-        volume = load_volume(link, time_index=time_index, limits=limits)
+        volume = load_volume(link, time_index=time_index, limits=limits, confine_to=confine_to)
     volume.source = str(path)
     if volume.dicom_files:
         volume.dicom_files = (path,)
     return volume
 
 
-def load_volume(path: str | os.PathLike, time_index: int | None = None, limits: ReadLimits | None = None) -> Volume:
+def load_volume(
+    path: str | os.PathLike, time_index: int | None = None, limits: ReadLimits | None = None, *, confine_to: Path | None = None,
+) -> Volume:
     """Read a 3D scan, a DICOM series folder or a 2D image, exactly as stored, or refuse it.
 
     Arguments:
         path: a NIfTI/NRRD/MHA/MHD/DICOM file, a folder holding one DICOM series, or a 2D image.
         time_index: for a 4D input, which 3D volume to take (0-based); required for 4D input.
         limits: the cap on the decoded size (default: :class:`~medsam2.io.guard.ReadLimits`, 8 GiB).
+        confine_to: the folder a detached header (.mhd, .nhdr, an .mha or .nrrd naming a data
+            file) and every data file it names must lie in, links followed; None reads them
+            wherever the header says (see :func:`~medsam2.io.detached.check_data_files`). The files
+            read are in :attr:`Volume.data_files`.
 
     Returns:
         A :class:`Volume`; its array is (z, y, x) (or (1, y, x, 3) for a colour 2D image). NaN and
@@ -207,7 +219,8 @@ def load_volume(path: str | os.PathLike, time_index: int | None = None, limits: 
         InputError: the path does not exist or is not a regular file or folder; the file cannot be
             read, is truncated, declares more voxels than it can hold or than ``limits`` allow, is
             complex-valued, has no finite voxel, or is 4D without ``time_index``; a DICOM series has
-            unreadable files, missing slices or uneven spacing.
+            unreadable files, missing slices or uneven spacing; a header names a data file that is
+            missing, not a regular file, or (with ``confine_to``) outside that folder.
         UsageError: the suffix is not one medsam2 reads.
     """
     if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
@@ -227,7 +240,9 @@ def load_volume(path: str | os.PathLike, time_index: int | None = None, limits: 
     if suffix not in SUPPORTED_SUFFIXES:
         sniffed = sniff_suffix(path)
         if sniffed is not None:
-            return _read_as(path, sniffed, time_index, limits)
+            if sniffed in HEADER_SUFFIXES:  # on the file itself: the link is made in a temporary folder
+                check_data_files(path, sniffed, confine_to)
+            return _read_as(path, sniffed, time_index, limits, confine_to)
         with itk_messages():
             itk_io = sitk.ImageFileReader().GetImageIOFromFileName(str(path))
         if not itk_io:
@@ -239,6 +254,8 @@ def load_volume(path: str | os.PathLike, time_index: int | None = None, limits: 
         return _load_2d_image(path, limits)
     if suffix in (".dcm", ".dicom"):
         check_single_frame(path)
+    # before ITK reads the header: teem opens an NRRD header's data files as it reads it
+    data_files = check_data_files(path, suffix, confine_to) if suffix in HEADER_SUFFIXES else ()
     header, _ = read_header(path)
     if header.is_complex:
         raise InputError(f"{path} is complex-valued; take its magnitude or one part first (medsam2 reads real images)")
@@ -256,7 +273,25 @@ def load_volume(path: str | os.PathLike, time_index: int | None = None, limits: 
         _restore_nonfinite(volume, path, time_index)
     if suffix in (".dcm", ".dicom") and volume.shape[0] == 1:
         volume.dicom_files = (path,)
+    volume.data_files = data_files
     return volume
+
+
+def data_file_names(volume: Volume) -> list[str]:
+    """:attr:`Volume.data_files` as a user reads them: relative to the header's folder where they
+    lie in it, absolute elsewhere."""
+    home = Path(os.path.realpath(Path(volume.source).parent)) if volume.source else None
+    return [str(f.relative_to(home)) if home is not None and f.is_relative_to(home) else str(f) for f in volume.data_files]
+
+
+def data_files_note(volume: Volume) -> str | None:
+    """A report line naming the data files a header read its voxels from outside its own folder
+    (None where there are none): the command line reads them where the header says."""
+    names = [name for name in data_file_names(volume) if Path(name).is_absolute()]
+    if not names:
+        return None
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return f"the header {Path(volume.source).name} reads its voxels from: {', '.join(names[:3])}{more}"
 
 
 def _restore_nonfinite(volume: Volume, path: Path, time_index: int | None) -> None:

@@ -1,12 +1,13 @@
 """The server's routes: the REST API under ``/api`` (the page uses nothing else) and the page itself.
 
 Every error is ``{"error": "one line"}`` with 400 (bad input; the command line's message), 401
-(API key), 404 (no such session), 409 (busy), 413 (too large) or 429 (too many sessions).
+(API key), 403 (a request from another site's page), 404 (no such session), 408 (an upload too
+slow), 409 (busy), 413 (too large), 421 (a Host name the server does not answer to) or 429 (too
+many sessions). What every request passes first is in :mod:`medsam2.serve.guards`.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import queue
@@ -32,7 +33,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from medsam2._version import __version__
 from medsam2.colours import PALETTE
 from medsam2.engine.sanity import LOW_CONFIDENCE
-from medsam2.errors import MedSAM2Error
+from medsam2.errors import InputTooLarge, MedSAM2Error
+from medsam2.io.guard import DEFAULT_MAX_INPUT_BYTES, ReadLimits
 from medsam2.io.volume import load_volume, save_mask, suffix_of
 from medsam2.preprocess import WINDOW_CHOICES
 from medsam2.prompts import Box, MaskPrompt, Point
@@ -49,9 +51,10 @@ from medsam2.serve.bodies import (
 )
 from medsam2.serve.datadir import list_scans, resolve_data_path
 from medsam2.serve.errors import ApiError
-from medsam2.serve.settings import ServeSettings
+from medsam2.serve.guards import RequestGuard, RequestPolicy, allowed_hosts_for
+from medsam2.serve.settings import ServeSettings, is_loopback
 from medsam2.serve.store import ServedSession, SessionStore
-from medsam2.serve.uploads import receive_upload, unpack_zip
+from medsam2.serve.uploads import UploadPace, receive_upload, unpack_zip
 from medsam2.serve.viewer_files import FRAME_AXES, window_presets, write_viewer_nifti
 from medsam2.slicing import AXES
 
@@ -76,6 +79,7 @@ class ServerState:
     store: SessionStore
     model_lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
+    checkpoint_sha256: str | None = None
 
 
 def one_line(exc: BaseException) -> str:
@@ -96,7 +100,9 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
     The app's temporary folder is made now and removed when it shuts down, with every session.
     """
     root = Path(tempfile.mkdtemp(prefix="medsam2-serve-"))
-    state = ServerState(settings, segmenter, root, SessionStore(root, settings.max_sessions, settings.session_idle_minutes * 60))
+    store = SessionStore(root, settings.max_sessions, settings.session_idle_minutes * 60, volume_budget=settings.max_volume_bytes)
+    state = ServerState(settings, segmenter, root, store)
+    pace = UploadPace(settings.upload_min_kbps * 1024, settings.upload_grace_seconds)
 
     def sweep() -> None:
         period = min(30.0, max(0.2, settings.session_idle_minutes * 60 / 4))
@@ -121,6 +127,10 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
         "Coordinates are 0-based voxel indices; 'slice' is along the session's axis.",
     )
     app.state.medsam2 = state
+    app.add_middleware(RequestGuard, policy=RequestPolicy(
+        allowed_hosts=allowed_hosts_for(settings.host, settings.allowed_hosts, is_loopback(settings.host)),
+        allowed_origins=frozenset(settings.allowed_origins), api_key=settings.api_key, max_body_bytes=settings.max_json_bytes,
+    ))
 
     # -- errors and the key ------------------------------------------------------------------------
     @app.exception_handler(ApiError)
@@ -142,17 +152,6 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
     async def http_error(request: Request, exc: StarletteHTTPException):
         return _error(exc.status_code, str(exc.detail))
 
-    @app.middleware("http")
-    async def require_key(request: Request, call_next):
-        key = settings.api_key
-        if key is not None and request.url.path.startswith("/api"):
-            given = request.headers.get("authorization", "")
-            token = given[7:] if given[:7].lower() == "bearer " else ""
-            if not hmac.compare_digest(token.encode(), key.encode()):
-                what = "missing" if not given else "wrong"
-                return _error(401, f"API key {what}: send the header 'Authorization: Bearer KEY' with the server's key")
-        return await call_next(request)
-
     # -- the server ------------------------------------------------------------------------------
     @app.get("/api/health")
     def health() -> dict:
@@ -165,7 +164,7 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
         return {
             "version": __version__,
             "backbone": backbone.name,
-            "checkpoint": str(backbone.checkpoint) if getattr(backbone, "checkpoint", None) else None,
+            "checkpoint": _checkpoint_identity(state),
             "runtime": plan.runtime,
             "precision": plan.precision,
             "device": str(backbone.device),
@@ -175,6 +174,10 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
                 "max_sessions": settings.max_sessions,
                 "session_idle_minutes": settings.session_idle_minutes,
                 "max_upload_mb": settings.max_upload_mb,
+                "max_volume_mb": round(settings.max_volume_bytes / 2**20, 1),
+                "volume_mb_free": round(max(0, state.store.volume_room()) / 2**20, 1),
+                "max_json_mb": settings.max_json_mb,
+                "upload_min_kbps": settings.upload_min_kbps,
             },
             "sessions_open": len(state.store),
             "data_folder": settings.data_dir is not None,
@@ -216,27 +219,33 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
     )
     async def open_session(request: Request) -> dict:
         """Open a scan: a multipart upload (field ``file``: NIfTI, NRRD, MHA or a zip of a DICOM
-        series; optional ``axis``, ``window``) or JSON ``{"path": ...}`` under ``--data``."""
-        with state.store.reserve() as folder:
-            if request.headers.get("content-type", "").startswith("application/json"):
-                try:
-                    body = OpenBody.model_validate_json(await request.body())
-                except ValidationError as exc:
-                    raise ApiError(400, _validation_text(exc.errors())) from None
-                axis, window, pacs = body.axis, body.window, None
-                if (body.path is None) == (body.dicomweb is None):
-                    raise ApiError(400, "give either 'path' (a scan under --data) or 'dicomweb' (a series on the PACS)")
+        series; optional ``axis``, ``window``) or JSON ``{"path": ...}`` under ``--data``.
+
+        An upload takes a session slot only once it has arrived (a slow one holds no slot)."""
+        if request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                body = OpenBody.model_validate_json(await request.body())
+            except ValidationError as exc:
+                raise ApiError(400, _validation_text(exc.errors())) from None
+            if (body.path is None) == (body.dicomweb is None):
+                raise ApiError(400, "give either 'path' (a scan under --data) or 'dicomweb' (a series on the PACS)")
+            with state.store.reserve() as folder:
                 if body.dicomweb is not None:
                     pacs, path, name = await run_in_threadpool(_fetch, settings, body.dicomweb.study, body.dicomweb.series, folder)
+                    confine_to = folder
                 else:
-                    path, name = resolve_data_path(settings.data_dir, body.path), body.path
-            else:
-                upload = await receive_upload(request, folder, settings.max_upload_bytes)
-                if upload.file is None:
-                    raise ApiError(400, "no file in the upload: send the scan in the multipart field 'file'")
-                path, name = upload.file, upload.filename or upload.file.name
-                axis, window, pacs = upload.fields.get("axis", "axial"), upload.fields.get("window", "auto"), None
-            served = await run_in_threadpool(_open, state, folder, path, name, axis, window, pacs)
+                    path, name, pacs = resolve_data_path(settings.data_dir, body.path), body.path, None
+                    confine_to = settings.data_dir
+                served = await run_in_threadpool(_open, state, folder, path, name, body.axis, body.window, pacs, confine_to)
+            return session_info(served)
+        with state.store.staging() as folder:
+            upload = await receive_upload(request, folder, settings.max_upload_bytes, pace)
+            if upload.file is None:
+                raise ApiError(400, "no file in the upload: send the scan in the multipart field 'file'")
+            path, name = upload.file, upload.filename or upload.file.name
+            axis, window = upload.fields.get("axis", "axial"), upload.fields.get("window", "auto")
+            with state.store.reserve(folder):
+                served = await run_in_threadpool(_open, state, folder, path, name, axis, window, None, folder)
         return session_info(served)
 
     @app.get("/api/sessions/{session_id}")
@@ -419,20 +428,55 @@ def _fetch(settings: ServeSettings, study: str, series: str, folder: Path):
     return address, fetched, name
 
 
+def _checkpoint_identity(state: ServerState) -> dict | None:
+    """The model's weights as ``{"name": file name, "sha256": ...}`` (never the path on the server's disk)."""
+    checkpoint = getattr(state.segmenter.backbone, "checkpoint", None)
+    if not checkpoint:
+        return None
+    if state.checkpoint_sha256 is None:
+        from medsam2.backbones.runtime import file_sha256
+
+        state.checkpoint_sha256 = file_sha256(Path(checkpoint))
+    return {"name": Path(checkpoint).name, "sha256": state.checkpoint_sha256}
+
+
+def _relative_message(exc: BaseException, path: Path, name: str, folders: tuple[Path | None, ...]) -> str:
+    """The error's line with the scan's path as the client named it and every server folder left out."""
+    text = one_line(exc).replace(str(path), name)
+    for folder in folders:
+        if folder is not None:
+            text = text.replace(str(folder) + "/", "").replace(str(folder), ".")
+    return text
+
+
 def _open(
-    state: ServerState, folder: Path, path: Path, name: str, axis: str, window: str, pacs=None
+    state: ServerState, folder: Path, path: Path, name: str, axis: str, window: str, pacs=None, confine_to: Path | None = None,
 ) -> ServedSession:
-    """Read the scan, open a session on it and write the viewer's copy (in a worker thread)."""
+    """Read the scan (its data files only from ``confine_to``; its voxels only where they fit the
+    server's volume budget), open a session on it and write the viewer's copy (in a worker thread)."""
     settings = state.settings
+    room = 0
     try:
         if suffix_of(path).lower() == ".zip":
             path = unpack_zip(path, folder / "series", settings.max_upload_bytes)
-        volume = load_volume(path)
+        with state.store.reading:
+            room = state.store.volume_room()
+            if room <= 0:
+                raise InputTooLarge("no room")
+            volume = load_volume(path, limits=ReadLimits(min(room, DEFAULT_MAX_INPUT_BYTES)), confine_to=confine_to)
+            state.store.claim(folder, volume.array.nbytes)
         session = state.segmenter.open(volume, axis=axis, window=window, feature_cache_mb=settings.feature_cache_mb)
+    except InputTooLarge:
+        raise ApiError(413, f"{name} does not fit the memory this server keeps for open scans ({_mb(max(0, room))} MB free of "
+                            f"{_mb(settings.max_volume_bytes)} MB, --max-volume-mb); close a session or raise the budget") from None
     except MedSAM2Error as exc:
-        raise ApiError(400, one_line(exc).replace(str(path), name).replace(str(folder) + "/", "")) from None
+        raise ApiError(400, _relative_message(exc, path, name, (folder, settings.data_dir))) from None
     write_viewer_nifti(volume, folder / "volume.nii.gz")
     return state.store.add(name, session, folder, window_presets(volume, session.intensity), pacs=pacs)
+
+
+def _mb(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:.0f}"
 
 
 def session_info(served: ServedSession) -> dict:

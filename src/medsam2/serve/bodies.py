@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -104,20 +105,26 @@ def decode_mask(mask: MaskBody, rows: int, cols: int) -> np.ndarray:
     text = mask.png_base64.split(",", 1)[1] if mask.png_base64.startswith("data:") else mask.png_base64
     try:
         data = base64.b64decode(text, validate=True)
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            array = np.asarray(image)
     except (binascii.Error, ValueError):
         raise ApiError(400, "png_base64 is not base64 text") from None
-    except (UnidentifiedImageError, OSError):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                if image.size != (cols, rows):  # from the header alone: nothing decoded yet
+                    raise ApiError(400, f"the mask PNG is {image.size[0]}x{image.size[1]} pixels; the slice is {cols}x{rows} "
+                                        "(columns x rows)")
+                image.load()
+                array = np.asarray(image)
+    except Image.DecompressionBombError:
+        raise ApiError(400, f"the mask PNG declares far more pixels than the slice's {cols}x{rows} (columns x rows)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise ApiError(400, "png_base64 does not hold a PNG image") from None
     if array.ndim == 3:
         channels = array[..., :3] if array.shape[-1] >= 3 else array
         if array.shape[-1] in (2, 4):  # a transparent pixel is not drawn
             channels = np.where(array[..., -1:] > 0, channels, 0)
         array = channels.max(axis=-1)
-    if array.shape != (rows, cols):
-        raise ApiError(400, f"the mask PNG is {array.shape[1]}x{array.shape[0]} pixels; the slice is {cols}x{rows} (columns x rows)")
     return array > 0
 
 

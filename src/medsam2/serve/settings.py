@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from medsam2.errors import UsageError
@@ -12,6 +12,20 @@ from medsam2.jobs import ModelOptions
 
 #: the environment variable that gives the API key when ``--api-key`` is not given
 API_KEY_VARIABLE = "MEDSAM2_API_KEY"
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's memory in bytes (None where the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def default_volume_budget_mb() -> float:
+    """A quarter of this machine's memory in MB (4096 where it cannot be read)."""
+    total = physical_memory_bytes()
+    return round(total / 4 / 2**20) if total else 4096.0
 
 
 def is_loopback(host: str) -> bool:
@@ -39,6 +53,17 @@ class ServeSettings:
         feature_cache_mb: each session's feature cache budget.
         dicomweb: a PACS's DICOMweb root (``dicomweb://HOST:PORT/PATH``): the page lists its series
             (QIDO-RS), opens them (WADO-RS) and saves SEG / RT-STRUCT back (STOW-RS); None: no PACS.
+        max_volume_mb: the server-wide budget for the voxels of the open scans (as stored: a 512 x
+            512 x 300 int16 CT is 150 MB); a scan that would pass it is refused with 413 from its
+            header, before its voxels are read. None: a quarter of the machine's memory.
+        max_json_mb: the largest JSON body (prompts, masks included); 413 past it, counted as it arrives.
+        upload_min_kbps, upload_grace_seconds: an upload must keep an average of this many kB/s
+            after its first ``upload_grace_seconds``; a slower one is dropped with 408.
+        allowed_hosts: Host names accepted besides the loopback names and the bound address (a
+            loopback server refuses any other Host with 421: DNS rebinding). Off loopback, Host
+            is checked only where some are given.
+        allowed_origins: origins (``https://name[:port]``) accepted for state-changing requests
+            besides the server's own (a reverse proxy that rewrites the Host header).
     """
 
     host: str = "127.0.0.1"
@@ -51,6 +76,12 @@ class ServeSettings:
     model: ModelOptions = field(default_factory=ModelOptions)
     feature_cache_mb: float = 1024.0
     dicomweb: str | None = None
+    max_volume_mb: float | None = None
+    max_json_mb: float = 1.0
+    upload_min_kbps: float = 32.0
+    upload_grace_seconds: float = 10.0
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
 
     def checked(self) -> ServeSettings:
         """These settings with the API key taken from the environment where not given, after checks.
@@ -72,19 +103,50 @@ class ServeSettings:
             raise UsageError(f"--port {self.port} is not a port number (0..65535; 0 picks a free one)")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise UsageError(f"--data {self.data_dir} is not a folder")
+        volume_mb = self.max_volume_mb if self.max_volume_mb is not None else default_volume_budget_mb()
         for name, value in (("--max-sessions", self.max_sessions), ("--session-idle-minutes", self.session_idle_minutes),
-                            ("--max-upload-mb", self.max_upload_mb)):
+                            ("--max-upload-mb", self.max_upload_mb), ("--max-volume-mb", volume_mb),
+                            ("--max-json-mb", self.max_json_mb), ("--upload-min-kbps", self.upload_min_kbps),
+                            ("the upload grace", self.upload_grace_seconds)):
             if not value > 0:
                 raise UsageError(f"{name} must be positive, not {value}")
+        hosts = tuple(_host_name(name) for name in self.allowed_hosts)
+        origins = tuple(_origin(text) for text in self.allowed_origins)
         data_dir = Path(self.data_dir).resolve() if self.data_dir is not None else None
         dicomweb = None
         if self.dicomweb is not None:
             from medsam2.io.dicomweb import server_root
 
             dicomweb = server_root(self.dicomweb)
-        return ServeSettings(self.host, self.port, data_dir, self.max_sessions, self.session_idle_minutes, self.max_upload_mb,
-                             key, self.model, self.feature_cache_mb, dicomweb)
+        return replace(self, data_dir=data_dir, api_key=key, dicomweb=dicomweb, max_volume_mb=volume_mb,
+                       allowed_hosts=hosts, allowed_origins=origins)
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_volume_bytes(self) -> int:
+        return int((self.max_volume_mb if self.max_volume_mb is not None else default_volume_budget_mb()) * 1024 * 1024)
+
+    @property
+    def max_json_bytes(self) -> int:
+        return int(self.max_json_mb * 1024 * 1024)
+
+
+def _host_name(text: str) -> str:
+    """``--allowed-host`` as the name a Host header carries (lower case, no port, no brackets)."""
+    name = text.strip().lower()
+    if not name or "/" in name or " " in name:
+        raise UsageError(f"--allowed-host takes a host name such as annotate.example.org, not {text!r}")
+    return name
+
+
+def _origin(text: str) -> str:
+    """``--allowed-origin`` as ``scheme://host[:port]`` (lower case, default ports dropped)."""
+    from medsam2.serve.guards import origin_of
+
+    origin = origin_of(text)
+    if origin is None:
+        raise UsageError(f"--allowed-origin takes an origin such as https://annotate.example.org, not {text!r}")
+    return origin

@@ -56,24 +56,58 @@ class SessionStore:
         root: the server's temporary folder (each session gets a folder under it).
         max_sessions: how many may be open (or being opened) at once.
         idle_seconds: a session not used for this long is closed by :meth:`expire`.
+        volume_budget: bytes the open sessions' voxels may take together (:meth:`volume_room`).
+        max_uploads: uploads arriving at once (an upload takes no session slot until it has arrived).
     """
 
-    def __init__(self, root: Path, max_sessions: int, idle_seconds: float) -> None:
+    def __init__(self, root: Path, max_sessions: int, idle_seconds: float, volume_budget: int = 2**62,
+                 max_uploads: int | None = None) -> None:
         self.root = root
         self.max_sessions = max_sessions
         self.idle_seconds = idle_seconds
+        self.volume_budget = volume_budget
+        self.max_uploads = max_uploads if max_uploads is not None else 2 * max_sessions
         self._sessions: dict[str, ServedSession] = {}
         self._reserved = 0
+        self._uploading = 0
+        self._claims: dict[Path, int] = {}
         self._lock = threading.Lock()
+        #: held while a scan is read, so that two scans read at once cannot both fit the same room
+        self.reading = threading.Lock()
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._sessions)
 
     @contextmanager
-    def reserve(self) -> Iterator[Path]:
-        """A slot and a fresh folder for a session being opened; the folder is removed if the
-        opening fails (nothing of a refused upload stays behind).
+    def staging(self) -> Iterator[Path]:
+        """A fresh folder for an upload as it arrives (no session slot yet); removed, with what
+        it holds, if the opening fails.
+
+        Raises:
+            ApiError: 429 when ``max_uploads`` uploads are arriving already.
+        """
+        with self._lock:
+            if self._uploading >= self.max_uploads:
+                raise ApiError(429, f"{self.max_uploads} uploads are arriving already, the most this server takes; retry later")
+            self._uploading += 1
+        folder = self.root / f"opening-{secrets.token_hex(8)}"
+        folder.mkdir()
+        try:
+            yield folder
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            with self._lock:
+                self._claims.pop(folder, None)
+            raise
+        finally:
+            with self._lock:
+                self._uploading -= 1
+
+    @contextmanager
+    def reserve(self, folder: Path | None = None) -> Iterator[Path]:
+        """A slot for a session being opened, with its folder (``folder``, or a fresh one); the
+        folder is removed if the opening fails (nothing of a refused upload stays behind).
 
         Raises:
             ApiError: 429 when ``max_sessions`` are open or being opened.
@@ -84,16 +118,31 @@ class SessionStore:
                 count = f"{self.max_sessions} session{'s are' if self.max_sessions != 1 else ' is'} open"
                 raise ApiError(429, f"{count}, the most this server allows; close one (DELETE) or retry later")
             self._reserved += 1
-        folder = self.root / f"opening-{secrets.token_hex(8)}"
-        folder.mkdir()
+        if folder is None:
+            folder = self.root / f"opening-{secrets.token_hex(8)}"
+            folder.mkdir()
         try:
             yield folder
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
+            with self._lock:
+                self._claims.pop(folder, None)
             raise
         finally:
             with self._lock:
                 self._reserved -= 1
+
+    def volume_room(self) -> int:
+        """Bytes of voxels that one more scan may take: the budget less the open sessions' scans
+        and those being opened."""
+        with self._lock:
+            used = sum(served.session.volume.array.nbytes for served in self._sessions.values()) + sum(self._claims.values())
+        return self.volume_budget - used
+
+    def claim(self, folder: Path, n_bytes: int) -> None:
+        """Count a scan read for the session being opened in ``folder`` against the budget until it is added or fails."""
+        with self._lock:
+            self._claims[folder] = n_bytes
 
     def add(
         self, name: str, session: Session, folder: Path, window_presets: dict[str, list[float]], pacs: object | None = None
@@ -105,8 +154,11 @@ class SessionStore:
         volume = session.volume
         if volume.dicom_files and all(p.is_relative_to(folder) for p in volume.dicom_files):
             volume.dicom_files = tuple(home / p.relative_to(folder) for p in volume.dicom_files)
+        if volume.data_files and all(p.is_relative_to(folder) for p in volume.data_files):
+            volume.data_files = tuple(home / p.relative_to(folder) for p in volume.data_files)
         served = ServedSession(session_id, name, session, home, window_presets, pacs=pacs)
         with self._lock:
+            self._claims.pop(folder, None)
             self._sessions[session_id] = served
         return served
 

@@ -7,8 +7,10 @@ temporary folder, and learn their size only after storing them: hence this one).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import stat
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -42,18 +44,39 @@ def too_large(max_bytes: int) -> ApiError:
     return ApiError(413, f"the upload is larger than the server's limit of {max_bytes / 2**20:.0f} MB (--max-upload-mb)")
 
 
+@dataclass(frozen=True)
+class UploadPace:
+    """How slowly an upload may arrive: after ``grace_seconds``, ``min_bytes_per_second`` on
+    average since it began (a client that sends a byte now and then holds a connection and a
+    folder, not the server). A slower upload is dropped with 408."""
+
+    min_bytes_per_second: float = 32 * 1024
+    grace_seconds: float = 10.0
+
+    def deadline(self, started: float, received: int) -> float:
+        """The monotonic time by which more than ``received`` bytes must have arrived."""
+        return started + self.grace_seconds + received / self.min_bytes_per_second
+
+
+def too_slow(pace: UploadPace) -> ApiError:
+    return ApiError(408, f"the upload arrived slower than the server's minimum of {pace.min_bytes_per_second / 1024:g} kB/s "
+                         "(--upload-min-kbps); send it again over a faster link")
+
+
 def _safe_suffix(filename: str) -> str:
     suffix = suffix_of(Path(filename)).lower()
     return suffix if re.fullmatch(r"(\.[a-z0-9]{1,8}){1,2}", suffix) else ""
 
 
-async def receive_upload(request: Request, folder: Path, max_bytes: int) -> Upload:
+async def receive_upload(request: Request, folder: Path, max_bytes: int, pace: UploadPace | None = None) -> Upload:
     """Parse a ``multipart/form-data`` request as it arrives, writing its ``file`` part to ``folder``.
 
     Raises:
-        ApiError: 400 (not multipart, no boundary, a second file, a field too long), 413 (larger
-            than ``max_bytes``, by its Content-Length or as it streams). The caller removes the folder.
+        ApiError: 400 (not multipart, no boundary, a second file, a field too long), 408 (slower
+            than ``pace``), 413 (larger than ``max_bytes``, by its Content-Length or as it
+            streams). The caller removes the folder.
     """
+    pace = pace or UploadPace()
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise too_large(max_bytes)
@@ -113,8 +136,17 @@ async def receive_upload(request: Request, folder: Path, max_bytes: int) -> Uplo
     }
     parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
     received = 0
+    started = time.monotonic()
+    chunks = request.stream().__aiter__()
     try:
-        async for chunk in request.stream():
+        while True:
+            try:
+                wait = max(0.0, pace.deadline(started, received) - time.monotonic())
+                chunk = await asyncio.wait_for(chunks.__anext__(), timeout=wait)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise too_slow(pace) from None
             received += len(chunk)
             if received > max_bytes:
                 raise too_large(max_bytes)
