@@ -250,3 +250,99 @@ def test_a_model_that_cannot_load_stops_the_batch_with_its_error(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "pass --checkpoint PATH" in err[0], err
     assert not list((tmp_path / "out").glob("*.nii.gz"))
+
+
+# a box on the air beside the body on study0's crop: `segment` warns that it looks like background
+BACKGROUND_BOX = "1:1,1,17,32"
+
+
+def test_the_report_carries_the_sanity_warnings_that_segment_gives(tmp_path):
+    folder = tmp_path / "in"
+    _write_studies(folder)
+    manifest = folder / "m.csv"
+    manifest.write_text(
+        "case,image,box,name\n"
+        f"off,study0.nii.gz,\"{BACKGROUND_BOX}\",spleen\n"
+        f"good,study0.nii.gz,\"{STUDIES[0][1]}\",spleen\n"
+    )
+    out = tmp_path / "out"
+    assert main(["batch", str(manifest), "-o", str(out), "--workers", "1", "--quiet"]) == 0
+    given = {}
+    for case, box in (("off", BACKGROUND_BOX), ("good", STUDIES[0][1])):
+        report = tmp_path / f"{case}.json"
+        code = main(["segment", str(folder / "study0.nii.gz"), "--name", "spleen", "--box", box,
+                     "-o", str(tmp_path / f"{case}.nii.gz"), "--report", str(report), "--quiet"])
+        assert code == 0
+        given[case] = json.loads(report.read_text())["warnings"]
+    assert any("looks like background" in note for note in given["off"]), given
+    assert given["good"] == [], given
+    rows = _report(out)
+    lines = {row["case"]: row for row in map(json.loads, (out / "batch_report.jsonl").read_text().splitlines())}
+    for case, notes in given.items():
+        assert lines[case]["warnings"] == notes, case
+        assert rows[case]["warnings"] == " | ".join(notes), case
+
+
+def _write_patients(folder: Path, patients: dict[str, int]) -> None:
+    """One folder per patient holding flair.nii.gz (a 3-slice crop from the given slice)."""
+    image = sitk.ReadImage(str(BUNDLED_CT))
+    for patient, z0 in patients.items():
+        (folder / patient).mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(image[:, :, z0 : z0 + 3], str(folder / patient / "flair.nii.gz"))
+
+
+def test_one_folder_per_patient_with_the_same_file_names_runs(tmp_path):
+    folder = tmp_path / "in"
+    _write_patients(folder, {"P001": 13, "P002": 10})
+    manifest = folder / "m.csv"
+    manifest.write_text(f"image,box\nP001/flair.nii.gz,\"{STUDIES[0][1]}\"\nP002/flair.nii.gz,\"{STUDIES[1][1]}\"\n")
+    out = tmp_path / "out"
+    assert main(["batch", str(manifest), "-o", str(out), "--workers", "1", "--quiet"]) == 0
+    report = _report(out)
+    assert sorted(report) == ["P001_flair", "P002_flair"]
+    assert {row["status"] for row in report.values()} == {"ok"}
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["P001_flair.nii.gz", "P002_flair.nii.gz"]
+    assert {case: Path(row["image"]).parent.name for case, row in report.items()} == {"P001_flair": "P001", "P002_flair": "P002"}
+
+
+def test_default_case_names_are_unique_and_plain_where_they_can_be(tmp_path):
+    from medsam2.batch.manifest import read_manifest
+
+    folder = tmp_path / "in"
+    _write_studies(folder)
+    _write_patients(folder / "site_a", {"P001": 13, "P002": 10})
+    _write_patients(folder / "site_b", {"P001": 13})
+    box = "\"1:5,5,20,20\""
+    # rows with their own outputs are named by them
+    manifest = folder / "outputs.csv"
+    manifest.write_text(f"image,box,output\nsite_a/P001/flair.nii.gz,{box},../res/first.nii.gz\n"
+                        f"site_a/P002/flair.nii.gz,{box},../res/second.seg.nrrd\n")
+    assert [c.case for c in read_manifest(manifest, tmp_path / "out")] == ["first", "second"]
+    # an unambiguous manifest keeps the images' names; a folder more only where one does not tell rows apart
+    manifest = folder / "mixed.csv"
+    manifest.write_text(f"image,box\nstudy0.nii.gz,{box}\nsite_a/P001/flair.nii.gz,{box}\nsite_a/P002/flair.nii.gz,{box}\n"
+                        f"site_b/P001/flair.nii.gz,{box}\nstudy1.nii.gz,{box}\n")
+    cases = read_manifest(manifest, tmp_path / "out")
+    assert [c.case for c in cases] == ["study0", "site_a_P001_flair", "site_a_P002_flair", "site_b_P001_flair", "study1"]
+    assert [c.job.output.name for c in cases] == [f"{c.case}.nii.gz" for c in cases]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("image,box\nstudy0.nii.gz,\"1:5,5,20,20\"\nstudy0.nii.gz,\"1:9,9,30,30\"\n", "row 2: case 'study0' is also row 1"),
+        ("case,image,box\nstudy1,study0.nii.gz,\"1:5,5,20,20\"\n,study1.nii.gz,\"1:5,5,20,20\"\n", "row 2: case 'study1' is also row 1"),
+        ("case,image,box\nP002_flair,study0.nii.gz,\"1:5,5,20,20\"\n,P001/flair.nii.gz,\"1:5,5,20,20\"\n,P002/flair.nii.gz,\"1:5,5,20,20\"\n",
+         "row 3: case 'P002_flair' is also row 1"),
+    ],
+)
+def test_two_rows_with_one_case_name_are_still_refused(tmp_path, capsys, content, message):
+    folder = tmp_path / "in"
+    _write_studies(folder)
+    _write_patients(folder, {"P001": 13, "P002": 10})
+    manifest = folder / "dup.csv"
+    manifest.write_text(content)
+    code = main(["batch", str(manifest), "-o", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "out").exists()

@@ -4,7 +4,8 @@ Columns (CSV header) or keys (JSONL objects):
 
 - ``image`` (required): a scan file or a DICOM folder;
 - ``case``: the study's name, a file name (no ``/``, ``\\``, ``..`` or NUL; default: the image's name without
-  its suffix);
+  its suffix, and where rows share that name, the row's ``output`` name without its suffix, or else the image's
+  parent folders, as few as tell those rows apart, joined with ``_``: ``P001/flair.nii.gz`` -> ``P001_flair``);
 - ``output``: the label map (default ``OUTDIR/<case>.nii.gz``, or the ``--format`` suffix; a
   ``.dcm`` output is a DICOM SEG, or an RT-STRUCT with ``--format rtstruct``, of a DICOM image);
 - ``prompts``: a prompts.json as ``segment --prompts`` takes it; and/or
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +106,53 @@ def _case_name(value: object, where: str, hint: str = "") -> str:
     return case
 
 
+def _stem(path: Path, whole_if_folder: bool = False) -> str:
+    """A file's name without its suffix (``.nii.gz`` whole); with ``whole_if_folder``, a folder's (a DICOM series) whole."""
+    suffix = "" if whole_if_folder and not path.is_file() else suffix_of(path)
+    return path.name[: -len(suffix)] if suffix else path.name
+
+
+def _given(row: dict[str, object], key: str) -> bool:
+    return row.get(key) not in (None, "")  # (JSON null or an empty CSV cell: not given)
+
+
+def _default_names(rows: list[dict[str, object]], base: Path) -> dict[int, tuple[str, str]]:
+    """The name of each row (by index) that gives no ``case``, and what it was made of (for errors).
+
+    The image's name without its suffix where no other such row has it (the names of explicit cases
+    are not looked at: a clash with one is refused). Rows that share it are named by their
+    ``output`` without its suffix where they name one, else by the image's name after its parent
+    folders, as few as tell those rows apart, joined with ``_`` (``P001/flair.nii.gz`` -> ``P001_flair``).
+    Rows whose image is not a path are left out: their own check refuses them.
+    """
+    images = {
+        index: Path(row["image"]) if Path(row["image"]).is_absolute() else base / row["image"]
+        for index, row in enumerate(rows)
+        if not _given(row, "case") and isinstance(row.get("image"), str)
+    }
+    names = {index: (_stem(image, whole_if_folder=True), "it is the image's name") for index, image in images.items()}
+    groups: dict[str, list[int]] = {}
+    for index, (name, _) in names.items():
+        groups.setdefault(name, []).append(index)
+    for name, group in groups.items():
+        if len(group) < 2:
+            continue
+        by_image = []
+        for index in group:
+            output = rows[index].get("output")
+            if isinstance(output, str) and output:
+                names[index] = (_stem(Path(output)), "it is the output's name")
+            else:
+                by_image.append(index)
+        folders = {index: Path(os.path.abspath(images[index])).parent.parts[1:] for index in by_image}
+        for depth in range(1, max((len(f) for f in folders.values()), default=0) + 1):
+            derived = {index: "_".join([*parts[-depth:], name]) for index, parts in folders.items()}
+            if len(set(derived.values())) == len(derived):
+                names.update({index: (text, "it is the image's name and folders") for index, text in derived.items()})
+                break
+    return names
+
+
 def _existing(value: object, base: Path, where: str, key: str) -> Path:
     if not isinstance(value, str):
         raise ManifestError(f"{where}: '{key}' is a path")
@@ -152,6 +201,7 @@ def read_manifest(path: str | Path, outdir: Path, output_format: str = "nii.gz",
     rows = _rows(manifest)
     if not rows:
         raise ManifestError(f"{manifest.name} holds no study")
+    defaults = _default_names(rows, base)
     for number, row in enumerate(rows, start=1):
         where = f"{manifest.name} row {number}"
         unknown = [key for key in row if key not in MANIFEST_KEYS]
@@ -160,12 +210,11 @@ def read_manifest(path: str | Path, outdir: Path, output_format: str = "nii.gz",
         if "image" not in row:
             raise ManifestError(f"{where}: no 'image'")
         image = _existing(row["image"], base, where, "image")
-        suffix = suffix_of(image) if image.is_file() else ""
-        if row.get("case") not in (None, ""):  # (JSON null or an empty CSV cell: not given)
+        if _given(row, "case"):
             case = _case_name(row["case"], where)
-        else:  # the image's name: a file name too, but for a folder named '..' or a file named only a suffix
-            derived = image.name[: -len(suffix)] if suffix else image.name
-            case = _case_name(derived, where, "; it is the image's name: give the row a 'case'")
+        else:  # a file name too, but for a folder named '..', a file named only a suffix, a folder named with '\\'
+            derived, origin = defaults[number - 1]
+            case = _case_name(derived, where, f"; {origin}: give the row a 'case'")
         if case in names:
             raise ManifestError(f"{where}: case '{case}' is also row {names[case]}; give each study its own 'case'")
         names[case] = number

@@ -1,7 +1,8 @@
 """A batch: every case of a manifest through a worker pool, the report written after every case.
 
 ``OUTDIR/batch_report.csv`` and ``batch_report.jsonl`` hold one line per case (case, status ok /
-failed / skipped, the one-line error, slices, volume per object, seconds, worker, output, image);
+failed / skipped, the one-line error, slices, volume per object, seconds, worker, output, image, and
+the warnings ``medsam2 segment`` gives for the study: a list in JSONL, joined with " | " in CSV);
 each line is flushed to disk as its case finishes, so a crash loses nothing finished. ``resume``
 skips the cases whose report line says ok (or skipped) and whose output is there and readable,
 and redoes the others (a half-written case: its output is replaced).
@@ -28,7 +29,9 @@ from medsam2.io.guard import read_header
 from medsam2.jobs import ModelOptions, run_segment_job
 from medsam2.segmenter import Segmenter
 
-REPORT_COLUMNS = ("case", "status", "error", "slices", "volume_ml", "seconds", "worker", "output", "image")
+REPORT_COLUMNS = ("case", "status", "error", "slices", "volume_ml", "seconds", "worker", "output", "image", "warnings")
+#: what joins a case's warnings in the CSV report (the JSONL report has them as a list)
+WARNING_SEPARATOR = " | "
 
 
 @dataclass
@@ -40,6 +43,8 @@ class CaseOutcome:
         error: the one-line error of a failed case ("" otherwise).
         slices: slices holding any object; volume_ml: mL per label.
         seconds: wall time of the case in its worker.
+        warnings: the report's warnings, as ``medsam2 segment`` gives them for the study (sanity
+            warnings on a result that looks like the answer to a mistaken prompt among them).
     """
 
     case: str
@@ -51,16 +56,20 @@ class CaseOutcome:
     worker: str = ""
     output: str = ""
     image: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     def csv_row(self) -> dict[str, object]:
         row = asdict(self)
         row["volume_ml"] = ";".join(f"{label}:{ml:.2f}" for label, ml in sorted(self.volume_ml.items()))
+        row["warnings"] = WARNING_SEPARATOR.join(self.warnings)
         return row
 
     @classmethod
     def from_json(cls, data: dict) -> CaseOutcome:
         data = dict(data)
         data["volume_ml"] = {int(k): float(v) for k, v in (data.get("volume_ml") or {}).items()}
+        notes = data.get("warnings")  # (none in a report written before they were kept)
+        data["warnings"] = [str(note) for note in notes] if isinstance(notes, list) else []
         return cls(**{k: v for k, v in data.items() if k in REPORT_COLUMNS})
 
 
@@ -86,6 +95,7 @@ class SegmentWorker:
             outcome.status = "ok"
             outcome.slices = len({s for obj in result.report.objects for s in obj.slices})
             outcome.volume_ml = {obj.label: round(obj.volume_ml, 3) for obj in result.report.objects if obj.volume_ml is not None}
+            outcome.warnings = list(result.report.warnings)
         outcome.seconds = round(time.perf_counter() - started, 3)
         return outcome
 
