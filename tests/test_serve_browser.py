@@ -152,6 +152,12 @@ def test_a_box_lands_on_the_right_voxels_of_a_flipped_scan(backbone, browser, tm
         session = state.store.get(page.page.evaluate("document.body.dataset.session")).session
         sent = session._objects[1].prompts.boxes[0]
         assert (sent.frame, sent.x0, sent.y0, sent.x1, sent.y1) == (12, 30, 40, 70, 75)
+        drawn = "Array.from(window.medsam2.nv.drawBitmap).filter((v) => v === 3).length"
+        assert page.page.evaluate(drawn) > 0
+        page.page.keyboard.press("Control+z")  # undo clears the undone box from every view
+        page.wait_status("undone")
+        assert page.page.evaluate(drawn) == 0 and page.page.evaluate("document.body.dataset.marks") == "0"
+        assert not session._objects or not session._objects[1].prompts.boxes
         assert page.errors == [], page.errors
         if os.environ.get("CI"):
             page.page.screenshot(path=str(ARTIFACTS / "flipped.png"))

@@ -14,6 +14,8 @@ const state = {
   busy: false,
   overlay: null,
   sliceIndex: 0,
+  marks: [], // the box prompts drawn since the last propagation: {slice, box}
+  markHistory: [], // state.marks before each step the server made (an undo goes back one)
 }
 const nv = new Niivue({ backColor: [0, 0, 0, 1], crosshairWidth: 1, crosshairColor: [1, 1, 0, 0.6], dragAndDropEnabled: false, isColorbar: false })
 window.medsam2 = { nv, state } // for tests and the curious (goToSlice is added below)
@@ -234,16 +236,24 @@ async function sendPrompt(kind, payload) {
   const obj = selectedObject()
   const segmented = obj.summary !== null && obj.summary !== undefined
   const sid = state.session.session
+  const mark = kind === 'box' ? { slice: payload.slice, box: payload.box } : null
   if (!segmented) {
-    await api('POST', `/api/sessions/${sid}/objects/${obj.label}/prompts`, { [kind]: payload, name: obj.name })
+    try {
+      await api('POST', `/api/sessions/${sid}/objects/${obj.label}/prompts`, { [kind]: payload, name: obj.name })
+    } catch (error) { redrawMarks(); throw error }
+    recordStep(mark)
     obj.pending = true
     renderObjects()
     status(`${obj.name}: ${kind} on slice ${payload.slice} added; press Propagate`)
     return
   }
   status(`${obj.name}: correcting slice ${payload.slice}...`)
-  const response = await api('POST', `/api/sessions/${sid}/objects/${obj.label}/corrections`, { [kind]: payload })
-  const last = await streamLines(response, (line) => { if (line.total) setProgress(line.done, line.total) })
+  let last
+  try {
+    const response = await api('POST', `/api/sessions/${sid}/objects/${obj.label}/corrections`, { [kind]: payload })
+    last = await streamLines(response, (line) => { if (line.total) setProgress(line.done, line.total) })
+  } catch (error) { redrawMarks(); throw error }
+  recordStep(mark)
   await reloadOverlay()
   applySummary(last)
   const c = last.correction
@@ -277,7 +287,7 @@ nv.onDrawingChanged = (action) => {
     if (!strokes.has(f.slice)) strokes.set(f.slice, new Uint8Array(rows * cols))
     strokes.get(f.slice)[f.y * cols + f.x] = 1
   }
-  nv.drawBitmap.fill(0); nv.refreshDrawing(true)
+  redrawMarks() // the stroke goes; the boxes drawn stay
   if (strokes.size !== 1) { status(`paint on one slice of the ${state.session.axis} axis (that view's plane)`, true); return }
   const [slice, painted] = [...strokes.entries()][0]
   const obj = selectedObject()
@@ -286,14 +296,27 @@ nv.onDrawingChanged = (action) => {
   for (let p = 0; p < painted.length; p++) if (painted[p]) current[p] = 1
   guarded(() => sendPrompt('mask', { slice, png_base64: maskPng(current) }))
 }
-function markBox(slice, box) {
+function markBox(slice, box, refresh = true) {
   // the box outline in NiiVue's drawing layer (value 3), cleared by the next propagation
   const bitmap = nv.drawBitmap
   if (!bitmap) return
   const set = (x, y) => { bitmap[rasIndex(nativeToRas(fromFrame(slice, x, y)))] = 3 }
   for (let x = box[0]; x <= box[2]; x++) { set(x, box[1]); set(x, box[3]) }
   for (let y = box[1]; y <= box[3]; y++) { set(box[0], y); set(box[2], y) }
+  if (refresh) nv.refreshDrawing(true)
+}
+function redrawMarks() {
+  // the drawing layer holds exactly the boxes of state.marks (a failed or undone step leaves none behind)
+  if (!nv.drawBitmap) return
+  nv.drawBitmap.fill(0)
+  for (const m of state.marks) markBox(m.slice, m.box, false)
   nv.refreshDrawing(true)
+  document.body.dataset.marks = String(state.marks.length)
+}
+function recordStep(mark) {
+  state.markHistory.push(state.marks.slice())
+  if (mark) state.marks.push(mark)
+  document.body.dataset.marks = String(state.marks.length)
 }
 function setTool(tool) {
   state.tool = tool
@@ -315,6 +338,7 @@ async function propagate() {
   const last = await streamLines(response, (line) => {
     if (line.total) { setProgress(line.done, line.total); if (line.rle) paintSlice(line.label, line.slice, line.rle); status(`propagating: label ${line.label}, slice ${line.slice}`) }
   })
+  state.markHistory.push(state.marks.slice()); state.marks = []; redrawMarks()
   await reloadOverlay()
   applySummary(last)
   status(`propagated in ${((performance.now() - began) / 1000).toFixed(1)} s`)
@@ -322,6 +346,8 @@ async function propagate() {
 }
 async function undo() {
   const response = await api('POST', `/api/sessions/${state.session.session}/undo`)
+  state.marks = state.markHistory.pop() || []
+  redrawMarks()
   applySummary(await response.json())
   await reloadOverlay()
   status('undone')
@@ -360,7 +386,7 @@ function offerFormats() {
 async function openScan(response) {
   if (state.session) api('DELETE', `/api/sessions/${state.session.session}`).catch(() => {})
   state.session = await response.json()
-  state.objects.clear(); state.selected = null; state.overlay = null
+  state.objects.clear(); state.selected = null; state.overlay = null; state.marks = []; state.markHistory = []
   await nv.loadVolumes([{ url: `/api/sessions/${state.session.session}/volume`, headers: headers(), name: 'volume.nii.gz' }])
   const back = nv.volumes[0]
   back.cal_min = state.session.window.low; back.cal_max = state.session.window.high
