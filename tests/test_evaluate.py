@@ -194,7 +194,11 @@ def test_interactive_protocol_records_every_round(nnunet_dataset, tmp_path, caps
     summary = {(s["method"], s["structure"]): s for s in json.loads((results_dir / "results.json").read_text())["summary"]}
     spleen = summary[("confidence", "spleen")]
     assert [spleen[f"dice_round_{i}_mean"] for i in range(3)] and spleen["dice_auc_mean"] > 0
-    assert "round 2" in (results_dir / "summary.md").read_text()
+    spleen_rows = [r for r in bank if r["structure"] == "spleen"]
+    for index in (1, 2):  # the cases that fell in each round, counted from the rows
+        counted = sum(float(r[f"dice_round_{index}"]) < float(r[f"dice_round_{index - 1}"]) - 0.005 for r in spleen_rows)
+        assert spleen[f"fell_round_{index}"] == counted
+    assert "round 2" in (results_dir / "summary.md").read_text() and "| fell |" in (results_dir / "summary.md").read_text()
     assert (results_dir / "dice_by_round.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

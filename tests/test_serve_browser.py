@@ -217,3 +217,37 @@ def test_a_pacs_series_opened_segmented_and_saved_back_from_the_page(backbone, b
         with pacs.client() as client:
             parent = client.get(f"/instances/{stored[0]['ID']}/study").json()
         assert parent["MainDicomTags"]["StudyInstanceUID"] == study
+
+
+def test_a_box_beyond_where_propagation_stopped_raises_the_dice_in_the_page(backbone, browser, tmp_path):
+    """pyradiomics brain1 (the lesion spans slices 11-17; one box on 14 reaches 12-15): a box drawn
+    on slice 17 in the page extends the lesion and empties nothing, as in the Python session."""
+    from .shared_data import shared
+
+    image = sitk.ReadImage(str(shared("pyradiomics_tumor", "brain1_image.nrrd")))
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(shared("pyradiomics_tumor", "brain1_label.nrrd")))) > 0
+    scan = tmp_path / "brain1.nii.gz"
+    sitk.WriteImage(image, str(scan))
+    with running(backbone) as (url, _):
+        page = Page(browser, url + "/", scan)
+
+        def box_on(z: int) -> None:
+            rows, cols = np.nonzero(truth[z])
+            page.drag(page.screen(z, int(cols.min()), int(rows.min())), page.screen(z, int(cols.max()), int(rows.max())))
+
+        def dice_of(labels: np.ndarray) -> float:
+            return 2 * ((labels > 0) & truth).sum() / ((labels > 0).sum() + truth.sum())
+
+        box_on(14)
+        page.wait_status("press Propagate")
+        page.page.click("#propagate")
+        page.page.wait_for_selector("body[data-propagated='1']", timeout=300_000)
+        before = page.save(tmp_path / "before.nii.gz")
+        assert not before[17].any()
+        box_on(17)
+        page.wait_status("corrected")
+        after = page.save(tmp_path / "after.nii.gz")
+        answered = {int(z) for z in np.flatnonzero(before.reshape(len(before), -1).any(axis=1))}
+        assert all(after[z].any() for z in answered) and after[16].any() and after[17].any()
+        assert dice_of(after) > dice_of(before) + 0.15  # measured 0.382 -> 0.661 in the Python session
+        assert page.errors == [], page.errors

@@ -91,8 +91,10 @@ def test_undo_restores_the_previous_labels_exactly(backbone, ct):
     target = worst_slice(before, reference, KIDNEY)
     session.correct(KIDNEY, target, box=reference_box(reference[target] == KIDNEY))
     assert not np.array_equal(session.result().labels, before)
+    assert session.result().report.corrections == 1
     session.undo()
     assert np.array_equal(session.result().labels, before)
+    assert session.result().report.corrections == 0  # the undone correction is not counted
     session.undo()  # the propagation
     session.undo()  # the kidney
     assert session.labels == [SPLEEN]

@@ -280,9 +280,19 @@ class LiteMedSAMStep:
         labels = np.array([1 if p.positive else 0 for p in clicks])
         return self.decode_clicks(features, points, labels)
 
-    def pin(self, obj: ObjectPrompts, frame: int, features: FrameFeatures) -> tuple[FramePrediction, MemoryEntry]:
-        """The answer on a prompted frame and its pinned memory entry."""
+    def pin(
+        self, obj: ObjectPrompts, frame: int, features: FrameFeatures, previous: torch.Tensor | None = None,
+    ) -> tuple[FramePrediction, MemoryEntry]:
+        """The answer on a prompted frame and its pinned memory entry.
+
+        ``previous``: a correction's frame, the object's answer there before it ((S, S) bool, model
+        space): a box correction keeps it (inside the box) where it spans the box better than
+        the box's own mask does (:func:`_keep_previous`)."""
         prediction = self._pinned_prediction(obj, frame, features)
+        boxes = [b for b in obj.boxes if b.frame == frame]
+        if previous is not None and len(boxes) == 1 and not any(m.frame == frame for m in obj.masks):
+            box = features.geometry.box_to_model(boxes[0].as_tuple())
+            prediction = _keep_previous(prediction, previous, box, self.backbone.input_size)
         probability = torch.sigmoid(prediction.logits)
         entry = MemoryEntry(
             frame=frame,
@@ -383,48 +393,127 @@ class LiteMedSAMStep:
         agree_dice: float = 0.97,
         agree_run: int = 2,
     ) -> Iterator[int]:
-        """Propagate one object outward from a corrected frame, only as far as it changes the answer.
+        """Propagate one object outward from a corrected frame: new evidence that removes nothing.
 
-        In each direction the walk stops at the object's next prompted frame, where the structure
-        ends (the stop rule; the old answers from there to the next prompted frame are dropped), or
-        after ``agree_run`` frames in a row whose new mask has Dice >= ``agree_dice`` with the old one.
-        It goes past the old ends when the structure goes on. Yields each frame as it is decoded;
-        the outcome is in ``self.repropagation`` afterwards.
+        In each direction the walk decodes frame after frame from the object's memory (its pinned
+        frames, the corrected one included) and stops
+        - where the structure ends by the stop rule: the old answers beyond are kept (they came
+          from another anchor, which saw the structure there; only an erase removes);
+        - after ``agree_run`` frames in a row whose new mask has Dice >= ``agree_dice`` with the old one;
+        - halfway to the object's next pinned frame: each frame between two anchors is answered
+          from the nearer one (the old answers on the far half came from the other anchor);
+        - where no pinned frame lies ahead, at the object's old end on that side: a correction
+          never moves the object's end past the corrected frame (a correction beyond the end
+          extends the object to it; to go further, the annotator corrects the next slice it misses).
+        Where the walk ended before reaching the old answers on its way (a correction outside the
+        object's range), the gap is bridged from the other side: a walk from the nearest old
+        answer back toward the corrected frame fills the frames that neither answered. A frame
+        stays empty only where every walk that reached it says the structure has ended there.
+
+        Yields each frame as it is decoded; the outcome is in ``self.repropagation`` afterwards
+        (its ``removed`` is always empty).
 
         Arguments:
+            frames01: the frames (as :class:`~medsam2.engine.sweep.Tracker` takes them).
             pinned: the object's pinned entries (frame -> entry), the corrected frame's included.
             start: the corrected frame.
             old: the object's answers before the correction (frame -> prediction).
-            frames01: the frames (as :class:`~medsam2.engine.sweep.Tracker` takes them).
         """
         outcome = Repropagation()
         store = FeatureStore(frames01, self.backbone, set(), self.stats)
         n = len(frames01)
         for direction in (1, -1):
+            anchor = next((f for f in sorted(pinned, key=lambda f: f * direction) if (f - start) * direction > 0), None)
+            # frames nearer to the corrected frame than to the next anchor (a tie stays with the old answer)
+            if anchor is None:
+                reach = max((abs(f - start) for f in old if (f - start) * direction > 0), default=0)
+            else:
+                reach = (abs(anchor - start) - 1) // 2
             walk = self._new_pass(pinned)
-            agreed = 0
-            frame = start + direction
-            while 0 <= frame < n and frame not in pinned:
-                features = store.get(frame)
-                key = frame_key(features, self.settings.bank.key_grid)
-                advance = walk.take(frame, self._step(frame, features, key, walk.memory, walk.max_area), self.settings.patience)
+            agreed, frame = 0, start + direction
+            while 0 <= frame < n and abs(frame - start) <= reach and frame not in pinned:
+                advance = self._walk_step(walk, store.get(frame), frame)
                 outcome.decoded.append(frame)
                 yield frame
                 if advance.ended:
                     break
-                for result in advance.commit:
-                    outcome.frames[result.frame] = result
+                for result in advance.commit:  # where an old answer is more confident, it stays
+                    before = old.get(result.frame)
+                    if before is None or result.confidence >= before.confidence:
+                        outcome.frames[result.frame] = result
                 if advance.commit:  # the object is there: does it agree with the old answer?
                     before = old.get(frame)
                     agreed = agreed + 1 if before is not None and _mask_dice(before, advance.commit[-1]) >= agree_dice else 0
                     if agreed >= agree_run:
                         break
                 frame += direction
-            if walk.ended_from is not None:  # old answers from there to the next prompted frame go
-                ended = walk.ended_from
-                limit = next((f for f in sorted(pinned, key=lambda f: f * direction) if (f - ended) * direction > 0), None)
-                outcome.removed |= {f for f in old if (f - ended) * direction >= 0 and (limit is None or (limit - f) * direction > 0)}
+            yield from self._bridge(store, pinned, start, direction, anchor, old, outcome)
         self.repropagation = outcome
+
+    def _walk_step(self, walk: _Pass, features: FrameFeatures, frame: int) -> Advance:
+        key = frame_key(features, self.settings.bank.key_grid)
+        return walk.take(frame, self._step(frame, features, key, walk.memory, walk.max_area), self.settings.patience)
+
+    def _bridge(
+        self, store: FeatureStore, pinned: dict[int, MemoryEntry], start: int, direction: int, anchor: int | None,
+        old: dict[int, FramePrediction], outcome: Repropagation,
+    ) -> Iterator[int]:
+        """Fill the frames between the corrected frame and the nearest old answer on one side that
+        neither the walk nor the old track answered, walking back from that old answer."""
+        stop = anchor if anchor is not None else (max(old, default=start) + 1 if direction > 0 else min(old, default=start) - 1)
+        ahead = [f for f in old if (f - start) * direction > 0 and (stop - f) * direction > 0]
+        if not ahead:
+            return
+        nearest = min(ahead, key=lambda f: abs(f - start))
+        answered = set(old) | set(outcome.frames) | set(pinned)
+        gap = [f for f in range(start + direction, nearest, direction) if f not in answered]
+        if not gap:
+            return
+        walk = self._new_pass(pinned)
+        frame = nearest - direction
+        while frame != start and frame not in pinned:
+            if frame in outcome.frames:  # met the walk from the corrected frame
+                break
+            advance = self._walk_step(walk, store.get(frame), frame)
+            outcome.decoded.append(frame)
+            yield frame
+            if advance.ended:
+                break
+            for result in advance.commit:
+                outcome.frames[result.frame] = result
+            frame -= direction
+
+#: a box correction keeps the previous answer (inside the box) where its bounding box agrees with
+#: the drawn box by this much more (IoU of boxes) than the box's decoded mask does
+KEEP_PREVIOUS_MARGIN = 0.1
+
+
+def _box_agreement(mask: np.ndarray, box: np.ndarray, limit: float) -> float:
+    """IoU of a mask's bounding box with a box (x0, y0, x1, y1), model pixels; 0 for an empty mask."""
+    if not mask.any():
+        return 0.0
+    own = box_of_mask(mask, 0.0, limit)
+    ix = max(0.0, min(own[2], box[2]) - max(own[0], box[0]))
+    iy = max(0.0, min(own[3], box[3]) - max(own[1], box[1]))
+    inter = ix * iy
+    union = (own[2] - own[0]) * (own[3] - own[1]) + (box[2] - box[0]) * (box[3] - box[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _keep_previous(decoded: Prediction, previous: torch.Tensor, box: np.ndarray, limit: float) -> Prediction:
+    """A box correction's answer: the box's decoded mask, or the previous answer cut to the box
+    where that spans the drawn box clearly better (LiteMedSAM sometimes answers a box with a small
+    structure inside it, confidently; the annotator's box says the object fills it)."""
+    size = previous.shape[-1]
+    cols, rows = np.arange(size)[None, :] + 0.5, np.arange(size)[:, None] + 0.5
+    inside = previous.numpy() & (cols >= box[0]) & (cols <= box[2]) & (rows >= box[1]) & (rows <= box[3])
+    if not inside.any():
+        return decoded
+    mine = (decoded.logits > 0).numpy()
+    if _box_agreement(inside, box, limit) <= _box_agreement(mine, box, limit) + KEEP_PREVIOUS_MARGIN:
+        return decoded
+    probability = torch.from_numpy(inside.astype(np.float32)).clamp(1e-4, 1 - 1e-4)
+    return Prediction(logits=torch.logit(probability), iou=decoded.iou)
 
 
 def _mask_dice(a: FramePrediction, b: FramePrediction) -> float:

@@ -79,7 +79,8 @@ class CorrectionSummary:
         label: the corrected object.
         slice: the corrected slice.
         decoded_slices: slices decoded again besides the corrected one, in visiting order.
-        removed_slices: slices where the object's old answer was dropped (it ends earlier now).
+        removed_slices: slices where the object's old answer was dropped: only an erase that
+            empties a slice drops any (the object ends there); a box, click or mask never does.
         encoded_slices: slices encoded for it (not in the feature cache).
         seconds: wall time of the correction.
     """
@@ -160,7 +161,8 @@ class Session:
         self.frames = WindowedFrames(raw, self.intensity)
         self.cache = backbone if isinstance(backbone, CachedBackbone) else CachedBackbone(backbone, feature_cache_mb)
         self._objects: dict[int, _ObjectState] = {}
-        self._history: list[dict[int, _ObjectState]] = []
+        #: the states to go back to: the objects and the number of corrections made before each step
+        self._history: list[tuple[dict[int, _ObjectState], int]] = []
         self._max_undo = max_undo
         self._stats = PropagationStats()
         self._corrections = 0
@@ -186,18 +188,19 @@ class Session:
         return dict(self._objects)
 
     def _commit(self, before: dict[int, _ObjectState]) -> None:
-        self._history.append(before)
+        self._history.append((before, self._corrections))
         del self._history[: -self._max_undo]
 
     def undo(self) -> None:
-        """Go back to the state before the last add, propagate or correct.
+        """Go back to the state before the last add, propagate or correct (the report's count of
+        corrections included).
 
         Raises:
             UsageError: there is nothing to undo.
         """
         if not self._history:
             raise UsageError("nothing to undo: no add, propagate or correct since the session opened")
-        self._objects = self._history.pop()
+        self._objects, self._corrections = self._history.pop()
 
     # -- prompts and propagation ----------------------------------------------------------------
     def add(self, obj: ObjectPrompts) -> None:
@@ -439,7 +442,10 @@ class Session:
             if not drawn.any():
                 raise PromptError(f"the clicks on slice {slice} give label {state.prompts.label} an empty mask; add a foreground click")
             _replace_slice_prompts(state.prompts, slice, masks=[MaskPrompt(slice, drawn)])
-        result, entry = step.pin(state.prompts, slice, features)
+        previous = None
+        if current is not None and not clicked:
+            previous = features.geometry.frame_to_model(current.astype(np.float32), size=self.cache.input_size) > 0.5
+        result, entry = step.pin(state.prompts, slice, features, previous)
         track = state.track
         assert track is not None
         old = {f: p for f, p in track.frames.items() if f != slice}

@@ -28,6 +28,14 @@ from medsam2.slicing import to_frames
 _INTERACTIVE = re.compile(r"^interactive-(\d+)$")
 CORRECTIONS = ("box", "click")
 MAX_ROUNDS = 10
+#: a round "fell" for a structure when its Dice went down by more than this (a rounding-level
+#: change: a few boundary voxels of a small structure)
+FALL_TOLERANCE = 0.005
+
+
+def fell(dice_per_round: list[float], tolerance: float = FALL_TOLERANCE) -> list[bool]:
+    """For rounds 1..N: whether the Dice fell below the round before by more than ``tolerance``."""
+    return [after < before - tolerance for before, after in zip(dice_per_round, dice_per_round[1:])]
 
 
 def interactive_rounds(protocol: str) -> int | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from medsam2.evaluation.datasets import Dataset
-from medsam2.evaluation.interactive import dice_auc, interactive_rounds
+from medsam2.evaluation.interactive import FALL_TOLERANCE, dice_auc, fell, interactive_rounds
 from medsam2.evaluation.protocols import EvaluationConfig, structure_slices
 from medsam2.io.atomic import atomic_write
 
@@ -146,6 +146,9 @@ def summarise(rows: list[dict]) -> list[dict]:
         for index in rounds:
             summary[-1][f"dice_round_{index}_mean"] = round(statistics.fmean(float(r[f"dice_round_{index}"]) for r in group), 4)
         if rounds:
+            falls = [fell([float(r[f"dice_round_{i}"]) for i in rounds]) for r in group]
+            for index in rounds[1:]:
+                summary[-1][f"fell_round_{index}"] = sum(case[index - 1] for case in falls)
             summary[-1]["dice_auc_mean"] = round(statistics.fmean(float(r["dice_auc"]) for r in group), 4)
             costs = [float(r["correction_seconds"]) for r in group if r.get("correction_seconds") not in ("", None)]
             summary[-1]["correction_seconds_mean"] = round(statistics.fmean(costs), 4) if costs else None
@@ -188,14 +191,17 @@ def _summary_markdown(summary: list[dict], config: EvaluationConfig) -> str:
         rounds = sorted(int(k.split("_")[2]) for k in interactive[0] if k.startswith("dice_round_"))
         lines += [
             "",
-            f"Mean Dice after each round of corrections ({config.correction}); AUC: area under Dice per round (0..{rounds[-1]})",
+            f"Mean Dice after each round of corrections ({config.correction}); AUC: area under Dice per round (0..{rounds[-1]}); "
+            f"fell: cases whose Dice went down in rounds 1..{rounds[-1]} (by more than {FALL_TOLERANCE})",
             "",
-            "| method | structure | " + " | ".join(f"round {i}" for i in rounds) + " | AUC | s per correction |",
-            "|---|---|" + "---|" * (len(rounds) + 2),
+            "| method | structure | " + " | ".join(f"round {i}" for i in rounds) + " | AUC | fell | s per correction |",
+            "|---|---|" + "---|" * (len(rounds) + 3),
         ]
         for s in interactive:
             cells = " | ".join(f"{s[f'dice_round_{i}_mean']:.4f}" for i in rounds)
-            lines.append(f"| {s['method']} | {s['structure']} | {cells} | {s['dice_auc_mean']:.3f} | {s['correction_seconds_mean']} |")
+            falls = ", ".join(str(s.get(f"fell_round_{i}", "")) for i in rounds[1:])
+            auc, cost = f"{s['dice_auc_mean']:.3f}", s["correction_seconds_mean"]
+            lines.append(f"| {s['method']} | {s['structure']} | {cells} | {auc} | {falls} | {cost} |")
     return "\n".join(lines) + "\n"
 
 
