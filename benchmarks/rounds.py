@@ -4,9 +4,11 @@ Each structure gets the ``box-mid`` prompt (the reference box on its middle slic
 then corrected ``--rounds`` times on its worst slice as ``evaluate --protocol interactive-N``
 corrects (``evaluation.interactive.run_interactive``: the reference box there, or an erase where the
 reference is empty). Per set and round: the mean Dice, how many structures fell since the round
-before (by more than ``--tolerance``), and the largest fall.
+before (by more than ``--tolerance``), the largest fall, and a correction's median seconds and
+slices re-decoded. ``--adapt``: after each correction, the session learns from the object's
+corrected slices (``Session.adapt``), to compare with plain corrections.
 
-    python benchmarks/rounds.py [--only ct,mr,lesions,brain,hippocampus] [--rounds 3] [--hippocampus-cases 10]
+    python benchmarks/rounds.py [--only ct,mr,lesions,brain,hippocampus] [--rounds 3] [--hippocampus-cases 10] [--adapt]
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def datasets(tmp: Path, hippocampus_cases: int) -> dict[str, tuple[list[tuple[Pa
     }
 
 
-def run_case(segmenter, image: Path, label_path: Path, labels: tuple[int, ...] | None, rounds: int) -> dict[int, object]:
+def run_case(segmenter, image: Path, label_path: Path, labels: tuple[int, ...] | None, rounds: int,
+             adapt: bool = False) -> dict[int, object]:
     """label -> the structure's trace (Dice after round 0..rounds, seconds and slices re-decoded per correction) for one scan."""
     from medsam2 import ObjectPrompts, load_volume
     from medsam2.evaluation.interactive import run_interactive
@@ -51,7 +54,7 @@ def run_case(segmenter, image: Path, label_path: Path, labels: tuple[int, ...] |
     frames = to_frames(reference, session.voxel_axis)  # boxes and Dice along the session's axis
     for value in wanted:
         session.add(ObjectPrompts(value, boxes=[middle_slice_box(frames == value)]))
-    traces = run_interactive(session, frames, wanted, rounds, "box")
+    traces = run_interactive(session, frames, wanted, rounds, "box", adapt=adapt)
     return dict(traces)
 
 
@@ -60,6 +63,7 @@ def main() -> int:
     parser.add_argument("--only", default="ct,mr,lesions,brain,hippocampus")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--hippocampus-cases", type=int, default=10)
+    parser.add_argument("--adapt", action="store_true", help="learn from the corrected slices after each round (session.adapt)")
     parser.add_argument("--tolerance", type=float, default=None, help="default: evaluate's FALL_TOLERANCE (0.005)")
     args = parser.parse_args()
     from medsam2 import Segmenter
@@ -68,7 +72,8 @@ def main() -> int:
     args.tolerance = FALL_TOLERANCE if args.tolerance is None else args.tolerance
     segmenter = Segmenter()
     print(f"# medsam2 correction rounds: {machine_line()}")
-    print(f"# box-mid, then {args.rounds} box corrections on the worst slice; 'fell': Dice lower than the round before by more "
+    adapting = " + learning from them (adapt)" if args.adapt else ""
+    print(f"# box-mid, then {args.rounds} box corrections on the worst slice{adapting}; 'fell': Dice lower than the round before by more "
           f"than {args.tolerance}")
     print()
     header = " | ".join(f"round {r}" for r in range(args.rounds + 1))
@@ -84,7 +89,7 @@ def main() -> int:
             began = time.perf_counter()
             curves, costs = [], []
             for image, label in pairs:
-                for value, trace in run_case(segmenter, image, label, labels, args.rounds).items():
+                for value, trace in run_case(segmenter, image, label, labels, args.rounds, args.adapt).items():
                     curve = trace.dice_per_round
                     curves.append(curve)
                     costs += list(zip(trace.seconds, trace.redecoded))

@@ -26,6 +26,7 @@ import torch
 
 from medsam2._version import __version__
 from medsam2.backbones.base import Backbone
+from medsam2.engine.adapt import AdaptSettings, AdaptSummary, repropagate_adapted
 from medsam2.engine.feature_cache import CachedBackbone, CacheStats
 from medsam2.engine.litemedsam_step import LiteMedSAMStep, PropagationSettings
 from medsam2.engine.results import ObjectReport, SegmentationReport, SegmentationResult, Timings
@@ -412,6 +413,42 @@ class Session:
         self._work_seconds += time.perf_counter() - began
         return CorrectionSummary(label, slice, outcome[0], outcome[1], self.cache.stats().misses - cache_before,
                                  round(time.perf_counter() - began, 4))
+
+    def prompted_slices(self, label: int) -> list[int]:
+        """The slices an object was prompted or corrected on, sorted.
+
+        Raises:
+            PromptError: an unknown label.
+        """
+        state = self._objects.get(object_label(label))
+        if state is None:
+            raise PromptError(f"no object with label {label} in the session (labels: {', '.join(map(str, self._objects)) or 'none'})")
+        return sorted(state.prompts.prompted_frames())
+
+    def adapt(self, label: int, settings: AdaptSettings | None = None) -> AdaptSummary:
+        """Learn from an object's prompted and corrected slices: fine-tune a copy of LiteMedSAM's
+        mask heads on them (their features are cached: seconds) and propagate the object again
+        with it. The prompted slices keep their answers; no old answer is dropped. One step of
+        :meth:`undo`.
+
+        Raises:
+            PromptError: an unknown label, an object not propagated yet, or fewer than two
+                prompted or corrected slices with a mask.
+            UsageError: the backbone is not LiteMedSAM's.
+        """
+        began = time.perf_counter()
+        label = object_label(label)
+        state = self._objects.get(label)
+        if state is None or state.track is None:
+            raise PromptError(f"label {label} is not a propagated object of the session; propagate it, then correct it")
+        frames, learned, decoded = repropagate_adapted(self.cache, self.engine, self.frames, state.prompts, state.track, settings)
+        new = state.copy()
+        new.track = ObjectTrack(state.track.label, state.track.name, list(state.track.prompted_frames), frames)
+        before = self._snapshot()
+        self._objects[label] = new
+        self._commit(before)
+        self._work_seconds += time.perf_counter() - began
+        return AdaptSummary(label, learned, decoded, round(time.perf_counter() - began, 4))
 
     # -- engines ----------------------------------------------------------------------------------
     def _tracker(self, progress: bool = False) -> Tracker:

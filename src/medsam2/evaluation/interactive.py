@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from medsam2.engine.adapt import MIN_ADAPT_SLICES
 from medsam2.engine.session import Session
 from medsam2.evaluation.metrics import dice
 from medsam2.slicing import to_frames
@@ -94,7 +95,7 @@ def _click_for(predicted: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]
 
 
 def run_interactive(
-    session: Session, reference_frames: np.ndarray, labels: list[int], rounds: int, correction: str
+    session: Session, reference_frames: np.ndarray, labels: list[int], rounds: int, correction: str, adapt: bool = False,
 ) -> dict[int, InteractiveTrace]:
     """Correct every structure ``rounds`` times; the session's objects must be added (not yet propagated).
 
@@ -104,6 +105,8 @@ def run_interactive(
         labels: the structures to correct.
         rounds: N.
         correction: "box" or "click".
+        adapt: after each round's correction, learn from the object's corrected slices
+            (:meth:`Session.adapt`, from the round where it has two); its seconds count in the correction's.
 
     Returns:
         label -> :class:`InteractiveTrace`.
@@ -140,6 +143,8 @@ def run_interactive(
                 boxed[label].add(target)
             else:
                 summary = session.correct(label, target, erase=mine[target])
+            if adapt and len(session.prompted_slices(label)) >= MIN_ADAPT_SLICES:
+                session.adapt(label)
             predicted = to_frames(session.result().labels, session.voxel_axis)
             trace.seconds.append(round(time.perf_counter() - began, 4))
             trace.redecoded.append(len(summary.decoded_slices))

@@ -328,6 +328,15 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
             lines.append({"finished": True, "correction": asdict(outcome), **final})
         return StreamingResponse((json.dumps(line) + "\n" for line in lines), media_type="application/x-ndjson")
 
+    @app.post("/api/sessions/{session_id}/objects/{label}/adapt")
+    def adapt(session_id: str, label: int) -> dict:
+        """Learn from the object's prompted and corrected slices (two or more) and propagate it again
+        (``Session.adapt``): the summary, with ``adapt``: the slices learned from, slices decoded, seconds."""
+        with state.store.working(session_id) as served:
+            with state.model_lock:
+                outcome = served.session.adapt(label)
+                return {"adapt": asdict(outcome), **summary(served)}
+
     @app.post("/api/sessions/{session_id}/undo")
     def undo(session_id: str) -> dict:
         with state.store.working(session_id) as served:

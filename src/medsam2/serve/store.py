@@ -91,15 +91,9 @@ class SessionStore:
             if self._uploading >= self.max_uploads:
                 raise ApiError(429, f"{self.max_uploads} uploads are arriving already, the most this server takes; retry later")
             self._uploading += 1
-        folder = self.root / f"opening-{secrets.token_hex(8)}"
-        folder.mkdir()
         try:
-            yield folder
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            with self._lock:
-                self._claims.pop(folder, None)
-            raise
+            with self._opening(None) as folder:
+                yield folder
         finally:
             with self._lock:
                 self._uploading -= 1
@@ -118,6 +112,16 @@ class SessionStore:
                 count = f"{self.max_sessions} session{'s are' if self.max_sessions != 1 else ' is'} open"
                 raise ApiError(429, f"{count}, the most this server allows; close one (DELETE) or retry later")
             self._reserved += 1
+        try:
+            with self._opening(folder) as opened:
+                yield opened
+        finally:
+            with self._lock:
+                self._reserved -= 1
+
+    @contextmanager
+    def _opening(self, folder: Path | None) -> Iterator[Path]:
+        """``folder`` (or a fresh one), removed with its claim on the volume budget if the block fails."""
         if folder is None:
             folder = self.root / f"opening-{secrets.token_hex(8)}"
             folder.mkdir()
@@ -128,9 +132,6 @@ class SessionStore:
             with self._lock:
                 self._claims.pop(folder, None)
             raise
-        finally:
-            with self._lock:
-                self._reserved -= 1
 
     def volume_room(self) -> int:
         """Bytes of voxels that one more scan may take: the budget less the open sessions' scans

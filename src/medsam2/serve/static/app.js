@@ -352,6 +352,18 @@ async function undo() {
   await reloadOverlay()
   status('undone')
 }
+async function learn() {
+  const obj = state.objects.get(state.selected)
+  if (!obj || !obj.summary) { status('select a segmented object with two or more corrected slices', true); return }
+  status(`${obj.name}: learning from its corrected slices...`)
+  const response = await api('POST', `/api/sessions/${state.session.session}/objects/${obj.label}/adapt`)
+  const answer = await response.json()
+  state.markHistory.push(state.marks.slice())
+  await reloadOverlay()
+  applySummary(answer)
+  const a = answer.adapt
+  status(`${obj.name}: learned from slices ${a.slices_learned.join(', ')}; ${a.decoded_slices} slices decoded again in ${a.seconds.toFixed(1)} s`)
+}
 async function download(path, filename) {
   const response = await api('GET', path)
   const blob = await response.blob()
@@ -450,6 +462,7 @@ $('pushPacs').onclick = () => guarded(pushToPacs)
 $('addObject').onclick = () => { addObject($('newName').value.trim()); $('newName').value = '' }
 $('propagate').onclick = () => guarded(propagate)
 $('undo').onclick = () => guarded(undo)
+$('learn').onclick = () => guarded(learn)
 $('save').onclick = () => guarded(save)
 $('saveReport').onclick = () => guarded(() => download(`/api/sessions/${state.session.session}/report`, `${stem()}_report.json`))
 $('saveKey').onclick = () => { state.key = $('apiKey').value; sessionStorage.setItem('medsam2-key', state.key); $('keyBox').hidden = true; start() }
