@@ -1,0 +1,154 @@
+"""Multi-view segmentation: propagate along the user's axis, re-prompt along the two other axes
+from that result, and fuse the three label maps by majority.
+
+A structure that is thin or changes shape quickly along one axis (a hippocampus sliced axially)
+is often followed well along another. The user prompts along one axis (``axis``, as
+:meth:`Segmenter.segment`); for each of the two other axes and each object found on the first pass,
+the first pass's mask is read along that axis, boxed on one slice (``start``: the slice where the
+object's area is largest, or the middle slice of its extent) and propagated from that box. A voxel
+is the object's where at least two of the three passes say so.
+
+Arrays are in the volume's (z, y, x) = (k, j, i) order throughout; boxes follow
+:mod:`medsam2.slicing`'s frame layout (columns x, rows y of a frame along the axis) and
+:class:`~medsam2.prompt_types.Box`'s inclusive voxel convention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from medsam2.errors import UsageError
+from medsam2.prompts import Box, ObjectPrompts
+from medsam2.slicing import ANATOMICAL_AXES, VOXEL_AXES, check_axis, to_frames, voxel_axis
+
+if TYPE_CHECKING:
+    from medsam2.io.volume import Volume
+    from medsam2.segmenter import Segmenter
+
+#: where the other axes' boxes are taken from the first pass's mask
+STARTS = ("largest", "middle")
+
+
+def other_axes(axis: str) -> tuple[str, str]:
+    """The two axes other than ``axis``, named the same way (anatomical or voxel), in
+    axial/coronal/sagittal (k/j/i) order."""
+    names = ANATOMICAL_AXES if check_axis(axis) in ANATOMICAL_AXES else VOXEL_AXES
+    first, second = (name for name in names if name != axis)
+    return first, second
+
+
+def start_frame(mask: np.ndarray, start: str = "largest") -> int:
+    """The frame a re-prompt is boxed on, for a (frames, rows, cols) bool mask with foreground.
+
+    Arguments:
+        mask: one object's mask along an axis, (frames, rows, cols).
+        start: "largest" (the frame with the most foreground voxels; the first of ties) or
+            "middle" (the middle of the extent, or the nearest frame holding foreground where the
+            extent has a gap there).
+
+    Raises:
+        UsageError: an unknown ``start``, or a mask with no foreground.
+    """
+    if start not in STARTS:
+        raise UsageError(f"unknown start '{start}'; choose {' or '.join(STARTS)}")
+    areas = mask.reshape(mask.shape[0], -1).sum(axis=1)
+    held = np.flatnonzero(areas)
+    if held.size == 0:
+        raise UsageError("internal: a re-prompt needs a mask with foreground")
+    if start == "largest":
+        return int(np.argmax(areas))
+    middle = int((held[0] + held[-1]) // 2)
+    return middle if areas[middle] else int(held[np.argmin(np.abs(held - middle))])
+
+
+def mask_box(mask: np.ndarray, frame: int) -> Box:
+    """The inclusive bounding box of ``mask[frame]`` (a (frames, rows, cols) bool mask) as a
+    :class:`Box` (x = column, y = row), widened by one voxel where it is one voxel wide or tall,
+    as the evaluation's reference boxes are, so that the box has an area."""
+    rows, cols = np.nonzero(mask[frame])
+    x0, y0, x1, y1 = int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())
+    height, width = mask.shape[1:3]
+    if x1 == x0:
+        x0, x1 = (x0, x0 + 1) if x0 + 1 < width else (max(x0 - 1, 0), x0)
+    if y1 == y0:
+        y0, y1 = (y0, y0 + 1) if y0 + 1 < height else (max(y0 - 1, 0), y0)
+    return Box(frame, x0, y0, x1, y1)
+
+
+def fuse_majority(maps: Sequence[np.ndarray], labels: Sequence[int]) -> np.ndarray:
+    """Per object, the voxels that at least two of three label maps give it.
+
+    Arguments:
+        maps: three (z, y, x) integer label maps of one shape.
+        labels: the objects' labels to fuse (others are left out).
+
+    Returns:
+        (z, y, x) label map of the first map's dtype. With three voters and one label per voxel in
+        each map, at most one label reaches two votes, so objects never compete for a voxel.
+    """
+    if len(maps) != 3:
+        raise UsageError(f"internal: majority fusion takes three label maps, not {len(maps)}")
+    fused = np.zeros_like(maps[0])
+    for label in labels:
+        votes = sum((m == label).astype(np.uint8) for m in maps)
+        fused[votes >= 2] = label
+    return fused
+
+
+def segment_multiview(
+    segmenter: Segmenter,
+    volume: Volume,
+    objects: ObjectPrompts | Sequence[ObjectPrompts],
+    axis: str = "axial",
+    window: str = "auto",
+    start: str = "largest",
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Segment ``objects`` along ``axis``, then along the two other axes from boxes on the first
+    result, and fuse the three passes by majority.
+
+    Arguments:
+        segmenter: the :class:`~medsam2.segmenter.Segmenter` that runs each pass.
+        volume: the scan; (z, y, x) array, at least two voxels along every axis.
+        objects: the user's prompts, in frame coordinates along ``axis`` (as :meth:`Segmenter.segment`).
+        axis: the prompts' axis: "axial", "coronal", "sagittal" (the patient's, resolved with the
+            volume's direction) or "k", "j", "i"; the two other passes use the two other axes named
+            the same way.
+        window: intensity window of every pass.
+        start: which slice of the first pass's mask each re-prompt is boxed on along an other axis:
+            "largest" (most foreground; the default) or "middle" (middle of the extent).
+
+    Returns:
+        ``(labels, per_axis)``: ``labels`` is the fused (z, y, x) label map in the volume's array
+        order; ``per_axis`` maps each axis name (``axis`` and the two others) to that pass's
+        (z, y, x) label map. An object with no voxel on the first pass is not re-prompted and is
+        absent from ``labels``.
+
+    Raises:
+        UsageError: an unknown axis or start, or a volume one voxel thin along an axis.
+        PromptError, ArgumentTypeError: as :meth:`Segmenter.segment` for the user's prompts.
+    """
+    check_axis(axis)
+    if start not in STARTS:
+        raise UsageError(f"unknown start '{start}'; choose {' or '.join(STARTS)}")
+    if min(volume.array.shape[:3]) < 2:
+        raise UsageError(f"multi-view segmentation needs a 3D volume; this one is {volume.array.shape[:3]} (z, y, x)")
+    items = [objects] if isinstance(objects, ObjectPrompts) else list(objects)
+    first = segmenter.segment(volume, items, axis=axis, window=window).labels
+    per_axis: dict[str, np.ndarray] = {axis: first}
+    found = [obj for obj in items if (first == obj.label).any()]
+    for other in other_axes(axis):
+        resolved = voxel_axis(other, volume.direction)
+        frames = to_frames(first, resolved)
+        prompts = []
+        for obj in found:
+            mask = frames == obj.label
+            prompts.append(ObjectPrompts(obj.label, name=obj.name, boxes=[mask_box(mask, start_frame(mask, start))]))
+        if prompts:
+            per_axis[other] = segmenter.segment(volume, prompts, axis=other, window=window).labels
+        else:
+            per_axis[other] = np.zeros_like(first)
+    labels = fuse_majority(list(per_axis.values()), [obj.label for obj in found])
+    return labels, per_axis
