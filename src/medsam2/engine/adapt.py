@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from medsam2.backbones.base import FrameFeatures, Prediction
+from medsam2.engine.feature_cache import _BackboneWrapper
 from medsam2.engine.tracks import box_of_mask
 from medsam2.errors import UsageError
 
@@ -113,7 +114,7 @@ def litemedsam_net(backbone):
     return net
 
 
-class AdaptedBackbone:
+class AdaptedBackbone(_BackboneWrapper):
     """``backbone`` (its features, its cache) with decodes by an adapted mask decoder (PyTorch, fp32).
 
     Arguments:
@@ -122,23 +123,12 @@ class AdaptedBackbone:
     """
 
     def __init__(self, backbone, decoder: torch.nn.Module) -> None:
-        self.inner = backbone
+        super().__init__(backbone)
         self.decoder = decoder
-        self.name = backbone.name
-        self.input_size = backbone.input_size
-        self.device = backbone.device
-        self.checkpoint = backbone.checkpoint
-        self.plan = backbone.plan
         self._net = litemedsam_net(backbone)
 
     def encode(self, frames: list[np.ndarray]) -> list[FrameFeatures]:
         return self.inner.encode(frames)
-
-    def frame_geometry(self, height: int, width: int):
-        return self.inner.frame_geometry(height, width)
-
-    def __getattr__(self, name: str):  # the cache's statistics and the rest
-        return getattr(self.inner, name)
 
     @torch.no_grad()
     def decode(self, features: FrameFeatures, box=None, points=None, point_labels=None) -> Prediction:
