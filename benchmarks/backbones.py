@@ -34,8 +34,8 @@ def child(run: str, checkpoint: str | None) -> dict:
     from medsam2 import Segmenter, load_volume
     from medsam2.evaluation.metrics import dice
     from medsam2.evaluation.protocols import middle_slice_box
-    from medsam2.peakmem import PeakMemory, current_rss_mb
-    from medsam2.prompts import ObjectPrompts
+    from medsam2.prompts.parse import ObjectPrompts
+    from medsam2.reporting.peakmem import PeakMemory, current_rss_mb
 
     data = SHARED / "totalseg_example"
     ct = load_volume(data / "example_ct_sm.nii.gz")

@@ -55,7 +55,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from medsam2.batch.pool import LocalPool, RayPool, available_cores
-    from medsam2.batch.run import ModelOptions, SegmentWorker
+    from medsam2.batch.run import SegmentWorker
+    from medsam2.engine.options import ModelOptions
 
     spec = SegmentWorker(ModelOptions())
     cores = available_cores()

@@ -52,10 +52,10 @@ def main() -> int:
     from medsam2.backbones import build_backbone
     from medsam2.engine.feature_cache import CachedBackbone
     from medsam2.engine.litemedsam_step import PropagationSettings
+    from medsam2.engine.segmenter import Segmenter
     from medsam2.evaluation.datasets import discover_dataset
     from medsam2.evaluation.harness import run_evaluation
     from medsam2.evaluation.protocols import EvaluationConfig
-    from medsam2.segmenter import Segmenter
 
     base = PropagationSettings()
     variants = [("defaults", base)] + [parse_variant(v, base) for v in args.variants]

@@ -31,9 +31,9 @@ def main() -> int:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     from medsam2 import Segmenter, load_volume
+    from medsam2.engine.oneprompt.run import support_from_arrays
     from medsam2.evaluation.metrics import dice
     from medsam2.evaluation.protocols import middle_slice_box
-    from medsam2.oneprompt.run import support_from_arrays
 
     segmenter = Segmenter(device="cpu", precision=args.precision)
     rows = []

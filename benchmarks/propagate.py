@@ -68,7 +68,7 @@ def batching() -> list[dict]:
     """Seconds per slice when the encoder gets 8 real CT slices one by one, 2 x 4 or 1 x 8."""
     from medsam2 import load_volume
     from medsam2.backbones.litemedsam import LiteMedSAMBackbone
-    from medsam2.preprocess import normalize_intensities
+    from medsam2.io.windows import normalize_intensities
 
     frames = normalize_intensities(load_volume(SHARED / "totalseg_example" / "example_ct.nii.gz").array[90:98]).array
     backbone = LiteMedSAMBackbone()

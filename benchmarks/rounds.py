@@ -45,7 +45,7 @@ def run_case(segmenter, image: Path, label_path: Path, labels: tuple[int, ...] |
     from medsam2 import ObjectPrompts, load_volume
     from medsam2.evaluation.interactive import run_interactive
     from medsam2.evaluation.protocols import middle_slice_box
-    from medsam2.slicing import to_frames
+    from medsam2.io.slicing import to_frames
 
     volume, reference = load_volume(image), load_volume(label_path).array.astype(np.int64)
     present = [int(v) for v in np.unique(reference) if v != 0]

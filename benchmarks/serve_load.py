@@ -126,7 +126,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from medsam2 import load_volume
-    from medsam2.demo import sample_paths
+    from medsam2.cli.demo import sample_paths
     from medsam2.evaluation.protocols import middle_slice_box
 
     ct, seg = sample_paths()

@@ -29,7 +29,7 @@ SETS_3D = ("ct", "mr", "lesions", "brain")
 def corrections_on_bundled_ct(backbone) -> list[str]:
     """Three box corrections per organ (the interactive-3 protocol's rule) on the bundled CT."""
     from medsam2 import ObjectPrompts, Segmenter, load_volume
-    from medsam2.demo import DEMO_ORGANS, sample_paths
+    from medsam2.cli.demo import DEMO_ORGANS, sample_paths
     from medsam2.evaluation.interactive import run_interactive
     from medsam2.evaluation.protocols import middle_slice_box
 

@@ -60,8 +60,8 @@ def nominal_peak_gflops() -> float | None:
 
 def demo_frames(count: int) -> list[np.ndarray]:
     from medsam2 import load_volume
-    from medsam2.demo import sample_paths
-    from medsam2.preprocess import choose_window
+    from medsam2.cli.demo import sample_paths
+    from medsam2.io.windows import choose_window
 
     volume = load_volume(sample_paths()[0])
     window = choose_window(volume.array, "auto", volume.modality)
@@ -82,7 +82,7 @@ def time_encoder(backbone, frames: list[np.ndarray], repeats: int) -> tuple[list
 
 def demo_dice(runtime: str, precision: str) -> dict[str, float]:
     from medsam2 import ObjectPrompts, Segmenter, load_volume
-    from medsam2.demo import DEMO_ORGANS, sample_paths
+    from medsam2.cli.demo import DEMO_ORGANS, sample_paths
     from medsam2.evaluation.metrics import dice
     from medsam2.evaluation.protocols import middle_slice_box
 

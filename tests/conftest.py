@@ -42,7 +42,7 @@ def nnunet_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("Dataset001_Tiny")
     (root / "imagesTr").mkdir()
     (root / "labelsTr").mkdir()
-    from medsam2.demo import sample_paths
+    from medsam2.cli.demo import sample_paths
 
     ct_path, seg_path = sample_paths()
     ct, seg = sitk.ReadImage(str(ct_path)), sitk.ReadImage(str(seg_path))

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from medsam2.demo import sample_paths
+from medsam2.cli.demo import sample_paths
 
 
 def write_series(

@@ -70,7 +70,7 @@ def main(workdir: Path, seed: int, count: int, cap_mb: int) -> dict:
     import SimpleITK as sitk
 
     from medsam2.errors import MedSAM2Error
-    from medsam2.io.guard import ReadLimits
+    from medsam2.io.limits import ReadLimits
     from medsam2.io.volume import load_volume
 
     workdir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from medsam2 import Segmenter, load_volume
-from medsam2.demo import sample_paths
+from medsam2.cli.demo import sample_paths
 from medsam2.evaluation.protocols import middle_slice_box
 from medsam2.serve.runner import start_in_thread
 from medsam2.serve.settings import ServeSettings

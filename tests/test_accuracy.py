@@ -13,7 +13,8 @@ import pytest
 from medsam2 import Box, ObjectPrompts, Segmenter, load_volume
 from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
-from medsam2.preprocess import FrameGeometry, normalize_intensities
+from medsam2.io.model_input import FrameGeometry
+from medsam2.io.windows import normalize_intensities
 
 from .shared_data import shared
 

@@ -15,8 +15,8 @@ import pytest
 import SimpleITK as sitk
 
 from medsam2.cli import main
-from medsam2.jobs import SegmentJob, run_segment_job
-from medsam2.segmenter import Segmenter
+from medsam2.engine.jobs import SegmentJob, run_segment_job
+from medsam2.engine.segmenter import Segmenter
 
 BUNDLED_CT = Path(__file__).resolve().parents[1] / "src" / "medsam2" / "data" / "example_ct_sm.nii.gz"
 # (first slice of the crop, box on its middle slice, label): spleen, kidneys, liver of the bundled CT
@@ -205,7 +205,8 @@ def test_ray_gives_the_same_masks_and_survives_a_killed_worker(local_batch, tmp_
     ray = pytest.importorskip("ray", reason="Ray is the optional extra medsam2[ray] (make test installs it)")
     from medsam2.batch.manifest import read_manifest
     from medsam2.batch.pool import RayPool
-    from medsam2.batch.run import ModelOptions, SegmentWorker, run_batch
+    from medsam2.batch.run import SegmentWorker, run_batch
+    from medsam2.engine.options import ModelOptions
 
     folder, _ = local_batch
     out = tmp_path / "out"

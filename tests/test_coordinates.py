@@ -10,13 +10,13 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
-from medsam2.cli.main import main
-from medsam2.coordinates import box_from_mm, index_to_physical, physical_to_index, point_from_mm
+from medsam2.cli.dispatch import main
 from medsam2.errors import PromptError
+from medsam2.io.scan_info import describe
+from medsam2.io.slicing import anatomical_axes, to_frames, voxel_axis
 from medsam2.io.volume import load_volume
-from medsam2.prompts import Box, collect_prompts
-from medsam2.scan_info import describe
-from medsam2.slicing import anatomical_axes, to_frames, voxel_axis
+from medsam2.prompts.coordinates import box_from_mm, index_to_physical, physical_to_index, point_from_mm
+from medsam2.prompts.parse import Box, collect_prompts
 
 from .shared_data import shared
 

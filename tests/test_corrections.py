@@ -13,7 +13,7 @@ from medsam2 import ObjectPrompts, Segmenter, load_volume
 from medsam2.evaluation.interactive import FALL_TOLERANCE, fell, run_interactive
 from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
-from medsam2.slicing import to_frames
+from medsam2.io.slicing import to_frames
 
 from .shared_data import shared
 

@@ -197,7 +197,7 @@ def test_tilted_missing_slice_and_multi_frame_series_are_refused(tmp_path, capsy
 
 
 def test_dicom_output_of_a_nifti_input_is_refused_before_the_model(tmp_path, capsys):
-    from medsam2.demo import sample_paths
+    from medsam2.cli.demo import sample_paths
 
     ct_path, _ = sample_paths()
     for extra in ([], ["--format", "rtstruct"]):

@@ -10,8 +10,9 @@ import pytest
 
 from medsam2 import Box, ObjectPrompts, Segmenter, load_volume
 from medsam2.cli import main
+from medsam2.engine.jobs import provenance_of
 from medsam2.engine.litemedsam_step import PropagationSettings
-from medsam2.jobs import ModelOptions, provenance_of
+from medsam2.engine.options import ModelOptions
 from tests.serve_helpers import running, write_crop
 
 
@@ -61,7 +62,7 @@ def test_sam2_refuses_the_litemedsam_rule_before_any_work(tmp_path, capsys, scan
 
 
 def test_segment_report_and_dicom_provenance_name_the_rule(tmp_path, capsys, monkeypatch, backbone, scan):
-    monkeypatch.setattr("medsam2.segmenter.build_backbone", lambda *a, **k: backbone)
+    monkeypatch.setattr("medsam2.engine.segmenter.build_backbone", lambda *a, **k: backbone)
     reports = {}
     for value in (None, "0"):
         report = tmp_path / f"report-{value}.json"

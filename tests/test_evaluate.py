@@ -14,7 +14,7 @@ from medsam2.evaluation.datasets import discover_dataset
 from medsam2.evaluation.harness import boxed_slices_only
 from medsam2.evaluation.protocols import simulate_prompts
 from medsam2.evaluation.report import slice_extent
-from medsam2.prompts import Box, ObjectPrompts
+from medsam2.prompts.parse import Box, ObjectPrompts
 
 
 def test_discovery_matches_channel_suffix_and_reports_missing_labels(nnunet_dataset):

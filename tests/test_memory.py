@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from medsam2.errors import UsageError
-from medsam2.memory import (
+from medsam2.engine.memory import (
     BankSettings,
     ConfidenceMemoryBank,
     FifoMemory,
@@ -13,6 +12,7 @@ from medsam2.memory import (
     make_memory,
     similarity_weights,
 )
+from medsam2.errors import UsageError
 
 D = 16
 

@@ -12,8 +12,8 @@ from medsam2 import Segmenter, load_volume
 from medsam2.engine.multiview import fuse_majority, mask_box, segment_multiview, start_frame
 from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
-from medsam2.prompts import ObjectPrompts
-from medsam2.slicing import to_frames, voxel_axis
+from medsam2.io.slicing import to_frames, voxel_axis
+from medsam2.prompts.parse import ObjectPrompts
 from tests.shared_data import shared
 
 #: measured 0.781 (see the module docstring); a margin for other CPUs' bf16 rounding

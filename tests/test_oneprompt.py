@@ -14,9 +14,9 @@ from PIL import Image
 from medsam2 import Segmenter, load_volume
 from medsam2.cli import main
 from medsam2.engine.feature_cache import frame_digest
+from medsam2.engine.oneprompt.run import _windowed, support_from_arrays
 from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
-from medsam2.oneprompt.run import _windowed, support_from_arrays
 
 from .counting import CountingBackbone
 from .shared_data import shared

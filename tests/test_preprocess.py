@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from medsam2.errors import InputError, UsageError
-from medsam2.preprocess import FrameGeometry, choose_window, looks_like_ct, normalize_intensities, prepare_frame
+from medsam2.io.model_input import FrameGeometry, prepare_frame
+from medsam2.io.windows import choose_window, looks_like_ct, normalize_intensities
 
 
 def test_ct_window_maps_level_and_width():

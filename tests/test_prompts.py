@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medsam2.errors import PromptError
-from medsam2.prompts import (
+from medsam2.prompts.parse import (
     Box,
     MaskPrompt,
     ObjectPrompts,

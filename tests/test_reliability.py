@@ -25,9 +25,9 @@ import SimpleITK as sitk
 from medsam2.cli import main
 from medsam2.errors import InputError, MedSAM2Error, OutputError, PromptError, UsageError
 from medsam2.io.atomic import lock_path, remove_stale_temporaries
-from medsam2.io.guard import ReadLimits
+from medsam2.io.limits import ReadLimits
 from medsam2.io.volume import Volume, load_volume, save_mask
-from medsam2.preprocess import choose_window
+from medsam2.io.windows import choose_window
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_CT = REPO / "src" / "medsam2" / "data" / "example_ct_sm.nii.gz"
@@ -57,12 +57,12 @@ def crop5(tmp_path):
 @pytest.fixture()
 def no_model(monkeypatch):
     """Fail the test if a command builds the model: what it refuses must be refused before."""
-    import medsam2.segmenter
+    import medsam2.engine.segmenter
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was built before the bad input was refused")
 
-    monkeypatch.setattr(medsam2.segmenter.Segmenter, "__init__", refuse)
+    monkeypatch.setattr(medsam2.engine.segmenter.Segmenter, "__init__", refuse)
 
 
 # -- read exactly, or refuse ------------------------------------------------------------------------
@@ -285,9 +285,9 @@ def test_symlink_loops_are_one_line_errors(tmp_path, capsys, crop5, no_model, ta
 
 
 def test_many_objects_warn_with_the_expected_time(backbone):
+    from medsam2.engine.segmenter import Segmenter
     from medsam2.engine.session import MANY_OBJECTS, many_objects_note
-    from medsam2.prompts import Box, ObjectPrompts
-    from medsam2.segmenter import Segmenter
+    from medsam2.prompts.parse import Box, ObjectPrompts
 
     assert many_objects_note(MANY_OBJECTS, 5) is None
     note = many_objects_note(50, 5)
@@ -333,13 +333,13 @@ def test_a_lock_left_by_a_dead_run_is_taken_over(tmp_path, capsys, crop5, monkey
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     lock_path(out).write_text(str(dead.pid))
-    import medsam2.jobs
+    import medsam2.engine.jobs
 
     def stop(*args, **kwargs):
         assert lock_path(out).read_text() == str(os.getpid())  # taken over by this run
         raise OutputError("stop here")
 
-    monkeypatch.setattr(medsam2.jobs, "run_segment_job", stop)
+    monkeypatch.setattr(medsam2.engine.jobs, "run_segment_job", stop)
     code, err = run_cli(["segment", crop5, "-o", out, "--box", "2:11,23,27,54"], capsys)
     one_line(code, err, 1, "stop here")  # the lock was taken, the run went on, and it is gone again
     assert not lock_path(out).exists()

@@ -21,7 +21,7 @@ from medsam2.errors import UsageError
 from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
 from medsam2.io.volume import load_volume
-from medsam2.preprocess import normalize_intensities
+from medsam2.io.windows import normalize_intensities
 
 from .shared_data import shared
 
@@ -142,7 +142,7 @@ def test_bf16_organs_agree_with_fp32_on_the_shared_ct(ct_slices, backbone):
 def test_cli_records_runtime_and_rejects_fp16_on_cpu(tmp_path, capsys):
     import SimpleITK as sitk
 
-    from medsam2.demo import sample_paths
+    from medsam2.cli.demo import sample_paths
 
     ct = tmp_path / "five_slices.nii.gz"  # a short scan: PyTorch eager costs 2.3 s a slice
     sitk.WriteImage(sitk.ReadImage(str(sample_paths()[0]))[:, :, 12:17], str(ct))

@@ -16,12 +16,12 @@ from PIL import Image
 
 from medsam2.backbones.runtime import cpu_has_native_bf16
 from medsam2.cli import main
-from medsam2.demo import sample_paths
+from medsam2.cli.demo import sample_paths
 from medsam2.engine.feature_cache import frame_digest
+from medsam2.engine.memory import BankSettings
 from medsam2.evaluation.metrics import dice
 from medsam2.io.volume import Volume
-from medsam2.memory import BankSettings
-from medsam2.prompts import Box, ObjectPrompts
+from medsam2.prompts.parse import Box, ObjectPrompts
 from tests.counting import CountingBackbone
 from tests.shared_data import shared
 
@@ -31,7 +31,7 @@ if os.environ.get("CI") is None:
 from medsam2.backbones.sam2 import Sam2Backbone  # noqa: E402
 from medsam2.backbones.sam2_models import SAM2_CONFIGS, build_sam2_model  # noqa: E402
 from medsam2.engine.sam2_step import Sam2Tracker, Sam2TrackingSettings  # noqa: E402
-from medsam2.segmenter import Segmenter  # noqa: E402
+from medsam2.engine.segmenter import Segmenter  # noqa: E402
 
 CPU = torch.device("cpu")
 SMALL = 256  # input size of the CPU tests (the weights do not depend on it)
@@ -172,7 +172,7 @@ def test_confidence_bank_reads_other_frames_than_fifo(tiny_checkpoint, ct_frames
 def test_several_objects_with_box_click_and_mask_prompts(tiny_checkpoint, ct_frames):
     """Three objects in one run, each prompted differently; a mask prompt is its frame's answer (SAM 2
     takes an input mask as the output on that frame)."""
-    from medsam2.prompts import MaskPrompt, Point
+    from medsam2.prompts.parse import MaskPrompt, Point
 
     mask = np.zeros(ct_frames.shape[1:], bool)
     mask[50:80, 10:40] = True
@@ -224,7 +224,7 @@ def test_oneprompt_command_with_sam2(tmp_path, tiny_checkpoint, capsys):
 
 def test_oneprompt_volume_with_sam2_encodes_each_query_slice_once(tiny_checkpoint, ct_frames):
     """A 3D query: the slices searched for the structure are reused when SAM 2 propagates it."""
-    from medsam2.oneprompt.run import _windowed, support_from_arrays
+    from medsam2.engine.oneprompt.run import _windowed, support_from_arrays
 
     support = Volume(array=ct_frames, source="support")
     mask = np.zeros(ct_frames.shape, dtype=bool)

@@ -12,7 +12,7 @@ import pytest
 from scipy import ndimage
 
 from medsam2 import Box, ObjectPrompts, Point, load_volume
-from medsam2.demo import DEMO_ORGANS, sample_paths
+from medsam2.cli.demo import DEMO_ORGANS, sample_paths
 from medsam2.engine.litemedsam_step import PropagationSettings
 from medsam2.engine.sanity import organ_key
 from medsam2.engine.session import Engine

@@ -8,9 +8,9 @@ import SimpleITK as sitk
 
 from medsam2 import Box, MaskPrompt, ObjectPrompts, Point, Segmenter, load_volume
 from medsam2.cli import main
-from medsam2.demo import run_demo, sample_paths
+from medsam2.cli.demo import run_demo, sample_paths
 from medsam2.evaluation.metrics import dice
-from medsam2.slicing import from_frames, to_frames, voxel_axis
+from medsam2.io.slicing import from_frames, to_frames, voxel_axis
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def bbox(mask2d):
 
 def test_segment_command_writes_geometry_and_report(crop, tmp_path, capsys, monkeypatch, backbone):
     path, seg = crop
-    monkeypatch.setattr("medsam2.segmenter.build_backbone", lambda *a, **k: backbone)
+    monkeypatch.setattr("medsam2.engine.segmenter.build_backbone", lambda *a, **k: backbone)
     x0, y0, x1, y1 = bbox(seg[4] == 1)
     out, report = tmp_path / "spleen.nrrd", tmp_path / "report.json"
     code = main(["segment", str(path), "-o", str(out), "--label", "7", "--name", "spleen", "--box", f"4:{x0},{y0},{x1},{y1}",
@@ -111,7 +111,7 @@ def load_volume_from_array(array):
 
 
 def test_demo_scores_the_bundled_organs(tmp_path, capsys, monkeypatch, backbone):
-    monkeypatch.setattr("medsam2.segmenter.build_backbone", lambda *a, **k: backbone)
+    monkeypatch.setattr("medsam2.engine.segmenter.build_backbone", lambda *a, **k: backbone)
     assert run_demo(tmp_path / "demo", quiet=True) == 0
     printed = capsys.readouterr().out
     for organ in ("spleen", "kidney_right", "kidney_left", "liver", "stomach"):
@@ -140,7 +140,7 @@ def test_2d_ultrasound_image_to_png_mask(tmp_path, capsys, monkeypatch, backbone
     from scipy import ndimage
 
     reference = ndimage.binary_fill_holes(annotation)
-    monkeypatch.setattr("medsam2.segmenter.build_backbone", lambda *a, **k: backbone)
+    monkeypatch.setattr("medsam2.engine.segmenter.build_backbone", lambda *a, **k: backbone)
     x0, y0, x1, y1 = bbox(reference)
     out = tmp_path / "head.png"
     # no slice number for a 2D image; the PNG is 0/255 (white on black), as oneprompt writes it

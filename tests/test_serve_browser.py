@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from medsam2 import load_volume
-from medsam2.demo import sample_paths
+from medsam2.cli.demo import sample_paths
 
 from .serve_helpers import SPLEEN, running, spleen_box
 

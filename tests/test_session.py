@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from medsam2 import Box, ObjectPrompts, Point, PromptError, Segmenter, UsageError, load_volume
-from medsam2.demo import sample_paths
+from medsam2.cli.demo import sample_paths
 from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
 

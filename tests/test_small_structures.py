@@ -20,7 +20,7 @@ from medsam2 import Segmenter, load_volume
 from medsam2.engine.litemedsam_step import PropagationSettings
 from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
-from medsam2.prompts import ObjectPrompts
+from medsam2.prompts.parse import ObjectPrompts
 from tests.shared_data import shared
 
 #: (image, label map, {label: (name, least Dice gain of the rule)})
@@ -62,7 +62,7 @@ def test_intensity_rule_cuts_the_leaks(backbone, case):
 def test_the_rule_is_on_by_default_and_needs_an_intensity_map():
     from medsam2.backbones.base import FrameFeatures
     from medsam2.engine.tracks import intensity_histogram
-    from medsam2.preprocess import FrameGeometry
+    from medsam2.io.model_input import FrameGeometry
 
     assert PropagationSettings().stop_intensity_overlap == 0.35
     probability = torch.zeros(256, 256)
@@ -80,7 +80,7 @@ def test_the_command_line_turns_the_rule_off(backbone, tmp_path, monkeypatch, ca
     gallbladder (0.441 against 0.610 with the rule, as in the Python API test above)."""
     from medsam2.cli import main
 
-    monkeypatch.setattr("medsam2.segmenter.build_backbone", lambda *a, **k: backbone)
+    monkeypatch.setattr("medsam2.engine.segmenter.build_backbone", lambda *a, **k: backbone)
     image = shared("totalseg_example", "example_mr_sm.nii.gz")
     reference = sitk.GetArrayFromImage(sitk.ReadImage(str(shared("totalseg_example", "example_seg_mr.nii.gz")))) == 4
     box = middle_slice_box(reference)

@@ -11,7 +11,7 @@ from PIL import Image
 from medsam2.cli import main
 from medsam2.io.label_files import label_entries, label_file_path, read_itksnap_labels
 from medsam2.io.volume import Volume, load_volume, save_mask
-from medsam2.montage import label_colour
+from medsam2.reporting.montage import label_colour
 
 from .shared_data import shared
 
@@ -47,7 +47,7 @@ def test_seg_nrrd_reads_back_with_names_colours_and_geometry(tmp_path):
 
 
 def test_segment_writes_seg_nrrd_label_file_and_montage(tmp_path, small_ct, monkeypatch, backbone, capsys):
-    monkeypatch.setattr("medsam2.segmenter.build_backbone", lambda *a, **k: backbone)
+    monkeypatch.setattr("medsam2.engine.segmenter.build_backbone", lambda *a, **k: backbone)
     out = tmp_path / "organs.seg.nrrd"
     image = sitk.ReadImage(str(small_ct))
     corners = image.TransformIndexToPhysicalPoint((26, 28, 1)) + image.TransformIndexToPhysicalPoint((44, 45, 1))

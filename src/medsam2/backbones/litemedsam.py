@@ -16,8 +16,8 @@ import torch
 from medsam2.backbones.base import FrameFeatures, Prediction
 from medsam2.backbones.checkpoints import read_state_dict
 from medsam2.backbones.runtime import ExecutionPlan, OpenVINOModel, build_encoder, file_sha256, plan_execution
-from medsam2.errors import CheckpointError
-from medsam2.preprocess import FrameGeometry, model_space_intensity, prepare_frame
+from medsam2.errors import CheckpointError, UsageError
+from medsam2.io.model_input import FrameGeometry, model_space_intensity, prepare_frame
 
 INPUT_SIZE = 256
 GRID = 64
@@ -187,3 +187,14 @@ class LiteMedSAMBackbone:
             multimask_output=False,
         )
         return Prediction(logits=logits[0, 0].float().cpu(), iou=float(iou.reshape(-1)[0].clamp(0, 1)))
+
+
+def build_litemedsam(
+    device=None, checkpoint=None, runtime="auto", precision="auto", model_config=None, offload=False
+) -> LiteMedSAMBackbone:
+    """The registry's builder of the ``litemedsam`` family (one architecture, no per-frame state)."""
+    if model_config is not None:
+        raise UsageError("--model-config is for --backbone sam2; litemedsam has one architecture")
+    if offload:
+        raise UsageError("--offload is for --backbone sam2; litemedsam keeps no per-frame state on the device")
+    return LiteMedSAMBackbone(device=device, checkpoint=checkpoint, runtime=runtime, precision=precision)

@@ -26,10 +26,8 @@ from pathlib import Path
 
 import torch
 
+from medsam2.backbones.registry import PRECISIONS, RUNTIMES  # noqa: F401  (their owner is the registry)
 from medsam2.errors import UsageError
-
-RUNTIMES = ("auto", "torch", "openvino")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from medsam2.backbones.sam2_models import (
     require_sam2,
 )
 from medsam2.errors import UsageError
-from medsam2.preprocess import StretchGeometry
+from medsam2.io.model_input import StretchGeometry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -207,3 +207,8 @@ class Sam2Backbone:
             curr=flat.vision[-1:], curr_pos=flat.positions[-1:], memory=memory, memory_pos=memory_pos, num_obj_ptr_tokens=0
         )
         return fused.permute(1, 2, 0).view(1, model.hidden_dim, h, w)
+
+
+def build_sam2(device=None, checkpoint=None, runtime="auto", precision="auto", model_config=None, offload=False) -> Sam2Backbone:
+    """The registry's builder of the ``sam2`` family (imports nothing from Meta's sam2 until it is built)."""
+    return Sam2Backbone(checkpoint, device, model_config=model_config, runtime=runtime, precision=precision, offload=offload)

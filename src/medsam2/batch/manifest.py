@@ -23,17 +23,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsam2.engine.jobs import SegmentJob
 from medsam2.errors import UsageError
-from medsam2.io.guard import check_input_path, resolve_path
+from medsam2.io.formats import DICOM_KINDS, format_names, label_format
+from medsam2.io.limits import check_input_path, resolve_path
 from medsam2.io.volume import WRITABLE_SUFFIXES, suffix_of
-from medsam2.jobs import SegmentJob
-from medsam2.prompts import object_label, parse_box, parse_point
+from medsam2.prompts.parse import object_label, parse_box, parse_point
 
 MANIFEST_KEYS = ("case", "image", "output", "prompts", "box", "point", "mask", "label", "name", "box_mm", "point_mm", "ras")
 #: what ``--format`` names, and the suffix a default output gets
-OUTPUT_FORMATS = {
-    "nii.gz": ".nii.gz", "nii": ".nii", "nrrd": ".nrrd", "mha": ".mha", "seg.nrrd": ".seg.nrrd", "dicom-seg": ".dcm", "rtstruct": ".dcm",
-}
+#: the formats of default outputs (``batch --format``): the 3D label-map formats and their older spellings
+OUTPUT_FORMATS = format_names(3)
 
 
 class ManifestError(UsageError):
@@ -165,14 +165,14 @@ def _existing(value: object, base: Path, where: str, key: str) -> Path:
 
 def _mm_box(text: str) -> None:
     """Check a ``box_mm`` cell: 6 numbers (4 for a 2D image)."""
-    from medsam2.coordinates import parse_numbers
+    from medsam2.prompts.coordinates import parse_numbers
 
     parse_numbers(text, (4, 6), "box_mm", "X0,Y0,Z0,X1,Y1,Z1 (two opposite corners in mm)")
 
 
 def _mm_point(text: str) -> None:
     """Check a ``point_mm`` cell: X,Y,Z[,1|0] (X,Y[,1|0] for a 2D image)."""
-    from medsam2.coordinates import parse_numbers
+    from medsam2.prompts.coordinates import parse_numbers
 
     parse_numbers(text, (2, 3, 4), "point_mm", "X,Y,Z or X,Y,Z,1 or X,Y,Z,0 (mm)")
 
@@ -187,13 +187,14 @@ def read_manifest(path: str | Path, outdir: Path, output_format: str = "nii.gz",
             without a prompt, a malformed box, point or label, two studies with one name or one
             output path; each names its row.
     """
-    from medsam2.io.guard import ReadLimits
+    from medsam2.io.limits import ReadLimits
 
     manifest = Path(path)
     if not manifest.is_file():
         raise ManifestError(f"no such manifest: {manifest}")
     if output_format not in OUTPUT_FORMATS:
         raise ManifestError(f"unknown --format '{output_format}'; choose one of {', '.join(OUTPUT_FORMATS)}")
+    chosen = label_format(output_format)
     base = manifest.parent
     cases: list[BatchCase] = []
     outputs: dict[Path, int] = {}
@@ -248,7 +249,7 @@ def read_manifest(path: str | Path, outdir: Path, output_format: str = "nii.gz",
                 raise ManifestError(f"{where}: 'output' is a path")
             output = Path(row["output"]) if Path(row["output"]).is_absolute() else base / row["output"]
         else:
-            output = outdir / f"{case}{OUTPUT_FORMATS[output_format]}"
+            output = outdir / f"{case}{chosen.suffix}"
         if suffix_of(output) not in WRITABLE_SUFFIXES:
             raise ManifestError(f"{where}: cannot write '{output.name}'; name outputs with one of {', '.join(WRITABLE_SUFFIXES)}")
         if suffix_of(output) == ".dcm" and not (image.is_dir() or suffix_of(image) == ".dcm"):
@@ -262,7 +263,7 @@ def read_manifest(path: str | Path, outdir: Path, output_format: str = "nii.gz",
         job = SegmentJob(
             image=image, output=output, prompt_items=tuple(items), prompts_json=prompts, axis=axis, window=window,
             overwrite=overwrite, limits=limits or ReadLimits(), ras=ras in ("1", "true", "yes"),
-            dicom_kind="rtstruct" if output_format == "rtstruct" else "dicom-seg",
+            dicom_kind=chosen.dicom_kind or DICOM_KINDS[0],
         )
         cases.append(BatchCase(case=case, row=number, job=job))
     return cases

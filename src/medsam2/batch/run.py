@@ -23,11 +23,12 @@ from tqdm import tqdm
 
 from medsam2.batch.manifest import BatchCase
 from medsam2.batch.pool import Completed
+from medsam2.engine.jobs import run_segment_job
+from medsam2.engine.options import ModelOptions
+from medsam2.engine.segmenter import Segmenter
 from medsam2.errors import InputError, MedSAM2Error, OutputError
 from medsam2.io.atomic import remove_stale_temporaries
 from medsam2.io.guard import read_header
-from medsam2.jobs import ModelOptions, run_segment_job
-from medsam2.segmenter import Segmenter
 
 REPORT_COLUMNS = ("case", "status", "error", "slices", "volume_ml", "seconds", "worker", "output", "image", "warnings")
 #: what joins a case's warnings in the CSV report (the JSONL report has them as a list)

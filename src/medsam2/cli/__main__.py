@@ -2,6 +2,6 @@
 
 import sys
 
-from medsam2.cli.main import main
+from medsam2.cli.dispatch import main
 
 sys.exit(main())

@@ -10,10 +10,10 @@ from medsam2.cli.common import add_common, add_input_limit, add_model_options, e
 
 def add_parser(commands) -> None:
     """The ``batch`` subcommand's options."""
-    from medsam2.batch.manifest import OUTPUT_FORMATS
-    from medsam2.memory import MEMORY_KINDS
-    from medsam2.preprocess import WINDOW_CHOICES
-    from medsam2.slicing import AXES
+    from medsam2.engine.options import MEMORY_KINDS
+    from medsam2.io.formats import format_names
+    from medsam2.io.slicing import AXES
+    from medsam2.io.windows import WINDOW_CHOICES
 
     batch = commands.add_parser(
         "batch",
@@ -31,7 +31,7 @@ def add_parser(commands) -> None:
         help="run on Ray: a local instance, or a cluster at ADDRESS ('auto' or HOST:PORT); needs medsam2[ray]",
     )
     batch.add_argument("--resume", action="store_true", help="skip studies an earlier run finished; redo the others")
-    batch.add_argument("--format", default="nii.gz", choices=tuple(OUTPUT_FORMATS), help="label map format of default outputs")
+    batch.add_argument("--format", default="nii.gz", choices=format_names(3), help="label map format of default outputs")
     batch.add_argument("--axis", default="axial", choices=AXES, help="slicing direction (default axial)")
     batch.add_argument("--window", default="auto", choices=WINDOW_CHOICES, help="intensity window (default auto)")
     batch.add_argument("--memory", default="confidence", choices=MEMORY_KINDS, help="memory rule (default: confidence bank)")
@@ -44,7 +44,8 @@ def run_batch_command(args) -> int:
     """Run ``medsam2 batch``; exit code 1 when any study failed."""
     from medsam2.batch.manifest import read_manifest
     from medsam2.batch.pool import LocalPool, RayPool, default_workers
-    from medsam2.batch.run import ModelOptions, SegmentWorker, plan_batch, run_batch
+    from medsam2.batch.run import SegmentWorker, plan_batch, run_batch
+    from medsam2.engine.options import ModelOptions
     from medsam2.errors import UsageError
 
     settings = engine_settings(args)

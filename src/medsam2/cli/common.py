@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medsam2.errors import OutputError, UsageError
-from medsam2.io.guard import DEFAULT_MAX_INPUT_BYTES, ReadLimits, resolve_path
+from medsam2.io.formats import DICOM_KINDS, EXPLICIT_FORMATS, label_format
+from medsam2.io.limits import DEFAULT_MAX_INPUT_BYTES, ReadLimits, resolve_path
 
 if TYPE_CHECKING:
     from medsam2.engine.litemedsam_step import PropagationSettings
@@ -75,8 +76,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    from medsam2.backbones import BACKBONES
-    from medsam2.backbones.runtime import PRECISIONS, RUNTIMES
+    from medsam2.backbones.registry import BACKBONES, PRECISIONS, RUNTIMES
 
     parser.add_argument(
         "--backbone", default="litemedsam", choices=BACKBONES,
@@ -153,7 +153,7 @@ def output_path(text: str, default_suffix: str = ".nii.gz") -> Path:
 
 
 #: what ``--format`` takes where a label map is written (segment, evaluate --save-predictions)
-OUTPUT_FORMATS = ("auto", "seg-nrrd", "dicom-seg", "rtstruct")
+OUTPUT_FORMATS = EXPLICIT_FORMATS
 
 
 def check_output_format(format: str, output: Path) -> str:
@@ -162,12 +162,13 @@ def check_output_format(format: str, output: Path) -> str:
     Raises:
         UsageError: the suffix does not go with the format.
     """
-    name = output.name.lower()
-    if format == "seg-nrrd" and not name.endswith(".seg.nrrd"):
-        raise UsageError(f"--format seg-nrrd writes NAME.seg.nrrd; name the output e.g. {output_stem(output)}.seg.nrrd")
-    if format in ("dicom-seg", "rtstruct") and not name.endswith(".dcm"):
-        raise UsageError(f"--format {format} writes a DICOM file; name the output e.g. {output_stem(output)}.dcm")
-    return "rtstruct" if format == "rtstruct" else "dicom-seg"
+    if format == "auto":
+        return DICOM_KINDS[0]
+    chosen = label_format(format)
+    if not output.name.lower().endswith(chosen.suffix):
+        what = "a DICOM file" if chosen.needs_dicom_input else f"NAME{chosen.suffix}"
+        raise UsageError(f"--format {format} writes {what}; name the output e.g. {output_stem(output)}{chosen.suffix}")
+    return chosen.dicom_kind or DICOM_KINDS[0]
 
 
 def output_stem(path: Path) -> str:

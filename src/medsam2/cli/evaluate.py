@@ -11,8 +11,8 @@ from medsam2.cli.common import OUTPUT_FORMATS, add_common, add_model_options, en
 
 def add_parser(commands) -> None:
     """The ``evaluate`` subcommand's options."""
-    from medsam2.preprocess import WINDOW_CHOICES
-    from medsam2.slicing import AXES
+    from medsam2.io.slicing import AXES
+    from medsam2.io.windows import WINDOW_CHOICES
 
     ev = commands.add_parser(
         "evaluate",
@@ -52,13 +52,13 @@ def add_parser(commands) -> None:
 
 def run_evaluate(args) -> int:
     from medsam2.backbones import build_backbone
+    from medsam2.backbones.devices import resolve_device
     from medsam2.batch.pool import LocalPool, RayPool
-    from medsam2.devices import resolve_device
+    from medsam2.engine.options import ModelOptions
     from medsam2.errors import UsageError
     from medsam2.evaluation.datasets import discover_dataset
     from medsam2.evaluation.harness import MethodSegmenters, run_evaluation
     from medsam2.evaluation.protocols import EvaluationConfig, check_config
-    from medsam2.jobs import ModelOptions
 
     settings = engine_settings(args)
     config = EvaluationConfig(

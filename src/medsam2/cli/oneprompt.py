@@ -5,18 +5,21 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from medsam2.cli.common import SupportPromptAction, add_common, add_input_limit, add_model_options, engine_settings, read_limits
 from medsam2.errors import InputError, OutputError, PromptError, UsageError
-from medsam2.io.volume import SUPPORTED_SUFFIXES, Volume, load_volume, read_mask, save_mask, suffix_of
-from medsam2.prompts import ObjectPrompts, mask_prompts_from_array, parse_box, parse_point
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from medsam2.io.volume import Volume
+    from medsam2.prompts.types import ObjectPrompts
 
 
 def add_parser(commands) -> None:
     """The ``oneprompt`` subcommand's options."""
-    from medsam2.preprocess import WINDOW_CHOICES
+    from medsam2.io.windows import WINDOW_CHOICES
 
     one = commands.add_parser(
         "oneprompt",
@@ -39,6 +42,8 @@ def add_parser(commands) -> None:
 def expand_queries(items: list[str]) -> list[Path]:
     """Files as given; folders become their readable image/volume files (sorted); a DICOM
     folder (one holding .dcm files) stays one query."""
+    from medsam2.io.volume import SUPPORTED_SUFFIXES, suffix_of
+
     paths: list[Path] = []
     for item in items:
         path = Path(item)
@@ -54,6 +59,8 @@ def expand_queries(items: list[str]) -> list[Path]:
 
 def output_name(query: Path, volume: Volume | None) -> str:
     """<stem>.png for 2D queries, <stem>.nii.gz for volumes (stem without .nii.gz)."""
+    from medsam2.io.volume import suffix_of
+
     suffix = suffix_of(query)
     stem = query.name[: -len(suffix)] if suffix and query.name.lower().endswith(suffix) else query.name
     return f"{stem}.png" if volume is not None and volume.is_2d else f"{stem}.nii.gz"
@@ -65,6 +72,10 @@ def _with_slice(text: str, volume: Volume) -> str:
 
 def support_prompts(kind: str, value: str, volume: Volume, name: str) -> ObjectPrompts:
     """The prompt of one support from --support-mask/--support-box/--support-point."""
+    from medsam2.io.volume import read_mask
+    from medsam2.prompts.parse import mask_prompts_from_array, parse_box, parse_point
+    from medsam2.prompts.types import ObjectPrompts
+
     if kind == "mask":
         mask = read_mask(value, volume)
         return ObjectPrompts(1, name, masks=mask_prompts_from_array(mask > 0, value))
@@ -75,6 +86,7 @@ def support_prompts(kind: str, value: str, volume: Volume, name: str) -> ObjectP
 
 def _thumbnail(image: np.ndarray, side: int = 160) -> np.ndarray:
     """Every k-th pixel so that the longest side is at most about ``side`` (the contact sheet's tile)."""
+
     step = max(1, max(image.shape[:2]) // side)
     return image[::step, ::step]
 
@@ -88,11 +100,14 @@ def _check_output_dir(folder: Path, overwrite: bool) -> None:
 
 def run_oneprompt_command(args, model_kwargs: dict, warn: Callable[[str], None]) -> int:
     """Run ``medsam2 oneprompt``; returns the exit code (1 when some query could not be read)."""
+    import numpy as np
+
+    from medsam2.engine.oneprompt.run import run_one_prompt
+    from medsam2.engine.segmenter import Segmenter
     from medsam2.io.atomic import write_json_atomic
-    from medsam2.montage import write_contact_sheet
-    from medsam2.oneprompt.run import run_one_prompt
-    from medsam2.preprocess import choose_window
-    from medsam2.segmenter import Segmenter
+    from medsam2.io.volume import load_volume, save_mask
+    from medsam2.io.windows import choose_window
+    from medsam2.reporting.montage import write_contact_sheet
 
     settings = engine_settings(args)
     prompts = list(getattr(args, "support_prompts", None) or [])

@@ -30,9 +30,9 @@ from medsam2.errors import UsageError
 
 def add_parser(commands) -> None:
     """The ``segment`` subcommand's options."""
-    from medsam2.memory import MEMORY_KINDS
-    from medsam2.preprocess import WINDOW_CHOICES
-    from medsam2.slicing import AXES
+    from medsam2.engine.options import MEMORY_KINDS
+    from medsam2.io.slicing import AXES
+    from medsam2.io.windows import WINDOW_CHOICES
 
     seg = commands.add_parser(
         "segment",
@@ -108,9 +108,9 @@ def add_parser(commands) -> None:
 
 
 def run_segment(args) -> int:
+    from medsam2.engine.jobs import SegmentJob, run_segment_job
+    from medsam2.engine.segmenter import Segmenter
     from medsam2.io.dicomweb import is_dicomweb, parse_series_url
-    from medsam2.jobs import SegmentJob, run_segment_job
-    from medsam2.segmenter import Segmenter
 
     settings = engine_settings(args)  # an option the backbone does not take is refused before anything is read
     output = output_path(args.output, ".dcm" if args.format in ("dicom-seg", "rtstruct") else ".nii.gz")

@@ -9,7 +9,7 @@ from medsam2.cli.common import add_model_options, engine_settings, model_kwargs
 
 def add_parser(commands) -> None:
     """The ``serve`` subcommand's options."""
-    from medsam2.memory import MEMORY_KINDS
+    from medsam2.engine.options import MEMORY_KINDS
 
     serve = commands.add_parser(
         "serve",
@@ -48,7 +48,7 @@ def add_parser(commands) -> None:
 
 
 def run_serve(args) -> int:
-    from medsam2.jobs import ModelOptions
+    from medsam2.engine.options import ModelOptions
     from medsam2.serve.runner import bind, make_server, url_of
     from medsam2.serve.settings import ServeSettings
 

@@ -12,14 +12,14 @@ from medsam2.cli.common import add_common, int_list
 
 
 def add_arguments(parser) -> None:
-    """The options of ``medsam2 train`` (also those of ``python -m medsam2.train`` under torchrun)."""
-    from medsam2.slicing import AXES
+    """The options of ``medsam2 train`` (also those of ``python -m medsam2.cli.train_worker`` under torchrun)."""
+    from medsam2.io.slicing import AXES
     from medsam2.train.settings import PROMPT_KINDS
 
     parser.add_argument("dataset", help="dataset folder, as evaluate reads it (nnU-Net/MSD layout, or images/ + labels/)")
     parser.add_argument("-o", "--output-dir", required=True, dest="run_dir", help="RUN_DIR: best.pth, last.pth, train_log.csv, "
                         "training_curves.png and the feature cache")
-    from medsam2.train.settings import BACKBONES
+    from medsam2.backbones.registry import BACKBONES
 
     parser.add_argument("--backbone", default="litemedsam", choices=BACKBONES,
                         help="litemedsam (default: slices, cached embeddings) or sam2 (slice sequences through SAM 2's memory)")
@@ -89,7 +89,7 @@ def run_train(args, argv: list[str]) -> int:
         settings_of(args).check()
         argv = _without_nproc([str(a) for a in argv[argv.index("train") + 1 :]])
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.nproc),
-                   "-m", "medsam2.train", *argv]
+                   "-m", "medsam2.cli.train_worker", *argv]
         return subprocess.call(command, env=dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // args.nproc))))
     return train_here(args)
 
@@ -110,7 +110,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def train_here(args) -> int:
-    from medsam2.devices import resolve_device
+    from medsam2.backbones.devices import resolve_device
     from medsam2.train.loop import Trainer, world_from_environment
 
     device = resolve_device(args.device)

@@ -63,7 +63,7 @@ def adapt_mask_decoder(backbone, examples: list[AdaptExample], settings: AdaptSe
     Raises:
         UsageError: the backbone is not LiteMedSAM's, or no example has a mask.
     """
-    from medsam2.train.losses import mask_losses
+    from medsam2.engine.losses import mask_losses
 
     settings = settings or AdaptSettings()
     net = litemedsam_net(backbone)
@@ -187,7 +187,7 @@ def repropagate_adapted(cache, engine, frames, prompts, track, settings: AdaptSe
     from medsam2.engine.sweep import Tracker
     from medsam2.engine.tracks import FeatureStore, PropagationStats
     from medsam2.errors import PromptError
-    from medsam2.prompts import MaskPrompt, ObjectPrompts
+    from medsam2.prompts.parse import MaskPrompt, ObjectPrompts
 
     litemedsam_net(cache)
     store = FeatureStore(frames, cache, set(), PropagationStats())

@@ -19,6 +19,7 @@ import torch
 from scipy import ndimage
 
 from medsam2.backbones.base import Backbone, FrameFeatures, Prediction
+from medsam2.engine.memory import BankSettings, Memory, MemoryEntry
 from medsam2.engine.sweep import Advance
 from medsam2.engine.tracks import (
     FeatureStore,
@@ -32,8 +33,7 @@ from medsam2.engine.tracks import (
     quantise_probability,
 )
 from medsam2.errors import PromptError
-from medsam2.memory import BankSettings, Memory, MemoryEntry
-from medsam2.prompts import ObjectPrompts
+from medsam2.prompts.parse import ObjectPrompts
 
 
 @dataclass(frozen=True)

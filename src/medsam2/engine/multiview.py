@@ -9,8 +9,8 @@ object's area is largest, or the middle slice of its extent) and propagated from
 is the object's where at least two of the three passes say so.
 
 Arrays are in the volume's (z, y, x) = (k, j, i) order throughout; boxes follow
-:mod:`medsam2.slicing`'s frame layout (columns x, rows y of a frame along the axis) and
-:class:`~medsam2.prompt_types.Box`'s inclusive voxel convention.
+:mod:`medsam2.io.slicing`'s frame layout (columns x, rows y of a frame along the axis) and
+:class:`~medsam2.prompts.types.Box`'s inclusive voxel convention.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medsam2.errors import UsageError
-from medsam2.prompts import Box, ObjectPrompts
-from medsam2.slicing import ANATOMICAL_AXES, VOXEL_AXES, check_axis, to_frames, voxel_axis
+from medsam2.io.slicing import ANATOMICAL_AXES, VOXEL_AXES, check_axis, to_frames, voxel_axis
+from medsam2.prompts.parse import Box, ObjectPrompts
 
 if TYPE_CHECKING:
+    from medsam2.engine.segmenter import Segmenter
     from medsam2.io.volume import Volume
-    from medsam2.segmenter import Segmenter
 
 #: where the other axes' boxes are taken from the first pass's mask
 STARTS = ("largest", "middle")
@@ -110,7 +110,7 @@ def segment_multiview(
     result, and fuse the three passes by majority.
 
     Arguments:
-        segmenter: the :class:`~medsam2.segmenter.Segmenter` that runs each pass.
+        segmenter: the :class:`~medsam2.engine.segmenter.Segmenter` that runs each pass.
         volume: the scan; (z, y, x) array, at least two voxels along every axis.
         objects: the user's prompts, in frame coordinates along ``axis`` (as :meth:`Segmenter.segment`).
         axis: the prompts' axis: "axial", "coronal", "sagittal" (the patient's, resolved with the

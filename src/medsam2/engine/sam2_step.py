@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from medsam2.backbones.base import Backbone, FrameFeatures
 from medsam2.backbones.sam2 import FlatFeatures, Sam2Backbone, point_inputs
+from medsam2.engine.memory import BankSettings, ConfidenceMemoryBank, MemoryEntry, check_memory_kind, similarity_weights
 from medsam2.engine.sweep import Advance, Tracker
 from medsam2.engine.tracks import (
     FeatureStore,
@@ -41,8 +42,7 @@ from medsam2.engine.tracks import (
     quantise_probability,
 )
 from medsam2.errors import PromptError, UsageError
-from medsam2.memory import BankSettings, ConfidenceMemoryBank, MemoryEntry, check_memory_kind, similarity_weights
-from medsam2.prompts import ObjectPrompts
+from medsam2.prompts.parse import ObjectPrompts
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medsam2.prompts import Box, ObjectPrompts
+from medsam2.prompts.parse import Box, ObjectPrompts
 
 #: a box's contents are "background" where this fraction of it is near the window's low end...
 BACKGROUND_FRACTION = 0.6

@@ -29,17 +29,17 @@ from medsam2.backbones.base import Backbone
 from medsam2.engine.adapt import AdaptSettings, AdaptSummary, repropagate_adapted
 from medsam2.engine.feature_cache import CachedBackbone, CacheStats
 from medsam2.engine.litemedsam_step import LiteMedSAMStep, PropagationSettings
+from medsam2.engine.memory import MemoryEntry, check_memory_kind, make_memory
 from medsam2.engine.results import ObjectReport, SegmentationReport, SegmentationResult, Timings
 from medsam2.engine.sam2_step import Sam2Step, Sam2TrackingSettings
 from medsam2.engine.sanity import ObjectEvidence, gather_evidence, sanity_warnings
 from medsam2.engine.sweep import Step, Tracker
 from medsam2.engine.tracks import FeatureStore, FramePrediction, ObjectTrack, PropagationStats
 from medsam2.errors import ArgumentTypeError, PromptError, UsageError
+from medsam2.io.slicing import check_axis, from_frames, to_frames, voxel_axis
 from medsam2.io.volume import Volume
-from medsam2.memory import MemoryEntry, check_memory_kind, make_memory
-from medsam2.preprocess import WindowedFrames, choose_window
-from medsam2.prompts import Box, MaskPrompt, ObjectPrompts, Point, coordinate, frame_index, object_label, validate_prompts
-from medsam2.slicing import check_axis, from_frames, to_frames, voxel_axis
+from medsam2.io.windows import WindowedFrames, choose_window
+from medsam2.prompts.parse import Box, MaskPrompt, ObjectPrompts, Point, coordinate, frame_index, object_label, validate_prompts
 
 #: default memory budget of a session's feature cache: about 300 LiteMedSAM slices (6.6 MB each),
 #: or 60 SAM 2 slices at 1024 input (34 MB each)
@@ -132,8 +132,8 @@ class Session:
             session's cache as it is).
         volume: the scan.
         axis: "axial", "coronal", "sagittal" (the patient's, from the direction cosines) or a
-            voxel axis "k", "j", "i": slices are taken along this axis (:mod:`medsam2.slicing`).
-        window: intensity window (see :func:`medsam2.preprocess.choose_window`).
+            voxel axis "k", "j", "i": slices are taken along this axis (:mod:`medsam2.io.slicing`).
+        window: intensity window (see :func:`medsam2.io.windows.choose_window`).
         feature_cache_mb: memory budget of the feature cache.
         max_undo: how many steps back :meth:`undo` can go.
     """
@@ -727,7 +727,7 @@ class Engine:
 
     Arguments:
         backbone: the network.
-        memory: "confidence", "fifo" or "none" (:data:`medsam2.memory.MEMORY_KINDS`).
+        memory: "confidence", "fifo" or "none" (:data:`medsam2.engine.memory.MEMORY_KINDS`).
         settings: :class:`PropagationSettings` for litemedsam, :class:`Sam2TrackingSettings` for
             sam2; None: the measured defaults.
 

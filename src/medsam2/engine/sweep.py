@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from medsam2.backbones.base import Backbone, FrameFeatures
 from medsam2.engine.tracks import FeatureStore, FramePrediction, ObjectTrack, PropagationStats, frames_between_prompts
-from medsam2.prompts import ObjectPrompts
+from medsam2.prompts.parse import ObjectPrompts
 
 
 @dataclass
@@ -83,7 +83,7 @@ class Tracker:
     Arguments:
         step: the backbone's step.
         frames01: n frames, (H, W) or (H, W, 3) values in [0, 1], with a ``shape`` (an array, or
-            :class:`medsam2.preprocess.WindowedFrames`).
+            :class:`medsam2.io.windows.WindowedFrames`).
         progress: show a tqdm bar.
 
     After :meth:`run` (or a finished :meth:`iter_run`), ``tracks`` holds one track per object; while

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from medsam2.backbones.base import Backbone, FrameFeatures
-from medsam2.prompts import ObjectPrompts
+from medsam2.prompts.parse import ObjectPrompts
 
 
 @dataclass

@@ -17,23 +17,25 @@ from tqdm import tqdm
 
 from medsam2.backbones.base import Backbone
 from medsam2.engine.feature_cache import CachedBackbone
+from medsam2.engine.jobs import provenance_of
 from medsam2.engine.litemedsam_step import PropagationSettings
+from medsam2.engine.options import ModelOptions
+from medsam2.engine.segmenter import Segmenter
 from medsam2.errors import InputError, OutputError, UsageError
 from medsam2.evaluation.datasets import Dataset
 from medsam2.evaluation.interactive import interactive_rounds, run_interactive
 from medsam2.evaluation.metrics import dice, hd95, iou, nsd
 from medsam2.evaluation.protocols import EvaluationConfig, check_config, simulate_prompts
 from medsam2.evaluation.report import StructureResult, slice_dice_by_distance, slice_extent, write_outputs, write_plots
+from medsam2.io.formats import DICOM_KINDS, label_format
+from medsam2.io.slicing import frame_spacing, from_frames, to_frames, voxel_axis
 from medsam2.io.volume import load_volume, save_mask, suffix_of
-from medsam2.jobs import ModelOptions, provenance_of
-from medsam2.peakmem import PeakMemory
-from medsam2.prompts import ObjectPrompts
-from medsam2.segmenter import Segmenter
-from medsam2.slicing import frame_spacing, from_frames, to_frames, voxel_axis
+from medsam2.prompts.parse import ObjectPrompts
+from medsam2.reporting.peakmem import PeakMemory
 
 
 class MethodSegmenters:
-    """One :class:`~medsam2.segmenter.Segmenter` per memory rule over one shared feature cache, so
+    """One :class:`~medsam2.engine.segmenter.Segmenter` per memory rule over one shared feature cache, so
     that the methods of a case encode each slice once; pass it as ``segmenter_for`` and its
     :meth:`clear` as ``after_case`` to :func:`run_evaluation`.
 
@@ -186,20 +188,17 @@ def evaluate_case(
     return results, notes
 
 
-#: the suffix of a prediction file per --format (auto: .nii.gz, or .png for a 2D image)
-_PREDICTION_SUFFIXES = {"seg-nrrd": ".seg.nrrd", "dicom-seg": ".dcm", "rtstruct": ".dcm"}
-
-
 def save_prediction(
     labels: np.ndarray, volume, folder: Path, stem: str, format: str, names: dict[int, str], provenance=None
 ) -> Path:
     """Write one method's label map (z, y, x) of one case as ``folder/stem.SUFFIX`` in ``format``
     (a DICOM SEG or RT-STRUCT names its structures and ``provenance``, the model that made it)."""
-    suffix = _PREDICTION_SUFFIXES.get(format, ".png" if volume.is_2d else ".nii.gz")
+    chosen = None if format == "auto" else label_format(format)
+    suffix = chosen.suffix if chosen else (".png" if volume.is_2d else ".nii.gz")
     present = {int(v): names.get(int(v)) for v in np.unique(labels) if v > 0}
     return save_mask(
         labels, volume, folder / f"{stem}{suffix}", overwrite=True, names=present,
-        dicom_kind="rtstruct" if format == "rtstruct" else "dicom-seg", provenance=provenance,
+        dicom_kind=(chosen.dicom_kind if chosen else None) or DICOM_KINDS[0], provenance=provenance,
     )
 
 
@@ -209,7 +208,7 @@ def check_prediction_format(cases: list, format: str) -> None:
     Raises:
         UsageError: a case whose image is not a DICOM series folder or file.
     """
-    if format not in ("dicom-seg", "rtstruct"):
+    if format == "auto" or not label_format(format).needs_dicom_input:
         return
     for case in cases:
         if not (case.image.is_dir() or suffix_of(case.image) == ".dcm"):
@@ -248,8 +247,8 @@ def evaluate_oneprompt(
     cases: list, segmenter_for, config: EvaluationConfig, names: dict[int, str], predictions_dir: Path | None
 ) -> tuple[list[StructureResult], list[str]]:
     """The ``oneprompt`` protocol: cases[0] is the support, the others are queries with no prompt."""
-    from medsam2.oneprompt.locate import OnePromptSettings
-    from medsam2.oneprompt.run import support_from_arrays
+    from medsam2.engine.oneprompt.locate import OnePromptSettings
+    from medsam2.engine.oneprompt.run import support_from_arrays
 
     if len(cases) < 2:
         return [], ["oneprompt needs at least two cases (a support and a query)"]

@@ -24,7 +24,7 @@ from scipy import ndimage
 from medsam2.engine.adapt import MIN_ADAPT_SLICES
 from medsam2.engine.session import Session
 from medsam2.evaluation.metrics import dice
-from medsam2.slicing import to_frames
+from medsam2.io.slicing import to_frames
 
 _INTERACTIVE = re.compile(r"^interactive-(\d+)$")
 CORRECTIONS = ("box", "click")

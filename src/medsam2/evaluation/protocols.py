@@ -34,7 +34,7 @@ from scipy import ndimage
 
 from medsam2.errors import UsageError
 from medsam2.evaluation.interactive import CORRECTIONS, MAX_ROUNDS, interactive_rounds
-from medsam2.prompts import Box, ObjectPrompts, Point
+from medsam2.prompts.parse import Box, ObjectPrompts, Point
 
 METHODS = ("confidence", "fifo", "none", "oracle")
 _EVERY = re.compile(r"^box-every-(\d+)$")

@@ -1,12 +1,2 @@
-"""Reading and writing volumes and masks."""
-
-from medsam2.io.volume import (
-    SUPPORTED_SUFFIXES,
-    Volume,
-    check_output_path,
-    load_volume,
-    read_mask,
-    save_mask,
-)
-
-__all__ = ["SUPPORTED_SUFFIXES", "Volume", "check_output_path", "load_volume", "read_mask", "save_mask"]
+"""Reading and writing volumes and masks: the Volume type, readers with their checks, writers, the
+label-format registry, DICOM, and the turning of a volume into windowed frames."""

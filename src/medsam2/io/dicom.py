@@ -16,7 +16,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from medsam2.errors import InputError
-from medsam2.io.guard import ReadLimits, itk_messages, itk_note, read_header
+from medsam2.io.guard import itk_messages, itk_note, read_header
+from medsam2.io.limits import ReadLimits
 
 #: files with these suffixes, or with the DICM magic at byte 128, are taken to be DICOM
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from medsam2.colours import label_colour
+from medsam2.io.colours import label_colour
 
 
 @dataclass(frozen=True)

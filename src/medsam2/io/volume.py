@@ -22,18 +22,9 @@ from medsam2.errors import ArgumentTypeError, InputError, OutputError, UsageErro
 from medsam2.io.atomic import atomic_write, atomic_write_pair
 from medsam2.io.detached import HEADER_SUFFIXES, check_data_files
 from medsam2.io.dicom import check_single_frame, read_dicom_series
-from medsam2.io.guard import (
-    MAX_DEFLATE_RATIO,
-    ImageHeader,
-    ReadLimits,
-    check_declared_size,
-    check_input_path,
-    itk_messages,
-    itk_note,
-    nifti_nonfinite_mask,
-    read_header,
-    resolve_path,
-)
+from medsam2.io.formats import DICOM_KINDS
+from medsam2.io.guard import ImageHeader, check_declared_size, itk_messages, itk_note, nifti_nonfinite_mask, read_header
+from medsam2.io.limits import MAX_DEFLATE_RATIO, ReadLimits, check_input_path, resolve_path
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 #: the other files SimpleITK reads by name (ITK-SNAP's GIPL, VTK legacy, MINC, Analyze, MRC, Bio-Rad, LSM, ...)
@@ -50,7 +41,6 @@ _MAGIC = (
 #: what a label map can be written as (JPEG is lossy); .dcm is a DICOM SEG or RT-STRUCT of a DICOM input
 WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff", ".bmp", ".dcm")
 #: what ``save_mask`` writes a .dcm as: a DICOM Segmentation (the default) or an RT Structure Set
-DICOM_KINDS = ("dicom-seg", "rtstruct")
 #: 2D formats: they hold one slice
 WRITABLE_2D_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 #: the largest label a label map holds (uint16)

@@ -31,14 +31,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medsam2._version import __version__
-from medsam2.colours import PALETTE
 from medsam2.engine.sanity import LOW_CONFIDENCE
+from medsam2.engine.segmenter import Segmenter
 from medsam2.errors import InputTooLarge, MedSAM2Error
-from medsam2.io.guard import DEFAULT_MAX_INPUT_BYTES, ReadLimits
+from medsam2.io.colours import PALETTE
+from medsam2.io.formats import DICOM_KINDS, format_names, label_format
+from medsam2.io.limits import DEFAULT_MAX_INPUT_BYTES, ReadLimits
+from medsam2.io.slicing import AXES
 from medsam2.io.volume import load_volume, save_mask, suffix_of
-from medsam2.preprocess import WINDOW_CHOICES
-from medsam2.prompts import Box, MaskPrompt, Point
-from medsam2.segmenter import Segmenter
+from medsam2.io.windows import WINDOW_CHOICES
+from medsam2.prompts.parse import Box, MaskPrompt, Point
 from medsam2.serve.bodies import (
     CorrectionBody,
     OpenBody,
@@ -56,15 +58,14 @@ from medsam2.serve.settings import ServeSettings, is_loopback
 from medsam2.serve.store import ServedSession, SessionStore
 from medsam2.serve.uploads import UploadPace, receive_upload, unpack_zip
 from medsam2.serve.viewer_files import FRAME_AXES, window_presets, write_viewer_nifti
-from medsam2.slicing import AXES
 
 log = logging.getLogger("medsam2.serve")
 
 STATIC = Path(__file__).parent / "static"
-#: label map formats GET .../labels writes (2D images also .png)
-LABEL_FORMATS = ("nii.gz", "nii", "nrrd", "seg.nrrd", "mha", "png", "dicom-seg", "rtstruct")
-#: the formats that reference the input's DICOM instances (a file NAME.dcm), and the name they are saved as
-DICOM_FORMATS = {"dicom-seg": "seg", "rtstruct": "rtstruct"}
+#: label map formats GET .../labels writes (the registry's names and older spellings)
+LABEL_FORMATS = format_names()
+#: the name a DICOM format's download is saved as (NAME.dcm)
+_DICOM_DOWNLOAD_NAMES = {"dicom-seg": "seg", "rtstruct": "rtstruct"}
 #: what a 429 answer's Retry-After header says (seconds)
 RETRY_AFTER_SECONDS = 5
 
@@ -354,7 +355,8 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
             # the label map alone uses no model: it does not wait for other sessions' propagations
             result = served.session.result(propagate_pending=False, sanity=False)
             out = _write_labels(served, result, format)
-        suffix = f"{DICOM_FORMATS[format]}.dcm" if format in DICOM_FORMATS else f"labels.{format}"
+        chosen = label_format(format)
+        suffix = f"{_DICOM_DOWNLOAD_NAMES[chosen.dicom_kind]}.dcm" if chosen.dicom_kind else f"labels{chosen.suffix}"
         return FileResponse(out, media_type="application/octet-stream", filename=f"{_stem(served.name)}_{suffix}",
                             background=BackgroundTask(out.unlink, missing_ok=True))
 
@@ -408,12 +410,12 @@ def _stem(name: str) -> str:
 def _write_labels(served: ServedSession, result, format: str) -> Path:
     """The session's label map written in its folder under a name of its own (the response reads it
     after the session is free again); a DICOM format names the model that made it."""
-    from medsam2.jobs import provenance_of
+    from medsam2.engine.jobs import provenance_of
 
-    suffix = "dcm" if format in DICOM_FORMATS else format
-    out = served.folder / f"labels-{secrets.token_hex(6)}.{suffix}"
+    chosen = label_format(format)
+    out = served.folder / f"labels-{secrets.token_hex(6)}{chosen.suffix}"
     names = {obj.label: obj.name for obj in result.report.objects}
-    kind = format if format in DICOM_FORMATS else "dicom-seg"
+    kind = chosen.dicom_kind or DICOM_KINDS[0]
     return save_mask(result.labels, served.session.volume, out, names=names, dicom_kind=kind, provenance=provenance_of(result))
 
 

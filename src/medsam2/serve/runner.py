@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import uvicorn
 
+from medsam2.engine.segmenter import Segmenter
 from medsam2.errors import UsageError
-from medsam2.segmenter import Segmenter
 from medsam2.serve.app import create_app
 from medsam2.serve.settings import ServeSettings
 

@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from medsam2.engine.options import ModelOptions
 from medsam2.errors import UsageError
-from medsam2.jobs import ModelOptions
 
 #: the environment variable that gives the API key when ``--api-key`` is not given
 API_KEY_VARIABLE = "MEDSAM2_API_KEY"

@@ -8,7 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from medsam2.io.volume import Volume
-from medsam2.preprocess import CT_WINDOWS, IntensityWindow, choose_window, finite_range, looks_like_ct
+from medsam2.io.windows import CT_WINDOWS, IntensityWindow, choose_window, finite_range, looks_like_ct
 
 #: the native voxel axes (0 = i, 1 = j, 2 = k) of a frame's slice index, column x and row y, per voxel axis
 FRAME_AXES = {"k": {"slice": 2, "x": 0, "y": 1}, "j": {"slice": 1, "x": 0, "y": 2}, "i": {"slice": 0, "x": 1, "y": 2}}

@@ -1,6 +1,6 @@
-"""Fine-tuning (``medsam2 train``): LiteMedSAM's prompt encoder and mask decoder on cached embeddings."""
+"""Fine-tuning (``medsam2 train``): a backbone's prompt encoder and mask decoder on cached embeddings.
 
-from medsam2.train.loop import EpochRecord, Trainer, World
-from medsam2.train.settings import TrainSettings
-
-__all__ = ["EpochRecord", "TrainSettings", "Trainer", "World"]
+Modules: :mod:`.settings` (the run's options), :mod:`.samples` and :mod:`.prompts` (training slices and
+their simulated prompts), :mod:`.loop` (the :class:`~medsam2.train.loop.Trainer`), the recipes per
+backbone family, :mod:`.losses`.
+"""

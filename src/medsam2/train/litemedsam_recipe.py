@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from medsam2.train.losses import mask_losses
+from medsam2.engine.losses import mask_losses
 from medsam2.train.prompts import make_prompts
 from medsam2.train.recipe import Recipe
 from medsam2.train.samples import Target

@@ -3,7 +3,7 @@
 What trains and how a target becomes a loss is the backbone's recipe:
 :class:`~medsam2.train.litemedsam_recipe.LiteMedSAMRecipe` (the mask heads, or the prompt encoder
 and mask decoder, on cached embeddings, one slice per target) or :class:`~medsam2.train.sam2_recipe.Sam2Recipe` (short
-slice sequences through SAM 2's memory). Losses are :mod:`medsam2.train.losses`. The image encoder
+slice sequences through SAM 2's memory). Losses are :mod:`medsam2.engine.losses`. The image encoder
 is frozen unless ``train_encoder`` (then slices are encoded in each step, in PyTorch).
 
 Several processes (``torchrun``): every global batch is the same as in one process, and each

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from medsam2.backbones.sam2 import FlatFeatures, Sam2Backbone, point_inputs
+from medsam2.engine.losses import mask_losses, presence_loss
 from medsam2.engine.sam2_step import FifoSelection, FramePrompt, Sam2Memory, conditioned_features
 from medsam2.evaluation.protocols import deepest_point
-from medsam2.train.losses import mask_losses, presence_loss
 from medsam2.train.prompts import deep_click, reference_box, target_rng
 from medsam2.train.recipe import Recipe
 from medsam2.train.samples import CaseFeatures, Target

@@ -102,8 +102,9 @@ def encode_case(backbone, case, settings, labels: list[int] | None) -> tuple[Cas
         InputError: the image and its label map differ in shape.
     """
     from medsam2.evaluation.harness import load_case
-    from medsam2.preprocess import WindowedFrames, choose_window, prepare_frame
-    from medsam2.slicing import to_frames, voxel_axis
+    from medsam2.io.model_input import prepare_frame
+    from medsam2.io.slicing import to_frames, voxel_axis
+    from medsam2.io.windows import WindowedFrames, choose_window
 
     loaded = load_case(case)
     if loaded is None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from medsam2.backbones.registry import BACKBONES, backbone_family
 from medsam2.errors import UsageError
 
 PROMPT_KINDS = ("box", "click", "mixed")
-BACKBONES = ("litemedsam", "sam2")
 #: what of LiteMedSAM trains: the mask heads only, or the prompt encoder and the whole mask decoder
 TUNE_PARTS = ("masks", "decoder")
 #: settings a resumed run may change (it trains further, or reports differently)
@@ -69,15 +69,16 @@ class TrainSettings:
         """Raises UsageError for a value no run can use."""
         if self.backbone not in BACKBONES:
             raise UsageError(f"--backbone is one of {', '.join(BACKBONES)}, not {self.backbone!r}")
-        if self.backbone == "litemedsam":
+        family = backbone_family(self.backbone)
+        if not family.has_architectures:
             for name, value in (("--model-config", self.model_config), ("--image-size", self.image_size)):
                 if value is not None:
                     raise UsageError(f"{name} is for --backbone sam2; litemedsam has one architecture at 256 x 256")
         if self.tune is not None and self.tune not in TUNE_PARTS:
             raise UsageError(f"--tune is one of {', '.join(TUNE_PARTS)}, not {self.tune!r}")
-        if self.backbone == "sam2" and self.tune is not None:
+        if family.has_architectures and self.tune is not None:
             raise UsageError("--tune is for --backbone litemedsam; sam2 trains its memory and mask decoder")
-        if self.backbone == "sam2" and self.checkpoint is None:
+        if family.needs_checkpoint and self.checkpoint is None:
             raise UsageError("the sam2 backbone ships no weights; pass --checkpoint PATH (a SAM 2, SAM 2.1 or MedSAM-2 .pt file)")
         if self.image_size is not None and (self.image_size < 128 or self.image_size % 32):
             raise UsageError(f"--image-size is a multiple of 32 from 128 up, not {self.image_size}")

@@ -2,7 +2,7 @@
 
 Coordinates are 0-based voxel indices as ITK-SNAP and 3D Slicer show them (IJK). A prompt's
 ``frame`` is the slice index along the slicing axis; ``x`` is the frame's column and ``y`` its row
-(see :mod:`medsam2.slicing` for coronal and sagittal frames). Boxes are inclusive.
+(see :mod:`medsam2.io.slicing` for coronal and sagittal frames). Boxes are inclusive.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from medsam2.errors import ArgumentTypeError, PromptError
-from medsam2.io.guard import check_input_path
+from medsam2.io.limits import check_input_path
+from medsam2.io.slicing import to_frames, voxel_axis
 from medsam2.io.volume import MAX_LABEL_VALUE, read_mask
-from medsam2.prompt_types import Box, MaskPrompt, ObjectPrompts, Point, coordinate, frame_index, object_label
-from medsam2.slicing import to_frames, voxel_axis
+from medsam2.prompts.types import Box, MaskPrompt, ObjectPrompts, Point, coordinate, frame_index, object_label
 
 __all__ = [
     "Box", "MaskPrompt", "ObjectPrompts", "Point", "collect_prompts", "coordinate", "frame_index", "load_prompts_json",
@@ -277,7 +277,7 @@ def collect_prompts(
         PromptError: a label outside 1..65535, an unreadable box or point, an empty mask, a label
             with a name but no prompt.
     """
-    from medsam2.coordinates import box_from_mm, point_from_mm
+    from medsam2.prompts.coordinates import box_from_mm, point_from_mm
 
     if index_base not in (0, 1):
         raise PromptError(f"the index base is 0 or 1, not {index_base!r}")

@@ -1,7 +1,7 @@
 """One-prompt segmentation: annotated support example(s) segment the same structure in other
 images and other patients' scans, with no prompt on them.
 
-The supports are pinned entries of a :class:`~medsam2.memory.ConfidenceMemoryBank`. Queries are
+The supports are pinned entries of a :class:`~medsam2.engine.memory.ConfidenceMemoryBank`. Queries are
 taken most-similar-first (cosine of pooled frame keys against the bank), and a query's answer joins
 the bank only when its confidence passes the bank's admission threshold, so easy queries help with
 hard ones and unsure ones cannot poison the bank.
@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from medsam2.backbones.base import Backbone, FrameFeatures
+from medsam2.engine.memory import BankSettings, ConfidenceMemoryBank, MemoryEntry
 from medsam2.engine.tracks import box_of_mask, frame_key
-from medsam2.memory import BankSettings, ConfidenceMemoryBank, MemoryEntry
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medsam2._version import __version__
-from medsam2.cli import batch, evaluate, info, oneprompt, segment, serve, train
+from medsam2.cli import batch, evaluate, info, oneprompt, segment, serve, train  # the subcommand modules
 from medsam2.cli.common import OneLineParser, add_common, model_kwargs, warn
 from medsam2.errors import MedSAM2Error, UsageError
 
@@ -115,7 +115,7 @@ def _run_command(argv: list[str]) -> int:
         print(describe_backbones())
         return 0
     if args.command == "demo":
-        from medsam2.demo import run_demo
+        from medsam2.cli.demo import run_demo
 
         return run_demo(Path(args.output_dir), device=args.device, overwrite=args.overwrite, quiet=args.quiet)
     raise UsageError(f"unknown command {args.command}")

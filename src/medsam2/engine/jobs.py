@@ -8,48 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medsam2.engine.litemedsam_step import PropagationSettings
 from medsam2.engine.results import SegmentationResult
+from medsam2.engine.segmenter import Segmenter
 from medsam2.engine.session import many_objects_note
 from medsam2.errors import OutputError, PromptError, UsageError
 from medsam2.io.atomic import write_json_atomic
-from medsam2.io.guard import ReadLimits, resolve_path
+from medsam2.io.limits import ReadLimits, resolve_path
+from medsam2.io.slicing import to_frames, voxel_axis
 from medsam2.io.volume import check_output_path, data_files_note, load_volume, save_mask, suffix_of
-from medsam2.prompts import collect_prompts, mask_file, validate_prompts
-from medsam2.segmenter import Segmenter
-from medsam2.slicing import to_frames, voxel_axis
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """The model every worker builds (the options of ``segment``)."""
-
-    backbone: str = "litemedsam"
-    device: str = "auto"
-    memory: str = "confidence"
-    checkpoint: str | None = None
-    runtime: str = "auto"
-    precision: str = "auto"
-    model_config: str | None = None
-    offload: bool = False
-    #: the engine's settings (None: the measured defaults of the backbone's engine)
-    settings: PropagationSettings | None = None
-
-    def build_backbone(self):
-        """The backbone alone (what evaluate's method segmenters share)."""
-        from medsam2.backbones import build_backbone
-        from medsam2.devices import resolve_device
-
-        return build_backbone(
-            self.backbone, resolve_device(self.device), checkpoint=self.checkpoint, runtime=self.runtime,
-            precision=self.precision, model_config=self.model_config, offload=self.offload,
-        )
-
-    def segmenter(self) -> Segmenter:
-        return Segmenter(
-            backbone=self.backbone, device=self.device, memory=self.memory, checkpoint=self.checkpoint, runtime=self.runtime,
-            precision=self.precision, model_config=self.model_config, offload=self.offload, settings=self.settings,
-        )
+from medsam2.prompts.parse import collect_prompts, mask_file, validate_prompts
 
 
 @dataclass(frozen=True)
@@ -61,7 +28,7 @@ class SegmentJob:
         output: the label map to write (its suffix picks the format).
         prompt_items: ("label", int) | ("box", "Z:x0,y0,x1,y1") | ("point", "Z:x,y[,1|0]") |
             ("mask", path) | ("box_mm", ...) | ("point_mm", ...) | ("name", text), in order, as on
-            the command line (see :func:`medsam2.prompts.collect_prompts`).
+            the command line (see :func:`medsam2.prompts.parse.collect_prompts`).
         prompts_json: a prompts.json, or None.
         axis, window, time_index: as ``medsam2 segment`` takes them.
         report: a JSON report to write, or None.
@@ -210,7 +177,7 @@ def run_segment_job(
         entries = stored_entries(label_entries(names), job.output)
         write_label_file(label_file_path(job.output), entries, overwrite=job.overwrite)
     if job.montage is not None:
-        from medsam2.montage import write_segmentation_montage
+        from medsam2.reporting.montage import write_segmentation_montage
 
         write_segmentation_montage(job.montage, volume, result, names, overwrite=job.overwrite)
     result.report.timings.read_seconds = round(read_seconds, 3)

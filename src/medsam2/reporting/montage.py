@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from medsam2.colours import label_colour
 from medsam2.io.atomic import atomic_write
+from medsam2.io.colours import label_colour
 from medsam2.io.volume import Volume
 
 
@@ -110,8 +110,8 @@ def write_segmentation_montage(
 ) -> Path:
     """``segment --montage``: overlays of a result on up to 8 of its slices along the slicing axis,
     with the window the segmentation used and a legend of the structures' names."""
-    from medsam2.preprocess import WindowedFrames, choose_window
-    from medsam2.slicing import to_frames
+    from medsam2.io.slicing import to_frames
+    from medsam2.io.windows import WindowedFrames, choose_window
 
     axis = result.report.voxel_axis
     # only the shown frames are windowed: no float copy of the whole volume

@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from medsam2.engine.feature_cache import SeededBackbone
+from medsam2.engine.oneprompt.locate import OnePromptSettings, QueryAnswer, QueryFailure, QueryFrames, StructureLocator, answer_queries
 from medsam2.engine.session import Engine
 from medsam2.errors import MedSAM2Error, PromptError
-from medsam2.io.guard import ReadLimits
+from medsam2.io.limits import ReadLimits
+from medsam2.io.slicing import to_frames
 from medsam2.io.volume import Volume, load_volume
-from medsam2.oneprompt.locate import OnePromptSettings, QueryAnswer, QueryFailure, QueryFrames, StructureLocator, answer_queries
-from medsam2.preprocess import WindowedFrames, choose_window
-from medsam2.prompts import MaskPrompt, ObjectPrompts, validate_prompts
-from medsam2.slicing import to_frames
+from medsam2.io.windows import WindowedFrames, choose_window
+from medsam2.prompts.parse import MaskPrompt, ObjectPrompts, validate_prompts
 
 
 @dataclass
@@ -252,7 +252,7 @@ def run_one_prompt(
 
 def support_from_arrays(volume: Volume, mask: np.ndarray, name: str = "support") -> tuple[Volume, ObjectPrompts]:
     """A support from an image and a mask array of its voxel grid ((z, y, x) or (y, x) for 2D)."""
-    from medsam2.prompts import mask_prompts_from_array
+    from medsam2.prompts.parse import mask_prompts_from_array
 
     mask = np.asarray(mask)
     if mask.ndim == 2:

@@ -8,18 +8,19 @@ from pathlib import Path
 
 import numpy as np
 
-from medsam2.backbones import Backbone, build_backbone
-from medsam2.devices import resolve_device
+from medsam2.backbones import build_backbone
+from medsam2.backbones.base import Backbone
+from medsam2.backbones.devices import resolve_device
 from medsam2.engine.litemedsam_step import PropagationSettings
+from medsam2.engine.memory import check_memory_kind
+from medsam2.engine.oneprompt.locate import OnePromptSettings
+from medsam2.engine.oneprompt.run import OnePromptResult, run_one_prompt
 from medsam2.engine.results import SegmentationResult
 from medsam2.engine.sam2_step import Sam2TrackingSettings
 from medsam2.engine.session import DEFAULT_FEATURE_CACHE_MB, Engine, Session
 from medsam2.errors import ArgumentTypeError, PromptError
 from medsam2.io.volume import Volume
-from medsam2.memory import check_memory_kind
-from medsam2.oneprompt.locate import OnePromptSettings
-from medsam2.oneprompt.run import OnePromptResult, run_one_prompt
-from medsam2.prompts import ObjectPrompts
+from medsam2.prompts.parse import ObjectPrompts
 
 
 def require_str(value: object, name: str) -> str:
@@ -141,7 +142,7 @@ class Segmenter:
         Arguments:
             volume: the scan (see :func:`medsam2.load_volume`).
             axis: "axial", "coronal", "sagittal" (the patient's) or "k", "j", "i" (voxel axes).
-            window: intensity window (see :func:`medsam2.preprocess.normalize_intensities`).
+            window: intensity window (see :func:`medsam2.io.windows.normalize_intensities`).
             feature_cache_mb: memory budget of the feature cache (None: unbounded).
 
         Raises:
@@ -172,7 +173,7 @@ class Segmenter:
             volume: the scan (see :func:`medsam2.load_volume`).
             prompts: one or more objects; coordinates are along/within ``axis`` frames.
             axis: "axial", "coronal", "sagittal" (the patient's) or "k", "j", "i" (voxel axes).
-            window: intensity window (see :func:`medsam2.preprocess.normalize_intensities`).
+            window: intensity window (see :func:`medsam2.io.windows.normalize_intensities`).
             progress: show a progress bar.
 
         Returns:
@@ -208,7 +209,7 @@ class Segmenter:
                 its outcome's ``error`` and the rest go on).
 
         Returns:
-            :class:`~medsam2.oneprompt.run.OnePromptResult`: one outcome per query, in order.
+            :class:`~medsam2.engine.oneprompt.run.OnePromptResult`: one outcome per query, in order.
         """
         volumes = [support] if isinstance(support, Volume) else _sequence(support, "support")
         for volume in volumes:

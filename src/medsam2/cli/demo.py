@@ -13,9 +13,9 @@ from medsam2.errors import OutputError
 from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
 from medsam2.io.volume import Volume, check_output_path, load_volume, save_mask
-from medsam2.montage import pick_slices, write_montage
-from medsam2.preprocess import normalize_intensities
-from medsam2.prompts import ObjectPrompts
+from medsam2.io.windows import normalize_intensities
+from medsam2.prompts.parse import ObjectPrompts
+from medsam2.reporting.montage import pick_slices, write_montage
 
 #: TotalSegmentator labels of the demo organs
 DEMO_ORGANS = {1: "spleen", 2: "kidney_right", 3: "kidney_left", 5: "liver", 6: "stomach"}
@@ -29,8 +29,8 @@ def sample_paths() -> tuple[Path, Path]:
 
 def run_demo(output_dir: Path, device: str = "auto", overwrite: bool = False, quiet: bool = False) -> int:
     """Segment the demo organs, print Dice per organ, write labels, montage and report."""
+    from medsam2.engine.segmenter import Segmenter
     from medsam2.io.atomic import write_json_atomic
-    from medsam2.segmenter import Segmenter
 
     began = time.perf_counter()
     if output_dir.exists() and not output_dir.is_dir():

@@ -15,9 +15,9 @@ import re
 import numpy as np
 
 from medsam2.errors import PromptError
+from medsam2.io.slicing import index_to_frame, voxel_axis
 from medsam2.io.volume import Volume
-from medsam2.prompt_types import Box, Point
-from medsam2.slicing import index_to_frame, voxel_axis
+from medsam2.prompts.types import Box, Point
 
 _NUMBER = r"\s*(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*"
 

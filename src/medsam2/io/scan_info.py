@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
+from medsam2.io.slicing import ANATOMICAL_AXES, anatomical_axes, obliquity_degrees
 from medsam2.io.volume import Volume, data_file_names
-from medsam2.preprocess import choose_window, looks_like_ct
-from medsam2.slicing import ANATOMICAL_AXES, anatomical_axes, obliquity_degrees
+from medsam2.io.windows import choose_window, looks_like_ct
 
 #: how common viewers number what medsam2 calls voxel (i, j, k) and where their millimetres point
 VIEWER_CONVENTIONS = (

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import torch
 
+from medsam2.engine.options import MEMORY_KINDS, check_memory_kind  # noqa: F401  (their owner is options)
 from medsam2.errors import UsageError
 
 
@@ -237,16 +238,6 @@ class PreviousFrameMemory:
         assert self._last is not None, "no entry yet"
         return self._last.prototype[None]
 
-
-#: the memory rules every engine offers: the confidence bank, SAM 2's own (prompted + last six), previous slice only
-MEMORY_KINDS = ("confidence", "fifo", "none")
-
-
-def check_memory_kind(kind: str) -> str:
-    """``kind`` when it is one of :data:`MEMORY_KINDS`; raises UsageError otherwise."""
-    if kind not in MEMORY_KINDS:
-        raise UsageError(f"unknown memory '{kind}'; choose one of {', '.join(MEMORY_KINDS)}")
-    return kind
 
 
 def make_memory(kind: str, settings: BankSettings | None = None) -> Memory:

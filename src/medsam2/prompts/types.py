@@ -1,9 +1,9 @@
 """The prompt types: a box, a click and a mask on one frame, and an object's prompts.
 
 Coordinates are 0-based voxel indices (IJK). A prompt's ``frame`` is the slice index along the
-slicing axis; ``x`` is the frame's column and ``y`` its row (see :mod:`medsam2.slicing`). Boxes are
+slicing axis; ``x`` is the frame's column and ``y`` its row (see :mod:`medsam2.io.slicing`). Boxes are
 inclusive. Every type checks its fields on construction. Parsing and validation against a volume
-are in :mod:`medsam2.prompts`.
+are in :mod:`medsam2.prompts.parse`.
 """
 
 from __future__ import annotations

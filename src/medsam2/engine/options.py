@@ -1,0 +1,60 @@
+"""The options a model is built from, one frozen value that every entry point builds once (the
+command line, the server's settings, a batch manifest, evaluate) and passes down whole, and the
+vocabulary of its memory rules. Light: no torch until a model is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from medsam2.backbones.registry import DEFAULT_BACKBONE
+from medsam2.errors import UsageError
+
+if TYPE_CHECKING:
+    from medsam2.engine.litemedsam_step import PropagationSettings
+    from medsam2.engine.segmenter import Segmenter
+
+#: the memory rules every engine offers: the confidence bank, SAM 2's own (prompted + last six), previous slice only
+MEMORY_KINDS = ("confidence", "fifo", "none")
+
+
+def check_memory_kind(kind: str) -> str:
+    """``kind`` when it is one of :data:`MEMORY_KINDS`; raises UsageError otherwise."""
+    if kind not in MEMORY_KINDS:
+        raise UsageError(f"unknown memory '{kind}'; choose one of {', '.join(MEMORY_KINDS)}")
+    return kind
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The model every worker builds (the options of ``segment``)."""
+
+    backbone: str = DEFAULT_BACKBONE
+    device: str = "auto"
+    memory: str = "confidence"
+    checkpoint: str | None = None
+    runtime: str = "auto"
+    precision: str = "auto"
+    model_config: str | None = None
+    offload: bool = False
+    #: the engine's settings (None: the measured defaults of the backbone's engine)
+    settings: PropagationSettings | None = None
+
+    def build_backbone(self):
+        """The backbone alone (what evaluate's method segmenters share)."""
+        from medsam2.backbones import build_backbone
+        from medsam2.backbones.devices import resolve_device
+
+        return build_backbone(
+            self.backbone, resolve_device(self.device), checkpoint=self.checkpoint, runtime=self.runtime,
+            precision=self.precision, model_config=self.model_config, offload=self.offload,
+        )
+
+    def segmenter(self) -> Segmenter:
+        from medsam2.engine.segmenter import Segmenter
+
+        return Segmenter(
+            backbone=self.backbone, device=self.device, memory=self.memory, checkpoint=self.checkpoint, runtime=self.runtime,
+            precision=self.precision, model_config=self.model_config, offload=self.offload, settings=self.settings,
+        )

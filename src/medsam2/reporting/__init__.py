@@ -1,0 +1,1 @@
+"""What a person looks at after a run: PNG montages of overlays, and the peak memory of a piece of work."""
