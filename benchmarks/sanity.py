@@ -25,9 +25,9 @@ from common import SHARED, machine_line  # noqa: E402
 from medsam2 import Box, ObjectPrompts, Point, load_volume  # noqa: E402
 from medsam2.backbones import build_backbone  # noqa: E402
 from medsam2.backbones.devices import resolve_device  # noqa: E402
+from medsam2.engine.engine import Engine  # noqa: E402
 from medsam2.engine.feature_cache import CachedBackbone  # noqa: E402
 from medsam2.engine.sanity import end_evidence, sanity_warnings  # noqa: E402
-from medsam2.engine.session import Engine  # noqa: E402
 from medsam2.evaluation.protocols import middle_slice_box  # noqa: E402
 
 MIN_VOXELS = 300
