@@ -71,7 +71,7 @@ def main(workdir: Path, seed: int, count: int, cap_mb: int) -> dict:
 
     from medsam2.errors import MedSAM2Error
     from medsam2.io.limits import ReadLimits
-    from medsam2.io.volume import load_volume
+    from medsam2.io.readers import load_volume
 
     workdir.mkdir(parents=True, exist_ok=True)
     ct = sitk.ReadImage(str(Path(__file__).resolve().parents[1] / "src" / "medsam2" / "data" / "example_ct_sm.nii.gz"))

@@ -12,9 +12,9 @@ from PIL import Image
 
 from medsam2.cli.dispatch import main
 from medsam2.errors import PromptError
+from medsam2.io.readers import load_volume
 from medsam2.io.scan_info import describe
 from medsam2.io.slicing import anatomical_axes, to_frames, voxel_axis
-from medsam2.io.volume import load_volume
 from medsam2.prompts.coordinates import box_from_mm, index_to_physical, physical_to_index, point_from_mm
 from medsam2.prompts.parse import Box, collect_prompts
 

@@ -13,7 +13,8 @@ from medsam2.engine.jobs import SegmentJob, run_segment_job
 from medsam2.errors import InputError
 from medsam2.io.detached import MAX_DATA_FILES, check_data_files, detached_data_files
 from medsam2.io.guard import stored_data
-from medsam2.io.volume import data_files_note, load_volume
+from medsam2.io.readers import load_volume
+from medsam2.io.volume import data_files_note
 
 ARRAY = np.arange(4 * 5 * 6, dtype=np.uint8).reshape(4, 5, 6)  # (z, y, x): 4 slices of 6x5
 META = "ObjectType = Image\nNDims = 3\nDimSize = 6 5 4\nElementType = MET_UCHAR\nElementDataFile = {}\n"

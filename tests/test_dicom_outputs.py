@@ -19,7 +19,7 @@ from medsam2.errors import InputError
 from medsam2.io.dicom_seg import Provenance, read_dicom_seg, write_dicom_seg
 from medsam2.io.rtstruct import read_rtstruct
 from medsam2.io.seg_nrrd import label_entries
-from medsam2.io.volume import save_mask
+from medsam2.io.writers import save_mask
 from tests.dicom_helpers import bundled_ct_series, write_series
 from tests.test_cli import assert_one_line_error, run_cli
 

@@ -113,7 +113,7 @@ def test_batch_workers_build_the_rule(tmp_path, capsys, monkeypatch, scan):
         main(["batch", str(manifest), "-o", str(tmp_path / "out"), "--stop-intensity-overlap", "0", "--quiet"])
     model = caught.value.args[0]
     assert model.settings == PropagationSettings(stop_intensity_overlap=0.0)
-    assert model.segmenter().settings == model.settings  # what each worker process builds from it
+    assert Segmenter.from_options(model).settings == model.settings  # what each worker process builds from it
 
 
 def test_serve_builds_the_rule_and_info_reports_it(monkeypatch, backbone):

@@ -9,7 +9,8 @@ from PIL import Image
 
 from medsam2.cli import main
 from medsam2.errors import InputError, OutputError, PromptError, UsageError
-from medsam2.io.volume import load_volume, read_mask, save_mask
+from medsam2.io.readers import load_volume, read_mask
+from medsam2.io.writers import save_mask
 
 
 def _image(shape_zyx=(4, 6, 5), dtype=np.int16):

@@ -26,8 +26,10 @@ from medsam2.cli import main
 from medsam2.errors import InputError, MedSAM2Error, OutputError, PromptError, UsageError
 from medsam2.io.atomic import lock_path, remove_stale_temporaries
 from medsam2.io.limits import ReadLimits
-from medsam2.io.volume import Volume, load_volume, save_mask
+from medsam2.io.readers import load_volume
+from medsam2.io.volume import Volume
 from medsam2.io.windows import choose_window
+from medsam2.io.writers import save_mask
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_CT = REPO / "src" / "medsam2" / "data" / "example_ct_sm.nii.gz"
@@ -286,7 +288,7 @@ def test_symlink_loops_are_one_line_errors(tmp_path, capsys, crop5, no_model, ta
 
 def test_many_objects_warn_with_the_expected_time(backbone):
     from medsam2.engine.segmenter import Segmenter
-    from medsam2.engine.session import MANY_OBJECTS, many_objects_note
+    from medsam2.engine.session_state import MANY_OBJECTS, many_objects_note
     from medsam2.prompts.parse import Box, ObjectPrompts
 
     assert many_objects_note(MANY_OBJECTS, 5) is None
@@ -347,7 +349,7 @@ def test_a_lock_left_by_a_dead_run_is_taken_over(tmp_path, capsys, crop5, monkey
 
 _SLOW_WRITER = """
 import sys, time
-import medsam2.io.volume as volume_io
+import medsam2.io.writers as volume_io
 write = volume_io._write_sitk
 def slow(labels, reference, path):
     write(labels, reference, path)
@@ -427,7 +429,7 @@ def test_two_writers_without_overwrite_exactly_one_wins(tmp_path):
 
 
 def test_a_file_that_appears_while_writing_is_never_replaced(tmp_path):
-    import medsam2.io.volume as volume_io
+    import medsam2.io.writers as volume_io
 
     path = tmp_path / "o.nii.gz"
     write = volume_io._write_sitk

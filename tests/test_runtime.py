@@ -20,7 +20,7 @@ from medsam2.cli import main
 from medsam2.errors import UsageError
 from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
-from medsam2.io.volume import load_volume
+from medsam2.io.readers import load_volume
 from medsam2.io.windows import normalize_intensities
 
 from .shared_data import shared

@@ -10,7 +10,9 @@ from PIL import Image
 
 from medsam2.cli import main
 from medsam2.io.label_files import label_entries, label_file_path, read_itksnap_labels
-from medsam2.io.volume import Volume, load_volume, save_mask
+from medsam2.io.readers import load_volume
+from medsam2.io.volume import Volume
+from medsam2.io.writers import save_mask
 from medsam2.reporting.montage import label_colour
 
 from .shared_data import shared

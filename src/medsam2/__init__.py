@@ -33,8 +33,8 @@ _EXPORTS = {
     "PromptError": "medsam2.errors",
     "UsageError": "medsam2.errors",
     "Volume": "medsam2.io.volume",
-    "load_volume": "medsam2.io.volume",
-    "save_mask": "medsam2.io.volume",
+    "load_volume": "medsam2.io.readers",
+    "save_mask": "medsam2.io.writers",
     "Box": "medsam2.prompts.types",
     "MaskPrompt": "medsam2.prompts.types",
     "ObjectPrompts": "medsam2.prompts.types",
@@ -94,5 +94,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         PromptError,
         UsageError,
     )
-    from medsam2.io.volume import Volume, load_volume, save_mask
+    from medsam2.io.readers import load_volume
+    from medsam2.io.volume import Volume
+    from medsam2.io.writers import save_mask
     from medsam2.prompts.types import Box, MaskPrompt, ObjectPrompts, Point

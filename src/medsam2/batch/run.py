@@ -81,7 +81,7 @@ class SegmentWorker:
     model: ModelOptions
 
     def build(self) -> Segmenter:
-        return self.model.segmenter()
+        return Segmenter.from_options(self.model)
 
     def run(self, segmenter: Segmenter, case: BatchCase) -> CaseOutcome:
         started = time.perf_counter()

@@ -10,12 +10,14 @@ from pathlib import Path
 
 from medsam2.engine.results import SegmentationResult
 from medsam2.engine.segmenter import Segmenter
-from medsam2.engine.session import many_objects_note
+from medsam2.engine.session_state import many_objects_note
 from medsam2.errors import OutputError, PromptError, UsageError
 from medsam2.io.atomic import write_json_atomic
 from medsam2.io.limits import ReadLimits, resolve_path
+from medsam2.io.readers import load_volume
 from medsam2.io.slicing import to_frames, voxel_axis
-from medsam2.io.volume import check_output_path, data_files_note, load_volume, save_mask, suffix_of
+from medsam2.io.volume import data_files_note, suffix_of
+from medsam2.io.writers import check_output_path, save_mask
 from medsam2.prompts.parse import collect_prompts, mask_file, validate_prompts
 
 

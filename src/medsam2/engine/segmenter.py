@@ -11,13 +11,16 @@ import numpy as np
 from medsam2.backbones import build_backbone
 from medsam2.backbones.base import Backbone
 from medsam2.backbones.devices import resolve_device
+from medsam2.engine.engine import Engine
 from medsam2.engine.litemedsam_step import PropagationSettings
 from medsam2.engine.memory import check_memory_kind
 from medsam2.engine.oneprompt.locate import OnePromptSettings
 from medsam2.engine.oneprompt.run import OnePromptResult, run_one_prompt
+from medsam2.engine.options import ModelOptions
 from medsam2.engine.results import SegmentationResult
 from medsam2.engine.sam2_step import Sam2TrackingSettings
-from medsam2.engine.session import DEFAULT_FEATURE_CACHE_MB, Engine, Session
+from medsam2.engine.session import Session
+from medsam2.engine.session_state import DEFAULT_FEATURE_CACHE_MB
 from medsam2.errors import ArgumentTypeError, PromptError
 from medsam2.io.volume import Volume
 from medsam2.prompts.parse import ObjectPrompts
@@ -81,6 +84,15 @@ class Segmenter:
     With the sam2 backbone, objects are tracked with SAM 2's memory attention
     (:mod:`medsam2.engine.sam2_step`); ``memory`` picks which past frames it reads.
     """
+
+    @classmethod
+    def from_options(cls, options: ModelOptions) -> Segmenter:
+        """The segmenter ``options`` describe (what every entry point and worker builds)."""
+        return cls(
+            backbone=options.backbone, device=options.device, memory=options.memory, checkpoint=options.checkpoint,
+            runtime=options.runtime, precision=options.precision, model_config=options.model_config, offload=options.offload,
+            settings=options.settings,
+        )
 
     def __init__(
         self,

@@ -28,8 +28,10 @@ from medsam2.evaluation.metrics import dice, hd95, iou, nsd
 from medsam2.evaluation.protocols import EvaluationConfig, check_config, simulate_prompts
 from medsam2.evaluation.report import StructureResult, slice_dice_by_distance, slice_extent, write_outputs, write_plots
 from medsam2.io.formats import DICOM_KINDS, label_format
+from medsam2.io.readers import load_volume
 from medsam2.io.slicing import frame_spacing, from_frames, to_frames, voxel_axis
-from medsam2.io.volume import load_volume, save_mask, suffix_of
+from medsam2.io.volume import suffix_of
+from medsam2.io.writers import save_mask
 from medsam2.prompts.parse import ObjectPrompts
 from medsam2.reporting.peakmem import PeakMemory
 

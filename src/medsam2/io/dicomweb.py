@@ -6,7 +6,7 @@ https); ``PATH`` is the server's DICOMweb root (``/dicom-web`` on Orthanc). Cred
 the URL (it is printed and logged): HTTP basic from ``MEDSAM2_DICOMWEB_USER`` and
 ``MEDSAM2_DICOMWEB_PASSWORD``, a bearer token from ``MEDSAM2_DICOMWEB_TOKEN``, or else the user's
 ``~/.netrc`` (requests reads it). A retrieved series is written to a folder and read by
-:func:`medsam2.io.volume.load_volume` like any DICOM folder, with every check that has.
+:func:`medsam2.io.readers.load_volume` like any DICOM folder, with every check that has.
 """
 
 from __future__ import annotations

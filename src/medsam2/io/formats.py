@@ -3,7 +3,7 @@ dimensions it holds and whether it needs a DICOM input. The command line's choic
 ``evaluate``, ``batch``), the server's ``?format=`` and the docs all read this table. Light: no
 SimpleITK, no torch.
 
-:func:`medsam2.io.volume.save_mask` writes each of them, picked by the output's suffix (and, for
+:func:`medsam2.io.writers.save_mask` writes each of them, picked by the output's suffix (and, for
 ``.dcm``, by :attr:`LabelFormat.dicom_kind`).
 """
 

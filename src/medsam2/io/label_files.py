@@ -14,7 +14,8 @@ from pathlib import Path
 
 from medsam2.io.atomic import atomic_write
 from medsam2.io.seg_nrrd import LabelEntry, label_entries
-from medsam2.io.volume import IMAGE_SUFFIXES, ONE_OBJECT_2D_VALUE, suffix_of
+from medsam2.io.volume import IMAGE_SUFFIXES, suffix_of
+from medsam2.io.writers import ONE_OBJECT_2D_VALUE
 
 __all__ = [
     "LabelEntry", "check_output_path_text", "label_entries", "label_file_path", "read_itksnap_labels", "stored_entries",
@@ -26,7 +27,7 @@ LABEL_FILE_SUFFIX = ".label.txt"
 
 def stored_entries(entries: list[LabelEntry], output: Path) -> list[LabelEntry]:
     """The entries as the file at ``output`` stores them: a 2D image holds one object as 255
-    (:func:`medsam2.io.volume.two_d_values`)."""
+    (:func:`medsam2.io.writers.two_d_values`)."""
     if suffix_of(output) in IMAGE_SUFFIXES and len(entries) == 1 and entries[0].value <= 255:
         return [LabelEntry(ONE_OBJECT_2D_VALUE, entries[0].name, entries[0].colour)]
     return entries

@@ -12,22 +12,18 @@ import os
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from PIL import Image, UnidentifiedImageError
 
-from medsam2.errors import ArgumentTypeError, InputError, OutputError, UsageError
-from medsam2.io.atomic import atomic_write, atomic_write_pair
+from medsam2.errors import ArgumentTypeError, InputError, UsageError
 from medsam2.io.detached import HEADER_SUFFIXES, check_data_files
 from medsam2.io.dicom import check_single_frame, read_dicom_series
-from medsam2.io.formats import DICOM_KINDS
 from medsam2.io.guard import ImageHeader, check_declared_size, itk_messages, itk_note, nifti_nonfinite_mask, read_header
-from medsam2.io.limits import MAX_DEFLATE_RATIO, ReadLimits, check_input_path, resolve_path
-
-from medsam2.io.volume import IMAGE_SUFFIXES, MAX_LABEL_VALUE, SUPPORTED_SUFFIXES, VOLUME_SUFFIXES, Volume, sniff_suffix, suffix_of
+from medsam2.io.limits import MAX_DEFLATE_RATIO, ReadLimits, check_input_path
+from medsam2.io.volume import IMAGE_SUFFIXES, SUPPORTED_SUFFIXES, Volume, size_text, sniff_suffix, suffix_of
 
 
 def _read_as(path: Path, suffix: str, time_index: int | None, limits: ReadLimits, confine_to: Path | None = None) -> Volume:
@@ -333,7 +329,7 @@ def read_mask(path: str | os.PathLike, reference: Volume, segment: int | None = 
         array = array[..., 0]
     if tuple(array.shape) != reference.shape:
         raise PromptError(
-            f"mask {path} has size {_size_text(array.shape)} but the image has {_size_text(reference.shape)}; "
+            f"mask {path} has size {size_text(array.shape)} but the image has {size_text(reference.shape)}; "
             "a mask must have the image's voxel grid (or give a 2D mask of one slice as --mask SLICE:FILE)"
         )
     return np.asarray(array)

@@ -1,7 +1,7 @@
 """3D Slicer segmentations (``.seg.nrrd``): a NRRD label map whose header holds one named,
 coloured segment per structure (``SegmentN_Name``, ``SegmentN_Color``, ``SegmentN_LabelValue``,
 ``SegmentN_Extent``, ``SegmentN_Layer``: Slicer's segmentation storage format, one layer).
-:func:`medsam2.io.volume.save_mask` writes one for a name ending in ``.seg.nrrd``.
+:func:`medsam2.io.writers.save_mask` writes one for a name ending in ``.seg.nrrd``.
 """
 
 from __future__ import annotations

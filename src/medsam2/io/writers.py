@@ -5,31 +5,19 @@ Slicer ``.seg.nrrd``, 2D images, and DICOM SEG / RT-STRUCT for DICOM inputs (the
 
 from __future__ import annotations
 
-import gzip
 import os
-import struct
-import warnings
-import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from medsam2.errors import ArgumentTypeError, InputError, OutputError, UsageError
+from medsam2.errors import ArgumentTypeError, OutputError, UsageError
 from medsam2.io.atomic import atomic_write, atomic_write_pair
-from medsam2.io.detached import HEADER_SUFFIXES, check_data_files
-from medsam2.io.dicom import check_single_frame, read_dicom_series
 from medsam2.io.formats import DICOM_KINDS
-from medsam2.io.guard import ImageHeader, check_declared_size, itk_messages, itk_note, nifti_nonfinite_mask, read_header
-from medsam2.io.limits import MAX_DEFLATE_RATIO, ReadLimits, check_input_path, resolve_path
-
-from medsam2.io.volume import MAX_LABEL_VALUE, WRITABLE_2D_SUFFIXES, WRITABLE_SUFFIXES, Volume, suffix_of
-
-
-def _size_text(shape_zyx: tuple[int, ...]) -> str:
-    return "x".join(str(s) for s in reversed(tuple(shape_zyx)[:3]))
+from medsam2.io.guard import itk_messages
+from medsam2.io.limits import resolve_path
+from medsam2.io.volume import IMAGE_SUFFIXES, MAX_LABEL_VALUE, WRITABLE_2D_SUFFIXES, WRITABLE_SUFFIXES, Volume, suffix_of
 
 
 def check_output_path(

@@ -17,8 +17,9 @@ import numpy as np
 
 from medsam2.errors import ArgumentTypeError, PromptError
 from medsam2.io.limits import check_input_path
+from medsam2.io.readers import read_mask
 from medsam2.io.slicing import to_frames, voxel_axis
-from medsam2.io.volume import MAX_LABEL_VALUE, read_mask
+from medsam2.io.volume import MAX_LABEL_VALUE
 from medsam2.prompts.types import Box, MaskPrompt, ObjectPrompts, Point, coordinate, frame_index, object_label
 
 __all__ = [
@@ -380,7 +381,8 @@ def _mask_prompts(
 ) -> list[MaskPrompt]:
     """``--mask PATH`` (the input's grid, or a DICOM SEG of the input series: every segment, or
     ``segment`` alone) or ``--mask SLICE:PATH`` (a 2D mask for one slice of a 3D scan)."""
-    from medsam2.io.volume import Volume, read_mask
+    from medsam2.io.readers import read_mask
+    from medsam2.io.volume import Volume
 
     match = _SLICE_MASK.match(text)
     if match is None or Path(text).exists():

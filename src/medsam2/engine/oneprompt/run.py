@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from medsam2.engine.engine import Engine
 from medsam2.engine.feature_cache import SeededBackbone
 from medsam2.engine.oneprompt.locate import OnePromptSettings, QueryAnswer, QueryFailure, QueryFrames, StructureLocator, answer_queries
-from medsam2.engine.session import Engine
 from medsam2.errors import MedSAM2Error, PromptError
 from medsam2.io.limits import ReadLimits
+from medsam2.io.readers import load_volume
 from medsam2.io.slicing import to_frames
-from medsam2.io.volume import Volume, load_volume
+from medsam2.io.volume import Volume
 from medsam2.io.windows import WindowedFrames, choose_window
 from medsam2.prompts.parse import MaskPrompt, ObjectPrompts, validate_prompts
 
