@@ -3,5 +3,6 @@
 Modules: :mod:`.settings` (the server's options and their checks), :mod:`.store` (sessions, their
 limits and expiry), :mod:`.uploads` (uploads streamed to disk under a size cap, DICOM zips),
 :mod:`.datadir` (scans under ``--data``, never outside it), :mod:`.bodies` (the request bodies),
-:mod:`.app` (the routes), :mod:`.runner` (the uvicorn server on a bound socket).
+:mod:`.app` (the app), :mod:`.routes` (the routes, one module per
+resource), :mod:`.deps` (what they share), :mod:`.runner` (the uvicorn server on a bound socket).
 """

@@ -20,3 +20,16 @@ class ApiError(Exception):
 
 def not_found(session_id: str) -> ApiError:
     return ApiError(404, f"no session {session_id!r}: it was closed or expired; open the scan again")
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (its type's name where it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def validation_text(errors: list) -> str:
+    """The first of pydantic's errors as one line: ``where: what``."""
+    first = errors[0] if errors else {}
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    message = first.get("msg", "invalid request")
+    return f"{where}: {message}" if where else message

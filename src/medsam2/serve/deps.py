@@ -1,0 +1,69 @@
+"""What the routes share, as FastAPI dependencies: the server's state (kept on ``app.state.medsam2``
+by :func:`medsam2.serve.app.create_app`), its settings, its sessions and the session a URL names.
+
+A route that holds a session for its whole work takes it with ``store.working(session_id)`` in its
+body (not as a dependency), so that the session's lock is released exactly where it was before and a
+bad body is refused (400) before the session is looked up (404).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from medsam2.engine.segmenter import Segmenter
+from medsam2.serve.settings import ServeSettings
+from medsam2.serve.store import ServedSession, SessionStore
+from medsam2.serve.uploads import UploadPace
+
+
+@dataclass
+class ServerState:
+    """What every request shares: settings, the model (and the lock its calls take), the sessions."""
+
+    settings: ServeSettings
+    segmenter: Segmenter
+    root: Path
+    store: SessionStore
+    model_lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+    checkpoint_sha256: str | None = None
+    #: how slowly an upload may arrive
+    pace: UploadPace = field(default_factory=UploadPace)
+
+
+async def get_state(request: Request) -> ServerState:
+    return request.app.state.medsam2
+
+
+State = Annotated[ServerState, Depends(get_state)]
+
+
+async def get_settings(state: State) -> ServeSettings:
+    return state.settings
+
+
+Settings = Annotated[ServeSettings, Depends(get_settings)]
+
+
+async def get_store(state: State) -> SessionStore:
+    return state.store
+
+
+Store = Annotated[SessionStore, Depends(get_store)]
+
+
+def served_session(session_id: str, store: Store) -> ServedSession:
+    """The session the URL names, marked as used now (not held).
+
+    Raises:
+        ApiError: 404 when there is no such session.
+    """
+    return store.get(session_id)
+
+
+Served = Annotated[ServedSession, Depends(served_session)]

@@ -1,0 +1,15 @@
+"""The REST API under ``/api``, one module per resource; :data:`ROUTERS` in the order the app includes them.
+
+- :mod:`.pages`: the server itself (health, info: the model, the limits, what the page offers).
+- :mod:`.data`: the scans under ``--data``.
+- :mod:`.dicomweb`: the series on the ``--dicomweb`` PACS.
+- :mod:`.sessions`: opening a scan, a session's info and scan, closing it.
+- :mod:`.objects`: prompts, propagation, corrections (and erasing), adapting, undo.
+- :mod:`.results`: the label map, saving it to the PACS, the report.
+"""
+
+from __future__ import annotations
+
+from medsam2.serve.routes import data, dicomweb, objects, pages, results, sessions
+
+ROUTERS = (pages.router, data.router, dicomweb.router, sessions.router, objects.router, results.router)

@@ -1,0 +1,145 @@
+"""A session's objects: prompts, propagation, corrections (erasing among them), adapting, undo.
+
+Propagation and corrections answer with JSON lines (``application/x-ndjson``): one per decoded
+slice, then the summary (:func:`medsam2.serve.views.summary`) with ``"finished": true``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from medsam2.errors import MedSAM2Error
+from medsam2.prompts.parse import Box, MaskPrompt, Point
+from medsam2.serve.bodies import CorrectionBody, PromptBody, PropagateBody, decode_mask, one_kind, run_lengths
+from medsam2.serve.deps import ServerState, State
+from medsam2.serve.errors import ApiError, one_line
+from medsam2.serve.store import ServedSession
+from medsam2.serve.views import summary
+
+log = logging.getLogger("medsam2.serve")
+
+router = APIRouter()
+
+
+@router.post("/api/sessions/{session_id}/objects/{label}/prompts")
+def prompt(session_id: str, label: int, body: PromptBody, state: State) -> dict:
+    """Add a prompt to an object not propagated yet (a new label creates the object)."""
+    with state.store.working(session_id) as served:
+        session = served.session
+        kind = one_kind(body, ("box", "point", "mask"))
+        rows, cols = session.shape[1:]
+        if kind == "box":
+            session.add_prompts(label, body.name, boxes=[Box(body.box.slice, *body.box.box)])
+        elif kind == "point":
+            x, y = body.point.point
+            session.add_prompts(label, body.name, points=[Point(body.point.slice, x, y, body.point.positive)])
+        else:
+            session.add_prompts(label, body.name, masks=[MaskPrompt(body.mask.slice, decode_mask(body.mask, rows, cols))])
+        return {"label": label, "pending": session.pending_labels()}
+
+
+@router.post("/api/sessions/{session_id}/propagate")
+def propagate(session_id: str, state: State, body: PropagateBody | None = None):
+    """Segment the pending objects; streams one JSON line per decoded slice, then the summary."""
+    body = body or PropagateBody()
+    served = state.store.acquire(session_id)
+    try:
+        session = served.session
+        updates = session.propagate(labels=body.labels, masks=body.masks)  # unknown labels: 400 here
+        if not any(body.labels is None or v in body.labels for v in session.pending_labels()):
+            raise ApiError(400, "nothing to propagate: add a prompt to an object first (segmented objects are corrected instead)")
+    except BaseException:
+        state.store.release(served)
+        raise
+
+    def work(emit: Callable[[dict], None]) -> dict:
+        for update in updates:
+            line = {"label": update.label, "slice": update.slice, "done": update.done, "total": update.total}
+            if update.mask is not None:
+                line["rle"] = run_lengths(update.mask)
+            emit(line)
+        return summary(served)
+
+    return _stream(state, served, work)
+
+
+@router.post("/api/sessions/{session_id}/objects/{label}/corrections")
+def correct(session_id: str, label: int, body: CorrectionBody, state: State):
+    """Correct one slice of an object and propagate the change; streams as propagate does."""
+    with state.store.working(session_id) as served:
+        session = served.session
+        kind = one_kind(body, ("box", "point", "mask", "erase"))
+        if label not in session.labels:
+            raise ApiError(400, f"no object with label {label} in the session; POST .../objects/{label}/prompts first")
+        rows, cols = session.shape[1:]
+        with state.model_lock:
+            if kind == "box":
+                outcome = session.correct(label, body.box.slice, box=body.box.box)
+            elif kind == "point":
+                outcome = session.correct(label, body.point.slice, points=[(*body.point.point, int(body.point.positive))])
+            elif kind == "mask":
+                outcome = session.correct(label, body.mask.slice, mask=decode_mask(body.mask, rows, cols))
+            else:
+                outcome = session.correct(label, body.erase.slice, erase=decode_mask(body.erase, rows, cols))
+            final = summary(served)
+        slices = [outcome.slice, *outcome.decoded_slices]
+        lines = [{"label": label, "slice": s, "done": i + 1, "total": len(slices)} for i, s in enumerate(slices)]
+        lines.append({"finished": True, "correction": asdict(outcome), **final})
+    return StreamingResponse((json.dumps(line) + "\n" for line in lines), media_type="application/x-ndjson")
+
+
+@router.post("/api/sessions/{session_id}/objects/{label}/adapt")
+def adapt(session_id: str, label: int, state: State) -> dict:
+    """Learn from the object's prompted and corrected slices (two or more) and propagate it again
+    (``Session.adapt``): the summary, with ``adapt``: the slices learned from, slices decoded, seconds."""
+    with state.store.working(session_id) as served:
+        with state.model_lock:
+            outcome = served.session.adapt(label)
+            return {"adapt": asdict(outcome), **summary(served)}
+
+
+@router.post("/api/sessions/{session_id}/undo")
+def undo(session_id: str, state: State) -> dict:
+    with state.store.working(session_id) as served:
+        served.session.undo()
+        with state.model_lock:
+            return summary(served)
+
+
+def _stream(state: ServerState, served: ServedSession, work: Callable[[Callable[[dict], None]], dict]) -> StreamingResponse:
+    """Run ``work`` in its own thread with the model lock, streaming what it emits as JSON lines.
+
+    The session's lock (held by the caller) is released when the work ends, which it does even if
+    the client goes away, so that the session is never left half-propagated.
+    """
+    lines: queue.Queue = queue.Queue()
+
+    def run() -> None:
+        try:
+            with state.model_lock:
+                final = work(lines.put)
+            lines.put({"finished": True, **final})
+        except MedSAM2Error as exc:
+            lines.put({"error": one_line(exc)})
+        except Exception as exc:  # noqa: BLE001 (reported to the client and logged)
+            log.exception("propagation failed")
+            lines.put({"error": f"internal error: {type(exc).__name__}: {one_line(exc)}"})
+        finally:
+            state.store.release(served)
+            lines.put(None)
+
+    threading.Thread(target=run, name=f"medsam2-propagate-{served.id}", daemon=True).start()
+
+    def body() -> Iterator[str]:
+        while (item := lines.get()) is not None:
+            yield json.dumps(item) + "\n"
+
+    return StreamingResponse(body(), media_type="application/x-ndjson")
