@@ -51,7 +51,7 @@ def main() -> int:
     warnings.simplefilter("ignore")
     from medsam2.backbones import build_backbone
     from medsam2.engine.feature_cache import CachedBackbone
-    from medsam2.engine.litemedsam_step import PropagationSettings
+    from medsam2.engine.litemedsam_settings import PropagationSettings
     from medsam2.engine.segmenter import Segmenter
     from medsam2.evaluation.datasets import discover_dataset
     from medsam2.evaluation.harness import run_evaluation

@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from medsam2.backbones.base import Backbone
-from medsam2.engine.litemedsam_step import LiteMedSAMStep, PropagationSettings
+from medsam2.engine.litemedsam_settings import PropagationSettings
+from medsam2.engine.litemedsam_step import LiteMedSAMStep
 from medsam2.engine.memory import check_memory_kind, make_memory
 from medsam2.engine.results import SegmentationResult
 from medsam2.engine.sam2_step import Sam2Step, Sam2TrackingSettings

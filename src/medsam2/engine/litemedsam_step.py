@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from scipy import ndimage
 
 from medsam2.backbones.base import Backbone, FrameFeatures, Prediction
-from medsam2.engine.memory import BankSettings, Memory, MemoryEntry
+from medsam2.engine.litemedsam_records import (
+    DirectionPass,
+    Repropagation,
+    TrackStep,
+    keep_previous_inside_box,
+    mask_dice,
+    values_at,
+)
+from medsam2.engine.litemedsam_settings import PropagationSettings
+from medsam2.engine.memory import Memory, MemoryEntry
 from medsam2.engine.sweep import Advance
 from medsam2.engine.tracks import (
     FeatureStore,
@@ -34,94 +42,6 @@ from medsam2.engine.tracks import (
 )
 from medsam2.errors import PromptError
 from medsam2.prompts.parse import ObjectPrompts
-
-
-@dataclass(frozen=True)
-class PropagationSettings:
-    """Tuning of the propagation engine (defaults measured on CT organs; see DESIGN.md).
-
-    Attributes:
-        box_margin: model pixels added around each box taken from the memory's prior.
-        component_fraction: prior components smaller than this fraction of the largest get no box.
-        stop_presence: a frame looks absent when its mask's feature prototype has a cosine
-            similarity below this to the memory's reference prototypes...
-        stop_iou: ...or when the predicted IoU is below this...
-        stop_area_fraction: ...or when the mask is smaller than this fraction of the largest mask
-            remembered for the object...
-        stop_intensity_overlap: ...or, when above 0, when the histogram of the frame's values
-            inside the mask overlaps that of every prompted frame's mask by less than this
-            (histogram intersection, 0..1): a mask that has moved onto tissue of another intensity.
-            0 turns the rule off; it applies where the backbone keeps an intensity map
-            (LiteMedSAM). 0.35 measured on 58 structures, 30 of them untuned (DESIGN.md, issue 20).
-        patience: consecutive absent-looking frames after which the object ends in that direction.
-        bank: the confidence memory bank's rule (and the frame keys' grid).
-    """
-
-    box_margin: float = 4.0
-    component_fraction: float = 0.1
-    stop_presence: float = 0.5
-    stop_iou: float = 0.6
-    stop_area_fraction: float = 0.02
-    stop_intensity_overlap: float = 0.35
-    patience: int = 2
-    bank: BankSettings = BankSettings()
-
-
-@dataclass
-class TrackStep:
-    """One propagated frame of one object: the answer, what it would leave in memory, and whether
-    the mask looks absent (presence, predicted IoU or area too low)."""
-
-    result: FramePrediction
-    entry: MemoryEntry
-    absent: bool
-
-
-@dataclass
-class Repropagation:
-    """What a correction changed in one object's track.
-
-    Attributes:
-        frames: new answers, frame -> prediction (they replace the old ones).
-        removed: frames whose old answer is dropped (the structure ends before them now).
-        decoded: frames decoded again, in the order they were visited (the corrected frame excluded).
-    """
-
-    frames: dict[int, FramePrediction] = field(default_factory=dict)
-    removed: set[int] = field(default_factory=set)
-    decoded: list[int] = field(default_factory=list)
-
-
-@dataclass
-class _Pass:
-    """One object's pass in one direction: its memory, the largest mask area it remembers, and the
-    absent-looking answers held back until the object shows again (dropped if it ends there).
-
-    ``ended_from`` is the first frame of the run where the object ended, once it has."""
-
-    memory: Memory
-    max_area: float
-    held: list[FramePrediction] = field(default_factory=list)
-    ended_from: int | None = None
-
-    def take(self, frame: int, step: TrackStep | None, patience: int) -> Advance:
-        """The sweep's :class:`Advance` for one decoded frame, and the pass's memory updated."""
-        if step is None:  # nothing left in the memory's prior
-            self.ended_from = self.held[0].frame if self.held else frame
-            self.held = []
-            return Advance(ended=True)
-        if step.absent:
-            self.held.append(step.result)
-            if len(self.held) >= patience:
-                self.ended_from = self.held[0].frame
-                self.held = []
-                return Advance(ended=True)
-            return Advance()
-        commit = self.held + [step.result]
-        self.held = []
-        if self.memory.add(step.entry):
-            self.max_area = max(self.max_area, step.entry.area)
-        return Advance(commit=commit)
 
 
 class LiteMedSAMStep:
@@ -143,7 +63,7 @@ class LiteMedSAMStep:
         self.stats = PropagationStats()
         self.pinned: list[dict[int, MemoryEntry]] = []
         self._answers: list[dict[int, FramePrediction]] = []
-        self._passes: dict[int, _Pass] = {}
+        self._passes: dict[int, DirectionPass] = {}
 
     # -- decoding helpers -------------------------------------------------------------------
     def _decode(self, features: FrameFeatures, box=None, points=None, labels=None) -> Prediction:
@@ -220,8 +140,8 @@ class LiteMedSAMStep:
                 hh = max(half / aspect ** 0.5, (high[1] - low[1]) / 2 + 2)
                 box = np.clip(np.array([centre[0] - hw, centre[1] - hh, centre[0] + hw, centre[1] + hh], dtype=np.float32), 0, limit)
                 prediction = self._decode(features, box=box)
-                inside = _values_at(prediction.logits, positive) > 0
-                outside = _values_at(prediction.logits, negative) <= 0 if len(negative) else np.ones(1, bool)
+                inside = values_at(prediction.logits, positive) > 0
+                outside = values_at(prediction.logits, negative) <= 0 if len(negative) else np.ones(1, bool)
                 score = prediction.iou * float(inside.mean()) * float(outside.mean())
                 if score > best_score:
                     best, best_score = prediction, score
@@ -287,12 +207,12 @@ class LiteMedSAMStep:
 
         ``previous``: a correction's frame, the object's answer there before it ((S, S) bool, model
         space): a box correction keeps it (inside the box) where it spans the box better than
-        the box's own mask does (:func:`_keep_previous`)."""
+        the box's own mask does (:func:`keep_previous_inside_box`)."""
         prediction = self._pinned_prediction(obj, frame, features)
         boxes = [b for b in obj.boxes if b.frame == frame]
         if previous is not None and len(boxes) == 1 and not any(m.frame == frame for m in obj.masks):
             box = features.geometry.box_to_model(boxes[0].as_tuple())
-            prediction = _keep_previous(prediction, previous, box, self.backbone.input_size)
+            prediction = keep_previous_inside_box(prediction, previous, box, self.backbone.input_size)
         probability = torch.sigmoid(prediction.logits)
         entry = MemoryEntry(
             frame=frame,
@@ -356,12 +276,12 @@ class LiteMedSAMStep:
     def begin(self, index: int, direction: int) -> None:
         self._passes[index] = self._new_pass(self.pinned[index])
 
-    def _new_pass(self, pinned: dict[int, MemoryEntry]) -> _Pass:
+    def _new_pass(self, pinned: dict[int, MemoryEntry]) -> DirectionPass:
         """A pass whose memory holds the object's pinned entries."""
         memory = self.memory_factory()
         for entry in pinned.values():
             memory.add(entry)
-        return _Pass(memory, max(entry.area for entry in pinned.values()))
+        return DirectionPass(memory, max(entry.area for entry in pinned.values()))
 
     def prompted(self, index: int, frame: int) -> None:
         walk = self._passes[index]
@@ -443,14 +363,14 @@ class LiteMedSAMStep:
                         outcome.frames[result.frame] = result
                 if advance.commit:  # the object is there: does it agree with the old answer?
                     before = old.get(frame)
-                    agreed = agreed + 1 if before is not None and _mask_dice(before, advance.commit[-1]) >= agree_dice else 0
+                    agreed = agreed + 1 if before is not None and mask_dice(before, advance.commit[-1]) >= agree_dice else 0
                     if agreed >= agree_run:
                         break
                 frame += direction
             yield from self._bridge(store, pinned, start, direction, anchor, old, outcome)
         self.repropagation = outcome
 
-    def _walk_step(self, walk: _Pass, features: FrameFeatures, frame: int) -> Advance:
+    def _walk_step(self, walk: DirectionPass, features: FrameFeatures, frame: int) -> Advance:
         key = frame_key(features, self.settings.bank.key_grid)
         return walk.take(frame, self._step(frame, features, key, walk.memory, walk.max_area), self.settings.patience)
 
@@ -485,47 +405,3 @@ class LiteMedSAMStep:
 
 #: a box correction keeps the previous answer (inside the box) where its bounding box agrees with
 #: the drawn box by this much more (IoU of boxes) than the box's decoded mask does
-KEEP_PREVIOUS_MARGIN = 0.1
-
-
-def _box_agreement(mask: np.ndarray, box: np.ndarray, limit: float) -> float:
-    """IoU of a mask's bounding box with a box (x0, y0, x1, y1), model pixels; 0 for an empty mask."""
-    if not mask.any():
-        return 0.0
-    own = box_of_mask(mask, 0.0, limit)
-    ix = max(0.0, min(own[2], box[2]) - max(own[0], box[0]))
-    iy = max(0.0, min(own[3], box[3]) - max(own[1], box[1]))
-    inter = ix * iy
-    union = (own[2] - own[0]) * (own[3] - own[1]) + (box[2] - box[0]) * (box[3] - box[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
-def _keep_previous(decoded: Prediction, previous: torch.Tensor, box: np.ndarray, limit: float) -> Prediction:
-    """A box correction's answer: the box's decoded mask, or the previous answer cut to the box
-    where that spans the drawn box clearly better (LiteMedSAM sometimes answers a box with a small
-    structure inside it, confidently; the annotator's box says the object fills it)."""
-    size = previous.shape[-1]
-    cols, rows = np.arange(size)[None, :] + 0.5, np.arange(size)[:, None] + 0.5
-    inside = previous.numpy() & (cols >= box[0]) & (cols <= box[2]) & (rows >= box[1]) & (rows <= box[3])
-    if not inside.any():
-        return decoded
-    mine = (decoded.logits > 0).numpy()
-    if _box_agreement(inside, box, limit) <= _box_agreement(mine, box, limit) + KEEP_PREVIOUS_MARGIN:
-        return decoded
-    probability = torch.from_numpy(inside.astype(np.float32)).clamp(1e-4, 1 - 1e-4)
-    return Prediction(logits=torch.logit(probability), iou=decoded.iou)
-
-
-def _mask_dice(a: FramePrediction, b: FramePrediction) -> float:
-    """Dice of two answers' masks (probability > 0.5) in model space; 1 when both are empty."""
-    mask_a, mask_b = a.probability > 127, b.probability > 127
-    total = int(mask_a.sum()) + int(mask_b.sum())
-    return 1.0 if total == 0 else 2.0 * int((mask_a & mask_b).sum()) / total
-
-
-def _values_at(logits: torch.Tensor, points: np.ndarray) -> np.ndarray:
-    if len(points) == 0:
-        return np.zeros(0)
-    size = logits.shape[-1]
-    idx = np.clip(np.round(points).astype(int), 0, size - 1)
-    return logits[idx[:, 1], idx[:, 0]].numpy()

@@ -12,7 +12,7 @@ from medsam2.backbones.registry import DEFAULT_BACKBONE
 from medsam2.errors import UsageError
 
 if TYPE_CHECKING:
-    from medsam2.engine.litemedsam_step import PropagationSettings
+    from medsam2.engine.litemedsam_settings import PropagationSettings
 
 #: the memory rules every engine offers: the confidence bank, SAM 2's own (prompted + last six), previous slice only
 MEMORY_KINDS = ("confidence", "fifo", "none")
@@ -39,3 +39,14 @@ class ModelOptions:
     offload: bool = False
     #: the engine's settings (None: the measured defaults of the backbone's engine)
     settings: PropagationSettings | None = None
+
+    def build_backbone(self):
+        """The backbone alone (what evaluate's method segmenters share); the whole segmenter is
+        :meth:`medsam2.engine.segmenter.Segmenter.from_options`."""
+        from medsam2.backbones import build_backbone
+        from medsam2.backbones.devices import resolve_device
+
+        return build_backbone(
+            self.backbone, resolve_device(self.device), checkpoint=self.checkpoint, runtime=self.runtime,
+            precision=self.precision, model_config=self.model_config, offload=self.offload,
+        )

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from medsam2.backbones.base import Backbone
 from medsam2.engine.feature_cache import CachedBackbone
 from medsam2.engine.jobs import provenance_of
-from medsam2.engine.litemedsam_step import PropagationSettings
+from medsam2.engine.litemedsam_settings import PropagationSettings
 from medsam2.engine.options import ModelOptions
 from medsam2.engine.segmenter import Segmenter
 from medsam2.errors import InputError, OutputError, UsageError

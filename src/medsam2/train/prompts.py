@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from medsam2.engine.litemedsam_step import PropagationSettings
+from medsam2.engine.litemedsam_settings import PropagationSettings
 from medsam2.engine.tracks import box_of_mask
 from medsam2.evaluation.protocols import deepest_point, inside_depth
 from medsam2.train.samples import CaseFeatures, Target
