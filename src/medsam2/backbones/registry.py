@@ -25,6 +25,10 @@ class BackboneFamily:
         needs_checkpoint: True when no weights are bundled (``--checkpoint`` is required).
         has_architectures: True when ``--model-config`` names one of several architectures.
         keeps_frame_state: True when past frames' memory lives on the device (``--offload`` applies).
+        recipe: ``module:Class`` of its training recipe (:class:`~medsam2.train.recipe.Recipe`),
+            which also builds the backbone to train.
+        multiscale_features: True when the decoder also reads the encoder's high-resolution maps
+            (cached with each frame for training).
     """
 
     name: str
@@ -33,10 +37,22 @@ class BackboneFamily:
     needs_checkpoint: bool
     has_architectures: bool
     keeps_frame_state: bool
+    recipe: str
+    multiscale_features: bool
 
     def build(self, **options):
-        module, function = self.builder.split(":")
-        return getattr(import_module(module), function)(**options)
+        """The backbone, built by :attr:`builder` with these keyword arguments."""
+        return _resolve(self.builder)(**options)
+
+    def recipe_class(self) -> type:
+        """The training recipe's class (imports torch and the training code)."""
+        return _resolve(self.recipe)
+
+
+def _resolve(target: str):
+    """The object named by ``module:attribute`` text."""
+    module, name = target.split(":")
+    return getattr(import_module(module), name)
 
 
 FAMILIES: dict[str, BackboneFamily] = {
@@ -49,6 +65,8 @@ FAMILIES: dict[str, BackboneFamily] = {
             needs_checkpoint=False,
             has_architectures=False,
             keeps_frame_state=False,
+            recipe="medsam2.train.litemedsam_recipe:LiteMedSAMRecipe",
+            multiscale_features=False,
         ),
         BackboneFamily(
             name="sam2",
@@ -57,13 +75,15 @@ FAMILIES: dict[str, BackboneFamily] = {
             needs_checkpoint=True,
             has_architectures=True,
             keeps_frame_state=True,
+            recipe="medsam2.train.sam2_recipe:Sam2Recipe",
+            multiscale_features=True,
         ),
     )
 }
 
 #: the names ``--backbone`` takes, the default first
 BACKBONES: tuple[str, ...] = tuple(FAMILIES)
-DEFAULT_BACKBONE = "litemedsam"
+DEFAULT_BACKBONE: str = BACKBONES[0]
 
 #: how the image encoder runs (see :mod:`medsam2.backbones.runtime`)
 RUNTIMES = ("auto", "torch", "openvino")

@@ -16,7 +16,7 @@ from medsam2.io.formats import DICOM_KINDS, EXPLICIT_FORMATS, label_format
 from medsam2.io.limits import DEFAULT_MAX_INPUT_BYTES, ReadLimits, resolve_path
 
 if TYPE_CHECKING:
-    from medsam2.engine.litemedsam_step import PropagationSettings
+    from medsam2.engine.litemedsam_settings import PropagationSettings
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -76,10 +76,10 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    from medsam2.backbones.registry import BACKBONES, PRECISIONS, RUNTIMES
+    from medsam2.backbones.registry import BACKBONES, DEFAULT_BACKBONE, PRECISIONS, RUNTIMES
 
     parser.add_argument(
-        "--backbone", default="litemedsam", choices=BACKBONES,
+        "--backbone", default=DEFAULT_BACKBONE, choices=BACKBONES,
         help="litemedsam (default, embedded weights) or sam2 (SAM 2 / SAM 2.1 / MedSAM-2 weights; needs --checkpoint)",
     )
     parser.add_argument("--checkpoint", help="weights file to use instead of the backbone's bundled weights (required for sam2)")
@@ -116,15 +116,19 @@ def engine_settings(args) -> PropagationSettings | None:
     Raises:
         UsageError: an engine option given for a backbone whose engine does not take it.
     """
-    from medsam2.engine.litemedsam_step import PropagationSettings
+    from dataclasses import fields
+
+    from medsam2.engine.engine import STEP_KINDS
 
     if args.stop_intensity_overlap is None:
         return None
-    if args.backbone != "litemedsam":
+    settings_type = STEP_KINDS[args.backbone].settings
+    if "stop_intensity_overlap" not in {f.name for f in fields(settings_type)}:
+        takes = ", ".join(name for name, kind in STEP_KINDS.items() if "stop_intensity_overlap" in {f.name for f in fields(kind.settings)})
         raise UsageError(
-            f"--stop-intensity-overlap applies to the litemedsam backbone; the {args.backbone} engine ends objects by its own object score"
+            f"--stop-intensity-overlap applies to the {takes} backbone; the {args.backbone} engine ends objects by its own object score"
         )
-    return PropagationSettings(stop_intensity_overlap=args.stop_intensity_overlap)
+    return settings_type(stop_intensity_overlap=args.stop_intensity_overlap)
 
 
 def model_kwargs(args) -> dict:

@@ -12,8 +12,10 @@ import numpy as np
 from medsam2.errors import OutputError
 from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
-from medsam2.io.volume import Volume, check_output_path, load_volume, save_mask
+from medsam2.io.readers import load_volume
+from medsam2.io.volume import Volume
 from medsam2.io.windows import normalize_intensities
+from medsam2.io.writers import check_output_path, save_mask
 from medsam2.prompts.parse import ObjectPrompts
 from medsam2.reporting.montage import pick_slices, write_montage
 

@@ -19,8 +19,8 @@ def add_parser(commands) -> None:
 
 
 def run_info(args) -> int:
+    from medsam2.io.readers import load_volume
     from medsam2.io.scan_info import describe
-    from medsam2.io.volume import load_volume
 
     facts = describe(load_volume(args.input, time_index=args.time_index, limits=read_limits(args)))
     print(facts.to_json() if args.json else facts.to_text())

@@ -72,7 +72,7 @@ def _with_slice(text: str, volume: Volume) -> str:
 
 def support_prompts(kind: str, value: str, volume: Volume, name: str) -> ObjectPrompts:
     """The prompt of one support from --support-mask/--support-box/--support-point."""
-    from medsam2.io.volume import read_mask
+    from medsam2.io.readers import read_mask
     from medsam2.prompts.parse import mask_prompts_from_array, parse_box, parse_point
     from medsam2.prompts.types import ObjectPrompts
 
@@ -105,8 +105,9 @@ def run_oneprompt_command(args, model_kwargs: dict, warn: Callable[[str], None])
     from medsam2.engine.oneprompt.run import run_one_prompt
     from medsam2.engine.segmenter import Segmenter
     from medsam2.io.atomic import write_json_atomic
-    from medsam2.io.volume import load_volume, save_mask
+    from medsam2.io.readers import load_volume
     from medsam2.io.windows import choose_window
+    from medsam2.io.writers import save_mask
     from medsam2.reporting.montage import write_contact_sheet
 
     settings = engine_settings(args)

@@ -108,9 +108,13 @@ def add_parser(commands) -> None:
 
 
 def run_segment(args) -> int:
+    from medsam2.io.dicomweb import is_dicomweb, parse_series_url
+    from medsam2.io.limits import check_input_path
+
+    if not is_dicomweb(args.input) and not Path(args.input).exists():
+        check_input_path(Path(args.input))  # the one-line error, before the model's code is imported
     from medsam2.engine.jobs import SegmentJob, run_segment_job
     from medsam2.engine.segmenter import Segmenter
-    from medsam2.io.dicomweb import is_dicomweb, parse_series_url
 
     settings = engine_settings(args)  # an option the backbone does not take is refused before anything is read
     output = output_path(args.output, ".dcm" if args.format in ("dicom-seg", "rtstruct") else ".nii.gz")

@@ -49,6 +49,7 @@ def add_parser(commands) -> None:
 
 def run_serve(args) -> int:
     from medsam2.engine.options import ModelOptions
+    from medsam2.engine.segmenter import Segmenter
     from medsam2.serve.runner import bind, make_server, url_of
     from medsam2.serve.settings import ServeSettings
 
@@ -62,7 +63,7 @@ def run_serve(args) -> int:
         allowed_origins=tuple(args.allowed_origin),
     ).checked()
     sock = bind(settings.host, settings.port)  # before the model loads: a busy port fails at once
-    segmenter = model.segmenter()
+    segmenter = Segmenter.from_options(model)
     server = make_server(settings, segmenter)
     if not args.quiet:
         backbone = segmenter.backbone

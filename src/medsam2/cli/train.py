@@ -19,9 +19,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("dataset", help="dataset folder, as evaluate reads it (nnU-Net/MSD layout, or images/ + labels/)")
     parser.add_argument("-o", "--output-dir", required=True, dest="run_dir", help="RUN_DIR: best.pth, last.pth, train_log.csv, "
                         "training_curves.png and the feature cache")
-    from medsam2.backbones.registry import BACKBONES
+    from medsam2.backbones.registry import BACKBONES, DEFAULT_BACKBONE
 
-    parser.add_argument("--backbone", default="litemedsam", choices=BACKBONES,
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=BACKBONES,
                         help="litemedsam (default: slices, cached embeddings) or sam2 (slice sequences through SAM 2's memory)")
     parser.add_argument("--checkpoint", help="weights to start from (default: the bundled LiteMedSAM weights; required for sam2)")
     parser.add_argument("--model-config", help="sam2: architecture name (see `medsam2 models`); default: read from the checkpoint")

@@ -4,9 +4,12 @@ runs in each step)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from medsam2.engine.losses import mask_losses
+from medsam2.errors import InputError
 from medsam2.train.prompts import make_prompts
 from medsam2.train.recipe import Recipe
 from medsam2.train.samples import Target
@@ -46,6 +49,16 @@ class LiteMedSAMRecipe(Recipe):
         settings: the run's settings.
         device: where the decoder trains.
     """
+
+    @classmethod
+    def build_backbone(cls, settings: TrainSettings, device: torch.device):
+        from medsam2.backbones.litemedsam import LiteMedSAMBackbone
+
+        checkpoint = settings.checkpoint
+        if checkpoint is not None and not Path(checkpoint).is_file():
+            raise InputError(f"no checkpoint file at {checkpoint}; pass --checkpoint PATH to a LiteMedSAM .pth file")
+        runtime = "torch" if settings.train_encoder else "auto"
+        return LiteMedSAMBackbone(device=device, checkpoint=checkpoint, runtime=runtime)
 
     def __init__(self, backbone, settings: TrainSettings, device: torch.device) -> None:
         super().__init__()

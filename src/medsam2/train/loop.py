@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from medsam2.backbones.checkpoints import load_weights_only
+from medsam2.backbones.registry import backbone_family
 from medsam2.errors import InputError, OutputError, UsageError
 from medsam2.train.prompts import batch_kind
 from medsam2.train.samples import CaseFeatures, cached_case, split_cases
@@ -97,6 +98,7 @@ class Trainer:
         self.train_cases, self.val_cases = split_cases([c.case_id for c in self.dataset.cases], settings.val_fraction,
                                                       settings.val_cases, settings.seed)
         self._check_labels()
+        self.recipe_type = backbone_family(settings.backbone).recipe_class()
         self.backbone = self._backbone()
         from medsam2.backbones.runtime import file_sha256
 
@@ -149,31 +151,10 @@ class Trainer:
         self.labels = sorted(wanted) if wanted else sorted(found)
 
     def _backbone(self):
-        settings = self.settings
-        checkpoint = settings.checkpoint
-        if settings.backbone == "sam2":
-            from medsam2.backbones.sam2 import Sam2Backbone
-
-            if not Path(checkpoint).is_file():
-                raise InputError(f"no checkpoint file at {checkpoint}; pass --checkpoint PATH to a SAM 2, SAM 2.1 or MedSAM-2 .pt file")
-            # fp32: gradients in bf16 autocast on a CPU lose the small updates
-            return Sam2Backbone(checkpoint, self.device, model_config=settings.model_config, runtime="torch", precision="fp32",
-                                image_size=settings.image_size)
-        from medsam2.backbones.litemedsam import LiteMedSAMBackbone
-
-        if checkpoint is not None and not Path(checkpoint).is_file():
-            raise InputError(f"no checkpoint file at {checkpoint}; pass --checkpoint PATH to a LiteMedSAM .pth file")
-        runtime = "torch" if settings.train_encoder else "auto"
-        return LiteMedSAMBackbone(device=self.device, checkpoint=checkpoint, runtime=runtime)
+        return self.recipe_type.build_backbone(self.settings, self.device)
 
     def _recipe(self):
-        if self.settings.backbone == "sam2":
-            from medsam2.train.sam2_recipe import Sam2Recipe
-
-            return Sam2Recipe(self.backbone, self.settings, self.device)
-        from medsam2.train.litemedsam_recipe import LiteMedSAMRecipe
-
-        return LiteMedSAMRecipe(self.backbone, self.settings, self.device)
+        return self.recipe_type(self.backbone, self.settings, self.device)
 
     # -- data ----------------------------------------------------------------------------------
     def load_features(self) -> None:

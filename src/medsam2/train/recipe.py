@@ -18,6 +18,15 @@ class Recipe:
     def __init__(self) -> None:
         self.cases: dict[str, CaseFeatures] = {}
 
+    @classmethod
+    def build_backbone(cls, settings, device: torch.device):
+        """The backbone this recipe trains, from ``settings.checkpoint`` (or the bundled weights).
+
+        Raises:
+            InputError: a checkpoint path that is not a file.
+        """
+        raise NotImplementedError
+
     def weights(self) -> dict[str, torch.Tensor]:
         """The whole network's weights, on the CPU (what ``--checkpoint`` reads)."""
         return {k: v.detach().cpu() for k, v in self.network.state_dict().items()}

@@ -5,7 +5,7 @@ A training target is a structure on one cached slice; at each draw it becomes a 
 ``sequence_length`` consecutive slices from there, upwards or downwards at random (a 2D case gives
 a sequence of one). The first slice is decoded from its prompt without memory (SAM 2's
 conditioning frame); every later slice reads the memory of the prompted slice and of the ones just
-before it (SAM 2's own rule, :class:`~medsam2.engine.sam2_step.FifoSelection`), and is decoded
+before it (SAM 2's own rule, :class:`~medsam2.engine.sam2_memory.FifoSelection`), and is decoded
 without a prompt. Each slice adds Dice + BCE + IoU error where the structure is on it, and the
 object score's BCE on every slice (a slice past the structure's end teaches "absent"). Gradients run
 through the mask decoder, the prompt encoder, memory attention and the memory encoder (and the
@@ -16,13 +16,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from medsam2.backbones.sam2 import FlatFeatures, Sam2Backbone, point_inputs
 from medsam2.engine.losses import mask_losses, presence_loss
-from medsam2.engine.sam2_step import FifoSelection, FramePrompt, Sam2Memory, conditioned_features
+from medsam2.engine.sam2_memory import FifoSelection, Sam2Memory, conditioned_features
+from medsam2.engine.sam2_step import FramePrompt
+from medsam2.errors import InputError
 from medsam2.evaluation.protocols import deepest_point
 from medsam2.train.prompts import deep_click, reference_box, target_rng
 from medsam2.train.recipe import Recipe
@@ -142,6 +145,15 @@ class Sam2Recipe(Recipe):
         settings: the run's settings.
         device: where it trains.
     """
+
+    @classmethod
+    def build_backbone(cls, settings: TrainSettings, device: torch.device) -> Sam2Backbone:
+        checkpoint = settings.checkpoint
+        if checkpoint is None or not Path(checkpoint).is_file():
+            raise InputError(f"no checkpoint file at {checkpoint}; pass --checkpoint PATH to a SAM 2, SAM 2.1 or MedSAM-2 .pt file")
+        # fp32: gradients in bf16 autocast on a CPU lose the small updates
+        return Sam2Backbone(checkpoint, device, model_config=settings.model_config, runtime="torch", precision="fp32",
+                            image_size=settings.image_size)
 
     def __init__(self, backbone: Sam2Backbone, settings: TrainSettings, device: torch.device) -> None:
         super().__init__()

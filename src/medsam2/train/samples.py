@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from medsam2.backbones.checkpoints import load_weights_only
+from medsam2.backbones.registry import backbone_family
 from medsam2.errors import CheckpointError, InputError, UsageError
 
 #: bump when what a cache file holds changes
@@ -119,12 +120,13 @@ def encode_case(backbone, case, settings, labels: list[int] | None) -> tuple[Cas
     windowed = WindowedFrames(raw, window)
     keep = [z for z in range(len(windowed)) if np.isin(frames_reference[z], wanted).any()] if wanted else []
     embeddings, masks = [], {label: [] for label in wanted}
-    sam2 = settings.backbone == "sam2"
+    # the SAM 2 family: multiscale features, and frames stretched to the square input
+    multiscale = backbone_family(settings.backbone).multiscale_features
     high_res: list[list[torch.Tensor]] = [[], []]
     positions: tuple[torch.Tensor, ...] = ()
     geometry = backbone.frame_geometry(raw.shape[1], raw.shape[2])
     size = backbone.input_size
-    prepare = backbone.prepare if sam2 else (lambda frame: prepare_frame(frame, geometry))
+    prepare = backbone.prepare if multiscale else (lambda frame: prepare_frame(frame, geometry))
     for start in range(0, len(keep), 8):
         chunk = keep[start : start + 8]
         if settings.train_encoder:  # the encoder trains: keep its inputs, not its outputs
@@ -132,7 +134,7 @@ def encode_case(backbone, case, settings, labels: list[int] | None) -> tuple[Cas
         else:
             for features in backbone.encode([windowed[z] for z in chunk]):
                 embeddings.append(features.embedding.detach().to(torch.float16).cpu())
-                if sam2:
+                if multiscale:
                     for level, stored in zip(features.levels[:-1], high_res):
                         stored.append(level[0].detach().to(torch.float16).cpu())
                     if not positions:  # the same for every slice of the case
@@ -140,8 +142,8 @@ def encode_case(backbone, case, settings, labels: list[int] | None) -> tuple[Cas
         for z in chunk:
             for label in wanted:
                 masks[label].append(geometry.frame_to_model(frames_reference[z] == label) > 0.5)
-    scale = size / max(raw.shape[1], raw.shape[2]) if sam2 else float(geometry.scale)
-    content = (size, size) if sam2 else tuple(int(v) for v in geometry.resized_shape)
+    scale = size / max(raw.shape[1], raw.shape[2]) if multiscale else float(geometry.scale)
+    content = (size, size) if multiscale else tuple(int(v) for v in geometry.resized_shape)
     empty = (0, 3, size, size) if settings.train_encoder else (0, 256, size // 16, size // 16)
     features = CaseFeatures(
         frames=keep,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from medsam2.backbones.registry import BACKBONES, backbone_family
+from medsam2.backbones.registry import BACKBONES, DEFAULT_BACKBONE, backbone_family
 from medsam2.errors import UsageError
 
 PROMPT_KINDS = ("box", "click", "mixed")
@@ -45,7 +45,7 @@ class TrainSettings:
             attention carries it through the others), as SAM 2 trains on 8-frame clips.
     """
 
-    backbone: str = "litemedsam"
+    backbone: str = DEFAULT_BACKBONE
     checkpoint: str | None = None
     epochs: int = 10
     val_fraction: float = 0.2
