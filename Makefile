@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # override with `make TORCH_SPEC="torch torchvision" ...` elsewhere.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install browser dicom-tools demo test lint bench clean
+.PHONY: install browser dicom-tools demo test test-quick lint bench docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,14 @@ demo: install
 test: install browser dicom-tools
 	@# the CPU flags and the precision `--precision auto` picks: a failure can be read from the log alone
 	@$(BIN)/medsam2 models | tail -n 1
+	@# the packages' arrows point down only (the layers contract in pyproject.toml)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+# the quick check while working: the tests that load no model (under two minutes on 2 cores)
+test-quick: install
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
@@ -55,5 +62,9 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/propagate.py
 
+# the user guide (docs/, mkdocs.yml) as a website in site/; --strict fails on a broken link or anchor
+docs: install
+	$(BIN)/mkdocs build --strict -d site
+
 clean:
-	rm -rf $(VENV) medsam2_demo .pytest_cache
+	rm -rf $(VENV) medsam2_demo .pytest_cache site

@@ -12,8 +12,25 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+#: whole test modules that run a model on real scans (each test seconds to a minute)
+SLOW_MODULES = {
+    "test_accuracy", "test_adapt", "test_corrections", "test_multiview", "test_oneprompt", "test_small_structures",
+    "test_sam2", "test_runtime", "test_train", "test_train_sam2", "test_batch", "test_serve_browser", "test_dicomweb",
+    "test_dicom_outputs", "test_segment", "test_sanity", "test_evaluate",
+}
+#: fixtures that load LiteMedSAM: a test that uses one (directly or through another) is slow
+MODEL_FIXTURES = {"lite_backbone", "backbone"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """``slow`` on the tests that load a model (``make test-quick`` leaves them out)."""
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or MODEL_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: loads a model (left out by `make test-quick`)")
     if "MEDSAM2_CACHE_DIR" not in os.environ:
         os.environ["MEDSAM2_CACHE_DIR"] = tempfile.mkdtemp(prefix="medsam2-test-cache-")
     # the local Ray instance of the batch tests listens and talks on 127.0.0.1 only (read when ray

@@ -22,8 +22,7 @@ from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
 from medsam2.io.readers import load_volume
 from medsam2.io.windows import normalize_intensities
-
-from .shared_data import shared
+from tests.shared_data import shared
 
 CPU = torch.device("cpu")
 #: measured: OpenVINO fp32 features differ from PyTorch eager by 2.5e-6 (relative L2) on CT slices

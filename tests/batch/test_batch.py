@@ -17,8 +17,9 @@ import SimpleITK as sitk
 from medsam2.cli import main
 from medsam2.engine.jobs import SegmentJob, run_segment_job
 from medsam2.engine.segmenter import Segmenter
+from tests.shared_data import REPO
 
-BUNDLED_CT = Path(__file__).resolve().parents[1] / "src" / "medsam2" / "data" / "example_ct_sm.nii.gz"
+BUNDLED_CT = REPO / "src" / "medsam2" / "data" / "example_ct_sm.nii.gz"
 # (first slice of the crop, box on its middle slice, label): spleen, kidneys, liver of the bundled CT
 STUDIES = [(13, "1:11,23,27,54", 1), (10, "1:70,29,90,46", 2), (10, "1:26,28,44,45", 3), (13, "1:45,27,104,85", 4)]
 

@@ -131,7 +131,7 @@ def test_2d_ultrasound_image_to_png_mask(tmp_path, capsys, monkeypatch, backbone
     """A 2D image is a one-slice volume: HC18 fetal head, box from the annotation, PNG out."""
     from PIL import Image
 
-    from .shared_data import shared
+    from tests.shared_data import shared
 
     image_path = shared("hc18_fetal_head", "001_HC.png")
     annotation = np.asarray(Image.open(shared("hc18_fetal_head", "001_HC_Annotation.png")))

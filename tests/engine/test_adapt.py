@@ -13,8 +13,7 @@ from medsam2 import ObjectPrompts, PromptError, Segmenter, load_volume
 from medsam2.engine.adapt import AdaptSettings, litemedsam_net
 from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
-
-from .shared_data import shared
+from tests.shared_data import shared
 
 POSTERIOR = 2
 
@@ -65,7 +64,7 @@ def test_adapt_learns_from_corrected_slices_and_keeps_them(backbone, hippocampus
 def test_the_server_learns_from_corrections_and_refuses_too_few(backbone, tmp_path):
     import httpx
 
-    from .serve_helpers import SPLEEN, running, spleen_box, write_crop
+    from tests.serve_helpers import SPLEEN, running, spleen_box, write_crop
 
     crop, reference = write_crop(tmp_path)
     with running(backbone) as (url, _), httpx.Client(timeout=300) as client:

@@ -14,8 +14,7 @@ from medsam2.evaluation.interactive import FALL_TOLERANCE, fell, run_interactive
 from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
 from medsam2.io.slicing import to_frames
-
-from .shared_data import shared
+from tests.shared_data import shared
 
 MR = ("totalseg_example/example_mr_sm.nii.gz", "totalseg_example/example_seg_mr.nii.gz")
 LESIONS = [(f"pyradiomics_tumor/{n}_image.nrrd", f"pyradiomics_tumor/{n}_label.nrrd") for n in ("brain1", "brain2", "breast1")]

@@ -11,7 +11,7 @@ import pytest
 from medsam2 import Box, ObjectPrompts, Segmenter, load_volume
 from medsam2.cli import main
 from medsam2.engine.jobs import provenance_of
-from medsam2.engine.litemedsam_step import PropagationSettings
+from medsam2.engine.litemedsam_settings import PropagationSettings
 from medsam2.engine.options import ModelOptions
 from tests.serve_helpers import running, write_crop
 
@@ -117,10 +117,10 @@ def test_batch_workers_build_the_rule(tmp_path, capsys, monkeypatch, scan):
 
 
 def test_serve_builds_the_rule_and_info_reports_it(monkeypatch, backbone):
-    def capture(self):
-        raise Captured(self)
+    def capture(options):
+        raise Captured(options)
 
-    monkeypatch.setattr(ModelOptions, "segmenter", capture)
+    monkeypatch.setattr(Segmenter, "from_options", capture)
     with pytest.raises(Captured) as caught:
         main(["serve", "--port", "0", "--stop-intensity-overlap", "0.5"])
     assert caught.value.args[0].settings == PropagationSettings(stop_intensity_overlap=0.5)

@@ -17,9 +17,8 @@ from medsam2.engine.feature_cache import frame_digest
 from medsam2.engine.oneprompt.run import _windowed, support_from_arrays
 from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
-
-from .counting import CountingBackbone
-from .shared_data import shared
+from tests.counting import CountingBackbone
+from tests.shared_data import shared
 
 
 def annotation(path) -> np.ndarray:

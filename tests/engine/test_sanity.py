@@ -14,12 +14,11 @@ from scipy import ndimage
 from medsam2 import Box, ObjectPrompts, Point, load_volume
 from medsam2.cli.demo import DEMO_ORGANS, sample_paths
 from medsam2.engine.engine import Engine
-from medsam2.engine.litemedsam_step import PropagationSettings
+from medsam2.engine.litemedsam_settings import PropagationSettings
 from medsam2.engine.sanity import organ_key
 from medsam2.evaluation.protocols import middle_slice_box
 from medsam2.io.volume import Volume
-
-from .shared_data import shared
+from tests.shared_data import shared
 
 SANITY = ("looks like background", "fills only", "lies outside it", "confidence there is low", "swapped", "prompted slice",
           "runs to the", "usually holds", "nothing was found")

@@ -12,8 +12,7 @@ from medsam2 import Box, ObjectPrompts, Point, PromptError, Segmenter, UsageErro
 from medsam2.cli.demo import sample_paths
 from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
-
-from .counting import CountingBackbone
+from tests.counting import CountingBackbone
 
 SPLEEN, KIDNEY = 1, 3
 

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 import torch
 
 from medsam2 import Segmenter, load_volume
-from medsam2.engine.litemedsam_step import PropagationSettings
+from medsam2.engine.litemedsam_settings import PropagationSettings
 from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
 from medsam2.prompts.parse import ObjectPrompts

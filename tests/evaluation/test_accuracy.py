@@ -15,8 +15,7 @@ from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
 from medsam2.io.model_input import FrameGeometry
 from medsam2.io.windows import normalize_intensities
-
-from .shared_data import shared
+from tests.shared_data import shared
 
 ORGANS = {1: "spleen", 2: "kidney_right", 3: "kidney_left", 5: "liver", 6: "stomach"}
 #: Dice with the reference box on every slice, as quoted in the issue (same weights)
@@ -108,7 +107,7 @@ def test_propagation_stops_where_organs_end(results, ct_case):
 def test_no_sanity_warning_on_correct_boxes(results):
     """The sanity warnings stay silent on the five organs' correct boxes (benchmarks/sanity.py)."""
     _, reports = results
-    from .test_sanity import sanity_notes
+    from tests.engine.test_sanity import sanity_notes
 
     assert sanity_notes(reports["confidence"]) == []
 

@@ -135,7 +135,7 @@ def test_labels_that_no_case_has(nnunet_dataset, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def hc18_plain_dataset(tmp_path_factory):
     """Six HC18 images in the plain images/ + labels/ layout (2D; labels 0/255)."""
-    from .shared_data import hc18_plain
+    from tests.shared_data import hc18_plain
 
     return hc18_plain(tmp_path_factory.mktemp("hc18") / "set", range(6))
 

@@ -20,8 +20,8 @@ from medsam2.io.dicom_seg import Provenance, read_dicom_seg, write_dicom_seg
 from medsam2.io.rtstruct import read_rtstruct
 from medsam2.io.seg_nrrd import label_entries
 from medsam2.io.writers import save_mask
+from tests.cli.test_cli import assert_one_line_error, run_cli
 from tests.dicom_helpers import bundled_ct_series, write_series
-from tests.test_cli import assert_one_line_error, run_cli
 
 ORGANS = {1: "spleen", 2: "kidney_right", 3: "kidney_left", 4: "gallbladder", 5: "liver", 6: "stomach", 7: "pancreas"}
 SNOMED = {"spleen": "78961009", "kidney_right": "64033007", "kidney_left": "64033007", "liver": "10200004",

@@ -19,8 +19,8 @@ from medsam2.io.dicom_seg import read_dicom_seg
 from medsam2.io.dicomweb import PASSWORD_VARIABLE, USER_VARIABLE, list_series
 from medsam2.io.rtstruct import read_rtstruct
 from tests import orthanc as pacs_helpers
+from tests.cli.test_cli import assert_one_line_error, run_cli
 from tests.dicom_helpers import bundled_ct_series
-from tests.test_cli import assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.skipif(not pacs_helpers.available(), reason="Orthanc and its DICOMweb plugin: `make test` installs them")
 

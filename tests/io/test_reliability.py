@@ -30,8 +30,8 @@ from medsam2.io.readers import load_volume
 from medsam2.io.volume import Volume
 from medsam2.io.windows import choose_window
 from medsam2.io.writers import save_mask
+from tests.shared_data import REPO  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 BUNDLED_CT = REPO / "src" / "medsam2" / "data" / "example_ct_sm.nii.gz"
 
 

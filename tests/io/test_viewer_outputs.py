@@ -14,8 +14,7 @@ from medsam2.io.readers import load_volume
 from medsam2.io.volume import Volume
 from medsam2.io.writers import save_mask
 from medsam2.reporting.montage import label_colour
-
-from .shared_data import shared
+from tests.shared_data import shared
 
 
 @pytest.fixture

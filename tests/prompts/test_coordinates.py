@@ -17,8 +17,7 @@ from medsam2.io.scan_info import describe
 from medsam2.io.slicing import anatomical_axes, to_frames, voxel_axis
 from medsam2.prompts.coordinates import box_from_mm, index_to_physical, physical_to_index, point_from_mm
 from medsam2.prompts.parse import Box, collect_prompts
-
-from .shared_data import shared
+from tests.shared_data import shared
 
 CT = shared("totalseg_example", "example_ct_sm.nii.gz")
 

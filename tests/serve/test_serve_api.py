@@ -20,9 +20,8 @@ from PIL import Image
 
 from medsam2 import Box, ObjectPrompts, Segmenter, UsageError, load_volume
 from medsam2.serve.settings import ServeSettings
-
-from .serve_helpers import SPLEEN, labels_of, lines, running, spleen_box, write_crop
-from .test_reliability import _dicom_series
+from tests.io.test_reliability import _dicom_series
+from tests.serve_helpers import SPLEEN, labels_of, lines, running, spleen_box, write_crop
 
 
 @pytest.fixture(scope="module")

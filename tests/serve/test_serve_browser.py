@@ -17,11 +17,11 @@ import SimpleITK as sitk
 
 from medsam2 import load_volume
 from medsam2.cli.demo import sample_paths
-
-from .serve_helpers import SPLEEN, running, spleen_box
+from tests.serve_helpers import SPLEEN, running, spleen_box
+from tests.shared_data import REPO
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "serve"
+ARTIFACTS = REPO / "test-artifacts" / "serve"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (make test installs it)")
 
@@ -171,9 +171,9 @@ def test_a_pacs_series_opened_segmented_and_saved_back_from_the_page(backbone, b
 
     from medsam2.io.dicom_seg import read_dicom_seg
     from medsam2.io.dicomweb import PASSWORD_VARIABLE, USER_VARIABLE
+    from tests.dicom_helpers import bundled_ct_series
 
     from . import orthanc as pacs_helpers
-    from .dicom_helpers import bundled_ct_series
 
     if not pacs_helpers.available():
         pytest.skip("Orthanc and its DICOMweb plugin: `make test` installs them")
@@ -222,7 +222,7 @@ def test_a_pacs_series_opened_segmented_and_saved_back_from_the_page(backbone, b
 def test_a_box_beyond_where_propagation_stopped_raises_the_dice_in_the_page(backbone, browser, tmp_path):
     """pyradiomics brain1 (the lesion spans slices 11-17; one box on 14 reaches 12-15): a box drawn
     on slice 17 in the page extends the lesion and empties nothing, as in the Python session."""
-    from .shared_data import shared
+    from tests.shared_data import shared
 
     image = sitk.ReadImage(str(shared("pyradiomics_tumor", "brain1_image.nrrd")))
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(shared("pyradiomics_tumor", "brain1_label.nrrd")))) > 0

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from .serve_helpers import running, write_crop
+from tests.serve_helpers import running, write_crop
 
 
 def error_of(response: httpx.Response, status: int) -> str:

@@ -13,8 +13,8 @@ import torch
 
 from medsam2 import load_volume
 from medsam2.cli import main
+from tests.cli.test_cli import assert_one_line_error, run_cli, save_python_objects
 from tests.shared_data import hc18_plain, shared
-from tests.test_cli import assert_one_line_error, run_cli, save_python_objects
 
 HC18_TRAIN = range(0, 10)
 HC18_VAL = range(30, 33)

@@ -15,13 +15,13 @@ import SimpleITK as sitk
 import torch
 
 from medsam2.cli import main
+from tests.cli.test_cli import assert_one_line_error, run_cli
 from tests.shared_data import shared
-from tests.test_cli import assert_one_line_error, run_cli
 
 if os.environ.get("CI") is None:
     pytest.importorskip("sam2", reason="Meta's sam2 is not installed (make test installs it)")
 
-from tests.test_sam2 import write_checkpoint  # noqa: E402
+from tests.backbones.test_sam2 import write_checkpoint  # noqa: E402
 
 SPLEEN, LIVER = 1, 5
 
