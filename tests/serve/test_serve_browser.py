@@ -171,9 +171,8 @@ def test_a_pacs_series_opened_segmented_and_saved_back_from_the_page(backbone, b
 
     from medsam2.io.dicom_seg import read_dicom_seg
     from medsam2.io.dicomweb import PASSWORD_VARIABLE, USER_VARIABLE
+    from tests import orthanc as pacs_helpers
     from tests.dicom_helpers import bundled_ct_series
-
-    from . import orthanc as pacs_helpers
 
     if not pacs_helpers.available():
         pytest.skip("Orthanc and its DICOMweb plugin: `make test` installs them")
