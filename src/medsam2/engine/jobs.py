@@ -171,7 +171,7 @@ def run_segment_job(
     names = {obj.label: obj.name for obj in result.report.objects}
     save_mask(
         result.labels, volume, job.output, overwrite=job.overwrite, names=names, dicom_kind=job.dicom_kind,
-        provenance=provenance_of(result), source=source,
+        provenance=provenance_of(result) if job.writes_dicom else None, source=source,
     )
     if job.label_file and not job.writes_dicom:
         from medsam2.io.label_files import label_entries, label_file_path, stored_entries, write_label_file
