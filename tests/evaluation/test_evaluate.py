@@ -204,8 +204,26 @@ def test_interactive_protocol_records_every_round(nnunet_dataset, tmp_path, caps
 
 def test_interactive_protocol_bad_options(nnunet_dataset, tmp_path, capsys):
     for args, message in ((["--protocol", "interactive-11"], "N from 1 to 10"), (["--protocol", "interactive-0"], "N from 1 to 10"),
-                          (["--protocol", "interactive-2", "--correction", "scribble"], "invalid choice")):
+                          (["--protocol", "interactive-2", "--correction", "scribble"], "invalid choice"),
+                          (["--methods", "confidence,adapt"], "use it with --protocol interactive-N")):
         code = main(["evaluate", str(nnunet_dataset), "-o", str(tmp_path / "never"), *args])
         err = capsys.readouterr().err.strip()
         assert code == 2 and message in err and len(err.splitlines()) == 1
         assert not (tmp_path / "never").exists()
+
+
+def test_adapt_is_a_method_of_the_interactive_protocol(nnunet_dataset, tmp_path, capsys, monkeypatch, backbone):
+    """adapt starts where the confidence rule starts and, from the round with two corrected
+    slices, learns from them: its later rounds are other masks than plain corrections'."""
+    monkeypatch.setattr("medsam2.backbones.build_backbone", lambda *a, **k: backbone)
+    results_dir = tmp_path / "results"
+    code = main(["evaluate", str(nnunet_dataset), "-o", str(results_dir), "--protocol", "interactive-2",
+                 "--methods", "confidence,adapt", "--labels", "1", "--cases", "1", "--quiet"])
+    capsys.readouterr()
+    assert code == 0
+    rows = {(r["method"], r["case"], r["structure"]): r for r in csv.DictReader((results_dir / "per_case.csv").open())}
+    pairs = [(rows[("confidence", c, s)], rows[("adapt", c, s)]) for (m, c, s) in rows if m == "confidence"]
+    assert len(pairs) == 1
+    assert all(plain["dice_round_0"] == adapted["dice_round_0"] for plain, adapted in pairs)
+    assert any(plain[f"dice_round_{i}"] != adapted[f"dice_round_{i}"] for plain, adapted in pairs for i in (1, 2))
+    assert "| adapt |" in (results_dir / "summary.md").read_text()

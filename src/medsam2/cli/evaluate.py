@@ -28,8 +28,9 @@ def add_parser(commands) -> None:
     ev.add_argument("--correction", default="box", choices=("box", "click"),
                     help="interactive-N: correct the worst slice with its reference box (default) or one click")
     ev.add_argument("--methods", default="confidence,oracle",
-                    help="comma-separated: confidence, fifo, none, oracle (default: confidence,oracle; the oneprompt "
-                    "protocol takes confidence, none (the support alone) and oracle)")
+                    help="comma-separated: confidence, fifo, none, oracle, adapt (default: confidence,oracle; the "
+                    "oneprompt protocol takes confidence, none (the support alone) and oracle; adapt, with "
+                    "interactive-N only, learns from each round's corrections as the page's 'Learn from my corrections')")
     ev.add_argument("--labels", help="comma-separated label values to evaluate (default: every label found)")
     ev.add_argument("--cases", type=int, help="only the first N cases")
     ev.add_argument("--seed", type=int, default=0, help="seed of the prompt jitter")

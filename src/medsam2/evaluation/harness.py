@@ -25,7 +25,7 @@ from medsam2.errors import InputError, OutputError, UsageError
 from medsam2.evaluation.datasets import Dataset
 from medsam2.evaluation.interactive import interactive_rounds, run_interactive
 from medsam2.evaluation.metrics import dice, hd95, iou, nsd
-from medsam2.evaluation.protocols import EvaluationConfig, check_config, simulate_prompts
+from medsam2.evaluation.protocols import MEMORY_OF_METHOD, EvaluationConfig, check_config, simulate_prompts
 from medsam2.evaluation.report import StructureResult, slice_dice_by_distance, slice_extent, write_outputs, write_plots
 from medsam2.io.formats import DICOM_KINDS, label_format
 from medsam2.io.readers import load_volume
@@ -137,7 +137,7 @@ def evaluate_case(
         for label in labels:
             source = simulate_prompts(frames_reference == label, "oracle", rng) if method == "oracle" else prompts[label]
             objects.append(ObjectPrompts(label, names.get(label), boxes=list(source.boxes), points=list(source.points)))
-        segmenter = segmenter_for("confidence" if method == "oracle" else method)
+        segmenter = segmenter_for(MEMORY_OF_METHOD.get(method, method))
         start = time.perf_counter()
         traces = {}
         with PeakMemory() as memory:
@@ -145,7 +145,7 @@ def evaluate_case(
                 session = segmenter.open(volume, axis=config.axis, window=config.window)
                 for obj in objects:
                     session.add(obj)
-                traces = run_interactive(session, frames_reference, labels, rounds, config.correction)
+                traces = run_interactive(session, frames_reference, labels, rounds, config.correction, adapt=method == "adapt")
                 outcome = session.result()
             else:
                 outcome = segmenter.segment(volume, objects, axis=config.axis, window=config.window)

@@ -36,7 +36,11 @@ from medsam2.errors import UsageError
 from medsam2.evaluation.interactive import CORRECTIONS, MAX_ROUNDS, interactive_rounds
 from medsam2.prompts.parse import Box, ObjectPrompts, Point
 
-METHODS = ("confidence", "fifo", "none", "oracle")
+#: the methods evaluate compares: a memory rule (confidence, fifo, none), a box on every slice
+#: (oracle), or the confidence rule learning from each round's corrections (adapt, interactive-N)
+METHODS = ("confidence", "fifo", "none", "oracle", "adapt")
+#: the memory rule a method that is not one runs with
+MEMORY_OF_METHOD = {"oracle": "confidence", "adapt": "confidence"}
 _EVERY = re.compile(r"^box-every-(\d+)$")
 @dataclass(frozen=True)
 class EvaluationConfig:
@@ -76,6 +80,8 @@ def check_config(config: EvaluationConfig) -> None:
         raise UsageError(f"unknown method {unknown[0] if unknown else '(none)'}; choose from {', '.join(METHODS)}")
     if config.protocol == "oneprompt" and "fifo" in config.methods:
         raise UsageError("method fifo does not apply to --protocol oneprompt; choose from confidence, none, oracle")
+    if "adapt" in config.methods and rounds is None:
+        raise UsageError("method adapt learns from corrections: use it with --protocol interactive-N")
     if config.jitter < 0:
         raise UsageError("--jitter must be 0 or more pixels")
 
