@@ -82,6 +82,7 @@ def test_volume_far_from_what_the_name_says(crop):
     spleen = middle_slice_box(reference == 1)
     notes = sanity_notes(run(engine, volume, ObjectPrompts(1, "Adrenal gland left", boxes=[spleen])))
     assert len(notes) == 1 and "more than a adrenal gland usually holds" in notes[0]
+    assert "--axis" not in notes[0]  # another axis is offered for a result too small, not too large
     assert organ_key("Kidney_Right") == "kidney" and organ_key("left lung") == "lung" and organ_key("tumour") is None
 
 
@@ -96,6 +97,10 @@ def test_found_on_the_prompted_slice_only(backbone):
     assert report.objects[0].slices == [4]
     notes = sanity_notes(report)
     assert len(notes) == 1 and "found on its prompted slice 4 only" in notes[0]
+    assert notes[0].endswith("try --axis coronal or --axis sagittal")  # the session's axis is axial
+    session = engine.open(Volume(array), axis="k")
+    session.add(ObjectPrompts(1, boxes=[Box(4, 19, 19, 45, 45)]))
+    assert sanity_notes(session.result().report)[0].endswith("try --axis j or --axis i")  # named as the user names axes
 
 
 def test_silent_on_a_correct_2d_box(backbone):

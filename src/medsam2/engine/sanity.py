@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medsam2.engine.multiview import other_axes
 from medsam2.prompts.parse import Box, ObjectPrompts
 
 #: a box's contents are "background" where this fraction of it is near the window's low end...
@@ -97,6 +98,9 @@ class ObjectEvidence:
     confidence: dict[int, float]
     areas: dict[int, int]
     volume_ml: float | None
+    #: the axis the scan was sliced along (as the user named it), where the result came from a
+    #: volume; the warnings of a result that is small or ends early name the two others to try
+    axis: str | None = None
 
 
 def _box_pixels(box: Box, rows: int, cols: int) -> tuple[int, int, int, int]:
@@ -126,7 +130,7 @@ def swapped_box(box: Box, rows: int, cols: int) -> Box | None:
 
 def gather_evidence(
     obj: ObjectPrompts, mask_frames: np.ndarray, confidence: dict[int, float], frame01, voxel_ml: float | None,
-    probe=None,
+    probe=None, axis: str | None = None,
 ) -> ObjectEvidence:
     """The evidence of one object.
 
@@ -138,6 +142,7 @@ def gather_evidence(
         voxel_ml: millilitres of one voxel, or None for a 2D image.
         probe: (Box) -> (confidence, mask (rows, cols) bool): the model's answer to one box on its
             frame alone, to try the swapped box; None: not tried.
+        axis: the slicing axis as the user named it ("axial", ..., or "k", "j", "i"); None for a 2D image.
     """
     n, rows, cols = mask_frames.shape
     areas_all = mask_frames.reshape(n, -1).sum(axis=1)
@@ -185,6 +190,7 @@ def gather_evidence(
         confidence=dict(confidence),
         areas={int(f): int(areas_all[f]) for f in present},
         volume_ml=None if voxel_ml is None else total * voxel_ml,
+        axis=axis,
     )
 
 
@@ -241,6 +247,7 @@ def sanity_warnings(evidence: ObjectEvidence) -> list[str]:
         notes.append(
             f"{who}: found on its prompted slice {evidence.present[0]} only, on none of the {evidence.n_frames - 1} others; "
             "check that the prompt is on the structure (x and y not swapped, the right slice) or prompt a slice where it is larger"
+            + _axis_hint(evidence)
         )
     elif evidence.n_frames > 1 and len(evidence.present) > 1:
         notes.extend(_end_warnings(evidence, who))
@@ -311,6 +318,15 @@ def _volume_warnings(evidence: ObjectEvidence, who: str) -> list[str]:
         side = "more" if volume > high else "less"
         return [
             f"{who}: {volume:.1f} mL is {side} than a {key.replace('_', ' ')} usually holds ({low:g}-{high:g} mL); "
-            "check the prompt and the scan's spacing"
+            "check the prompt and the scan's spacing" + (_axis_hint(evidence) if side == "less" else "")
         ]
     return []
+
+
+def _axis_hint(evidence: ObjectEvidence) -> str:
+    """For a result that is small or ends early: the two other slicing axes, which can hold a
+    structure better (a left hippocampus measured Dice 0.20 from an axial box, 0.66 from a coronal one)."""
+    if evidence.axis is None or evidence.n_frames < 2:
+        return ""
+    first, second = other_axes(evidence.axis)
+    return f"; propagation along another axis may hold it: try --axis {first} or --axis {second}"

@@ -104,7 +104,10 @@ def object_evidence(
 ) -> ObjectEvidence:
     """What an object's sanity warnings are judged from (``mask``: its frames, bool)."""
     volume = session.volume
-    return gather_evidence(prompts, mask, per_slice, session.frames, None if volume.is_2d else volume.voxel_volume_ml, probe=probe)
+    return gather_evidence(
+        prompts, mask, per_slice, session.frames, None if volume.is_2d else volume.voxel_volume_ml, probe=probe,
+        axis=None if volume.is_2d else session.axis,
+    )
 
 
 class BoxProbes:
