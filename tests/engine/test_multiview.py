@@ -6,9 +6,12 @@ MSD hippocampus_008, anterior (label 1) 0.781 multi-view against 0.746 axial; po
 0.160 against 0.279 axial, so only label 1 gets a quality threshold here.
 """
 
+import json
+
 import numpy as np
 
 from medsam2 import Segmenter, load_volume
+from medsam2.cli import main
 from medsam2.engine.multiview import fuse_majority, mask_box, segment_multiview, start_frame
 from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
@@ -53,3 +56,31 @@ def test_multiview_hippocampus_votes_and_dice(backbone):
     assert (np.isin(fused, [0, 1, 2])).all()
     assert dice(fused == 1, reference == 1) >= LEAST_DICE_LABEL_1
     assert (fused == 2).any()
+
+
+def test_segment_multiview_on_the_command_line(backbone, monkeypatch, tmp_path, capsys):
+    """`segment --multiview` writes what segment_multiview gives for the same box, with a report
+    whose slices and voxels are the fused map's; a 2D image is refused with one line."""
+    monkeypatch.setattr("medsam2.engine.segmenter.build_backbone", lambda *a, **k: backbone)
+    image = shared("msd_hippocampus", "images", "hippocampus_008.nii.gz")
+    volume = load_volume(image)
+    reference = load_volume(shared("msd_hippocampus", "labels", "hippocampus_008.nii.gz")).array
+    box = middle_slice_box(to_frames(reference, voxel_axis("axial", volume.direction)) == 1)
+    out, report = tmp_path / "fused.nii.gz", tmp_path / "fused.json"
+    argv = ["segment", str(image), "-o", str(out), "--box", f"{box.frame}:{box.x0},{box.y0},{box.x1},{box.y1}",
+            "--multiview", "--report", str(report), "--quiet"]
+    assert main(argv) == 0
+    written = load_volume(out).array
+    fused, _ = segment_multiview(Segmenter(backbone=backbone), volume, ObjectPrompts(1, boxes=[box]), axis="axial")
+    assert np.array_equal(written, fused)
+    obj = json.loads(report.read_text())["objects"][0]
+    slices = np.flatnonzero((written == 1).any(axis=(1, 2))).tolist()
+    assert obj["voxels"] == int((written == 1).sum()) and obj["slices"] == slices
+    assert any(w.startswith("multi-view:") for w in json.loads(report.read_text())["warnings"])
+    capsys.readouterr()
+
+    picture = shared("hc18_fetal_head", "020_HC.png")
+    code = main(["segment", str(picture), "-o", str(tmp_path / "head.png"), "--box", "0:10,10,50,50", "--multiview"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--multiview needs a 3D scan" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "head.png").exists()

@@ -82,6 +82,11 @@ def add_parser(commands) -> None:
         help="slicing direction: axial, coronal, sagittal of the patient (from the direction cosines; default axial) "
         "or the voxel axis k, j, i",
     )
+    seg.add_argument(
+        "--multiview", action="store_true",
+        help="after the result along --axis, propagate along the two other axes from boxes on it and keep a voxel "
+        "where 2 of 3 passes agree (3D scans; three passes: 3-5x the time)",
+    )
     seg.add_argument("--window", default="auto", choices=WINDOW_CHOICES, help="intensity window (default auto)")
     seg.add_argument("--memory", default="confidence", choices=MEMORY_KINDS, help="memory rule (default: confidence bank)")
     seg.set_defaults(prompt_items=[])  # PromptAction appends to it in command-line order
@@ -129,7 +134,7 @@ def run_segment(args) -> int:
         prompts_json=Path(args.prompts) if args.prompts else None, axis=args.axis, window=args.window,
         time_index=args.time_index, report=None, overwrite=args.overwrite, limits=read_limits(args),
         ras=args.ras, index_base=args.index_base, label_file=not args.no_label_file,
-        montage=Path(args.montage) if args.montage else None, dicom_kind=dicom_kind,
+        montage=Path(args.montage) if args.montage else None, dicom_kind=dicom_kind, multiview=args.multiview,
     )
     report_path = check_report_path(args.report, [str(p) for p in job.inputs()] + [str(output)], args.overwrite)
     job = replace(job, report=report_path)

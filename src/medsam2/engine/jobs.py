@@ -43,6 +43,8 @@ class SegmentJob:
         dicom_kind: what a ``.dcm`` output is: "dicom-seg" or "rtstruct" (the input must be DICOM).
         source_name: what the report names as the input where ``image`` is a copy (a series
             fetched from a PACS), or None for ``image`` itself.
+        multiview: fuse the result with passes along the two other axes boxed on it
+            (:func:`medsam2.engine.multiview.fuse_views`); a 3D scan only.
     """
 
     image: Path
@@ -61,6 +63,7 @@ class SegmentJob:
     montage: Path | None = None
     dicom_kind: str = "dicom-seg"
     source_name: str | None = None
+    multiview: bool = False
 
     @property
     def writes_dicom(self) -> bool:
@@ -146,6 +149,8 @@ def run_segment_job(
         volume.source = job.source_name
     read_seconds = time.perf_counter() - started
     check_output_path(job.output, job.inputs(), job.overwrite, n_slices=volume.shape[0])  # a 2D format for a 3D scan
+    if job.multiview and min(volume.array.shape[:3]) < 2:
+        raise UsageError(f"--multiview needs a 3D scan; {job.image.name} is {volume.array.shape[:3]} voxels (z, y, x)")
     source = None
     if job.writes_dicom:  # a NIfTI input has no instances to reference: refused before the model runs
         from medsam2.io.dicom_source import source_series
@@ -164,6 +169,10 @@ def run_segment_job(
     # (or Ctrl-C) then crashes instead of unwinding and removing the temporaries (DESIGN.md)
     model = segmenter()
     result = model.segment(volume, objects, axis=job.axis, window=job.window, progress=progress)
+    if job.multiview:
+        from medsam2.engine.multiview import fuse_views
+
+        result = fuse_views(model, volume, result, objects, job.axis, job.window)
     for note in result.report.warnings:
         if note != many:
             say(note)

@@ -15,11 +15,13 @@ Arrays are in the volume's (z, y, x) = (k, j, i) order throughout; boxes follow
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from medsam2.engine.results import SegmentationResult
 from medsam2.errors import UsageError
 from medsam2.io.slicing import ANATOMICAL_AXES, VOXEL_AXES, check_axis, to_frames, voxel_axis
 from medsam2.prompts.parse import Box, ObjectPrompts
@@ -137,7 +139,15 @@ def segment_multiview(
         raise UsageError(f"multi-view segmentation needs a 3D volume; this one is {volume.array.shape[:3]} (z, y, x)")
     items = [objects] if isinstance(objects, ObjectPrompts) else list(objects)
     first = segmenter.segment(volume, items, axis=axis, window=window).labels
-    per_axis: dict[str, np.ndarray] = {axis: first}
+    per_axis = {axis: first, **_other_passes(segmenter, volume, first, items, axis, window, start)}
+    found = [obj.label for obj in items if (first == obj.label).any()]
+    return fuse_majority(list(per_axis.values()), found), per_axis
+
+
+def _other_passes(segmenter, volume, first: np.ndarray, items, axis: str, window: str, start: str, results=None):
+    """The two other axes' (z, y, x) label maps, each from boxes on ``first`` read along it; each
+    pass's :class:`SegmentationResult` is appended to ``results`` when given."""
+    per_axis: dict[str, np.ndarray] = {}
     found = [obj for obj in items if (first == obj.label).any()]
     for other in other_axes(axis):
         resolved = voxel_axis(other, volume.direction)
@@ -147,8 +157,48 @@ def segment_multiview(
             mask = frames == obj.label
             prompts.append(ObjectPrompts(obj.label, name=obj.name, boxes=[mask_box(mask, start_frame(mask, start))]))
         if prompts:
-            per_axis[other] = segmenter.segment(volume, prompts, axis=other, window=window).labels
+            outcome = segmenter.segment(volume, prompts, axis=other, window=window)
+            per_axis[other] = outcome.labels
+            if results is not None:
+                results.append(outcome)
         else:
             per_axis[other] = np.zeros_like(first)
-    labels = fuse_majority(list(per_axis.values()), [obj.label for obj in found])
-    return labels, per_axis
+    return per_axis
+
+
+def fuse_views(
+    segmenter: Segmenter, volume: Volume, first: SegmentationResult, objects: Sequence[ObjectPrompts], axis: str,
+    window: str = "auto", start: str = "largest",
+) -> SegmentationResult:
+    """``first`` (the user's prompts along ``axis``) fused with the two other axes' passes, as
+    :func:`segment_multiview` does, with its report brought up to date: each object's slices
+    (along ``axis``), voxels and volume are the fused map's; its confidences stay the first
+    pass's; the other passes' slices and seconds are added; a line in ``warnings`` says so.
+
+    Raises:
+        UsageError: a volume one voxel thin along an axis.
+    """
+    if min(volume.array.shape[:3]) < 2:
+        raise UsageError(f"multi-view segmentation needs a 3D volume; this one is {volume.array.shape[:3]} (z, y, x)")
+    passes: list[SegmentationResult] = []
+    per_axis = {axis: first.labels, **_other_passes(segmenter, volume, first.labels, objects, axis, window, start, passes)}
+    found = [obj.label for obj in objects if (first.labels == obj.label).any()]
+    labels = fuse_majority(list(per_axis.values()), found)
+    report = copy.deepcopy(first.report)
+    frames = to_frames(labels, voxel_axis(axis, volume.direction))
+    for obj in report.objects:
+        mask = frames == obj.label
+        obj.slices = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)).tolist()
+        obj.first_slice, obj.last_slice = (obj.slices[0], obj.slices[-1]) if obj.slices else (None, None)
+        obj.voxels = int(mask.sum())
+        obj.volume_ml = round(obj.voxels * volume.voxel_volume_ml, 3)
+    for other in passes:
+        for name in ("preprocess_seconds", "encode_seconds", "decode_seconds", "total_seconds"):
+            setattr(report.timings, name, round(getattr(report.timings, name) + getattr(other.report.timings, name), 3))
+        report.slices_encoded += other.report.slices_encoded
+    names = " and ".join(other_axes(axis))
+    report.warnings.append(
+        f"multi-view: the {axis} result fused with {names} passes boxed on it (a voxel where 2 of 3 agree); "
+        "slices and volumes are the fused map's, confidences the first pass's"
+    )
+    return SegmentationResult(labels=labels, report=report)
