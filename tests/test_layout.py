@@ -35,7 +35,9 @@ assert code == {expected}, code
 """
 
 
-@pytest.mark.parametrize("argv", [[], ["segment"], ["evaluate"], ["oneprompt"], ["batch"], ["info"], ["serve"], ["train"]])
+@pytest.mark.parametrize(
+    "argv", [[], ["segment"], ["evaluate"], ["oneprompt"], ["batch"], ["info"], ["serve"], ["train"], ["project"], ["project", "init"]]
+)
 def test_help_imports_nothing_heavy(argv):
     assert _modules_after(_RUN_QUIETLY.format(argv=[*argv, "--help"], expected=0)) == []
 

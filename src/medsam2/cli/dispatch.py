@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medsam2._version import __version__
-from medsam2.cli import batch, evaluate, info, oneprompt, segment, serve, train  # the subcommand modules
+from medsam2.cli import batch, evaluate, info, oneprompt, project, segment, serve, train  # the subcommand modules
 from medsam2.cli.common import OneLineParser, add_common, model_kwargs, warn
 from medsam2.errors import MedSAM2Error, UsageError
 
@@ -28,6 +28,7 @@ def build_parser() -> OneLineParser:
     info.add_parser(commands)
     serve.add_parser(commands)
     train.add_parser(commands)
+    project.add_parser(commands)
     commands.add_parser("models", help="list the backbones and SAM 2 model configs, with what each needs")
     demo = commands.add_parser("demo", help="segment five organs of the bundled CT sample and score them")
     demo.add_argument("-o", "--output-dir", default="medsam2_demo", help="folder for the label map, montage and report")
@@ -109,6 +110,8 @@ def _run_command(argv: list[str]) -> int:
         return serve.run_serve(args)
     if args.command == "train":
         return train.run_train(args, argv)
+    if args.command == "project":
+        return project.run_project(args)
     if args.command == "models":
         from medsam2.backbones import describe_backbones
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from medsam2.errors import InputError
 from medsam2.io.volume import SUPPORTED_SUFFIXES, suffix_of
 
-_CHANNEL = re.compile(r"_\d{4}$")
+#: nnU-Net's channel suffix of an image file's name (``CASE_0000``)
+CHANNEL_SUFFIX = re.compile(r"_\d{4}$")
 
 
 @dataclass(frozen=True)
@@ -43,14 +44,15 @@ class Dataset:
     skipped: list[str] = field(default_factory=list)
 
 
-def _stem(path: Path) -> str:
+def case_stem(path: Path) -> str:
+    """A file's name without its suffix (``.nii.gz`` whole), or a folder's name."""
     if path.is_dir():
         return path.name
     suffix = suffix_of(path)
     return path.name[: -len(suffix)] if suffix else path.name
 
 
-def _images_in(folder: Path, series_folders: bool = False) -> list[Path]:
+def images_in(folder: Path, series_folders: bool = False) -> list[Path]:
     """The image files in ``folder``, and with ``series_folders`` its subfolders (DICOM series)."""
     if not folder.is_dir():
         return []
@@ -60,7 +62,8 @@ def _images_in(folder: Path, series_folders: bool = False) -> list[Path]:
     )
 
 
-def _label_names(dataset_json: Path) -> dict[int, str]:
+def label_names(dataset_json: Path) -> dict[int, str]:
+    """Structure names by label value from a dataset.json (nnU-Net v2 name -> value, or MSD "value" -> name)."""
     try:
         data = json.loads(dataset_json.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -91,14 +94,14 @@ def discover_dataset(root: str | Path) -> Dataset:
         layout, image_dir, label_dir = "plain", root / "images", root / "labels"
     else:
         raise InputError(f"{root} holds neither imagesTr/ (nnU-Net layout) nor images/ (plain layout)")
-    images = _images_in(image_dir, series_folders=True)
+    images = images_in(image_dir, series_folders=True)
     if not images:
         raise InputError(f"{image_dir} holds no image")
-    labels = {_stem(p): p for p in _images_in(label_dir)}
+    labels = {case_stem(p): p for p in images_in(label_dir)}
     cases, skipped = [], []
     for image in images:
-        stem = _stem(image)
-        case_id = _CHANNEL.sub("", stem) if layout == "nnunet" else stem
+        stem = case_stem(image)
+        case_id = CHANNEL_SUFFIX.sub("", stem) if layout == "nnunet" else stem
         if layout == "nnunet" and stem.endswith(tuple(f"_{c:04d}" for c in range(1, 10))):
             continue  # further channels of a multi-channel case: the first channel is used
         label = labels.get(case_id)
@@ -106,7 +109,7 @@ def discover_dataset(root: str | Path) -> Dataset:
             skipped.append(f"{case_id}: no label file in {label_dir}")
             continue
         cases.append(Case(case_id, image, label))
-    names = _label_names(root / "dataset.json") if (root / "dataset.json").is_file() else {}
+    names = label_names(root / "dataset.json") if (root / "dataset.json").is_file() else {}
     if not names and cases and suffix_of(cases[0].label) == ".dcm":
         from medsam2.io.dicom_seg import is_dicom_seg, segment_names
 
