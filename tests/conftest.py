@@ -16,7 +16,7 @@ import SimpleITK as sitk
 SLOW_MODULES = {
     "test_accuracy", "test_adapt", "test_corrections", "test_multiview", "test_oneprompt", "test_small_structures",
     "test_sam2", "test_runtime", "test_train", "test_train_sam2", "test_batch", "test_serve_browser", "test_dicomweb",
-    "test_dicom_outputs", "test_segment", "test_sanity", "test_evaluate",
+    "test_dicom_outputs", "test_segment", "test_sanity", "test_evaluate", "test_project_training",
 }
 #: fixtures that load LiteMedSAM: a test that uses one (directly or through another) is slow
 MODEL_FIXTURES = {"lite_backbone", "backbone"}

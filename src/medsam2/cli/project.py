@@ -13,7 +13,7 @@ EXPORT_CHOICES = ("evaluate", "nnunet")
 def add_parser(commands) -> None:
     """The ``project`` subcommand and its own subcommands."""
     project = commands.add_parser(
-        "project", help="a folder of cases and every saved version of their labels: init, import-labels, status, export",
+        "project", help="a folder of cases and every saved version of their labels: init, import-labels, status, export, activate",
     )
     actions = project.add_subparsers(dest="project_command", parser_class=type(project))
     init = actions.add_parser("init", help="create a project from images (files, globs, DICOM folders, a dataset folder)")
@@ -36,7 +36,10 @@ def add_parser(commands) -> None:
     export.add_argument("-o", "--output-dir", required=True, help="a new or empty folder")
     export.add_argument("--format", choices=EXPORT_CHOICES, default="evaluate",
                         help="evaluate: images/ + labels/ (what train and evaluate read); nnunet: imagesTr/ labelsTr/ dataset.json")
-    for sub in (init, labels, status, export):
+    activate = actions.add_parser("activate", help="make a model version the active one (what training starts from)")
+    activate.add_argument("dir", help="the project folder")
+    activate.add_argument("model", help="a model version, e.g. v2 (see project status)")
+    for sub in (init, labels, status, export, activate):
         sub.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
@@ -45,7 +48,7 @@ def run_project(args, say=print) -> int:
     from medsam2.errors import UsageError
 
     if args.project_command is None:
-        raise UsageError("name what to do: medsam2 project init|import-labels|status|export DIR ...")
+        raise UsageError("name what to do: medsam2 project init|import-labels|status|export|activate DIR ...")
     if args.project_command == "init":
         from medsam2.project.sources import case_sources
         from medsam2.project.store import create_project
@@ -68,15 +71,12 @@ def run_project(args, say=print) -> int:
                    if summary.unmatched else ""))
             return 0
         if args.project_command == "status":
-            facts = store.status()
-            if args.json:
-                say(json.dumps(facts.to_dict(), indent=2))
-            else:
-                counts = ", ".join(f"{n} {s}" for s, n in facts.by_status.items())
-                say(f"{facts.cases} cases: {counts}; {facts.conflicts} conflicting versions")
-                for name, found in (("changed since added", facts.changed), ("missing", facts.missing)):
-                    if found:
-                        say(f"images {name}: {', '.join(found)}")
+            return _status(store, args.json, say)
+        if args.project_command == "activate":
+            from medsam2.project.models import activate
+
+            model = activate(store, args.model)
+            say(f"{model.name} is the active model (validation Dice {model.val_dice:.4f}; trained from {model.base})")
             return 0
         from medsam2.project.exporting import export_project
 
@@ -84,3 +84,27 @@ def run_project(args, say=print) -> int:
         say(f"exported {summary.cases} cases with a final label to {summary.folder} ({args.format} layout)"
             + (f"; {summary.left_out} without one left out" if summary.left_out else ""))
         return 0
+
+
+def _status(store, as_json: bool, say) -> int:
+    from dataclasses import asdict
+
+    from medsam2.project.models import model_versions
+
+    facts = store.status()
+    models = model_versions(store)
+    if as_json:
+        say(json.dumps({**facts.to_dict(), "models": [asdict(m) for m in models],
+                        "active_model": next((m.name for m in models if m.active), None)}, indent=2))
+        return 0
+    counts = ", ".join(f"{n} {s}" for s, n in facts.by_status.items())
+    say(f"{facts.cases} cases: {counts}; {facts.conflicts} conflicting versions")
+    for name, found in (("changed since added", facts.changed), ("missing", facts.missing)):
+        if found:
+            say(f"images {name}: {', '.join(found)}")
+    for model in models:
+        say(f"model {model.name}{' (active)' if model.active else ''}: validation Dice {model.val_dice:.4f} "
+            f"(started from {model.base}: {model.val_dice_base:.4f}); {len(model.train_cases)} training cases")
+    if not models:
+        say("models: none yet (the bundled weights); train one with 'medsam2 train --project DIR'")
+    return 0

@@ -16,9 +16,11 @@ def add_arguments(parser) -> None:
     from medsam2.io.slicing import AXES
     from medsam2.train.settings import PROMPT_KINDS
 
-    parser.add_argument("dataset", help="dataset folder, as evaluate reads it (nnU-Net/MSD layout, or images/ + labels/)")
-    parser.add_argument("-o", "--output-dir", required=True, dest="run_dir", help="RUN_DIR: best.pth, last.pth, train_log.csv, "
-                        "training_curves.png and the feature cache")
+    parser.add_argument("dataset", nargs="?", help="dataset folder, as evaluate reads it (nnU-Net/MSD layout, or images/ + labels/)")
+    parser.add_argument("-o", "--output-dir", dest="run_dir", help="RUN_DIR: best.pth, last.pth, train_log.csv, "
+                        "training_curves.png and the feature cache (required with DATASET)")
+    parser.add_argument("--project", help="train on a project's final labels instead of DATASET: a new model version "
+                        "DIR/models/vN, active when its validation Dice beats the active model's (see docs/project.md)")
     from medsam2.backbones.registry import BACKBONES, DEFAULT_BACKBONE
 
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=BACKBONES,
@@ -85,6 +87,14 @@ def run_train(args, argv: list[str]) -> int:
 
     if getattr(args, "nproc", 1) < 1:
         raise UsageError(f"--nproc takes a positive integer, not {args.nproc}")
+    if args.project is not None:
+        refused = [name for name, given in (("DATASET", args.dataset), ("-o", args.run_dir), ("--resume", args.resume),
+                                            ("--val-cases", args.val_cases), ("--nproc", getattr(args, "nproc", 1) > 1)) if given]
+        if refused:
+            raise UsageError(f"--project chooses the data, the run folder and the validation cases itself; drop {', '.join(refused)}")
+        return train_project_here(args)
+    if args.dataset is None or args.run_dir is None:
+        raise UsageError("name a DATASET and -o RUN_DIR, or train a project with --project DIR")
     if getattr(args, "nproc", 1) > 1:
         settings_of(args).check()
         argv = _without_nproc([str(a) for a in argv[argv.index("train") + 1 :]])
@@ -107,6 +117,20 @@ def _without_nproc(argv: list[str]) -> list[str]:
             continue
         out.append(item)
     return out
+
+
+def train_project_here(args) -> int:
+    from medsam2.backbones.devices import resolve_device
+    from medsam2.project.store import open_project
+    from medsam2.train.from_project import train_project
+
+    say = None if args.quiet else (lambda text: print(text, flush=True))
+    with open_project(args.project) as store:
+        model = train_project(store, settings_of(args), resolve_device(args.device), say=say,
+                              progress=not args.quiet and sys.stderr.isatty())
+    print(f"model {model.name}: {'active' if model.active else 'inactive'}; {model.reason}; "
+          f"{len(model.train_cases)} training and {len(model.val_cases)} validation cases")
+    return 0
 
 
 def train_here(args) -> int:

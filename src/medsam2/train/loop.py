@@ -78,11 +78,14 @@ class Trainer:
         world: this process among the training processes.
         resume: continue from ``run_dir/last.pth``; overwrite: replace a previous run there.
         progress: show progress bars; say: called with each line worth printing.
+        features_dir: the feature cache's folder (default ``run_dir/features``); one file per case,
+            replaced when its inputs or the starting weights change.
     """
 
     def __init__(
         self, dataset: Path, run_dir: Path, settings: TrainSettings, device: torch.device, world: World = World(),
         resume: bool = False, overwrite: bool = False, progress: bool = False, say: Callable[[str], None] | None = None,
+        features_dir: Path | None = None,
     ) -> None:
         from medsam2.evaluation.datasets import discover_dataset
 
@@ -91,6 +94,8 @@ class Trainer:
         self.say = say or (lambda text: None)
         self.dataset_path = Path(dataset)
         self.run_dir = Path(run_dir)
+        #: where each case's encoded frames are cached (default RUN_DIR/features; a project shares one)
+        self.features_dir = Path(features_dir) if features_dir is not None else self.run_dir / "features"
         self.resume_state = self._check_run_dir(resume, overwrite)
         self.dataset = discover_dataset(self.dataset_path)
         if not self.dataset.cases:
@@ -159,7 +164,7 @@ class Trainer:
     # -- data ----------------------------------------------------------------------------------
     def load_features(self) -> None:
         """Every case's cached frames (encoded now where the cache lacks them); rank 0 encodes."""
-        folder = self.run_dir / "features"
+        folder = self.features_dir
         self.cases: dict[str, CaseFeatures] = {}
         wanted = list(self.settings.labels) if self.settings.labels else None
         if self.world.size > 1 and not self.world.writes:

@@ -91,7 +91,9 @@ def split_cases(case_ids: list[str], val_fraction: float, val_cases: tuple[str, 
 
 
 def _cache_key(backbone, case, settings) -> str:
-    source = (f"{case.image}|{case.label}|{settings.axis}|{settings.window}|{getattr(backbone, 'checkpoint', '')}|"
+    # the files themselves (links resolved): a project's runs link the same scans from each run's folder
+    files = f"{Path(case.image).resolve()}|{Path(case.label).resolve()}"
+    source = (f"{files}|{settings.axis}|{settings.window}|{getattr(backbone, 'checkpoint', '')}|"
               f"{settings.train_encoder}|{settings.backbone}|{backbone.input_size}|{settings.model_config}|{CACHE_VERSION}")
     return f"{zlib.crc32(source.encode()):08x}"
 

@@ -1,0 +1,114 @@
+"""A project's models: versions ``DIR/models/vN/`` (``model.json`` beside the weights), the active
+one, and the validation split that every training run of the project uses.
+
+The validation cases are chosen once per case, when its first final label is trained on, by a hash
+of its name (one in five), and never change; a project with final cases but none chosen gets its
+first. A run starts from the active model (or the bundled weights) and validates it on the same
+cases at epoch 0, so the new model's validation Dice and the active one's are measured alike; the
+new model becomes active only when its Dice is at least the active one's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from medsam2.errors import InputError
+from medsam2.io.volume import suffix_of
+from medsam2.project.store import ProjectStore
+
+#: one final case in this many goes to validation
+VALIDATION_EVERY = 5
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A trained model of the project (``model.json`` in its folder)."""
+
+    name: str
+    created: float
+    base: str
+    train_cases: dict[str, int]
+    val_cases: dict[str, int]
+    val_dice_base: float
+    val_dice: float
+    active: bool
+    reason: str
+    settings: dict
+
+    def checkpoint(self, root: Path) -> Path:
+        """The weights ``--checkpoint`` reads."""
+        return root / "models" / self.name / "best.pth"
+
+
+def _rank(case_id: str) -> int:
+    return int(hashlib.sha256(case_id.encode()).hexdigest()[:8], 16)
+
+
+def validation_split(store: ProjectStore, final_cases: list[str]) -> tuple[list[str], list[str]]:
+    """(train, validation) among ``final_cases``; new cases are assigned and the split is stored."""
+    split: dict[str, str] = store.meta("split", {})
+    for case_id in final_cases:
+        if case_id not in split:
+            split[case_id] = "val" if _rank(case_id) % VALIDATION_EVERY == 0 else "train"
+    if not any(split.get(c) == "val" for c in final_cases):
+        first = min(final_cases, key=_rank)
+        split[first] = "val"
+    store.set_meta("split", split)
+    return [c for c in final_cases if split[c] == "train"], [c for c in final_cases if split[c] == "val"]
+
+
+def model_versions(store: ProjectStore) -> list[ModelVersion]:
+    folder = store.root / "models"
+    found = []
+    for meta in sorted(folder.glob("v*/model.json"), key=lambda p: int(p.parent.name[1:])) if folder.is_dir() else []:
+        found.append(ModelVersion(**json.loads(meta.read_text())))
+    active = store.meta("active_model")
+    return [replace(m, active=m.name == active) for m in found]
+
+
+def active_checkpoint(store: ProjectStore) -> Path | None:
+    """The active model's weights, or None (the bundled weights)."""
+    name = store.meta("active_model")
+    return None if name is None else store.root / "models" / name / "best.pth"
+
+
+def activate(store: ProjectStore, name: str) -> ModelVersion:
+    """Make a model version the active one (whatever its validation Dice).
+
+    Raises:
+        InputError: no such model version.
+    """
+    found = next((m for m in model_versions(store) if m.name == name), None)
+    if found is None or not found.checkpoint(store.root).is_file():
+        names = ", ".join(m.name for m in model_versions(store)) or "none yet"
+        raise InputError(f"the project has no model {name} (models: {names})")
+    store.set_meta("active_model", name)
+    return replace(found, active=True)
+
+
+def new_model_folder(store: ProjectStore) -> Path:
+    folder = store.root / "models"
+    folder.mkdir(exist_ok=True)
+    number = 1 + max((int(p.name[1:]) for p in folder.glob("v*") if p.name[1:].isdigit()), default=0)
+    while True:
+        try:
+            (folder / f"v{number}").mkdir()
+            return folder / f"v{number}"
+        except FileExistsError:  # another run took it meanwhile
+            number += 1
+
+
+def stage_dataset(store: ProjectStore, run_dir: Path, cases: dict[str, int]) -> Path:
+    """A dataset in evaluate's layout of links to the cases' images and label versions."""
+    data = run_dir / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    for case_id, number in cases.items():
+        image = store.case(case_id).image
+        os.symlink(image.resolve(), data / "images" / (case_id if image.is_dir() else f"{case_id}{suffix_of(image)}"))
+        os.symlink((store.root / store.version(case_id, number).path).resolve(), data / "labels" / f"{case_id}.nii.gz")
+    return data

@@ -1,0 +1,76 @@
+"""medsam2 train --project on real scans (five MSD hippocampus crops, label 1): a model version
+with its validation split fixed per project, activated only when it beats the model it started
+from, measured on the same cases; project activate; one line for each refused option."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medsam2.project.models import model_versions
+from medsam2.project.store import open_project
+from tests.cli.test_cli import assert_one_line_error, run_cli
+from tests.shared_data import shared
+
+CASES = ("hippocampus_001", "hippocampus_003", "hippocampus_004", "hippocampus_006", "hippocampus_007")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A project of five final cases, and one training run of two epochs from the bundled weights."""
+    project = tmp_path_factory.mktemp("project") / "hippo"
+    images = [str(shared("msd_hippocampus", "images", f"{case}.nii.gz")) for case in CASES]
+    labels = [str(shared("msd_hippocampus", "labels", f"{case}.nii.gz")) for case in CASES]
+    from medsam2.cli import main
+
+    assert main(["project", "init", str(project), "--images", *images]) == 0
+    assert main(["project", "import-labels", str(project), "--labels", *labels]) == 0
+    assert main(["train", "--project", str(project), "--epochs", "2", "--labels", "1", "--quiet"]) == 0
+    return project
+
+
+def test_a_run_writes_a_model_version_on_a_fixed_split(trained):
+    with open_project(trained) as store:
+        models = model_versions(store)
+        split = store.meta("split")
+    assert [m.name for m in models] == ["v1"]
+    model = models[0]
+    assert sorted([*model.train_cases, *model.val_cases]) == sorted(CASES) and model.val_cases
+    assert all(split[c] == "val" for c in model.val_cases) and all(split[c] == "train" for c in model.train_cases)
+    assert model.base == "bundled" and model.settings["labels"] == [1]
+    assert model.active == (model.val_dice > model.val_dice_base)  # a tie is the starting weights themselves
+    assert (trained / "models" / "v1" / "best.pth").is_file() and (trained / "models" / "v1" / "train_log.csv").is_file()
+    assert json.loads((trained / "models" / "v1" / "model.json").read_text())["name"] == "v1"
+
+
+def test_the_next_run_starts_from_the_active_model_on_the_same_cases(trained, capsys):
+    with open_project(trained) as store:
+        first = model_versions(store)[0]
+    assert first.active, "two epochs on these cases raise the validation Dice (measured: see docs/project.md)"
+    assert run_cli(["train", "--project", trained, "--epochs", "1", "--labels", "1", "--quiet"], capsys)[0] == 0
+    with open_project(trained) as store:
+        second = model_versions(store)[1]
+        assert second.base == "v1" and second.val_cases == first.val_cases
+        # epoch 0 of the new run is v1 measured again on the same validation cases
+        assert second.val_dice_base == pytest.approx(first.val_dice, abs=2e-3)
+        assert second.active == (store.meta("active_model") == "v2")
+        assert second.active or "kept inactive" in second.reason
+    assert run_cli(["project", "activate", trained, "v1"], capsys)[0] == 0
+    with open_project(trained) as store:
+        assert store.meta("active_model") == "v1"
+
+
+def test_refused_options_and_too_few_cases(trained, tmp_path, capsys):
+    code, err = run_cli(["train", "--project", trained, "-o", tmp_path / "run"], capsys)
+    assert_one_line_error(code, err, 2, "drop -o")
+    code, err = run_cli(["train"], capsys)
+    assert_one_line_error(code, err, 2, "name a DATASET and -o RUN_DIR")
+    code, err = run_cli(["project", "activate", trained, "v9"], capsys)
+    assert_one_line_error(code, err, 1, "has no model v9")
+    small = tmp_path / "small"
+    image = shared("msd_hippocampus", "images", f"{CASES[0]}.nii.gz")
+    assert run_cli(["project", "init", small, "--images", image], capsys)[0] == 0
+    code, err = run_cli(["train", "--project", small], capsys)
+    assert_one_line_error(code, err, 2, "at least two cases")
+    assert not (small / "models").exists()
