@@ -154,7 +154,7 @@ def test_kill_9_during_saves_leaves_a_consistent_project(scans, tmp_path, capsys
         for version in versions:  # every row names a whole file holding what that save wrote
             assert labels_of(project / version.path).max() == (version.version - 1) % 200 + 1
         volume = load_volume(store.case(CASES[0]).image)
-        after = store.save_version(CASES[0], np.zeros(volume.array.shape, np.uint8), volume, "final", versions[-1].version)
+        after = store.save_version(CASES[0], np.ones(volume.array.shape, np.uint8), volume, "final", versions[-1].version)
         assert after.version == len(versions) + 1 and not after.conflict
 
 
@@ -226,3 +226,30 @@ def test_bad_inputs_give_one_line_and_change_nothing(scans, tmp_path, capsys):
     (tmp_path / "out" / "x").write_text("")
     code, err = run_cli(["project", "export", project, "-o", tmp_path / "out"], capsys)
     assert_one_line_error(code, err, 2, "not an empty folder")
+
+
+def test_a_project_moved_with_its_images_still_finds_them(scans, tmp_path, capsys):
+    project = scans.parent / "proj"
+    assert run_cli(["project", "init", project, "--images", scans / "images"], capsys)[0] == 0
+    moved = tmp_path.parent / f"{tmp_path.name}-moved"
+    shutil.move(str(tmp_path), str(moved))
+    try:
+        with open_project(moved / "proj") as store:
+            assert all(c.image.is_file() and c.image.is_relative_to(moved) for c in store.cases())
+            assert store.status().missing == [] and store.status().changed == []
+    finally:
+        shutil.move(str(moved), str(tmp_path))
+
+
+def test_an_empty_final_label_is_refused(scans, tmp_path, capsys):
+    project = tmp_path / "proj"
+    assert run_cli(["project", "init", project, "--images", scans / "images"], capsys)[0] == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    label = sitk.ReadImage(str(scans / "labels" / f"{CASES[0]}.nii.gz"))
+    sitk.WriteImage(label * 0, str(empty / f"{CASES[0]}.nii.gz"))
+    code, err = run_cli(["project", "import-labels", project, "--labels", empty], capsys)
+    assert_one_line_error(code, err, 1, "holds no structure")
+    assert run_cli(["project", "import-labels", project, "--labels", empty, "--status", "draft"], capsys)[0] == 0
+    with open_project(project) as store:
+        assert [v.status for v in store.versions()] == ["draft"]

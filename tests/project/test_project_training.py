@@ -74,3 +74,41 @@ def test_refused_options_and_too_few_cases(trained, tmp_path, capsys):
     code, err = run_cli(["train", "--project", small], capsys)
     assert_one_line_error(code, err, 2, "at least two cases")
     assert not (small / "models").exists()
+
+
+def test_other_commands_use_the_active_model(trained, tmp_path, capsys):
+    image = shared("msd_hippocampus", "images", f"{CASES[0]}.nii.gz")
+    box = ["--box", "17:8,30,28,46"]
+    with open_project(trained) as store:
+        active = next(m for m in model_versions(store) if m.active)
+    out = tmp_path / "by_project.nii.gz"
+    assert run_cli(["segment", image, "-o", out, *box, "--project", trained, "--report", tmp_path / "r.json", "--quiet"],
+                   capsys)[0] == 0
+    assert json.loads((tmp_path / "r.json").read_text())["checkpoint"] == str(active.checkpoint(trained))
+    code, err = run_cli(["segment", image, "-o", tmp_path / "x.nii.gz", *box, "--project", trained,
+                         "--checkpoint", active.checkpoint(trained)], capsys)
+    assert_one_line_error(code, err, 2, "not both")
+    code, err = run_cli(["segment", image, "-o", tmp_path / "x.nii.gz", *box, "--project", trained, "--backbone", "sam2"], capsys)
+    assert_one_line_error(code, err, 2, "trained for the litemedsam backbone")
+    assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_kill_9_during_training_activates_nothing(trained, capsys):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    with open_project(trained) as store:
+        before = (store.meta("active_model"), [m.name for m in model_versions(store)])
+    run = subprocess.Popen([sys.executable, "-m", "medsam2.cli", "train", "--project", str(trained), "--epochs", "5", "--labels", "1", "--quiet"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any((trained / "models").glob(f"v{len(before[1]) + 1}/*.pth")):
+        time.sleep(0.2)  # killed once the run has written its first weights, half-way through its epochs
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    with open_project(trained) as store:
+        assert (store.meta("active_model"), [m.name for m in model_versions(store)]) == before
+    assert run_cli(["project", "status", trained], capsys)[0] == 0

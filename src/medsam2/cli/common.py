@@ -83,6 +83,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="litemedsam (default, embedded weights) or sam2 (SAM 2 / SAM 2.1 / MedSAM-2 weights; needs --checkpoint)",
     )
     parser.add_argument("--checkpoint", help="weights file to use instead of the backbone's bundled weights (required for sam2)")
+    parser.add_argument("--project", dest="model_project", metavar="DIR",
+                        help="use a project's active model (see `medsam2 project status`) instead of --checkpoint")
     parser.add_argument("--model-config", help="sam2: architecture name (see `medsam2 models`); default: read from the checkpoint")
     parser.add_argument("--offload", action="store_true", help="sam2: keep past frames' memory in CPU memory (long scans, small GPUs)")
     parser.add_argument(
@@ -129,6 +131,34 @@ def engine_settings(args) -> PropagationSettings | None:
             f"--stop-intensity-overlap applies to the {takes} backbone; the {args.backbone} engine ends objects by its own object score"
         )
     return settings_type(stop_intensity_overlap=args.stop_intensity_overlap)
+
+
+def apply_project_model(args) -> None:
+    """``--project DIR``: the project's active model becomes ``args.checkpoint`` (none active: the
+    bundled weights, said on stderr).
+
+    Raises:
+        UsageError: both --project and --checkpoint, or a model trained for another backbone.
+        InputError: DIR holds no project.
+    """
+    if getattr(args, "model_project", None) is None:
+        return
+    if args.checkpoint is not None:
+        raise UsageError("give --project (its active model) or --checkpoint, not both")
+    from medsam2.project.models import model_versions
+    from medsam2.project.store import open_project
+
+    with open_project(args.model_project) as store:
+        active = next((m for m in model_versions(store) if m.active), None)
+        root = store.root
+    if active is None:
+        warn(f"{args.model_project} has no active model yet; using the bundled weights")
+        return
+    trained_for = active.settings.get("backbone")
+    if trained_for != args.backbone:
+        raise UsageError(f"the project's active model {active.name} was trained for the {trained_for} backbone, "
+                         f"not {args.backbone}; pass --backbone {trained_for}")
+    args.checkpoint = str(active.checkpoint(root))
 
 
 def model_kwargs(args) -> dict:

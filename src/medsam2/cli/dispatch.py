@@ -13,7 +13,7 @@ from pathlib import Path
 
 from medsam2._version import __version__
 from medsam2.cli import batch, evaluate, info, oneprompt, project, segment, serve, train  # the subcommand modules
-from medsam2.cli.common import OneLineParser, add_common, model_kwargs, warn
+from medsam2.cli.common import OneLineParser, add_common, apply_project_model, model_kwargs, warn
 from medsam2.errors import MedSAM2Error, UsageError
 
 
@@ -96,6 +96,7 @@ def _run_command(argv: list[str]) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    apply_project_model(args)  # --project DIR of the commands that run a model
     if args.command == "segment":
         return segment.run_segment(args)
     if args.command == "evaluate":

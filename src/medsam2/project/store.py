@@ -33,8 +33,8 @@ SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cases (
-    case_id TEXT PRIMARY KEY, image TEXT NOT NULL, copied INTEGER NOT NULL, sha256 TEXT NOT NULL,
-    added REAL NOT NULL, position INTEGER NOT NULL
+    case_id TEXT PRIMARY KEY, image TEXT NOT NULL, image_absolute TEXT NOT NULL, copied INTEGER NOT NULL,
+    sha256 TEXT NOT NULL, added REAL NOT NULL, position INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS versions (
     case_id TEXT NOT NULL REFERENCES cases(case_id), version INTEGER NOT NULL, status TEXT NOT NULL,
@@ -142,9 +142,10 @@ class ProjectStore:
         with self._writing() as db:
             start = db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM cases").fetchone()[0]
             for offset, record in enumerate(records):
-                stored = record.image.relative_to(self.root) if record.copied else record.image
-                db.execute("INSERT INTO cases VALUES (?, ?, ?, ?, ?, ?)",
-                           (record.case_id, str(stored), int(record.copied), record.sha256, time.time(), start + offset))
+                relative = os.path.relpath(record.image, self.root.resolve())
+                db.execute("INSERT INTO cases VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (record.case_id, relative, str(record.image), int(record.copied), record.sha256, time.time(),
+                            start + offset))
         return records
 
     def _copy_in(self, source: CaseSource) -> Path:
@@ -159,9 +160,15 @@ class ProjectStore:
         return target
 
     def cases(self) -> list[CaseRecord]:
-        rows = self._db.execute("SELECT case_id, image, copied, sha256 FROM cases ORDER BY position").fetchall()
-        return [CaseRecord(case_id, self.root / image if copied else Path(image), bool(copied), sha)
-                for case_id, image, copied, sha in rows]
+        """The cases in the order they were added. An image is found relative to the project folder
+        first (a project moved together with its images), then where it was when added."""
+        rows = self._db.execute("SELECT case_id, image, image_absolute, copied, sha256 FROM cases ORDER BY position").fetchall()
+        found = []
+        for case_id, relative, absolute, copied, sha in rows:
+            beside = Path(os.path.normpath(self.root.resolve() / relative))
+            image = beside if copied or beside.exists() or not Path(absolute).exists() else Path(absolute)
+            found.append(CaseRecord(case_id, image, bool(copied), sha))
+        return found
 
     def case(self, case_id: str) -> CaseRecord:
         """Raises: InputError for a case the project does not hold."""
@@ -182,13 +189,15 @@ class ProjectStore:
         saved meanwhile, this one is kept all the same, marked ``conflict``.
 
         Raises:
-            UsageError: an unknown status; InputError: an unknown case.
+            UsageError: an unknown status; InputError: an unknown case, or a final label map with no structure.
         """
         from medsam2.io.writers import save_mask
 
         if status not in STATUSES:
             raise UsageError(f"unknown status '{status}'; choose {' or '.join(STATUSES)}")
         self.case(case_id)
+        if status == "final" and not np.any(labels):
+            raise InputError(f"a final label map of case '{case_id}' holds no structure (every voxel is 0); save it as a draft")
         folder = self.root / "labels" / case_id
         folder.mkdir(parents=True, exist_ok=True)
         staged = folder / f".staged-{os.getpid()}-{time.monotonic_ns()}.nii.gz"

@@ -13,7 +13,14 @@ import time
 from dataclasses import asdict, replace
 
 from medsam2.errors import UsageError
-from medsam2.project.models import ModelVersion, active_checkpoint, new_model_folder, stage_dataset, validation_split
+from medsam2.project.models import (
+    ModelVersion,
+    active_checkpoint,
+    model_versions,
+    new_model_folder,
+    stage_dataset,
+    validation_split,
+)
 from medsam2.project.store import ProjectStore
 
 
@@ -36,6 +43,10 @@ def train_project(store: ProjectStore, settings, device, say=None, progress: boo
     if not train:
         raise UsageError("every final case is a validation case; label one more case final to train on")
     base = store.meta("active_model") or "bundled"
+    active = next((m for m in model_versions(store) if m.active), None)
+    if active is not None and settings.checkpoint is None and active.settings.get("backbone") != settings.backbone:
+        raise UsageError(f"the project's active model {active.name} was trained for the {active.settings.get('backbone')} backbone, "
+                         f"not {settings.backbone}; pass --backbone {active.settings.get('backbone')} or --checkpoint")
     start = settings.checkpoint or (str(active_checkpoint(store)) if base != "bundled" else None)
     settings = replace(settings, checkpoint=start, val_cases=tuple(val), val_fraction=0.0)
     run_dir = new_model_folder(store)
