@@ -49,14 +49,17 @@ def _rank(case_id: str) -> int:
 
 
 def validation_split(store: ProjectStore, final_cases: list[str]) -> tuple[list[str], list[str]]:
-    """(train, validation) among ``final_cases``; new cases are assigned and the split is stored."""
+    """(train, validation) among ``final_cases``; new cases are assigned and the split is stored.
+
+    A case keeps its side once assigned. A new case goes to validation when its name's hash says
+    so (one in five), or when no final case validates yet; it trains instead when it would leave
+    no case to train on."""
     split: dict[str, str] = store.meta("split", {})
-    for case_id in final_cases:
-        if case_id not in split:
-            split[case_id] = "val" if _rank(case_id) % VALIDATION_EVERY == 0 else "train"
-    if not any(split.get(c) == "val" for c in final_cases):
-        first = min(final_cases, key=_rank)
-        split[first] = "val"
+    new = [c for c in final_cases if c not in split]
+    for case_id in sorted(new, key=_rank):
+        sides = [split[c] for c in final_cases if c in split]
+        wants_val = _rank(case_id) % VALIDATION_EVERY == 0 or "val" not in sides
+        split[case_id] = "val" if wants_val and ("train" in sides or not sides) else "train"
     store.set_meta("split", split)
     return [c for c in final_cases if split[c] == "train"], [c for c in final_cases if split[c] == "val"]
 
