@@ -227,3 +227,37 @@ def test_adapt_is_a_method_of_the_interactive_protocol(nnunet_dataset, tmp_path,
     assert all(plain["dice_round_0"] == adapted["dice_round_0"] for plain, adapted in pairs)
     assert any(plain[f"dice_round_{i}"] != adapted[f"dice_round_{i}"] for plain, adapted in pairs for i in (1, 2))
     assert "| adapt |" in (results_dir / "summary.md").read_text()
+
+
+def test_a_one_voxel_reference_slice_gets_a_box_with_an_area():
+    """The interactive protocol's correction box on a slice where the reference is one voxel wide is
+    widened as the protocol's first box is (it raised a PromptError before)."""
+    from types import SimpleNamespace
+
+    from medsam2.evaluation.interactive import run_interactive
+
+    reference = np.zeros((3, 8, 8), np.uint8)
+    reference[0, 2:6, 2:6] = 1
+    reference[1, 4, 5] = 1  # one voxel: the only slice the model gets wrong below
+    answer = reference.copy()
+    answer[1] = 0
+    calls = []
+
+    class Session:
+        voxel_axis = "k"
+
+        def propagate(self):
+            return iter(())
+
+        def result(self):
+            return SimpleNamespace(labels=answer)
+
+        def correct(self, label, frame, box=None, **kwargs):
+            calls.append((frame, box))
+            answer[1, 4, 5] = 1
+            return SimpleNamespace(decoded_slices=[], encoded_slices=0)
+
+    traces = run_interactive(Session(), reference, [1], 1, "box")
+    frame, (x0, y0, x1, y1) = calls[0]
+    assert frame == 1 and x0 <= 5 <= x1 and y0 <= 4 <= y1 and x1 > x0 and y1 > y0
+    assert traces[1].dice_per_round[-1] == 1.0

@@ -102,8 +102,8 @@ def test_kill_9_during_training_activates_nothing(trained, capsys):
 
     with open_project(trained) as store:
         before = (store.meta("active_model"), [m.name for m in model_versions(store)])
-    run = subprocess.Popen([sys.executable, "-m", "medsam2.cli", "train", "--project", str(trained), "--epochs", "5", "--labels", "1", "--quiet"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "medsam2.cli", "train", "--project", str(trained), "--epochs", "5", "--labels", "1", "--quiet"]
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not any((trained / "models").glob(f"v{len(before[1]) + 1}/*.pth")):
         time.sleep(0.2)  # killed once the run has written its first weights, half-way through its epochs

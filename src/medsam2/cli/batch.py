@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from medsam2.cli.common import add_common, add_input_limit, add_model_options, engine_settings, read_limits, warn
+from medsam2.cli.common import add_common, add_input_limit, add_model_options, model_options, read_limits, warn
 
 
 def add_parser(commands) -> None:
@@ -45,10 +45,9 @@ def run_batch_command(args) -> int:
     from medsam2.batch.manifest import read_manifest
     from medsam2.batch.pool import LocalPool, RayPool, default_workers
     from medsam2.batch.run import SegmentWorker, plan_batch, run_batch
-    from medsam2.engine.options import ModelOptions
     from medsam2.errors import UsageError
 
-    settings = engine_settings(args)
+    model = model_options(args)  # an engine option the backbone does not take is refused here
     outdir = Path(args.output_dir)
     if outdir.exists() and not outdir.is_dir():
         raise UsageError(f"{outdir} exists and is not a folder")
@@ -57,10 +56,6 @@ def run_batch_command(args) -> int:
     cases = read_manifest(args.manifest, outdir, args.format, args.axis, args.window, read_limits(args), args.overwrite)
     outdir.mkdir(parents=True, exist_ok=True)
     plan_batch(cases, outdir, args.resume, args.overwrite)  # every refusal before a worker starts
-    model = ModelOptions(
-        backbone=args.backbone, device=args.device, memory=args.memory, checkpoint=args.checkpoint, runtime=args.runtime,
-        precision=args.precision, model_config=args.model_config, offload=args.offload, settings=settings,
-    )
     spec = SegmentWorker(model)
     if args.ray:
         pool = RayPool(spec, workers=args.workers, threads=args.threads, address=None if args.ray == "local" else args.ray)

@@ -161,15 +161,17 @@ def apply_project_model(args) -> None:
     args.checkpoint = str(active.checkpoint(root))
 
 
-def model_kwargs(args) -> dict:
-    """The model options of a parsed command line, as keyword arguments of build_backbone."""
-    return {
-        "checkpoint": args.checkpoint,
-        "runtime": args.runtime,
-        "precision": args.precision,
-        "model_config": args.model_config,
-        "offload": args.offload,
-    }
+def model_options(args, settings=None):
+    """The one :class:`~medsam2.engine.options.ModelOptions` of a parsed command line: every command
+    that runs a model builds it here and passes it down whole (``settings``: the engine settings
+    when already checked, else read from ``args``)."""
+    from medsam2.engine.options import ModelOptions
+
+    return ModelOptions(
+        backbone=args.backbone, device=args.device, memory=getattr(args, "memory", "confidence"), checkpoint=args.checkpoint,
+        runtime=args.runtime, precision=args.precision, model_config=args.model_config, offload=args.offload,
+        settings=engine_settings(args) if settings is None else settings,
+    )
 
 
 def warn(message: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from medsam2._version import __version__
 from medsam2.cli import batch, evaluate, info, oneprompt, project, segment, serve, train  # the subcommand modules
-from medsam2.cli.common import OneLineParser, add_common, apply_project_model, model_kwargs, warn
+from medsam2.cli.common import OneLineParser, add_common, apply_project_model, warn
 from medsam2.errors import MedSAM2Error, UsageError
 
 
@@ -102,7 +102,7 @@ def _run_command(argv: list[str]) -> int:
     if args.command == "evaluate":
         return evaluate.run_evaluate(args)
     if args.command == "oneprompt":
-        return oneprompt.run_oneprompt_command(args, model_kwargs(args), warn)
+        return oneprompt.run_oneprompt_command(args, warn)
     if args.command == "batch":
         return batch.run_batch_command(args)
     if args.command == "info":

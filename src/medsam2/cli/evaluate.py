@@ -6,7 +6,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from medsam2.cli.common import OUTPUT_FORMATS, add_common, add_model_options, engine_settings, int_list, model_kwargs, warn
+from medsam2.cli.common import OUTPUT_FORMATS, add_common, add_model_options, engine_settings, int_list, model_options, warn
 
 
 def add_parser(commands) -> None:
@@ -52,10 +52,7 @@ def add_parser(commands) -> None:
 
 
 def run_evaluate(args) -> int:
-    from medsam2.backbones import build_backbone
-    from medsam2.backbones.devices import resolve_device
     from medsam2.batch.pool import LocalPool, RayPool
-    from medsam2.engine.options import ModelOptions
     from medsam2.errors import UsageError
     from medsam2.evaluation.datasets import discover_dataset
     from medsam2.evaluation.harness import MethodSegmenters, run_evaluation
@@ -80,8 +77,8 @@ def run_evaluate(args) -> int:
     if args.format != "auto" and not args.save_predictions:
         raise UsageError(f"--format {args.format} is what --save-predictions writes; add --save-predictions")
     dataset = discover_dataset(args.dataset)
-    segmenters = MethodSegmenters(lambda: build_backbone(args.backbone, resolve_device(args.device), **model_kwargs(args)), settings)
-    model = ModelOptions(backbone=args.backbone, device=args.device, settings=settings, **model_kwargs(args))
+    model = model_options(args, settings)
+    segmenters = MethodSegmenters(model.build_backbone, model.settings)
     make_pool = None
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers takes a positive integer, not {args.workers}")

@@ -7,7 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medsam2.cli.common import SupportPromptAction, add_common, add_input_limit, add_model_options, engine_settings, read_limits
+from medsam2.cli.common import (
+    SupportPromptAction,
+    add_common,
+    add_input_limit,
+    add_model_options,
+    engine_settings,
+    model_options,
+    read_limits,
+)
 from medsam2.errors import InputError, OutputError, PromptError, UsageError
 
 if TYPE_CHECKING:
@@ -98,7 +106,7 @@ def _check_output_dir(folder: Path, overwrite: bool) -> None:
         raise OutputError(f"output folder {folder} exists and is not empty; pass --overwrite or choose another folder")
 
 
-def run_oneprompt_command(args, model_kwargs: dict, warn: Callable[[str], None]) -> int:
+def run_oneprompt_command(args, warn: Callable[[str], None]) -> int:
     """Run ``medsam2 oneprompt``; returns the exit code (1 when some query could not be read)."""
     import numpy as np
 
@@ -129,7 +137,7 @@ def run_oneprompt_command(args, model_kwargs: dict, warn: Callable[[str], None])
     outputs = [output_name(q, None) for q in queries]
     if len(set(outputs)) != len(outputs):
         raise UsageError("two queries have the same file name; their masks would overwrite each other")
-    segmenter = Segmenter(backbone=args.backbone, device=args.device, settings=settings, **model_kwargs)
+    segmenter = Segmenter.from_options(model_options(args, settings))
     output_dir.mkdir(parents=True, exist_ok=True)
     tiles: dict[int, tuple] = {}
     written: list[str] = []

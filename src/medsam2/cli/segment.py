@@ -18,7 +18,7 @@ from medsam2.cli.common import (
     check_report_path,
     engine_settings,
     label_value,
-    model_kwargs,
+    model_options,
     output_claim,
     output_path,
     output_stem,
@@ -143,7 +143,7 @@ def run_segment(args) -> int:
     built: list[Segmenter] = []  # held until the lock files are gone (see run_segment_job)
 
     def build() -> Segmenter:
-        built.append(Segmenter(backbone=args.backbone, device=args.device, memory=args.memory, settings=settings, **model_kwargs(args)))
+        built.append(Segmenter.from_options(model_options(args, settings)))
         return built[-1]
 
     with output_claim(claimed), ExitStack() as stack:  # a second run on these outputs is refused now, not after its work

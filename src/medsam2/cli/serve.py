@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medsam2.cli.common import add_model_options, engine_settings, model_kwargs
+from medsam2.cli.common import add_model_options, model_options
 
 
 def add_parser(commands) -> None:
@@ -48,13 +48,11 @@ def add_parser(commands) -> None:
 
 
 def run_serve(args) -> int:
-    from medsam2.engine.options import ModelOptions
     from medsam2.engine.segmenter import Segmenter
     from medsam2.serve.runner import bind, make_server, url_of
     from medsam2.serve.settings import ServeSettings
 
-    kwargs = model_kwargs(args)
-    model = ModelOptions(backbone=args.backbone, device=args.device, memory=args.memory, settings=engine_settings(args), **kwargs)
+    model = model_options(args)
     settings = ServeSettings(
         host=args.host, port=args.port, data_dir=Path(args.data) if args.data else None, max_sessions=args.max_sessions,
         session_idle_minutes=args.session_idle_minutes, max_upload_mb=args.max_upload_mb, api_key=args.api_key,

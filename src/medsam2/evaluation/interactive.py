@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from medsam2.engine.adapt import MIN_ADAPT_SLICES
+from medsam2.engine.multiview import mask_box
 from medsam2.engine.session import Session
 from medsam2.evaluation.metrics import dice
 from medsam2.io.slicing import to_frames
@@ -137,8 +138,8 @@ def run_interactive(
             if correction == "click":
                 summary = session.correct(label, target, points=[_click_for(mine[target], truth[target])])
             elif truth[target].any():
-                rows, cols = np.nonzero(truth[target])
-                box = (int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max()))
+                reference_box = mask_box(truth, target)  # widened where the structure is one voxel wide there
+                box = (reference_box.x0, reference_box.y0, reference_box.x1, reference_box.y1)
                 summary = session.correct(label, target, box=box)
                 boxed[label].add(target)
             else:
