@@ -46,12 +46,16 @@ def hc18_dataset(root: Path, cases: int) -> Path:
     import SimpleITK as sitk
     from scipy import ndimage
 
+    from medsam2.io.readers import load_volume
+
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
     hc = SHARED / "hc18_fetal_head"
     for index in range(cases):
         image = hc / f"{index:03d}_HC.png"
-        outline = sitk.GetArrayFromImage(sitk.ReadImage(str(hc / f"{index:03d}_HC_Annotation.png"))) > 0
+        outline = load_volume(hc / f"{index:03d}_HC_Annotation.png").array[0] > 0  # (rows, cols)
+        if outline.ndim == 3:  # an RGB outline
+            outline = outline.any(axis=-1)
         filled = ndimage.binary_fill_holes(outline).astype(np.uint8)
         (root / "images" / f"{index:03d}.png").symlink_to(image)
         sitk.WriteImage(sitk.GetImageFromArray(filled), str(root / "labels" / f"{index:03d}.png"))
