@@ -10,7 +10,7 @@ from medsam2.cli.common import add_common, add_input_limit, add_model_options, m
 
 def add_parser(commands) -> None:
     """The ``batch`` subcommand's options."""
-    from medsam2.engine.options import MEMORY_KINDS
+    from medsam2.engine.memory_kinds import MEMORY_KINDS
     from medsam2.io.formats import format_names
     from medsam2.io.slicing import AXES
     from medsam2.io.windows import WINDOW_CHOICES

@@ -120,7 +120,7 @@ def engine_settings(args) -> PropagationSettings | None:
     """
     from dataclasses import fields
 
-    from medsam2.engine.engine import STEP_KINDS
+    from medsam2.engine.step_kinds import STEP_KINDS
 
     if args.stop_intensity_overlap is None:
         return None

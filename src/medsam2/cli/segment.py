@@ -30,7 +30,7 @@ from medsam2.errors import UsageError
 
 def add_parser(commands) -> None:
     """The ``segment`` subcommand's options."""
-    from medsam2.engine.options import MEMORY_KINDS
+    from medsam2.engine.memory_kinds import MEMORY_KINDS
     from medsam2.io.slicing import AXES
     from medsam2.io.windows import WINDOW_CHOICES
 

@@ -9,7 +9,7 @@ from medsam2.cli.common import add_model_options, model_options
 
 def add_parser(commands) -> None:
     """The ``serve`` subcommand's options."""
-    from medsam2.engine.options import MEMORY_KINDS
+    from medsam2.engine.memory_kinds import MEMORY_KINDS
 
     serve = commands.add_parser(
         "serve",

@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medsam2.engine.session_state import ObjectState, frame_mask, new_tracker, replace_slice_prompts
+from medsam2.engine.session_state import ObjectState, SessionView, frame_mask, new_tracker, replace_slice_prompts
 from medsam2.engine.tracks import FeatureStore, PropagationStats
 from medsam2.errors import ArgumentTypeError, PromptError
 from medsam2.prompts.parse import Box, MaskPrompt, ObjectPrompts, Point, coordinate, frame_index, validate_prompts
 
 if TYPE_CHECKING:
     from medsam2.engine.litemedsam_step import LiteMedSAMStep
-    from medsam2.engine.session import Session
 
 #: a correction stops propagating where this many slices in a row agree with the old answer...
 AGREE_RUN = 2
@@ -81,7 +80,7 @@ def check_correction(slice: int, n_slices: int, axis: str, **given: object) -> i
 
 
 def make_correction(
-    session: Session,
+    session: SessionView,
     state: ObjectState,
     slice: int,
     box: Sequence[float] | None = None,
@@ -167,7 +166,7 @@ def _check_drawn(drawn: np.ndarray, what: str, label: int, slice: int, shape: tu
 
 
 def _propagate_correction(
-    session: Session, state: ObjectState, slice: int, current: np.ndarray | None, clicked: bool, emptied: bool
+    session: SessionView, state: ObjectState, slice: int, current: np.ndarray | None, clicked: bool, emptied: bool
 ) -> Correction:
     """Carry a corrected slice through the object's answers, as the object's state and the engine say."""
     if state.track is None:  # not propagated yet: the prompt waits for propagate()
@@ -184,7 +183,7 @@ def _propagate_correction(
     return repropagate(session, state, slice, current, clicked)
 
 
-def repropagate(session: Session, state: ObjectState, slice: int, current: np.ndarray | None, clicked: bool) -> Correction:
+def repropagate(session: SessionView, state: ObjectState, slice: int, current: np.ndarray | None, clicked: bool) -> Correction:
     """LiteMedSAM: pin the corrected slice, then walk outward while the answer changes."""
     cache = session.cache
     tracker = new_tracker(session.engine, cache, session.frames)
@@ -225,7 +224,7 @@ def _decode_clicks(step: LiteMedSAMStep, features, state: ObjectState, slice: in
     replace_slice_prompts(state.prompts, slice, masks=[MaskPrompt(slice, drawn)])
 
 
-def retrack(session: Session, state: ObjectState) -> Correction:
+def retrack(session: SessionView, state: ObjectState) -> Correction:
     """SAM 2: track the object again from all its prompts (features come from the cache)."""
     tracker = new_tracker(session.engine, session.cache, session.frames)
     decoded = [frame for _, frame in tracker.iter_run([state.prompts])]

@@ -1,56 +1,23 @@
-"""The engine: a backbone with its memory rule and settings, and each backbone family's engine step
-(:data:`STEP_KINDS`). It opens sessions (:class:`medsam2.engine.session.Session`) and segments
+"""The engine: a backbone with its memory rule and settings, and its family's engine step
+(:data:`~medsam2.engine.step_kinds.STEP_KINDS`). It opens sessions (:class:`medsam2.engine.session.Session`) and segments
 volumes in one go."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from medsam2.backbones.base import Backbone
 from medsam2.engine.litemedsam_settings import PropagationSettings
-from medsam2.engine.litemedsam_step import LiteMedSAMStep
-from medsam2.engine.memory import check_memory_kind, make_memory
+from medsam2.engine.memory_kinds import check_memory_kind
 from medsam2.engine.results import SegmentationResult
-from medsam2.engine.sam2_step import Sam2Step, Sam2TrackingSettings
+from medsam2.engine.sam2_step import Sam2TrackingSettings
 from medsam2.engine.session import Session
 from medsam2.engine.session_state import DEFAULT_FEATURE_CACHE_MB
-from medsam2.engine.sweep import Step
+from medsam2.engine.step_kinds import STEP_KINDS, StepKind
 from medsam2.errors import PromptError, UsageError
 from medsam2.io.volume import Volume
 from medsam2.prompts.parse import ObjectPrompts
-
-
-@dataclass(frozen=True)
-class StepKind:
-    """One backbone family's engine step.
-
-    Attributes:
-        settings: the settings type the step takes.
-        make_step: (backbone, memory rule, settings) -> a fresh :class:`~medsam2.engine.sweep.Step`.
-        local_corrections: a correction re-propagates outward from its slice only while the answer
-            changes (LiteMedSAM); otherwise the object is tracked again from all its prompts (SAM 2,
-            whose memory is per pass).
-    """
-
-    settings: type
-    make_step: Callable[[Backbone, str, object], Step]
-    local_corrections: bool
-
-
-#: the engine step of each backbone, by the backbone's ``name``
-STEP_KINDS: dict[str, StepKind] = {
-    "litemedsam": StepKind(
-        PropagationSettings,
-        lambda backbone, memory, settings: LiteMedSAMStep(backbone, lambda: make_memory(memory, settings.bank), settings),
-        local_corrections=True,
-    ),
-    "sam2": StepKind(
-        Sam2TrackingSettings,
-        lambda backbone, memory, settings: Sam2Step(backbone, memory, settings),
-        local_corrections=False,
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -59,7 +26,7 @@ class Engine:
 
     Arguments:
         backbone: the network.
-        memory: "confidence", "fifo" or "none" (:data:`medsam2.engine.memory.MEMORY_KINDS`).
+        memory: "confidence", "fifo" or "none" (:data:`medsam2.engine.memory_kinds.MEMORY_KINDS`).
         settings: :class:`PropagationSettings` for litemedsam, :class:`Sam2TrackingSettings` for
             sam2; None: the measured defaults.
 

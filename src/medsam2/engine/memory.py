@@ -16,7 +16,7 @@ from typing import Protocol
 
 import torch
 
-from medsam2.engine.options import MEMORY_KINDS, check_memory_kind  # noqa: F401  (their owner is options)
+from medsam2.engine.memory_kinds import check_memory_kind
 from medsam2.errors import UsageError
 
 

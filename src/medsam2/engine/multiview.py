@@ -23,7 +23,7 @@ import numpy as np
 
 from medsam2.engine.results import SegmentationResult
 from medsam2.errors import UsageError
-from medsam2.io.slicing import ANATOMICAL_AXES, VOXEL_AXES, check_axis, to_frames, voxel_axis
+from medsam2.io.slicing import check_axis, other_axes, to_frames, voxel_axis
 from medsam2.prompts.parse import Box, ObjectPrompts
 
 if TYPE_CHECKING:
@@ -32,14 +32,6 @@ if TYPE_CHECKING:
 
 #: where the other axes' boxes are taken from the first pass's mask
 STARTS = ("largest", "middle")
-
-
-def other_axes(axis: str) -> tuple[str, str]:
-    """The two axes other than ``axis``, named the same way (anatomical or voxel), in
-    axial/coronal/sagittal (k/j/i) order."""
-    names = ANATOMICAL_AXES if check_axis(axis) in ANATOMICAL_AXES else VOXEL_AXES
-    first, second = (name for name in names if name != axis)
-    return first, second
 
 
 def start_frame(mask: np.ndarray, start: str = "largest") -> int:

@@ -9,20 +9,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from medsam2.backbones.registry import DEFAULT_BACKBONE
-from medsam2.errors import UsageError
 
 if TYPE_CHECKING:
     from medsam2.engine.litemedsam_settings import PropagationSettings
 
-#: the memory rules every engine offers: the confidence bank, SAM 2's own (prompted + last six), previous slice only
-MEMORY_KINDS = ("confidence", "fifo", "none")
-
-
-def check_memory_kind(kind: str) -> str:
-    """``kind`` when it is one of :data:`MEMORY_KINDS`; raises UsageError otherwise."""
-    if kind not in MEMORY_KINDS:
-        raise UsageError(f"unknown memory '{kind}'; choose one of {', '.join(MEMORY_KINDS)}")
-    return kind
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 
 from medsam2.backbones.base import Backbone, FrameFeatures
 from medsam2.backbones.sam2 import FlatFeatures, Sam2Backbone, point_inputs
-from medsam2.engine.memory import BankSettings, ConfidenceMemoryBank, MemoryEntry, check_memory_kind
+from medsam2.engine.memory import BankSettings, ConfidenceMemoryBank, MemoryEntry
+from medsam2.engine.memory_kinds import check_memory_kind
 from medsam2.engine.sam2_memory import (
     BankSelection,
     FifoSelection,

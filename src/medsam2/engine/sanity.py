@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medsam2.engine.multiview import other_axes
+from medsam2.io.slicing import other_axes
 from medsam2.prompts.parse import Box, ObjectPrompts
 
 #: a box's contents are "background" where this fraction of it is near the window's low end...

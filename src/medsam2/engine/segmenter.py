@@ -13,7 +13,7 @@ from medsam2.backbones.base import Backbone
 from medsam2.backbones.devices import resolve_device
 from medsam2.engine.engine import Engine
 from medsam2.engine.litemedsam_settings import PropagationSettings
-from medsam2.engine.memory import check_memory_kind
+from medsam2.engine.memory_kinds import check_memory_kind
 from medsam2.engine.oneprompt.locate import OnePromptSettings
 from medsam2.engine.oneprompt.run import OnePromptResult, run_one_prompt
 from medsam2.engine.options import ModelOptions

@@ -25,7 +25,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,6 +38,7 @@ from medsam2.engine.session_results import BoxProbes, label_map, object_evidence
 from medsam2.engine.session_state import (
     DEFAULT_FEATURE_CACHE_MB,
     MAX_LABEL,
+    EngineView,
     ObjectState,
     absorb,
     copy_prompts,
@@ -52,9 +52,6 @@ from medsam2.io.slicing import check_axis, from_frames, to_frames, voxel_axis
 from medsam2.io.volume import Volume
 from medsam2.io.windows import WindowedFrames, choose_window
 from medsam2.prompts.parse import Box, MaskPrompt, ObjectPrompts, Point, object_label, validate_prompts
-
-if TYPE_CHECKING:
-    from medsam2.engine.engine import Engine
 
 #: medsam2 exports these from here (CorrectionSummary is defined in medsam2.engine.corrections)
 __all__ = ["CorrectionSummary", "PropagationUpdate", "Session"]
@@ -98,7 +95,7 @@ class Session:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: EngineView,
         volume: Volume,
         axis: str = "axial",
         window: str = "auto",

@@ -16,13 +16,12 @@ import torch
 from medsam2._version import __version__
 from medsam2.engine.results import ObjectReport, SegmentationReport, Timings
 from medsam2.engine.sanity import ObjectEvidence, gather_evidence, sanity_warnings
-from medsam2.engine.session_state import on_frame
+from medsam2.engine.session_state import SessionView, on_frame
 from medsam2.engine.tracks import ObjectTrack, PropagationStats
 from medsam2.prompts.parse import Box, ObjectPrompts
 
 if TYPE_CHECKING:
     from medsam2.engine.feature_cache import CachedBackbone
-    from medsam2.engine.session import Session
     from medsam2.io.volume import Volume
 
 #: an object's evidence for the sanity warnings: (label, the frames' label map, its confidence per frame)
@@ -100,7 +99,7 @@ def object_report(track: ObjectTrack, labels_frames: np.ndarray, confidences: di
 
 
 def object_evidence(
-    prompts: ObjectPrompts, mask: np.ndarray, per_slice: dict[int, float], session: Session, probe: Callable | None
+    prompts: ObjectPrompts, mask: np.ndarray, per_slice: dict[int, float], session: SessionView, probe: Callable | None
 ) -> ObjectEvidence:
     """What an object's sanity warnings are judged from (``mask``: its frames, bool)."""
     volume = session.volume
@@ -144,7 +143,7 @@ def session_timings(stats: PropagationStats, preprocess_seconds: float, work_sec
 
 
 def session_report(
-    session: Session,
+    session: SessionView,
     objects: list[ObjectReport],
     notes: list[str],
     stats: PropagationStats,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -23,7 +23,42 @@ from medsam2.prompts.parse import Box, MaskPrompt, ObjectPrompts, Point
 
 if TYPE_CHECKING:
     from medsam2.backbones.base import Backbone
-    from medsam2.engine.engine import Engine
+    from medsam2.engine.feature_cache import CachedBackbone
+    from medsam2.engine.step_kinds import StepKind
+    from medsam2.io.volume import Volume
+    from medsam2.io.windows import IntensityWindow, WindowedFrames
+
+
+class EngineView(Protocol):
+    """What a session and its rooms read of their engine (:class:`medsam2.engine.engine.Engine`,
+    which opens sessions: the session names this view, not the engine, so neither imports the other)."""
+
+    @property
+    def backbone(self) -> Backbone: ...
+
+    @property
+    def memory(self) -> str: ...
+
+    @property
+    def settings(self) -> object: ...
+
+    @property
+    def kind(self) -> StepKind: ...
+
+
+class SessionView(Protocol):
+    """What the corrections (:mod:`medsam2.engine.corrections`) and the results
+    (:mod:`medsam2.engine.session_results`) read of a :class:`medsam2.engine.session.Session`."""
+
+    volume: Volume
+    axis: str
+    voxel_axis: str
+    shape: tuple[int, int, int]
+    intensity: IntensityWindow
+    frames: WindowedFrames
+    cache: CachedBackbone
+    engine: EngineView
+
 
 #: default memory budget of a session's feature cache: about 300 LiteMedSAM slices (6.6 MB each),
 #: or 60 SAM 2 slices at 1024 input (34 MB each)
@@ -96,7 +131,7 @@ def frame_mask(state: ObjectState, slice: int, geometry) -> np.ndarray | None:
     return mask if mask.any() else None
 
 
-def new_tracker(engine: Engine, backbone: Backbone, frames, progress: bool = False) -> Tracker:
+def new_tracker(engine: EngineView, backbone: Backbone, frames, progress: bool = False) -> Tracker:
     """The sweep with the engine's step over ``backbone`` (a fresh step: its memories are per run)."""
     return Tracker(engine.kind.make_step(backbone, engine.memory, engine.settings), frames, progress)
 

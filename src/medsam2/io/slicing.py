@@ -43,6 +43,14 @@ def check_axis(axis: str) -> str:
     return axis
 
 
+def other_axes(axis: str) -> tuple[str, str]:
+    """The two axes other than ``axis``, named the same way (anatomical or voxel), in
+    axial/coronal/sagittal (k/j/i) order."""
+    names = ANATOMICAL_AXES if check_axis(axis) in ANATOMICAL_AXES else VOXEL_AXES
+    first, second = (name for name in names if name != axis)
+    return first, second
+
+
 def anatomical_axes(direction: tuple[float, ...]) -> dict[str, str]:
     """Which voxel axis each anatomical axis is, for a volume's direction cosines.
 
