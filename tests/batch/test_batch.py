@@ -40,6 +40,15 @@ def _write_studies(folder: Path, extra_rows: list[dict] | None = None) -> Path:
     return manifest
 
 
+def _manifest_beside_studies(tmp_path: Path, name: str, text: str) -> Path:
+    """The studies written into ``tmp_path/in`` and a manifest ``name`` there holding ``text``."""
+    folder = tmp_path / "in"
+    _write_studies(folder)
+    manifest = folder / name
+    manifest.write_text(text)
+    return manifest
+
+
 def _report(outdir: Path) -> dict[str, dict]:
     return {row["case"]: row for row in csv.DictReader((outdir / "batch_report.csv").open())}
 
@@ -131,10 +140,7 @@ def test_a_bad_case_is_reported_and_the_others_finish(tmp_path, capsys):
     ],
 )
 def test_manifest_errors_are_refused_before_anything_runs(tmp_path, capsys, content, message):
-    folder = tmp_path / "in"
-    _write_studies(folder)
-    manifest = folder / "bad.csv"
-    manifest.write_text(content)
+    manifest = _manifest_beside_studies(tmp_path, "bad.csv", content)
     code = main(["batch", str(manifest), "-o", str(tmp_path / "out"), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
@@ -163,10 +169,8 @@ def test_a_case_that_is_not_a_file_name_is_refused_before_anything_runs(tmp_path
 
 @pytest.mark.parametrize("name", ["bad\0name", "  "])
 def test_jsonl_case_with_nul_or_blank_is_refused(tmp_path, capsys, name):
-    folder = tmp_path / "in"
-    _write_studies(folder)
-    manifest = folder / "m.jsonl"
-    manifest.write_text(json.dumps({"case": name, "image": "study0.nii.gz", "box": "1:5,5,20,20"}) + "\n")
+    row = {"case": name, "image": "study0.nii.gz", "box": "1:5,5,20,20"}
+    manifest = _manifest_beside_studies(tmp_path, "m.jsonl", json.dumps(row) + "\n")
     code = main(["batch", str(manifest), "-o", str(tmp_path / "out"), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and f"m.jsonl row 1: case {name!r} is not a file name" in err[0], err
@@ -177,10 +181,9 @@ def test_explicit_outputs_may_lie_anywhere(tmp_path):
     """Only the case is a name: a row's own 'output' may point outside OUTDIR, or a case may look like a path suffix."""
     from medsam2.batch.manifest import read_manifest
 
-    folder = tmp_path / "in"
-    _write_studies(folder)
-    manifest = folder / "m.csv"
-    manifest.write_text(
+    manifest = _manifest_beside_studies(
+        tmp_path,
+        "m.csv",
         "case,image,box,output\n"
         f"one,study0.nii.gz,\"1:5,5,20,20\",../elsewhere/one.nii.gz\n"
         f"two,study1.nii.gz,\"1:5,5,20,20\",{tmp_path / 'abs' / 'two.nii.gz'}\n"
@@ -188,7 +191,7 @@ def test_explicit_outputs_may_lie_anywhere(tmp_path):
     )
     cases = read_manifest(manifest, tmp_path / "out")
     assert [c.case for c in cases] == ["one", "two", "three.v2"]
-    assert [c.job.output for c in cases] == [folder / "../elsewhere/one.nii.gz", tmp_path / "abs" / "two.nii.gz",
+    assert [c.job.output for c in cases] == [manifest.parent / "../elsewhere/one.nii.gz", tmp_path / "abs" / "two.nii.gz",
                                              tmp_path / "out" / "three.v2.nii.gz"]
 
 
@@ -259,10 +262,9 @@ BACKGROUND_BOX = "1:1,1,17,32"
 
 
 def test_the_report_carries_the_sanity_warnings_that_segment_gives(tmp_path):
-    folder = tmp_path / "in"
-    _write_studies(folder)
-    manifest = folder / "m.csv"
-    manifest.write_text(
+    manifest = _manifest_beside_studies(
+        tmp_path,
+        "m.csv",
         "case,image,box,name\n"
         f"off,study0.nii.gz,\"{BACKGROUND_BOX}\",spleen\n"
         f"good,study0.nii.gz,\"{STUDIES[0][1]}\",spleen\n"
@@ -272,7 +274,7 @@ def test_the_report_carries_the_sanity_warnings_that_segment_gives(tmp_path):
     given = {}
     for case, box in (("off", BACKGROUND_BOX), ("good", STUDIES[0][1])):
         report = tmp_path / f"{case}.json"
-        code = main(["segment", str(folder / "study0.nii.gz"), "--name", "spleen", "--box", box,
+        code = main(["segment", str(manifest.parent / "study0.nii.gz"), "--name", "spleen", "--box", box,
                      "-o", str(tmp_path / f"{case}.nii.gz"), "--report", str(report), "--quiet"])
         assert code == 0
         given[case] = json.loads(report.read_text())["warnings"]

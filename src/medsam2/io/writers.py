@@ -169,11 +169,18 @@ def _write_sitk(labels: np.ndarray, reference: Volume, path: Path) -> None:
         d = reference.direction
         image.SetDirection((d[0], d[1], d[3], d[4]))
     else:
-        image = sitk.GetImageFromArray(labels)
-        image.SetSpacing(reference.spacing)
-        image.SetOrigin(reference.origin)
-        image.SetDirection(reference.direction)
+        image = image_in_geometry(labels, reference)
     _write_image(image, path)
+
+
+def image_in_geometry(array: np.ndarray, reference: Volume) -> sitk.Image:
+    """``array`` ((slices, rows, cols), numpy order) as a SimpleITK image with ``reference``'s
+    spacing (mm), origin (mm) and direction."""
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(reference.spacing)
+    image.SetOrigin(reference.origin)
+    image.SetDirection(reference.direction)
+    return image
 
 
 def _write_image(image: sitk.Image, path: Path) -> None:

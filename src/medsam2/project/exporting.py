@@ -55,13 +55,10 @@ def export_project(store: ProjectStore, out: Path, format: str) -> ExportSummary
         shutil.copyfile(label_file, labels / f"{case.case_id}.nii.gz")
         if nnunet:  # nnU-Net reads one file ending: every image becomes NIfTI
             from medsam2.io.readers import load_volume
+            from medsam2.io.writers import image_in_geometry
 
             volume = load_volume(case.image)
-            image = sitk.GetImageFromArray(volume.array)
-            image.SetSpacing(volume.spacing)
-            image.SetOrigin(volume.origin)
-            image.SetDirection(tuple(float(v) for v in np.asarray(volume.direction).ravel()))
-            sitk.WriteImage(image, str(images / f"{case.case_id}_0000.nii.gz"))
+            sitk.WriteImage(image_in_geometry(volume.array, volume), str(images / f"{case.case_id}_0000.nii.gz"))
         elif case.image.is_dir():
             shutil.copytree(case.image, images / case.case_id)
         else:

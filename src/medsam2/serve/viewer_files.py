@@ -9,6 +9,7 @@ import SimpleITK as sitk
 
 from medsam2.io.volume import Volume
 from medsam2.io.windows import CT_WINDOWS, IntensityWindow, choose_window, finite_range, looks_like_ct
+from medsam2.io.writers import image_in_geometry
 
 #: the native voxel axes (0 = i, 1 = j, 2 = k) of a frame's slice index, column x and row y, per voxel axis
 FRAME_AXES = {"k": {"slice": 2, "x": 0, "y": 1}, "j": {"slice": 1, "x": 0, "y": 2}, "i": {"slice": 0, "x": 1, "y": 2}}
@@ -21,11 +22,7 @@ def write_viewer_nifti(volume: Volume, path: Path) -> None:
         array = np.round(array[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing(volume.spacing)
-    image.SetOrigin(volume.origin)
-    image.SetDirection(volume.direction)
-    sitk.WriteImage(image, str(path), useCompression=True)
+    sitk.WriteImage(image_in_geometry(array, volume), str(path), useCompression=True)
 
 
 def window_presets(volume: Volume, chosen: IntensityWindow) -> dict[str, list[float]]:
