@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medsam2.cli.common import add_model_options, model_options
+from medsam2.errors import UsageError
 
 
 def add_parser(commands) -> None:
@@ -42,6 +43,10 @@ def add_parser(commands) -> None:
     serve.add_argument("--memory", default="confidence", choices=MEMORY_KINDS, help="memory rule (default: confidence bank)")
     serve.add_argument("--feature-cache-mb", type=float, default=1024.0, help="each session's feature cache budget (default 1024)")
     add_model_options(serve)
+    serve.add_argument("--retrain-every", type=int, default=0, metavar="N",
+                       help="with --project: train in the background after every N new final labels (default 0: only when asked)")
+    serve.add_argument("--train-epochs", type=int, default=None, metavar="N",
+                       help="with --project: epochs of the background training (default: train's own)")
     serve.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     serve.add_argument("--quiet", action="store_true", help="print only the URL")
     serve.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -52,6 +57,8 @@ def run_serve(args) -> int:
     from medsam2.serve.runner import bind, make_server, url_of
     from medsam2.serve.settings import ServeSettings
 
+    if args.train_epochs is not None and args.train_epochs < 1:
+        raise UsageError(f"--train-epochs must be at least 1, not {args.train_epochs}")
     model = model_options(args)
     settings = ServeSettings(
         host=args.host, port=args.port, data_dir=Path(args.data) if args.data else None, max_sessions=args.max_sessions,
@@ -59,6 +66,8 @@ def run_serve(args) -> int:
         model=model, feature_cache_mb=args.feature_cache_mb, dicomweb=args.dicomweb, max_volume_mb=args.max_volume_mb,
         max_json_mb=args.max_json_mb, upload_min_kbps=args.upload_min_kbps, allowed_hosts=tuple(args.allowed_host),
         allowed_origins=tuple(args.allowed_origin),
+        project=Path(args.model_project) if args.model_project else None, retrain_every=args.retrain_every,
+        train_args=() if args.train_epochs is None else ("--epochs", str(args.train_epochs)),
     ).checked()
     sock = bind(settings.host, settings.port)  # before the model loads: a busy port fails at once
     segmenter = Segmenter.from_options(model)
@@ -68,6 +77,7 @@ def run_serve(args) -> int:
         print(f"medsam2 serve: {backbone.name} ({backbone.plan.runtime}, {backbone.plan.precision}) on {backbone.device}; "
               f"{settings.max_sessions} sessions at most" + (f"; scans from {settings.data_dir}" if settings.data_dir else "")
               + (f"; PACS {settings.dicomweb}" if settings.dicomweb else "")
+              + (f"; project {settings.project}" if settings.project else "")
               + f"; {settings.max_volume_bytes / 2**20:.0f} MB for open scans")
     print(f"open {url_of(sock)} in a browser (API at {url_of(sock)}docs; Ctrl-C stops)", flush=True)
     try:

@@ -42,6 +42,14 @@ CREATE TABLE IF NOT EXISTS versions (
     prompts TEXT, corrections INTEGER, seconds REAL, created REAL NOT NULL, PRIMARY KEY (case_id, version)
 );
 """
+#: a model's mean slice confidence on a case (what ``least-confident`` ranks by); added after
+#: schema 1 was released, so it is created where missing whenever a project opens
+_SCORES = """
+CREATE TABLE IF NOT EXISTS scores (
+    case_id TEXT NOT NULL REFERENCES cases(case_id), model TEXT NOT NULL, confidence REAL NOT NULL,
+    created REAL NOT NULL, PRIMARY KEY (case_id, model)
+);
+"""
 
 
 @dataclass(frozen=True)
@@ -229,10 +237,25 @@ class ProjectStore:
             raise InputError(f"case '{case_id}' has no version {number}")
         return _version(row)
 
+    def final_cases(self) -> set[str]:
+        """The cases with at least one final version."""
+        return {row[0] for row in self._db.execute("SELECT DISTINCT case_id FROM versions WHERE status = 'final'")}
+
     def latest(self, case_id: str, status: str | None = None) -> VersionRecord | None:
         """The case's newest version (of ``status`` when given), or None."""
         found = [v for v in self.versions(case_id) if status is None or v.status == status]
         return found[-1] if found else None
+
+    # -- the models' confidence per case ---------------------------------------------------------
+    def record_score(self, case_id: str, model: str, confidence: float) -> None:
+        """Keep ``model``'s mean slice confidence (0-1) on a case (replacing an older one)."""
+        with self._writing() as db:
+            db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?)", (case_id, model, float(confidence), time.time()))
+
+    def scores(self, model: str) -> dict[str, float]:
+        """``model``'s mean slice confidence per case it has scored."""
+        rows = self._db.execute("SELECT case_id, confidence FROM scores WHERE model = ?", (model,)).fetchall()
+        return {case_id: confidence for case_id, confidence in rows}
 
     # -- the project's settings -----------------------------------------------------------------
     def meta(self, key: str, default=None):
@@ -281,7 +304,7 @@ def create_project(root: str | os.PathLike, sources: list[CaseSource], copy: boo
     root.mkdir(parents=True, exist_ok=True)
     store = ProjectStore(root)
     try:
-        store._db.executescript(_SCHEMA)
+        store._db.executescript(_SCHEMA + _SCORES)
         store.set_meta("schema", SCHEMA_VERSION)
         store.add_cases(sources, copy)
     except BaseException:  # nothing half-made is left behind (the user's empty folder stays)
@@ -309,4 +332,5 @@ def open_project(root: str | os.PathLike) -> ProjectStore:
     if schema != SCHEMA_VERSION:
         store.close()
         raise InputError(f"{root} is a project of schema {schema}; this medsam2 reads schema {SCHEMA_VERSION}")
+    store._db.executescript(_SCORES)
     return store

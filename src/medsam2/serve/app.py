@@ -56,6 +56,14 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
     store = SessionStore(root, settings.max_sessions, settings.session_idle_minutes * 60, volume_budget=settings.max_volume_bytes)
     state = ServerState(settings, segmenter, root, store,
                         pace=UploadPace(settings.upload_min_kbps * 1024, settings.upload_grace_seconds))
+    if settings.project is not None:
+        from medsam2.project.store import open_project
+        from medsam2.project.strategies import active_model_name
+        from medsam2.serve.project_training import ProjectTraining
+
+        with open_project(settings.project) as project:
+            state.model_name = active_model_name(project)
+        state.training = ProjectTraining(settings.project, settings.train_args)
     app = FastAPI(
         title="medsam2 serve", version=__version__, lifespan=_lifespan(state),
         description="Promptable segmentation of 3D scans: open a scan, prompt one slice, propagate, correct, save. "
@@ -85,6 +93,8 @@ def _lifespan(state: ServerState):
             yield
         finally:
             state.stop.set()
+            if state.training is not None:
+                state.training.close()
             state.store.close_all()
             shutil.rmtree(state.root, ignore_errors=True)
 

@@ -38,6 +38,20 @@ class OpenBody(_Strict):
     window: str = Field("auto", description="the model's intensity window: auto, a CT preset, percentile, none")
 
 
+class CaseOpenBody(_Strict):
+    """Open a project case."""
+
+    axis: str = Field("axial", description="axial, coronal, sagittal (the patient's) or k, j, i (voxel axes)")
+    window: str = Field("auto", description="the model's intensity window: auto, a CT preset, percentile, none")
+
+
+class ProjectSaveBody(_Strict):
+    """Save the session's label map into the project as a new version of its case."""
+
+    status: str = Field("draft", pattern=r"^(draft|final)$", description="draft (work in progress) or final (done: training reads it)")
+    user: str | None = Field(None, max_length=120, description="who made it (kept in the version's provenance)")
+
+
 class PushBody(_Strict):
     """Store the label map on the PACS the series came from."""
 

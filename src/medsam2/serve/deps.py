@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from medsam2.engine.segmenter import Segmenter
+from medsam2.serve.project_training import ProjectTraining
 from medsam2.serve.settings import ServeSettings
 from medsam2.serve.store import ServedSession, SessionStore
 from medsam2.serve.uploads import UploadPace
@@ -23,7 +24,8 @@ from medsam2.serve.uploads import UploadPace
 
 @dataclass
 class ServerState:
-    """What every request shares: settings, the model (and the lock its calls take), the sessions."""
+    """What every request shares: settings, the model (and the lock its calls take), the sessions;
+    on a project, the active model's name and the background training."""
 
     settings: ServeSettings
     segmenter: Segmenter
@@ -34,6 +36,11 @@ class ServerState:
     checkpoint_sha256: str | None = None
     #: how slowly an upload may arrive
     pace: UploadPace = field(default_factory=UploadPace)
+    #: ``--project``: the model version the segmenter runs (``bundled``: none), taken when it is replaced
+    model_name: str | None = None
+    segmenter_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: ``--project``: the project's background training
+    training: ProjectTraining | None = None
 
 
 async def get_state(request: Request) -> ServerState:

@@ -64,6 +64,10 @@ class ServeSettings:
             is checked only where some are given.
         allowed_origins: origins (``https://name[:port]``) accepted for state-changing requests
             besides the server's own (a reverse proxy that rewrites the Host header).
+        project: an annotation project (:mod:`medsam2.project`): its cases are listed and opened
+            with its active model, sessions save into it, and it trains in the background.
+        retrain_every: with a project, start training after every this many new final labels (0: never by itself).
+        train_args: more ``medsam2 train`` options for the background training (e.g. ``("--epochs", "3")``).
     """
 
     host: str = "127.0.0.1"
@@ -82,6 +86,9 @@ class ServeSettings:
     upload_grace_seconds: float = 10.0
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
+    project: Path | None = None
+    retrain_every: int = 0
+    train_args: tuple[str, ...] = ()
 
     def checked(self) -> ServeSettings:
         """These settings with the API key taken from the environment where not given, after checks.
@@ -103,6 +110,10 @@ class ServeSettings:
             raise UsageError(f"--port {self.port} is not a port number (0..65535; 0 picks a free one)")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise UsageError(f"--data {self.data_dir} is not a folder")
+        if self.retrain_every < 0:
+            raise UsageError(f"--retrain-every takes a count of final labels (0: never), not {self.retrain_every}")
+        if (self.retrain_every or self.train_args) and self.project is None:
+            raise UsageError("--retrain-every and --train-epochs train a project: give --project DIR")
         volume_mb = self.max_volume_mb if self.max_volume_mb is not None else default_volume_budget_mb()
         for name, value in (("--max-sessions", self.max_sessions), ("--session-idle-minutes", self.session_idle_minutes),
                             ("--max-upload-mb", self.max_upload_mb), ("--max-volume-mb", volume_mb),
@@ -118,7 +129,8 @@ class ServeSettings:
             from medsam2.io.dicomweb import server_root
 
             dicomweb = server_root(self.dicomweb)
-        return replace(self, data_dir=data_dir, api_key=key, dicomweb=dicomweb, max_volume_mb=volume_mb,
+        project = Path(self.project).resolve() if self.project is not None else None
+        return replace(self, data_dir=data_dir, project=project, api_key=key, dicomweb=dicomweb, max_volume_mb=volume_mb,
                        allowed_hosts=hosts, allowed_origins=origins)
 
     @property

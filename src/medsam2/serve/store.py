@@ -24,6 +24,23 @@ from medsam2.serve.errors import ApiError, not_found
 BUSY_WAIT_SECONDS = 600.0
 
 
+@dataclass(frozen=True)
+class CaseLink:
+    """What ties a session to its project case.
+
+    Attributes:
+        case_id: the case.
+        based_on: the case's newest version when the session opened (a save is based on it).
+        model: the model the session runs (a model version's name, or ``bundled``).
+        opened: ``time.monotonic()`` at opening (a save records the seconds since).
+    """
+
+    case_id: str
+    based_on: int | None
+    model: str
+    opened: float
+
+
 @dataclass
 class ServedSession:
     """One scan open in the server.
@@ -37,6 +54,7 @@ class ServedSession:
         lock: held by the request working on the session.
         last_used: ``time.monotonic()`` of the last request.
         pacs: the series' address where it was opened from ``--dicomweb`` (Save to PACS stores there), else None.
+        case: the project case it was opened from (``serve --project``), else None.
     """
 
     id: str
@@ -47,6 +65,7 @@ class ServedSession:
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_used: float = field(default_factory=time.monotonic)
     pacs: object | None = None  # medsam2.io.dicomweb.SeriesAddress
+    case: CaseLink | None = None
 
 
 class SessionStore:

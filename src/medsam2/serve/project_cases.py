@@ -1,0 +1,126 @@
+"""The server on a project (``serve --project DIR``): its cases as the page lists them, a case
+opened as a session with the project's active model, a session saved into the project as a new
+version, and retraining after every N final labels.
+
+Every call opens the project's index for itself (SQLite connections stay in their thread).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from medsam2.engine.segmenter import Segmenter
+from medsam2.project.models import active_checkpoint, model_versions
+from medsam2.project.store import ProjectStore, VersionRecord, open_project
+from medsam2.project.strategies import STRATEGIES, active_model_name
+from medsam2.serve.deps import ServerState
+from medsam2.serve.errors import ApiError
+from medsam2.serve.opening import open_scan
+from medsam2.serve.store import CaseLink, ServedSession
+
+
+def project_of(state: ServerState) -> ProjectStore:
+    """The server's project, opened for this call.
+
+    Raises:
+        ApiError: 404 when the server runs without ``--project``.
+    """
+    if state.settings.project is None:
+        raise ApiError(404, "this server has no project; start it with 'medsam2 serve --project DIR'")
+    return open_project(state.settings.project)
+
+
+def version_dict(version: VersionRecord) -> dict:
+    provenance = version.provenance
+    return {"case": version.case_id, "version": version.version, "status": version.status, "based_on": version.based_on,
+            "conflict": version.conflict, "user": provenance.user, "model": provenance.model,
+            "corrections": provenance.corrections, "seconds": provenance.seconds, "created": version.created}
+
+
+def project_listing(store: ProjectStore) -> dict:
+    """The project as the page lists it: every case with its newest version, the counts, the models."""
+    latest: dict[str, VersionRecord] = {}
+    for version in store.versions():
+        latest[version.case_id] = version
+    cases = []
+    for case in store.cases():
+        version = latest.get(case.case_id)
+        cases.append({"case": case.case_id, "status": "unlabelled" if version is None else version.status,
+                      "latest": None if version is None else version_dict(version)})
+    models = [{"name": m.name, "active": m.active, "val_dice": m.val_dice, "val_dice_base": m.val_dice_base,
+               "reason": m.reason, "created": m.created} for m in model_versions(store)]
+    return {"name": store.root.name, "cases": cases, "counts": store.status(check_files=False).to_dict(),
+            "models": models, "active_model": active_model_name(store), "strategies": list(STRATEGIES)}
+
+
+def current_segmenter(state: ServerState, store: ProjectStore) -> tuple[Segmenter, str]:
+    """The segmenter of the project's active model, built anew when another model became active
+    since the last one was built (new sessions use it; open sessions keep theirs)."""
+    name = active_model_name(store)
+    with state.segmenter_lock:
+        if name != state.model_name:
+            checkpoint = active_checkpoint(store)
+            options = replace(state.settings.model, checkpoint=None if checkpoint is None else str(checkpoint))
+            state.segmenter = Segmenter.from_options(options)
+            state.model_name = name
+        return state.segmenter, name
+
+
+def open_case(state: ServerState, folder: Path, case_id: str, axis: str, window: str) -> ServedSession:
+    """Open a project case as a session with the active model (in a worker thread).
+
+    Raises:
+        ApiError: 400 for an unknown case or a scan that cannot be read.
+    """
+    with project_of(state) as store:
+        case = store.case(case_id)
+        segmenter, model = current_segmenter(state, store)
+        latest = store.latest(case_id)
+    confine_to = case.image if case.image.is_dir() else case.image.parent
+    served = open_scan(state, folder, case.image, case_id, axis, window, confine_to=confine_to, segmenter=segmenter)
+    served.case = CaseLink(case_id, None if latest is None else latest.version, model, time.monotonic())
+    return served
+
+
+def save_case(state: ServerState, served: ServedSession, status: str, user: str | None) -> dict:
+    """Save the session's label map as a new version of its case (call holding the session).
+
+    The version records the user, the model, the prompted slices of every object, the corrections
+    and the seconds since the session opened; the model's mean slice confidence on the case is kept
+    for ``least-confident``. After a final save, training starts when ``--retrain-every`` finals
+    have arrived since it last started.
+
+    Raises:
+        ApiError: 400 for a session not opened from the project, or a final save with nothing segmented.
+    """
+    from medsam2.project.store import Provenance
+
+    link: CaseLink | None = served.case
+    if link is None:
+        raise ApiError(400, "this session was not opened from the project; open the case with POST /api/project/cases/CASE/sessions")
+    result = served.session.result(propagate_pending=False, sanity=False)
+    objects = result.report.objects
+    prompts = {"objects": [{"label": o.label, "name": o.name, "prompted_slices": o.prompted_slices} for o in objects]}
+    provenance = Provenance(user=user, model=link.model, prompts=prompts, corrections=result.report.corrections,
+                            seconds=round(time.monotonic() - link.opened, 1))
+    confidences = [o.mean_confidence for o in objects if o.mean_confidence is not None]
+    with project_of(state) as store:
+        version = store.save_version(link.case_id, result.labels, served.session.volume, status, link.based_on, provenance)
+        if confidences:
+            store.record_score(link.case_id, link.model, sum(confidences) / len(confidences))
+        due = status == "final" and state.settings.retrain_every > 0
+        training = start_training(state, store, every=state.settings.retrain_every) if due else None
+    served.case = replace(link, based_on=version.version)  # the next save builds on this one
+    return {**version_dict(version), "training_started": training}
+
+
+def start_training(state: ServerState, store: ProjectStore, every: int = 0) -> bool:
+    """Start the project's background training when at least ``every`` final labels arrived since
+    it last started (0: now); False when none started (too few, or one is running)."""
+    finals = len(store.final_cases())
+    if state.training is None or finals - store.meta("finals_at_last_training", 0) < every or not state.training.start():
+        return False
+    store.set_meta("finals_at_last_training", finals)
+    return True

@@ -1,0 +1,107 @@
+"""``serve --project DIR``: the project's cases, the next case to annotate, a case opened as a
+session, a session saved as a new version, any version's label map, and the background training.
+Without ``--project`` every route here answers 404."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from medsam2.project.strategies import next_case
+from medsam2.serve.bodies import CaseOpenBody, ProjectSaveBody
+from medsam2.serve.deps import ServerState, State
+from medsam2.serve.errors import ApiError
+from medsam2.serve.project_cases import open_case, project_listing, project_of, save_case, start_training, version_dict
+from medsam2.serve.views import session_info
+
+router = APIRouter()
+
+
+@router.get("/api/project")
+def project(state: State) -> dict:
+    """The project: every case with the status and provenance of its newest version, the counts
+    per status, the model versions and the active one, the strategies ``next`` takes."""
+    with project_of(state) as store:
+        listing = project_listing(store)
+    listing["training"] = _training(state).status().to_dict()["state"]
+    listing["retrain_every"] = state.settings.retrain_every
+    return listing
+
+
+@router.get("/api/project/next")
+def next_to_annotate(state: State, strategy: str = "first", seed: int | None = None, skip: str = "") -> dict:
+    """The case to annotate next among those with no final label: ``first`` (the project's order),
+    ``random`` (``seed`` repeats a draw) or ``least-confident`` (the active model's lowest mean slice
+    confidence first, recorded when cases are saved; unscored cases after, in order). ``skip``:
+    comma-separated cases to leave out (the one on screen). ``case`` is null when all are final."""
+    with project_of(state) as store:
+        chosen = next_case(store, strategy, seed, frozenset(filter(None, skip.split(","))))
+    return {"case": chosen.case_id, "strategy": chosen.strategy, "remaining": chosen.remaining, "confidence": chosen.confidence}
+
+
+@router.post("/api/project/cases/{case_id}/sessions")
+async def open_project_case(case_id: str, state: State, body: CaseOpenBody | None = None) -> dict:
+    """Open a case as a session with the project's active model (a model activated since the
+    server started is loaded first); ``based_on`` is the version a save will build on."""
+    body = body or CaseOpenBody()
+    with state.store.reserve() as folder:
+        served = await run_in_threadpool(open_case, state, folder, case_id, body.axis, body.window)
+    return {**session_info(served), "case": case_id, "based_on": served.case.based_on, "model": served.case.model}
+
+
+@router.get("/api/project/cases/{case_id}/versions")
+def versions(case_id: str, state: State) -> dict:
+    """Every saved version of a case, oldest first."""
+    with project_of(state) as store:
+        store.case(case_id)
+        return {"case": case_id, "versions": [version_dict(v) for v in store.versions(case_id)]}
+
+
+@router.get("/api/project/cases/{case_id}/versions/{number}/labels")
+def version_labels(case_id: str, number: int, state: State):
+    """A saved version's label map (NIfTI, in the case image's geometry)."""
+    with project_of(state) as store:
+        path = store.root / store.version(case_id, number).path
+    return FileResponse(path, media_type="application/octet-stream", filename=f"{case_id}_v{number}.nii.gz")
+
+
+@router.post("/api/sessions/{session_id}/project")
+def save_to_project(session_id: str, body: ProjectSaveBody, state: State) -> dict:
+    """Save the session's label map as a new version of its case (``draft`` or ``final``). A save
+    based on a version that is no longer the newest is kept, marked ``conflict``."""
+    with state.store.working(session_id) as served:
+        return save_case(state, served, body.status, body.user)
+
+
+@router.get("/api/project/train")
+def training_status(state: State) -> dict:
+    """The background training: ``idle``, ``running``, ``finished``, ``failed`` or ``cancelled``,
+    with the end of its log."""
+    return _training(state).status().to_dict()
+
+
+@router.post("/api/project/train", status_code=202)
+def train(state: State) -> dict:
+    """Start ``medsam2 train --project DIR`` in the background (lower priority, half the cores);
+    409 while a run goes on. A better model becomes active; new sessions use it."""
+    training = _training(state)
+    with project_of(state) as store:
+        if not start_training(state, store):
+            raise ApiError(409, "the project is training already; wait for it or cancel it with DELETE /api/project/train")
+    return training.status().to_dict()
+
+
+@router.delete("/api/project/train")
+def cancel_training(state: State) -> Response:
+    """Stop the running training (nothing it made becomes active); 409 when none runs."""
+    if not _training(state).cancel():
+        raise ApiError(409, "no training is running")
+    return Response(status_code=204)
+
+
+def _training(state: ServerState):
+    if state.training is None:
+        project_of(state)  # 404 without a project
+        raise ApiError(404, "this server has no project")
+    return state.training

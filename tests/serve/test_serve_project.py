@@ -1,0 +1,209 @@
+"""`medsam2 serve --project DIR` on real scans (MSD hippocampus): the case list, the next case by
+strategy, a case opened with the active model, saves as versions (conflicts kept), the version
+files, the background training (finished, failed, cancelled), a newly activated model used by the
+next session without a restart, and one line for each bad request."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from medsam2.evaluation.metrics import dice
+from medsam2.evaluation.protocols import middle_slice_box
+from medsam2.io.readers import load_volume
+from medsam2.project.store import open_project
+from tests.serve.test_serve_api import error_of
+from tests.serve_helpers import running
+from tests.shared_data import shared
+
+CASES = ("hippocampus_001", "hippocampus_003", "hippocampus_004", "hippocampus_006")
+ANTERIOR = 1
+#: one box on the anterior hippocampus's middle slice (bundled weights) gives 0.58-0.80 on these four
+#: cases (measured); below this the session did not segment the structure
+MIN_DICE = 0.45
+
+
+def reference_of(case: str) -> np.ndarray:
+    return load_volume(shared("msd_hippocampus", "labels", f"{case}.nii.gz")).array == ANTERIOR
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A project of four cases; the last two have final labels imported."""
+    from medsam2.cli import main
+
+    root = tmp_path_factory.mktemp("serve-project") / "hippo"
+    images = [str(shared("msd_hippocampus", "images", f"{case}.nii.gz")) for case in CASES]
+    labels = [str(shared("msd_hippocampus", "labels", f"{case}.nii.gz")) for case in CASES[2:]]
+    assert main(["project", "init", str(root), "--images", *images]) == 0
+    assert main(["project", "import-labels", str(root), "--labels", *labels, "--status", "final"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(backbone, project):
+    with running(backbone, project=project, train_args=("--epochs", "1", "--labels", "1")) as (url, state):
+        with httpx.Client(timeout=300) as client:
+            yield url, state, client
+
+
+def open_case(client, url, case) -> dict:
+    answer = client.post(f"{url}/api/project/cases/{case}/sessions", json={})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def segment_case(client, url, case) -> str:
+    """A session on ``case`` with one box on the anterior hippocampus's middle slice, propagated."""
+    session = open_case(client, url, case)["session"]
+    box = middle_slice_box(reference_of(case))
+    prompt = client.post(f"{url}/api/sessions/{session}/objects/{ANTERIOR}/prompts",
+                         json={"box": {"slice": box.frame, "box": [box.x0, box.y0, box.x1, box.y1]}, "name": "anterior"})
+    assert prompt.status_code == 200, prompt.text
+    assert client.post(f"{url}/api/sessions/{session}/propagate", json={}).status_code == 200
+    return session
+
+
+def save(client, url, session, status, user=None) -> dict:
+    answer = client.post(f"{url}/api/sessions/{session}/project", json={"status": status, "user": user})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def wait_for_training(client, url, seconds=600.0) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = client.get(f"{url}/api/project/train").json()
+        if status["state"] != "running":
+            return status
+        time.sleep(1.0)
+    raise AssertionError("the training did not end")
+
+
+def test_the_case_list_and_the_next_case(server):
+    url, _, client = server
+    listing = client.get(f"{url}/api/project").json()
+    assert [c["case"] for c in listing["cases"]] == list(CASES)
+    assert [c["status"] for c in listing["cases"]] == ["unlabelled", "unlabelled", "final", "final"]
+    assert listing["active_model"] == "bundled" and listing["models"] == [] and listing["training"] == "idle"
+    assert client.get(f"{url}/api/project/next").json()["case"] == CASES[0]
+    assert client.get(f"{url}/api/project/next", params={"skip": CASES[0]}).json()["case"] == CASES[1]
+    draws = [client.get(f"{url}/api/project/next", params={"strategy": "random", "seed": seed}).json()["case"] for seed in range(6)]
+    assert set(draws) == set(CASES[:2])  # never a final case; both open ones come up
+    again = [client.get(f"{url}/api/project/next", params={"strategy": "random", "seed": seed}).json()["case"] for seed in range(6)]
+    assert draws == again
+
+
+def test_least_confident_picks_the_lowest_score(server, project):
+    url, _, client = server
+    with open_project(project) as store:  # the two open cases, scored by hand: the lower one comes first
+        store.record_score(CASES[1], "bundled", 0.31)
+        store.record_score(CASES[0], "bundled", 0.92)
+    answer = client.get(f"{url}/api/project/next", params={"strategy": "least-confident"}).json()
+    assert answer["case"] == CASES[1] and answer["confidence"] == pytest.approx(0.31)
+
+
+def test_a_case_is_segmented_saved_as_versions_and_scored(server, project, tmp_path):
+    url, _, client = server
+    session = segment_case(client, url, CASES[0])
+    draft = save(client, url, session, "draft", user="ana")
+    assert (draft["version"], draft["status"], draft["based_on"], draft["conflict"]) == (1, "draft", None, False)
+    assert draft["user"] == "ana" and draft["model"] == "bundled" and draft["seconds"] > 0
+    final = save(client, url, session, "final")
+    assert (final["version"], final["based_on"], final["conflict"]) == (2, 1, False)
+    file = client.get(f"{url}/api/project/cases/{CASES[0]}/versions/2/labels")
+    assert file.status_code == 200
+    (tmp_path / "v2.nii.gz").write_bytes(file.content)
+    saved = load_volume(tmp_path / "v2.nii.gz")
+    assert saved.spacing == load_volume(shared("msd_hippocampus", "images", f"{CASES[0]}.nii.gz")).spacing
+    assert dice(saved.array == ANTERIOR, reference_of(CASES[0])) > MIN_DICE
+    versions = client.get(f"{url}/api/project/cases/{CASES[0]}/versions").json()["versions"]
+    assert [(v["version"], v["status"]) for v in versions] == [(1, "draft"), (2, "final")]
+    listing = client.get(f"{url}/api/project").json()
+    assert listing["counts"]["by_status"] == {"unlabelled": 1, "draft": 0, "final": 3}
+    with open_project(project) as store:
+        assert CASES[0] in store.scores("bundled")
+        prompts = store.latest(CASES[0]).provenance.prompts
+    assert prompts["objects"][0]["label"] == ANTERIOR and len(prompts["objects"][0]["prompted_slices"]) == 1
+    assert client.get(f"{url}/api/project/next").json()["case"] == CASES[1]  # the final case is done
+    client.delete(f"{url}/api/sessions/{session}")
+
+
+def test_two_editors_of_one_case_keep_both_versions(server):
+    url, _, client = server
+    first, second = segment_case(client, url, CASES[1]), segment_case(client, url, CASES[1])
+    assert save(client, url, first, "draft")["conflict"] is False
+    kept = save(client, url, second, "draft")
+    assert kept["conflict"] is True and kept["version"] == 2 and kept["based_on"] is None
+    assert client.get(f"{url}/api/project").json()["counts"]["conflicts"] == 1
+    for session in (first, second):
+        client.delete(f"{url}/api/sessions/{session}")
+
+
+def test_training_in_the_background_then_a_new_model_for_new_sessions(server, project):
+    url, state, client = server
+    started = client.post(f"{url}/api/project/train")
+    assert started.status_code == 202 and started.json()["state"] == "running"
+    assert error_of(client.post(f"{url}/api/project/train"), 409).startswith("the project is training already")
+    status = wait_for_training(client, url)
+    assert status["state"] == "finished" and status["exit_code"] == 0, status["log"]
+    assert "model v1:" in status["log"] and (project / status["log_file"]).is_file()
+    listing = client.get(f"{url}/api/project").json()
+    assert [m["name"] for m in listing["models"]] == ["v1"]
+    from medsam2.cli import main
+
+    assert main(["project", "activate", str(project), "v1"]) == 0  # whatever its Dice: the swap is tested
+    before = state.segmenter
+    opened = open_case(client, url, CASES[1])
+    assert opened["model"] == "v1" and state.model_name == "v1" and state.segmenter is not before
+    assert client.delete(f"{url}/api/sessions/{opened['session']}").status_code == 200
+
+
+def test_a_cancelled_training_activates_nothing(server, project):
+    url, _, client = server
+    models = [m["name"] for m in client.get(f"{url}/api/project").json()["models"]]
+    assert client.post(f"{url}/api/project/train").status_code == 202
+    time.sleep(2.0)
+    assert client.delete(f"{url}/api/project/train").status_code == 204
+    status = wait_for_training(client, url, 60)
+    assert status["state"] == "cancelled"
+    assert [m["name"] for m in client.get(f"{url}/api/project").json()["models"]] == models
+    assert error_of(client.delete(f"{url}/api/project/train"), 409) == "no training is running"
+
+
+@pytest.mark.parametrize(
+    "method, path, body, status, message",
+    [
+        ("post", "/api/project/cases/nobody/sessions", {}, 400, "the project holds no case 'nobody'"),
+        ("get", "/api/project/next?strategy=smartest", None, 400, "unknown strategy 'smartest'"),
+        ("get", "/api/project/cases/hippocampus_001/versions/9/labels", None, 400, "case 'hippocampus_001' has no version 9"),
+        ("post", "/api/project/cases/hippocampus_001/sessions", {"axis": "diagonal"}, 400, "axis"),
+    ],
+)
+def test_bad_project_requests(server, method, path, body, status, message):
+    url, _, client = server
+    answer = getattr(client, method)(f"{url}{path}", **({} if body is None else {"json": body}))
+    assert message in error_of(answer, status)
+
+
+def test_saves_that_are_refused(server, tmp_path):
+    url, _, client = server
+    session = open_case(client, url, CASES[1])["session"]
+    assert "holds no structure" in error_of(client.post(f"{url}/api/sessions/{session}/project", json={"status": "final"}), 400)
+    assert "status" in error_of(client.post(f"{url}/api/sessions/{session}/project", json={"status": "done"}), 400)
+    with open(shared("msd_hippocampus", "images", f"{CASES[1]}.nii.gz"), "rb") as handle:
+        upload = client.post(f"{url}/api/sessions", files={"file": ("scan.nii.gz", handle)}).json()["session"]
+    message = error_of(client.post(f"{url}/api/sessions/{upload}/project", json={"status": "draft"}), 400)
+    assert message.startswith("this session was not opened from the project")
+    for opened in (session, upload):
+        client.delete(f"{url}/api/sessions/{opened}")
+
+
+def test_a_server_without_a_project_answers_404(backbone):
+    with running(backbone) as (url, _):
+        with httpx.Client(timeout=60) as client:
+            for path in ("/api/project", "/api/project/next", "/api/project/train"):
+                assert "start it with 'medsam2 serve --project DIR'" in error_of(client.get(f"{url}{path}"), 404)
