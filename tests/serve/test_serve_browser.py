@@ -250,3 +250,41 @@ def test_a_box_beyond_where_propagation_stopped_raises_the_dice_in_the_page(back
         assert all(after[z].any() for z in answered) and after[16].any() and after[17].any()
         assert dice_of(after) > dice_of(before) + 0.15  # measured 0.382 -> 0.661 in the Python session
         assert page.errors == [], page.errors
+
+
+def test_a_project_case_from_next_case_to_finish_in_the_page(backbone, browser, tmp_path):
+    """``serve --project``: Next case opens the first open case, a box and Propagate segment it,
+    Finish saves it as the case's final version, and Next case then moves on."""
+    from medsam2.cli import main
+    from medsam2.evaluation.metrics import dice
+    from medsam2.evaluation.protocols import middle_slice_box
+    from medsam2.project.store import open_project
+    from tests.shared_data import shared
+
+    cases = ("hippocampus_001", "hippocampus_003")
+    images = [shared("msd_hippocampus", "images", f"{case}.nii.gz") for case in cases]
+    assert main(["project", "init", str(tmp_path / "proj"), "--images", *map(str, images)]) == 0
+    reference = load_volume(shared("msd_hippocampus", "labels", f"{cases[0]}.nii.gz")).array == 1
+    box = middle_slice_box(reference)
+    with running(backbone, project=tmp_path / "proj") as (url, _):
+        page = Page(browser, url + "/", None)
+        assert page.page.is_visible("#projectBox")
+        page.page.click("#nextCase")
+        page.page.wait_for_selector(f"body[data-case='{cases[0]}']", timeout=60_000)
+        page.use_geometry(images[0])
+        page.page.fill("#newName", "anterior")
+        page.drag(page.screen(box.frame, box.x0, box.y0), page.screen(box.frame, box.x1, box.y1))
+        page.wait_status("press Propagate")
+        page.page.click("#propagate")
+        page.page.wait_for_selector("body[data-propagated='1']", timeout=300_000)
+        page.page.click("#finishCase")
+        page.wait_status("saved v1 as final")
+        page.page.wait_for_function("document.getElementById('trainState').textContent.includes('1/2 final')", timeout=30_000)
+        page.page.screenshot(path=str(ARTIFACTS / "project.png"))  # docs/project.md's picture
+        with open_project(tmp_path / "proj") as store:
+            version = store.latest(cases[0])
+            saved = load_volume(store.root / version.path).array
+        assert version.status == "final" and dice(saved == 1, reference) > 0.45  # one box: 0.58-0.80 on these cases
+        page.page.click("#nextCase")
+        page.page.wait_for_selector(f"body[data-case='{cases[1]}']", timeout=60_000)
+        assert page.errors == [], page.errors

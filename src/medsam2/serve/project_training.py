@@ -60,12 +60,15 @@ class ProjectTraining:
         project: the project folder.
         extra_args: more ``medsam2 train`` options (for example ``--epochs 3``).
         threads: threads the run may use (default :func:`training_threads`).
+        niceness: how much lower the run's CPU priority is than the server's (0: the same).
     """
 
-    def __init__(self, project: Path, extra_args: tuple[str, ...] = (), threads: int | None = None) -> None:
+    def __init__(self, project: Path, extra_args: tuple[str, ...] = (), threads: int | None = None,
+                 niceness: int = TRAINING_NICENESS) -> None:
         self.project = project
         self.extra_args = extra_args
         self.threads = threads or training_threads()
+        self.niceness = niceness
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
         self._log: Path | None = None
@@ -90,7 +93,7 @@ class ProjectTraining:
             command = [sys.executable, "-m", "medsam2.cli", "train", "--project", str(self.project), *self.extra_args]
             with self._log.open("w") as log:
                 self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                 env=env, start_new_session=True, preexec_fn=_lower_priority)
+                                                 env=env, start_new_session=True, preexec_fn=self._lower_priority)
             self._started, self._ended, self._cancelled = time.time(), None, False
             return True
 
@@ -117,13 +120,13 @@ class ProjectTraining:
         seconds = (ended or time.time()) - started
         return TrainingStatus(state, started, seconds, code, _tail(log), str(log.relative_to(self.project)))
 
+    def _lower_priority(self) -> None:  # runs in the child before exec
+        if self.niceness:
+            os.nice(self.niceness)
+
     def close(self) -> None:
         """Stop a running run (the server is shutting down)."""
         self.cancel()
-
-
-def _lower_priority() -> None:  # runs in the child before exec
-    os.nice(TRAINING_NICENESS)
 
 
 def _stop_group(process: subprocess.Popen, grace_seconds: float = 10.0) -> None:

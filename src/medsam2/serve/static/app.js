@@ -414,6 +414,46 @@ async function openScan(response) {
   status(`opened ${state.session.name}: ${state.session.frames[0]} slices along ${state.session.axis}; draw a box on the structure's slice`)
   document.body.dataset.session = state.session.session
 }
+// -- the project (serve --project) ----------------------------------------------------------
+async function refreshProject() {
+  const project = await (await api('GET', '/api/project')).json()
+  const list = $('caseList'); const chosen = list.value; list.innerHTML = ''
+  for (const c of project.cases) {
+    const who = c.latest ? ` v${c.latest.version}${c.latest.user ? ' ' + c.latest.user : ''}${c.latest.conflict ? ' (conflict)' : ''}` : ''
+    list.add(new Option(`${c.case} · ${c.status}${who}`, c.case))
+  }
+  if (chosen) list.value = chosen
+  const done = project.counts.by_status.final
+  $('trainState').textContent = ` ${done}/${project.counts.cases} final · model ${project.active_model} · training ${project.training}`
+  $('trainState').dataset.training = project.training
+  if (project.training === 'running') setTimeout(() => refreshProject().catch(() => {}), 5000)
+  return project
+}
+async function openCase(caseId) {
+  status(`opening ${caseId}...`)
+  await openScan(await api('POST', `/api/project/cases/${encodeURIComponent(caseId)}/sessions`, { axis: $('axis').value, window: $('window').value }))
+  $('caseList').value = caseId
+  document.body.dataset.case = caseId
+}
+async function nextCase() {
+  const skip = state.session && state.session.case ? state.session.case : ''
+  const params = new URLSearchParams({ strategy: $('strategy').value, skip })
+  const next = await (await api('GET', `/api/project/next?${params}`)).json()
+  if (!next.case) { status('every case of the project is final'); return }
+  await openCase(next.case)
+}
+async function saveToProject(caseStatus) {
+  if (!state.session || !state.session.case) { status('open a case of the project first (Open case or Next case)', true); return }
+  const saved = await (await api('POST', `/api/sessions/${state.session.session}/project`, { status: caseStatus })).json()
+  const conflict = saved.conflict ? ` (someone saved this case meanwhile: kept as a conflict, based on v${saved.based_on ?? '-'})` : ''
+  status(`${saved.case}: saved v${saved.version} as ${saved.status}${conflict}${saved.training_started ? '; training started' : ''}`)
+  await refreshProject()
+}
+async function startTraining() {
+  await api('POST', '/api/project/train')
+  status('training started in the background; annotation goes on')
+  await refreshProject()
+}
 function openForm(file) {
   const form = new FormData()
   form.append('file', file)
@@ -452,6 +492,13 @@ async function start() {
       }
     } catch (error) { status(error.message, true) }
   }
+  if (state.info.project) {
+    $('projectBox').hidden = false
+    try {
+      const project = await refreshProject()
+      for (const s of project.strategies) $('strategy').add(new Option(s, s))
+    } catch (error) { status(error.message, true) }
+  }
   document.body.dataset.ready = '1'
 }
 
@@ -459,6 +506,11 @@ $('upload').onchange = (event) => { const file = event.target.files[0]; if (file
 $('openData').onclick = () => { const path = $('dataList').value; if (path) guarded(async () => openScan(await api('POST', '/api/sessions', { path, axis: $('axis').value, window: $('window').value }))) }
 $('openPacs').onclick = () => { const chosen = $('pacsList').value; if (chosen) guarded(async () => { status('retrieving the series from the PACS...'); await openScan(await api('POST', '/api/sessions', { dicomweb: JSON.parse(chosen), axis: $('axis').value, window: $('window').value })) }) }
 $('pushPacs').onclick = () => guarded(pushToPacs)
+$('openCase').onclick = () => { const chosen = $('caseList').value; if (chosen) guarded(() => openCase(chosen)) }
+$('nextCase').onclick = () => guarded(nextCase)
+$('saveDraft').onclick = () => guarded(() => saveToProject('draft'))
+$('finishCase').onclick = () => guarded(() => saveToProject('final'))
+$('train').onclick = () => guarded(startTraining)
 $('addObject').onclick = () => { addObject($('newName').value.trim()); $('newName').value = '' }
 $('propagate').onclick = () => guarded(propagate)
 $('undo').onclick = () => guarded(undo)
