@@ -89,8 +89,8 @@ def main() -> None:
         for name, bounds in conditions:
             training = None
             if bounds is not None:
-                training = ProjectTraining(project, ("--epochs", "20", "--labels", "1", "--patience", "20"), *bounds)
-                training.start()
+                training = ProjectTraining(project, *bounds)
+                training.start(("--epochs", "20", "--labels", "1", "--patience", "20"))
                 time.sleep(15.0)  # past the interpreter's start: encoding and training
             seconds = correction_seconds(session, reference, args.corrections)
             if training is not None:

@@ -162,6 +162,20 @@ def test_training_in_the_background_then_a_new_model_for_new_sessions(server, pr
     assert client.delete(f"{url}/api/sessions/{opened['session']}").status_code == 200
 
 
+def test_a_case_opened_again_is_not_encoded_again(server, project):
+    """The project keeps its cases' features on disk for the active model (loaded fresh above)."""
+    url, state, client = server
+    counts = []
+    for _ in range(2):
+        session = segment_case(client, url, CASES[1])
+        cache = state.store.get(session).session.cache
+        counts.append((cache.stats().misses, cache.disk_reads))
+        client.delete(f"{url}/api/sessions/{session}")
+    (encoded, _), (again, read) = counts
+    assert encoded > 3 and again == 0 and read == encoded
+    assert len(list((project / "cache" / "features").glob("*/*.pt"))) >= encoded
+
+
 def test_a_cancelled_training_activates_nothing(server, project):
     url, _, client = server
     models = [m["name"] for m in client.get(f"{url}/api/project").json()["models"]]

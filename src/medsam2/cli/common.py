@@ -145,19 +145,16 @@ def apply_project_model(args) -> None:
         return
     if args.checkpoint is not None:
         raise UsageError("give --project (its active model) or --checkpoint, not both")
-    from medsam2.project.models import model_versions
+    from medsam2.project.models import active_model, check_backbone
     from medsam2.project.store import open_project
 
     with open_project(args.model_project) as store:
-        active = next((m for m in model_versions(store) if m.active), None)
+        active = active_model(store)
         root = store.root
     if active is None:
         warn(f"{args.model_project} has no active model yet; using the bundled weights")
         return
-    trained_for = active.settings.get("backbone")
-    if trained_for != args.backbone:
-        raise UsageError(f"the project's active model {active.name} was trained for the {trained_for} backbone, "
-                         f"not {args.backbone}; pass --backbone {trained_for}")
+    check_backbone(active, args.backbone)
     args.checkpoint = str(active.checkpoint(root))
 
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-STATUS_CHOICES = ("draft", "final")
-EXPORT_CHOICES = ("evaluate", "nnunet")
+from medsam2.project.vocabulary import EXPORT_FORMATS, STATUSES
 
 
 def add_parser(commands) -> None:
@@ -26,7 +25,7 @@ def add_parser(commands) -> None:
     labels.add_argument("dir", help="the project folder")
     labels.add_argument("--labels", nargs="+", required=True, metavar="PATH",
                         help="label files, globs or a folder (matched to cases by file name, as evaluate pairs images/ and labels/)")
-    labels.add_argument("--status", choices=STATUS_CHOICES, default="final", help="status of the versions saved (default final)")
+    labels.add_argument("--status", choices=STATUSES, default="final", help="status of the versions saved (default final)")
     labels.add_argument("--user", help="who the versions are recorded as made by")
     status = actions.add_parser("status", help="cases per status, conflicts, changed or missing images")
     status.add_argument("dir", help="the project folder")
@@ -34,7 +33,7 @@ def add_parser(commands) -> None:
     export = actions.add_parser("export", help="the final labels as a dataset for train/evaluate or nnU-Net v2")
     export.add_argument("dir", help="the project folder")
     export.add_argument("-o", "--output-dir", required=True, help="a new or empty folder")
-    export.add_argument("--format", choices=EXPORT_CHOICES, default="evaluate",
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="evaluate",
                         help="evaluate: images/ + labels/ (what train and evaluate read); nnunet: imagesTr/ labelsTr/ dataset.json")
     activate = actions.add_parser("activate", help="make a model version the active one (what training starts from)")
     activate.add_argument("dir", help="the project folder")

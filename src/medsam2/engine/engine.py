@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from medsam2.backbones.base import Backbone
+from medsam2.engine.feature_disk import FeatureFolder
 from medsam2.engine.litemedsam_settings import PropagationSettings
 from medsam2.engine.memory_kinds import check_memory_kind
 from medsam2.engine.results import SegmentationResult
@@ -55,9 +56,9 @@ class Engine:
         return STEP_KINDS[self.backbone.name]
 
     def open(self, volume: Volume, axis: str = "axial", window: str = "auto",
-             feature_cache_mb: float | None = DEFAULT_FEATURE_CACHE_MB) -> Session:
-        """A :class:`Session` over ``volume`` (nothing encoded yet)."""
-        return Session(self, volume, axis=axis, window=window, feature_cache_mb=feature_cache_mb)
+             feature_cache_mb: float | None = DEFAULT_FEATURE_CACHE_MB, feature_folder: FeatureFolder | None = None) -> Session:
+        """A :class:`Session` over ``volume`` (nothing encoded yet; ``feature_folder``: features kept on disk)."""
+        return Session(self, volume, axis=axis, window=window, feature_cache_mb=feature_cache_mb, feature_folder=feature_folder)
 
     def segment(
         self, volume: Volume, prompts: Sequence[ObjectPrompts], axis: str = "axial", window: str = "auto", progress: bool = False

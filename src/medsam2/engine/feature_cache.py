@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from medsam2.backbones.base import Backbone, FrameFeatures, Prediction
+from medsam2.engine.feature_disk import FeatureFolder, as_stored
 from medsam2.errors import UsageError
 
 
@@ -83,13 +84,18 @@ class CachedBackbone(_BackboneWrapper):
         inner: the backbone that encodes.
         budget_mb: most memory the stored features may take; the least recently used frames leave
             first (the frame just encoded always stays). None: unbounded (``clear()`` drops all).
+        disk: a :class:`~medsam2.engine.feature_disk.FeatureFolder` of ``inner``'s features: a frame
+            not in memory is read from it before it is encoded, and what is encoded is kept there
+            (rounded as the disk keeps it). None: memory only.
     """
 
-    def __init__(self, inner: Backbone, budget_mb: float | None = None) -> None:
+    def __init__(self, inner: Backbone, budget_mb: float | None = None, disk: FeatureFolder | None = None) -> None:
         super().__init__(inner)
         if budget_mb is not None and budget_mb <= 0:
             raise UsageError(f"the feature cache budget must be positive (got {budget_mb} MB)")
         self.budget_mb = budget_mb
+        self.disk = disk
+        self.disk_reads = 0
         self._features: OrderedDict[str, tuple[FrameFeatures, int]] = OrderedDict()
         self._bytes = 0
         self._hits = self._misses = self._evictions = 0
@@ -104,14 +110,26 @@ class CachedBackbone(_BackboneWrapper):
                 self._hits += 1
                 out.append(held[0])
                 continue
-            features = self.inner.encode([np.ascontiguousarray(frame)])[0]
-            self._misses += 1
+            features = self._from_disk(digest, frame)
+            if features is None:
+                features = self.inner.encode([np.ascontiguousarray(frame)])[0]
+                self._misses += 1
+                if self.disk is not None and self.disk.keeps(features):
+                    features = as_stored(features)
+                    self.disk.save(digest, features)
             size = features_nbytes(features)
             self._features[digest] = (features, size)
             self._bytes += size
             self._evict()
             out.append(features)
         return out
+
+    def _from_disk(self, digest: str, frame: np.ndarray) -> FrameFeatures | None:
+        if self.disk is None:
+            return None
+        features = self.disk.load(digest, self.inner, frame.shape[0], frame.shape[1])
+        self.disk_reads += features is not None
+        return features
 
     def _evict(self) -> None:
         if self.budget_mb is None:

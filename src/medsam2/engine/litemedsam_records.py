@@ -72,6 +72,8 @@ class DirectionPass:
         return Advance(commit=commit)
 
 
+#: a box correction keeps the previous answer (inside the box) where its bounding box agrees with
+#: the drawn box by this much more (IoU of boxes) than the box's decoded mask does
 KEEP_PREVIOUS_MARGIN = 0.1
 
 

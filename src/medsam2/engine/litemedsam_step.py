@@ -402,6 +402,3 @@ class LiteMedSAMStep:
             for result in advance.commit:
                 outcome.frames[result.frame] = result
             frame -= direction
-
-#: a box correction keeps the previous answer (inside the box) where its bounding box agrees with
-#: the drawn box by this much more (IoU of boxes) than the box's decoded mask does

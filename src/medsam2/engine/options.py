@@ -1,6 +1,6 @@
 """The options a model is built from, one frozen value that every entry point builds once (the
-command line, the server's settings, a batch manifest, evaluate) and passes down whole, and the
-vocabulary of its memory rules. Light: no torch until a model is built.
+command line, the server's settings, a batch manifest, evaluate) and passes down whole (the
+memory rules' vocabulary is :mod:`medsam2.engine.memory_kinds`). Light: no torch until a model is built.
 """
 
 from __future__ import annotations

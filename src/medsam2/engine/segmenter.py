@@ -12,6 +12,7 @@ from medsam2.backbones import build_backbone
 from medsam2.backbones.base import Backbone
 from medsam2.backbones.devices import resolve_device
 from medsam2.engine.engine import Engine
+from medsam2.engine.feature_disk import FeatureFolder
 from medsam2.engine.litemedsam_settings import PropagationSettings
 from medsam2.engine.memory_kinds import check_memory_kind
 from medsam2.engine.oneprompt.locate import OnePromptSettings
@@ -147,6 +148,7 @@ class Segmenter:
         axis: str = "axial",
         window: str = "auto",
         feature_cache_mb: float | None = DEFAULT_FEATURE_CACHE_MB,
+        feature_folder: FeatureFolder | None = None,
     ) -> Session:
         """An interactive :class:`~medsam2.engine.session.Session` over one volume: nothing is encoded
         until something is propagated; features stay in a cache bounded by ``feature_cache_mb``.
@@ -156,6 +158,9 @@ class Segmenter:
             axis: "axial", "coronal", "sagittal" (the patient's) or "k", "j", "i" (voxel axes).
             window: intensity window (see :func:`medsam2.io.windows.normalize_intensities`).
             feature_cache_mb: memory budget of the feature cache (None: unbounded).
+            feature_folder: a :class:`~medsam2.engine.feature_disk.FeatureFolder` of this model's
+                features on disk (a project keeps one): frames found there are not encoded again,
+                and frames encoded are kept there, as float16 (None: memory only).
 
         Raises:
             ArgumentTypeError: ``volume`` is not a :class:`Volume`, or axis/window not strings.
@@ -169,7 +174,7 @@ class Segmenter:
             isinstance(feature_cache_mb, bool) or not isinstance(feature_cache_mb, (int, float)) or not feature_cache_mb > 0
         ):
             raise ArgumentTypeError(f"feature_cache_mb is a positive number of megabytes or None, not {feature_cache_mb!r}")
-        return self.engine.open(volume, axis=axis, window=window, feature_cache_mb=feature_cache_mb)
+        return self.engine.open(volume, axis=axis, window=window, feature_cache_mb=feature_cache_mb, feature_folder=feature_folder)
 
     def segment(
         self,

@@ -31,13 +31,13 @@ import numpy as np
 from medsam2.engine.adapt import AdaptSettings, AdaptSummary, repropagate_adapted
 from medsam2.engine.corrections import CorrectionSummary, check_correction, make_correction
 from medsam2.engine.feature_cache import CachedBackbone, CacheStats
+from medsam2.engine.feature_disk import FeatureFolder
 from medsam2.engine.litemedsam_step import LiteMedSAMStep
 from medsam2.engine.results import SegmentationResult
 from medsam2.engine.sanity import ObjectEvidence
 from medsam2.engine.session_results import BoxProbes, label_map, object_evidence, object_reports, session_report, session_timings
 from medsam2.engine.session_state import (
     DEFAULT_FEATURE_CACHE_MB,
-    MAX_LABEL,
     EngineView,
     ObjectState,
     absorb,
@@ -90,6 +90,7 @@ class Session:
             voxel axis "k", "j", "i": slices are taken along this axis (:mod:`medsam2.io.slicing`).
         window: intensity window (see :func:`medsam2.io.windows.choose_window`).
         feature_cache_mb: memory budget of the feature cache.
+        feature_folder: features kept on disk (a project's): read before encoding, written after.
         max_undo: how many steps back :meth:`undo` can go.
     """
 
@@ -101,6 +102,7 @@ class Session:
         window: str = "auto",
         feature_cache_mb: float | None = DEFAULT_FEATURE_CACHE_MB,
         max_undo: int = 50,
+        feature_folder: FeatureFolder | None = None,
     ) -> None:
         began = time.perf_counter()
         check_axis(axis)
@@ -115,7 +117,8 @@ class Session:
         self.intensity = choose_window(raw, window, volume.modality)
         self.intensity.require_structure(volume.source)
         self.frames = WindowedFrames(raw, self.intensity)
-        self.cache = backbone if isinstance(backbone, CachedBackbone) else CachedBackbone(backbone, feature_cache_mb)
+        self.cache = (backbone if isinstance(backbone, CachedBackbone)
+                      else CachedBackbone(backbone, feature_cache_mb, disk=feature_folder))
         self._objects: dict[int, ObjectState] = {}
         #: the states to go back to: the objects and the number of corrections made before each step
         self._history: list[tuple[dict[int, ObjectState], int]] = []
@@ -169,8 +172,7 @@ class Session:
         if not isinstance(obj, ObjectPrompts):
             example = "ObjectPrompts(1, 'liver', boxes=[Box(42, 10, 20, 80, 90)])"
             raise ArgumentTypeError(f"add takes ObjectPrompts, e.g. {example}; got {type(obj).__name__}")
-        if not isinstance(obj.label, (int, np.integer)) or isinstance(obj.label, bool) or not 1 <= int(obj.label) <= MAX_LABEL:
-            raise PromptError(f"label {obj.label!r} is not an integer in 1..{MAX_LABEL}")
+        object_label(obj.label)  # checked again: ObjectPrompts' fields can change after it was made
         if obj.label in self._objects:
             raise PromptError(f"label {obj.label} is already in the session; correct it (correct({obj.label}, ...)) or pick another label")
         validate_prompts([obj], *self.shape, axis=self.axis)

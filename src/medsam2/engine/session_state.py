@@ -63,8 +63,6 @@ class SessionView(Protocol):
 #: default memory budget of a session's feature cache: about 300 LiteMedSAM slices (6.6 MB each),
 #: or 60 SAM 2 slices at 1024 input (34 MB each)
 DEFAULT_FEATURE_CACHE_MB = 2048.0
-#: the largest label a label map holds (uint16)
-MAX_LABEL = 65535
 #: above this many objects a run warns how long decoding will take
 MANY_OBJECTS = 20
 #: decoder seconds per object per slice it covers, measured here (50 objects on a 5-slice CT crop,

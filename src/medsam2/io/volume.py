@@ -29,7 +29,6 @@ _MAGIC = (
 )
 #: what a label map can be written as (JPEG is lossy); .dcm is a DICOM SEG or RT-STRUCT of a DICOM input
 WRITABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff", ".bmp", ".dcm")
-#: what ``save_mask`` writes a .dcm as: a DICOM Segmentation (the default) or an RT Structure Set
 #: 2D formats: they hold one slice
 WRITABLE_2D_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 #: the largest label a label map holds (uint16)

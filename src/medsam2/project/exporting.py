@@ -15,8 +15,7 @@ import numpy as np
 from medsam2.errors import UsageError
 from medsam2.io.volume import suffix_of
 from medsam2.project.store import ProjectStore
-
-EXPORT_FORMATS = ("evaluate", "nnunet")
+from medsam2.project.vocabulary import EXPORT_FORMATS
 
 
 @dataclass(frozen=True)

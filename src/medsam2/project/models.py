@@ -16,12 +16,14 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from medsam2.errors import InputError
+from medsam2.errors import InputError, UsageError
 from medsam2.io.volume import suffix_of
 from medsam2.project.store import ProjectStore
 
 #: one final case in this many goes to validation
 VALIDATION_EVERY = 5
+#: the name a project's work with the bundled weights is recorded under (no active model)
+BUNDLED_MODEL = "bundled"
 
 
 @dataclass(frozen=True)
@@ -73,10 +75,32 @@ def model_versions(store: ProjectStore) -> list[ModelVersion]:
     return [replace(m, active=m.name == active) for m in found]
 
 
+def active_model(store: ProjectStore) -> ModelVersion | None:
+    """The active model version, or None (the bundled weights)."""
+    return next((m for m in model_versions(store) if m.active), None)
+
+
+def active_model_name(store: ProjectStore) -> str:
+    """The name the active model's work is recorded under (``bundled`` when none is active)."""
+    return store.meta("active_model") or BUNDLED_MODEL
+
+
 def active_checkpoint(store: ProjectStore) -> Path | None:
     """The active model's weights, or None (the bundled weights)."""
-    name = store.meta("active_model")
-    return None if name is None else store.root / "models" / name / "best.pth"
+    active = active_model(store)
+    return None if active is None else active.checkpoint(store.root)
+
+
+def check_backbone(model: ModelVersion | None, backbone: str) -> None:
+    """Refuse to run ``model`` (a project's model version; None: the bundled weights) as ``backbone``.
+
+    Raises:
+        UsageError: the model was trained for another backbone.
+    """
+    trained_for = None if model is None else model.settings.get("backbone")
+    if trained_for is not None and trained_for != backbone:
+        raise UsageError(f"the project's active model {model.name} was trained for the {trained_for} backbone, "
+                         f"not {backbone}; pass --backbone {trained_for}")
 
 
 def activate(store: ProjectStore, name: str) -> ModelVersion:

@@ -24,10 +24,9 @@ import numpy as np
 from medsam2.errors import InputError, UsageError
 from medsam2.io.volume import suffix_of
 from medsam2.project.sources import CaseSource, content_hash
+from medsam2.project.vocabulary import STATUSES
 
 INDEX_NAME = "project.sqlite"
-#: what a saved label map is: work in progress, or done (what training and export read)
-STATUSES = ("draft", "final")
 SCHEMA_VERSION = 1
 
 _SCHEMA = """

@@ -14,11 +14,9 @@ import random
 from dataclasses import dataclass
 
 from medsam2.errors import UsageError
+from medsam2.project.models import active_model_name
 from medsam2.project.store import ProjectStore
-
-STRATEGIES = ("first", "random", "least-confident")
-#: the name scores of the bundled weights are kept under (a project with no active model)
-BUNDLED_MODEL = "bundled"
+from medsam2.project.vocabulary import STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -29,11 +27,6 @@ class NextCase:
     strategy: str
     remaining: int
     confidence: float | None = None
-
-
-def active_model_name(store: ProjectStore) -> str:
-    """The name the active model's work is recorded under (``bundled`` when none is active)."""
-    return store.meta("active_model") or BUNDLED_MODEL
 
 
 def next_case(store: ProjectStore, strategy: str, seed: int | None = None, skip: frozenset[str] = frozenset()) -> NextCase:

@@ -32,9 +32,8 @@ from medsam2.serve.routes import ROUTERS
 from medsam2.serve.settings import ServeSettings, is_loopback
 from medsam2.serve.store import SessionStore
 from medsam2.serve.uploads import UploadPace
-from medsam2.serve.views import LABEL_FORMATS, session_info, summary
 
-__all__ = ["LABEL_FORMATS", "RETRY_AFTER_SECONDS", "STATIC", "ServerState", "create_app", "one_line", "session_info", "summary"]
+__all__ = ["RETRY_AFTER_SECONDS", "STATIC", "create_app"]
 
 log = logging.getLogger("medsam2.serve")
 
@@ -57,13 +56,13 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
     state = ServerState(settings, segmenter, root, store,
                         pace=UploadPace(settings.upload_min_kbps * 1024, settings.upload_grace_seconds))
     if settings.project is not None:
+        from medsam2.project.models import active_model_name
         from medsam2.project.store import open_project
-        from medsam2.project.strategies import active_model_name
         from medsam2.serve.project_training import ProjectTraining
 
         with open_project(settings.project) as project:
             state.model_name = active_model_name(project)
-        state.training = ProjectTraining(settings.project, settings.train_args)
+        state.training = ProjectTraining(settings.project)
     app = FastAPI(
         title="medsam2 serve", version=__version__, lifespan=_lifespan(state),
         description="Promptable segmentation of 3D scans: open a scan, prompt one slice, propagate, correct, save. "

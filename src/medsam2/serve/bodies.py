@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
+from medsam2.project.vocabulary import STATUSES
 from medsam2.serve.errors import ApiError
 
 
@@ -48,7 +49,8 @@ class CaseOpenBody(_Strict):
 class ProjectSaveBody(_Strict):
     """Save the session's label map into the project as a new version of its case."""
 
-    status: str = Field("draft", pattern=r"^(draft|final)$", description="draft (work in progress) or final (done: training reads it)")
+    status: str = Field("draft", pattern=f"^({'|'.join(STATUSES)})$",
+                        description="draft (work in progress) or final (done: training reads it)")
     user: str | None = Field(None, max_length=120, description="who made it (kept in the version's provenance)")
 
 

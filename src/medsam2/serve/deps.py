@@ -38,6 +38,8 @@ class ServerState:
     pace: UploadPace = field(default_factory=UploadPace)
     #: ``--project``: the model version the segmenter runs (``bundled``: none), taken when it is replaced
     model_name: str | None = None
+    #: ``--project``: the folder name of the segmenter's features on disk (None: not computed yet)
+    feature_key: str | None = None
     segmenter_lock: threading.Lock = field(default_factory=threading.Lock)
     #: ``--project``: the project's background training
     training: ProjectTraining | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from medsam2.engine.feature_disk import FeatureFolder
 from medsam2.engine.segmenter import Segmenter
 from medsam2.errors import InputTooLarge, MedSAM2Error
 from medsam2.io.limits import DEFAULT_MAX_INPUT_BYTES, ReadLimits
@@ -21,11 +22,11 @@ from medsam2.serve.viewer_files import window_presets, write_viewer_nifti
 
 def open_scan(
     state: ServerState, folder: Path, path: Path, name: str, axis: str, window: str, pacs=None, confine_to: Path | None = None,
-    segmenter: Segmenter | None = None,
+    segmenter: Segmenter | None = None, feature_folder: FeatureFolder | None = None,
 ) -> ServedSession:
     """Read the scan (its data files only from ``confine_to``; its voxels only where they fit the
-    server's volume budget), open a session on it with ``segmenter`` (default: the server's) and
-    write the viewer's copy (in a worker thread)."""
+    server's volume budget), open a session on it with ``segmenter`` (default: the server's; its
+    features on disk in ``feature_folder``) and write the viewer's copy (in a worker thread)."""
     settings = state.settings
     room = 0
     try:
@@ -37,7 +38,8 @@ def open_scan(
                 raise InputTooLarge("no room")
             volume = load_volume(path, limits=ReadLimits(min(room, DEFAULT_MAX_INPUT_BYTES)), confine_to=confine_to)
             state.store.claim(folder, volume.array.nbytes)
-        session = (segmenter or state.segmenter).open(volume, axis=axis, window=window, feature_cache_mb=settings.feature_cache_mb)
+        session = (segmenter or state.segmenter).open(volume, axis=axis, window=window, feature_cache_mb=settings.feature_cache_mb,
+                                                      feature_folder=feature_folder)
     except InputTooLarge:
         raise ApiError(413, f"{name} does not fit the memory this server keeps for open scans ({_mb(max(0, room))} MB free of "
                             f"{_mb(settings.max_volume_bytes)} MB, --max-volume-mb); close a session or raise the budget") from None

@@ -11,14 +11,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from medsam2.engine.feature_disk import FeatureFolder, model_key
 from medsam2.engine.segmenter import Segmenter
-from medsam2.project.models import active_checkpoint, model_versions
+from medsam2.project.models import active_model, active_model_name, check_backbone, model_versions
 from medsam2.project.store import ProjectStore, VersionRecord, open_project
-from medsam2.project.strategies import STRATEGIES, active_model_name
+from medsam2.project.vocabulary import STRATEGIES
 from medsam2.serve.deps import ServerState
 from medsam2.serve.errors import ApiError
 from medsam2.serve.opening import open_scan
 from medsam2.serve.store import CaseLink, ServedSession
+
+NO_PROJECT = "this server has no project; start it with 'medsam2 serve --project DIR'"
 
 
 def project_of(state: ServerState) -> ProjectStore:
@@ -28,7 +31,7 @@ def project_of(state: ServerState) -> ProjectStore:
         ApiError: 404 when the server runs without ``--project``.
     """
     if state.settings.project is None:
-        raise ApiError(404, "this server has no project; start it with 'medsam2 serve --project DIR'")
+        raise ApiError(404, NO_PROJECT)
     return open_project(state.settings.project)
 
 
@@ -57,15 +60,29 @@ def project_listing(store: ProjectStore) -> dict:
 
 def current_segmenter(state: ServerState, store: ProjectStore) -> tuple[Segmenter, str]:
     """The segmenter of the project's active model, built anew when another model became active
-    since the last one was built (new sessions use it; open sessions keep theirs)."""
+    since the last one was built (new sessions use it; open sessions keep theirs), and its name."""
     name = active_model_name(store)
     with state.segmenter_lock:
         if name != state.model_name:
-            checkpoint = active_checkpoint(store)
-            options = replace(state.settings.model, checkpoint=None if checkpoint is None else str(checkpoint))
-            state.segmenter = Segmenter.from_options(options)
-            state.model_name = name
+            active = active_model(store)
+            check_backbone(active, state.settings.model.backbone)
+            checkpoint = None if active is None else str(active.checkpoint(store.root))
+            state.segmenter = Segmenter.from_options(replace(state.settings.model, checkpoint=checkpoint))
+            state.model_name, state.checkpoint_sha256 = name, None  # /api/info hashes the new weights
+            state.feature_key = None
         return state.segmenter, name
+
+
+def project_features(state: ServerState, store: ProjectStore, segmenter: Segmenter) -> FeatureFolder:
+    """The project's features of ``segmenter``'s model on disk (``DIR/cache/features/KEY``),
+    trimmed to ``--feature-disk-mb``."""
+    with state.segmenter_lock:
+        if state.feature_key is None:
+            state.feature_key = model_key(segmenter.backbone)
+        key = state.feature_key
+    folder = FeatureFolder(store.root / "cache" / "features", key, state.settings.feature_disk_mb)
+    folder.trim()
+    return folder
 
 
 def open_case(state: ServerState, folder: Path, case_id: str, axis: str, window: str) -> ServedSession:
@@ -78,8 +95,10 @@ def open_case(state: ServerState, folder: Path, case_id: str, axis: str, window:
         case = store.case(case_id)
         segmenter, model = current_segmenter(state, store)
         latest = store.latest(case_id)
+        features = project_features(state, store, segmenter)
     confine_to = case.image if case.image.is_dir() else case.image.parent
-    served = open_scan(state, folder, case.image, case_id, axis, window, confine_to=confine_to, segmenter=segmenter)
+    served = open_scan(state, folder, case.image, case_id, axis, window, confine_to=confine_to, segmenter=segmenter,
+                       feature_folder=features)
     served.case = CaseLink(case_id, None if latest is None else latest.version, model, time.monotonic())
     return served
 
@@ -116,11 +135,26 @@ def save_case(state: ServerState, served: ServedSession, status: str, user: str 
     return {**version_dict(version), "training_started": training}
 
 
+def training_arguments(settings, has_active_model: bool) -> tuple[str, ...]:
+    """``medsam2 train --project`` options that train the model the server runs: its backbone,
+    device and architecture, the server's starting weights while the project has no model of its
+    own (SAM 2 has no bundled weights), and ``settings.train_args``."""
+    model = settings.model
+    arguments = ["--backbone", model.backbone, "--device", model.device]
+    if model.model_config:
+        arguments += ["--model-config", model.model_config]
+    if model.checkpoint and not has_active_model:
+        arguments += ["--checkpoint", str(model.checkpoint)]
+    return (*arguments, *settings.train_args)
+
+
 def start_training(state: ServerState, store: ProjectStore, every: int = 0) -> bool:
     """Start the project's background training when at least ``every`` final labels arrived since
     it last started (0: now); False when none started (too few, or one is running)."""
     finals = len(store.final_cases())
-    if state.training is None or finals - store.meta("finals_at_last_training", 0) < every or not state.training.start():
+    if state.training is None or finals - store.meta("finals_at_last_training", 0) < every:
+        return False
+    if not state.training.start(training_arguments(state.settings, active_model(store) is not None)):
         return False
     store.set_meta("finals_at_last_training", finals)
     return True

@@ -58,15 +58,12 @@ class ProjectTraining:
 
     Arguments:
         project: the project folder.
-        extra_args: more ``medsam2 train`` options (for example ``--epochs 3``).
         threads: threads the run may use (default :func:`training_threads`).
         niceness: how much lower the run's CPU priority is than the server's (0: the same).
     """
 
-    def __init__(self, project: Path, extra_args: tuple[str, ...] = (), threads: int | None = None,
-                 niceness: int = TRAINING_NICENESS) -> None:
+    def __init__(self, project: Path, threads: int | None = None, niceness: int = TRAINING_NICENESS) -> None:
         self.project = project
-        self.extra_args = extra_args
         self.threads = threads or training_threads()
         self.niceness = niceness
         self._lock = threading.Lock()
@@ -81,8 +78,9 @@ class ProjectTraining:
         with self._lock:
             return self._process is not None and self._process.poll() is None
 
-    def start(self) -> bool:
-        """Start a run; False (and nothing started) when one is running already."""
+    def start(self, arguments: tuple[str, ...] = ()) -> bool:
+        """Start a run with more ``medsam2 train`` options (e.g. ``("--epochs", "3")``); False (and
+        nothing started) when one is running already."""
         with self._lock:
             if self._process is not None and self._process.poll() is None:
                 return False
@@ -90,7 +88,7 @@ class ProjectTraining:
             logs.mkdir(exist_ok=True)
             self._log = logs / f"train-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
             env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
-            command = [sys.executable, "-m", "medsam2.cli", "train", "--project", str(self.project), *self.extra_args]
+            command = [sys.executable, "-m", "medsam2.cli", "train", "--project", str(self.project), *arguments]
             with self._log.open("w") as log:
                 self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                                  env=env, start_new_session=True, preexec_fn=self._lower_priority)

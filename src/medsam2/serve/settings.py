@@ -68,6 +68,7 @@ class ServeSettings:
             with its active model, sessions save into it, and it trains in the background.
         retrain_every: with a project, start training after every this many new final labels (0: never by itself).
         train_args: more ``medsam2 train`` options for the background training (e.g. ``("--epochs", "3")``).
+        feature_disk_mb: with a project, the disk its cases' features may take (``DIR/cache/features``).
     """
 
     host: str = "127.0.0.1"
@@ -89,6 +90,7 @@ class ServeSettings:
     project: Path | None = None
     retrain_every: int = 0
     train_args: tuple[str, ...] = ()
+    feature_disk_mb: float = 8192.0
 
     def checked(self) -> ServeSettings:
         """These settings with the API key taken from the environment where not given, after checks.
@@ -118,7 +120,7 @@ class ServeSettings:
         for name, value in (("--max-sessions", self.max_sessions), ("--session-idle-minutes", self.session_idle_minutes),
                             ("--max-upload-mb", self.max_upload_mb), ("--max-volume-mb", volume_mb),
                             ("--max-json-mb", self.max_json_mb), ("--upload-min-kbps", self.upload_min_kbps),
-                            ("the upload grace", self.upload_grace_seconds)):
+                            ("the upload grace", self.upload_grace_seconds), ("--feature-disk-mb", self.feature_disk_mb)):
             if not value > 0:
                 raise UsageError(f"{name} must be positive, not {value}")
         hosts = tuple(_host_name(name) for name in self.allowed_hosts)

@@ -15,8 +15,9 @@ from dataclasses import asdict, replace
 from medsam2.errors import UsageError
 from medsam2.project.models import (
     ModelVersion,
-    active_checkpoint,
-    model_versions,
+    active_model,
+    active_model_name,
+    check_backbone,
     new_model_folder,
     stage_dataset,
     validation_split,
@@ -42,12 +43,10 @@ def train_project(store: ProjectStore, settings, device, say=None, progress: boo
     train, val = validation_split(store, list(finals))
     if not train:
         raise UsageError("every final case is a validation case; label one more case final to train on")
-    base = store.meta("active_model") or "bundled"
-    active = next((m for m in model_versions(store) if m.active), None)
-    if active is not None and settings.checkpoint is None and active.settings.get("backbone") != settings.backbone:
-        raise UsageError(f"the project's active model {active.name} was trained for the {active.settings.get('backbone')} backbone, "
-                         f"not {settings.backbone}; pass --backbone {active.settings.get('backbone')} or --checkpoint")
-    start = settings.checkpoint or (str(active_checkpoint(store)) if base != "bundled" else None)
+    base, active = active_model_name(store), active_model(store)
+    if settings.checkpoint is None:
+        check_backbone(active, settings.backbone)
+    start = settings.checkpoint or (None if active is None else str(active.checkpoint(store.root)))
     settings = replace(settings, checkpoint=start, val_cases=tuple(val), val_fraction=0.0)
     run_dir = new_model_folder(store)
     data = stage_dataset(store, run_dir, finals)

@@ -12,7 +12,7 @@ from medsam2.project.strategies import next_case
 from medsam2.serve.bodies import CaseOpenBody, ProjectSaveBody
 from medsam2.serve.deps import ServerState, State
 from medsam2.serve.errors import ApiError
-from medsam2.serve.project_cases import open_case, project_listing, project_of, save_case, start_training, version_dict
+from medsam2.serve.project_cases import NO_PROJECT, open_case, project_listing, project_of, save_case, start_training, version_dict
 from medsam2.serve.views import session_info
 
 router = APIRouter()
@@ -102,6 +102,5 @@ def cancel_training(state: State) -> Response:
 
 def _training(state: ServerState):
     if state.training is None:
-        project_of(state)  # 404 without a project
-        raise ApiError(404, "this server has no project")
+        raise ApiError(404, NO_PROJECT)
     return state.training
