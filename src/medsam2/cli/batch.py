@@ -5,12 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from medsam2.cli.common import add_common, add_input_limit, add_model_options, model_options, read_limits, warn
+from medsam2.cli.common import add_common, add_input_limit, add_memory_option, add_model_options, model_options, read_limits, warn
 
 
 def add_parser(commands) -> None:
     """The ``batch`` subcommand's options."""
-    from medsam2.engine.memory_kinds import MEMORY_KINDS
     from medsam2.io.formats import format_names
     from medsam2.io.slicing import AXES
     from medsam2.io.windows import WINDOW_CHOICES
@@ -34,7 +33,7 @@ def add_parser(commands) -> None:
     batch.add_argument("--format", default="nii.gz", choices=format_names(3), help="label map format of default outputs")
     batch.add_argument("--axis", default="axial", choices=AXES, help="slicing direction (default axial)")
     batch.add_argument("--window", default="auto", choices=WINDOW_CHOICES, help="intensity window (default auto)")
-    batch.add_argument("--memory", default="confidence", choices=MEMORY_KINDS, help="memory rule (default: confidence bank)")
+    add_memory_option(batch)
     add_model_options(batch)
     add_input_limit(batch)
     add_common(batch)

@@ -75,6 +75,13 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
+def add_memory_option(parser: argparse.ArgumentParser) -> None:
+    """``--memory``: the memory rule of the commands that propagate."""
+    from medsam2.engine.memory_kinds import DEFAULT_MEMORY, MEMORY_KINDS
+
+    parser.add_argument("--memory", default=DEFAULT_MEMORY, choices=MEMORY_KINDS, help="memory rule (default: confidence bank)")
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     from medsam2.backbones.registry import BACKBONES, DEFAULT_BACKBONE, PRECISIONS, RUNTIMES
 
@@ -162,10 +169,11 @@ def model_options(args, settings=None):
     """The one :class:`~medsam2.engine.options.ModelOptions` of a parsed command line: every command
     that runs a model builds it here and passes it down whole (``settings``: the engine settings
     when already checked, else read from ``args``)."""
+    from medsam2.engine.memory_kinds import DEFAULT_MEMORY
     from medsam2.engine.options import ModelOptions
 
     return ModelOptions(
-        backbone=args.backbone, device=args.device, memory=getattr(args, "memory", "confidence"), checkpoint=args.checkpoint,
+        backbone=args.backbone, device=args.device, memory=getattr(args, "memory", DEFAULT_MEMORY), checkpoint=args.checkpoint,
         runtime=args.runtime, precision=args.precision, model_config=args.model_config, offload=args.offload,
         settings=engine_settings(args) if settings is None else settings,
     )

@@ -13,6 +13,7 @@ from medsam2.cli.common import (
     PromptAction,
     add_common,
     add_input_limit,
+    add_memory_option,
     add_model_options,
     check_output_format,
     check_report_path,
@@ -30,7 +31,6 @@ from medsam2.errors import UsageError
 
 def add_parser(commands) -> None:
     """The ``segment`` subcommand's options."""
-    from medsam2.engine.memory_kinds import MEMORY_KINDS
     from medsam2.io.slicing import AXES
     from medsam2.io.windows import WINDOW_CHOICES
 
@@ -88,7 +88,7 @@ def add_parser(commands) -> None:
         "where 2 of 3 passes agree (3D scans; three passes: 3-5x the time)",
     )
     seg.add_argument("--window", default="auto", choices=WINDOW_CHOICES, help="intensity window (default auto)")
-    seg.add_argument("--memory", default="confidence", choices=MEMORY_KINDS, help="memory rule (default: confidence bank)")
+    add_memory_option(seg)
     seg.set_defaults(prompt_items=[])  # PromptAction appends to it in command-line order
     add_model_options(seg)
     seg.add_argument("--time-index", type=int, help="for 4D input: which 3D volume to segment (0-based)")

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medsam2.cli.common import add_model_options, model_options
+from medsam2.cli.common import add_memory_option, add_model_options, model_options
 from medsam2.errors import UsageError
 
 
 def add_parser(commands) -> None:
     """The ``serve`` subcommand's options."""
-    from medsam2.engine.memory_kinds import MEMORY_KINDS
 
     serve = commands.add_parser(
         "serve",
@@ -40,7 +39,7 @@ def add_parser(commands) -> None:
     serve.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
                        help="a page origin (https://name[:port]) allowed to change state besides the server's own (repeatable)")
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every /api call and /docs (default: MEDSAM2_API_KEY)")
-    serve.add_argument("--memory", default="confidence", choices=MEMORY_KINDS, help="memory rule (default: confidence bank)")
+    add_memory_option(serve)
     serve.add_argument("--feature-cache-mb", type=float, default=1024.0, help="each session's feature cache budget (default 1024)")
     add_model_options(serve)
     serve.add_argument("--retrain-every", type=int, default=0, metavar="N",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from medsam2.backbones.base import Backbone
 from medsam2.engine.feature_disk import FeatureFolder
 from medsam2.engine.litemedsam_settings import PropagationSettings
-from medsam2.engine.memory_kinds import check_memory_kind
+from medsam2.engine.memory_kinds import DEFAULT_MEMORY, check_memory_kind
 from medsam2.engine.results import SegmentationResult
 from medsam2.engine.sam2_step import Sam2TrackingSettings
 from medsam2.engine.session import Session
@@ -36,7 +36,7 @@ class Engine:
     """
 
     backbone: Backbone
-    memory: str = "confidence"
+    memory: str = DEFAULT_MEMORY
     settings: PropagationSettings | Sam2TrackingSettings | None = None
 
     def __post_init__(self) -> None:

@@ -7,6 +7,8 @@ from medsam2.errors import UsageError
 
 #: the memory rules every engine offers: the confidence bank, SAM 2's own (prompted + last six), previous slice only
 MEMORY_KINDS = ("confidence", "fifo", "none")
+#: the default: the confidence memory bank
+DEFAULT_MEMORY = MEMORY_KINDS[0]
 
 
 def check_memory_kind(kind: str) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from medsam2.backbones.registry import DEFAULT_BACKBONE
+from medsam2.engine.memory_kinds import DEFAULT_MEMORY
 
 if TYPE_CHECKING:
     from medsam2.engine.litemedsam_settings import PropagationSettings
@@ -21,7 +22,7 @@ class ModelOptions:
 
     backbone: str = DEFAULT_BACKBONE
     device: str = "auto"
-    memory: str = "confidence"
+    memory: str = DEFAULT_MEMORY
     checkpoint: str | None = None
     runtime: str = "auto"
     precision: str = "auto"

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from medsam2.backbones.base import Backbone, FrameFeatures
 from medsam2.backbones.sam2 import FlatFeatures, Sam2Backbone, point_inputs
 from medsam2.engine.memory import BankSettings, ConfidenceMemoryBank, MemoryEntry
-from medsam2.engine.memory_kinds import check_memory_kind
+from medsam2.engine.memory_kinds import DEFAULT_MEMORY, check_memory_kind
 from medsam2.engine.sam2_memory import (
     BankSelection,
     FifoSelection,
@@ -127,7 +127,7 @@ class Sam2Step:
     ``reads`` logs which frames each decoded frame read (diagnostics and tests).
     """
 
-    def __init__(self, backbone: Backbone, memory: str = "confidence", settings: Sam2TrackingSettings | None = None) -> None:
+    def __init__(self, backbone: Backbone, memory: str = DEFAULT_MEMORY, settings: Sam2TrackingSettings | None = None) -> None:
         check_memory_kind(memory)
         sam2 = backbone
         while hasattr(sam2, "inner"):  # wrappers (cached, seeded) around the sam2 backbone
@@ -350,7 +350,7 @@ class Sam2Tracker(Tracker):
         self,
         frames01: Sequence[np.ndarray],
         backbone: Backbone,
-        memory: str = "confidence",
+        memory: str = DEFAULT_MEMORY,
         settings: Sam2TrackingSettings | None = None,
         progress: bool = False,
     ) -> None:

@@ -11,10 +11,11 @@ import numpy as np
 from medsam2.backbones import build_backbone
 from medsam2.backbones.base import Backbone
 from medsam2.backbones.devices import resolve_device
+from medsam2.backbones.registry import DEFAULT_BACKBONE
 from medsam2.engine.engine import Engine
 from medsam2.engine.feature_disk import FeatureFolder
 from medsam2.engine.litemedsam_settings import PropagationSettings
-from medsam2.engine.memory_kinds import check_memory_kind
+from medsam2.engine.memory_kinds import DEFAULT_MEMORY, check_memory_kind
 from medsam2.engine.oneprompt.locate import OnePromptSettings
 from medsam2.engine.oneprompt.run import OnePromptResult, run_one_prompt
 from medsam2.engine.options import ModelOptions
@@ -97,10 +98,10 @@ class Segmenter:
 
     def __init__(
         self,
-        backbone: str | Backbone = "litemedsam",
+        backbone: str | Backbone = DEFAULT_BACKBONE,
         device: str = "auto",
         checkpoint: str | Path | None = None,
-        memory: str = "confidence",
+        memory: str = DEFAULT_MEMORY,
         settings: PropagationSettings | Sam2TrackingSettings | None = None,
         runtime: str = "auto",
         precision: str = "auto",
