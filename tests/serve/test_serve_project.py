@@ -88,6 +88,7 @@ def test_the_case_list_and_the_next_case(server):
     listing = client.get(f"{url}/api/project").json()
     assert [c["case"] for c in listing["cases"]] == list(CASES)
     assert [c["status"] for c in listing["cases"]] == ["unlabelled", "unlabelled", "final", "final"]
+    assert [c["final_version"] for c in listing["cases"]] == [None, None, 1, 1]
     assert listing["active_model"] == "bundled" and listing["models"] == [] and listing["training"] == "idle"
     assert client.get(f"{url}/api/project/next").json()["case"] == CASES[0]
     assert client.get(f"{url}/api/project/next", params={"skip": CASES[0]}).json()["case"] == CASES[1]
@@ -122,6 +123,7 @@ def test_a_case_is_segmented_saved_as_versions_and_scored(server, project, tmp_p
     assert dice(saved.array == ANTERIOR, reference_of(CASES[0])) > MIN_DICE
     versions = client.get(f"{url}/api/project/cases/{CASES[0]}/versions").json()["versions"]
     assert [(v["version"], v["status"]) for v in versions] == [(1, "draft"), (2, "final")]
+    assert versions[1]["prompts"]["objects"][0]["prompted_slices"] == [middle_slice_box(reference_of(CASES[0])).frame]
     listing = client.get(f"{url}/api/project").json()
     assert listing["counts"]["by_status"] == {"unlabelled": 1, "draft": 0, "final": 3}
     with open_project(project) as store:
@@ -206,7 +208,9 @@ def test_bad_project_requests(server, method, path, body, status, message):
 def test_saves_that_are_refused(server, tmp_path):
     url, _, client = server
     session = open_case(client, url, CASES[1])["session"]
-    assert "holds no structure" in error_of(client.post(f"{url}/api/sessions/{session}/project", json={"status": "final"}), 400)
+    for status in ("final", "draft"):  # a case opens empty: an empty save would bury its newest version (v2)
+        message = error_of(client.post(f"{url}/api/sessions/{session}/project", json={"status": status}), 400)
+        assert message.startswith("nothing is segmented in this session yet") and "v2" in message
     assert "status" in error_of(client.post(f"{url}/api/sessions/{session}/project", json={"status": "done"}), 400)
     with open(shared("msd_hippocampus", "images", f"{CASES[1]}.nii.gz"), "rb") as handle:
         upload = client.post(f"{url}/api/sessions", files={"file": ("scan.nii.gz", handle)}).json()["session"]

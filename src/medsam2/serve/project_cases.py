@@ -39,19 +39,23 @@ def version_dict(version: VersionRecord) -> dict:
     provenance = version.provenance
     return {"case": version.case_id, "version": version.version, "status": version.status, "based_on": version.based_on,
             "conflict": version.conflict, "user": provenance.user, "model": provenance.model,
-            "corrections": provenance.corrections, "seconds": provenance.seconds, "created": version.created}
+            "corrections": provenance.corrections, "seconds": provenance.seconds, "prompts": provenance.prompts,
+            "created": version.created}
 
 
 def project_listing(store: ProjectStore) -> dict:
     """The project as the page lists it: every case with its newest version, the counts, the models."""
     latest: dict[str, VersionRecord] = {}
+    final: dict[str, int] = {}
     for version in store.versions():
         latest[version.case_id] = version
+        if version.status == "final":
+            final[version.case_id] = version.version
     cases = []
     for case in store.cases():
         version = latest.get(case.case_id)
         cases.append({"case": case.case_id, "status": "unlabelled" if version is None else version.status,
-                      "latest": None if version is None else version_dict(version)})
+                      "latest": None if version is None else version_dict(version), "final_version": final.get(case.case_id)})
     models = [{"name": m.name, "active": m.active, "val_dice": m.val_dice, "val_dice_base": m.val_dice_base,
                "reason": m.reason, "created": m.created} for m in model_versions(store)]
     return {"name": store.root.name, "cases": cases, "counts": store.status(check_files=False).to_dict(),
@@ -120,6 +124,9 @@ def save_case(state: ServerState, served: ServedSession, status: str, user: str 
     if link is None:
         raise ApiError(400, "this session was not opened from the project; open the case with POST /api/project/cases/CASE/sessions")
     result = served.session.result(propagate_pending=False, sanity=False)
+    if not result.labels.any():  # a session opens empty: saving it would bury the case's newest version
+        kept = "" if link.based_on is None else f" (the case's newest version, v{link.based_on}, stays as it is)"
+        raise ApiError(400, f"nothing is segmented in this session yet; prompt and propagate before saving{kept}")
     objects = result.report.objects
     prompts = {"objects": [{"label": o.label, "name": o.name, "prompted_slices": o.prompted_slices} for o in objects]}
     provenance = Provenance(user=user, model=link.model, prompts=prompts, corrections=result.report.corrections,
