@@ -235,7 +235,9 @@ def retrack(session: SessionView, state: ObjectState) -> Correction:
 
 def cut(state: ObjectState, slice: int) -> list[int]:
     """An erase that empties a slice: the object ends before it, on the side away from its
-    nearest prompted slice (answers up to the next prompted slice that way are dropped)."""
+    nearest prompted slice (answers up to the next prompted slice that way are dropped). Slices of
+    an opened label map stay (they did not come from the erased one): there only the erased slice
+    goes, and an object whose opened anchor slice is erased is anchored on its largest other one."""
     track = state.track
     assert track is not None
     replace_slice_prompts(state.prompts, slice)
@@ -243,15 +245,33 @@ def cut(state: ObjectState, slice: int) -> list[int]:
     state.clicks.pop(slice, None)
     prompted = state.prompts.prompted_frames()
     if not prompted:
-        raise PromptError(f"erasing slice {slice} would leave label {track.label} with no prompt; correct another slice first")
+        prompted = _reanchor(state, slice)
     nearest = min(prompted, key=lambda f: abs(f - slice))
     direction = 1 if slice > nearest else -1
     limit = next((f for f in sorted(prompted, key=lambda f: f * direction) if (f - slice) * direction > 0), None)
-    removed = sorted(f for f in track.frames if (f - slice) * direction >= 0 and (limit is None or (limit - f) * direction > 0))
+    removed = sorted(f for f in track.frames if (f - slice) * direction >= 0 and (limit is None or (limit - f) * direction > 0)
+                     and (f == slice or track.frames[f].exact is None))
     for frame in removed:
         del track.frames[frame]
     track.prompted_frames = prompted
     return removed
+
+
+def _reanchor(state: ObjectState, erased: int) -> list[int]:
+    """An opened object whose only prompted slice was erased: a mask prompt on its largest other
+    opened slice instead (the prompted slices then).
+
+    Raises:
+        PromptError: no opened slice is left (the object would have no prompt).
+    """
+    track = state.track
+    assert track is not None
+    opened = {f: p.exact for f, p in track.frames.items() if p.exact is not None and f != erased}
+    if not opened:
+        raise PromptError(f"erasing slice {erased} would leave label {track.label} with no prompt; correct another slice first")
+    largest = max(opened, key=lambda f: (int(opened[f].sum()), -f))
+    state.prompts.masks.append(MaskPrompt(largest, opened[largest].numpy().copy()))
+    return [largest]
 
 
 def as_point(slice: int, value: Point | Sequence[float]) -> Point:

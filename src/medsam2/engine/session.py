@@ -23,7 +23,7 @@ sessions is :class:`medsam2.engine.engine.Engine`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +32,7 @@ from medsam2.engine.adapt import AdaptSettings, AdaptSummary, repropagate_adapte
 from medsam2.engine.corrections import CorrectionSummary, check_correction, make_correction
 from medsam2.engine.feature_cache import CachedBackbone, CacheStats
 from medsam2.engine.feature_disk import FeatureFolder
+from medsam2.engine.label_import import opened_objects
 from medsam2.engine.litemedsam_step import LiteMedSAMStep
 from medsam2.engine.results import SegmentationResult
 from medsam2.engine.sanity import ObjectEvidence
@@ -214,6 +215,31 @@ class Session:
         before = self._snapshot()
         self._objects[label] = ObjectState(merged)
         self._commit(before)
+
+    def open_labels(self, labels: np.ndarray, names: Mapping[int, str] | None = None) -> list[int]:
+        """Lay a label map on the scan: each label becomes an object whose answer on every slice is
+        the map's mask, exactly, ready to correct (a correction fills what the map left empty and
+        keeps its other slices; see :mod:`medsam2.engine.label_import`). One step of :meth:`undo`.
+
+        Arguments:
+            labels: (z, y, x) integers on the scan's voxel grid (:func:`medsam2.io.readers.read_mask`).
+            names: structure names by label value.
+
+        Returns:
+            The labels opened, rising.
+
+        Raises:
+            PromptError: another grid, no structure, a value that is no label, or a label the session has.
+        """
+        array = np.asarray(labels)
+        if array.shape != tuple(self.volume.array.shape[:3]):
+            raise PromptError(f"the label map has {array.shape} voxels (z, y, x) and the scan {tuple(self.volume.array.shape[:3])}")
+        opened = opened_objects(to_frames(array, self.voxel_axis), self._geometry(), names, set(self._objects))
+        before = self._snapshot()
+        for state in opened:
+            self._objects[state.prompts.label] = state
+        self._commit(before)
+        return [state.prompts.label for state in opened]
 
     def pending_labels(self) -> list[int]:
         """Labels added (or given prompts) but not propagated yet."""

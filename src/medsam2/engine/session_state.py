@@ -113,7 +113,10 @@ def replace_slice_prompts(
 
 def on_frame(result: FramePrediction, geometry) -> tuple[torch.Tensor, torch.Tensor]:
     """One answer on its (rows, cols) frame: (foreground mask, probability). SAM 2 answers keep SAM 2's
-    own rule (logits resized to the frame, > 0); the others are probability > 0.5."""
+    own rule (logits resized to the frame, > 0); an opened label map's slice is its own mask; the
+    others are probability > 0.5."""
+    if result.exact is not None:
+        return result.exact, result.exact.float()
     if result.logits is not None:
         logits = geometry.model_to_frame(result.logits)
         return logits > 0, torch.sigmoid(logits)

@@ -21,7 +21,9 @@ class FramePrediction:
 
     ``probability`` is (S, S) in model space, stored as uint8 (value / 255) to keep memory low.
     ``logits`` (SAM 2 only) are the (S, S) float32 mask logits, kept so that the output mask is
-    exactly SAM 2's (logits resized to the frame, > 0).
+    exactly SAM 2's (logits resized to the frame, > 0). ``exact`` (an opened label map's slice,
+    :mod:`medsam2.engine.label_import`) is the (rows, cols) bool mask on the frame itself, which
+    the output is then, voxel for voxel.
     """
 
     frame: int
@@ -31,6 +33,7 @@ class FramePrediction:
     confidence: float
     prompted: bool = False
     logits: torch.Tensor | None = None
+    exact: torch.Tensor | None = None
 
     def probability_float(self) -> torch.Tensor:
         return self.probability.float() / 255.0
