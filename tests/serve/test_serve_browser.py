@@ -287,4 +287,11 @@ def test_a_project_case_from_next_case_to_finish_in_the_page(backbone, browser, 
         assert version.status == "final" and dice(saved == 1, reference) > 0.45  # one box: 0.58-0.80 on these cases
         page.page.click("#nextCase")
         page.page.wait_for_selector(f"body[data-case='{cases[1]}']", timeout=60_000)
+        page.page.select_option("#caseList", cases[0])  # back to the finished case: it opens with its v1
+        page.page.wait_for_selector("#caseVersion option[value='1']", state="attached", timeout=30_000)
+        page.page.click("#openCase")
+        page.page.wait_for_selector(f"body[data-case='{cases[0]}'][data-shown='1']", timeout=60_000)
+        page.page.wait_for_selector("#objects li[data-label='1']", timeout=30_000)
+        assert "anterior" in page.page.inner_text("#objects")
+        page.wait_status("with its saved v1")
         assert page.errors == [], page.errors

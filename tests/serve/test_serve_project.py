@@ -50,15 +50,15 @@ def server(backbone, project):
             yield url, state, client
 
 
-def open_case(client, url, case) -> dict:
-    answer = client.post(f"{url}/api/project/cases/{case}/sessions", json={})
+def open_case(client, url, case, **body) -> dict:
+    answer = client.post(f"{url}/api/project/cases/{case}/sessions", json=body)
     assert answer.status_code == 200, answer.text
     return answer.json()
 
 
 def segment_case(client, url, case) -> str:
-    """A session on ``case`` with one box on the anterior hippocampus's middle slice, propagated."""
-    session = open_case(client, url, case)["session"]
+    """A session on ``case`` (the scan alone) with one box on the anterior hippocampus's middle slice, propagated."""
+    session = open_case(client, url, case, version=0)["session"]
     box = middle_slice_box(reference_of(case))
     prompt = client.post(f"{url}/api/sessions/{session}/objects/{ANTERIOR}/prompts",
                          json={"box": {"slice": box.frame, "box": [box.x0, box.y0, box.x1, box.y1]}, "name": "anterior"})
@@ -134,6 +134,41 @@ def test_a_case_is_segmented_saved_as_versions_and_scored(server, project, tmp_p
     client.delete(f"{url}/api/sessions/{session}")
 
 
+def test_a_saved_version_reopens_as_editable_objects(server, project, tmp_path):
+    """The newest version by default, any version by number; exactly as saved; corrected like a
+    prompted object (its other slices kept); a save builds on the newest version."""
+    url, _, client = server
+    opened = open_case(client, url, CASES[0])
+    assert (opened["shown"], opened["based_on"]) == (2, 2)
+    assert [(o["label"], o["name"]) for o in opened["summary"]["objects"]] == [(ANTERIOR, "anterior")]
+    session = opened["session"]
+    (tmp_path / "v2.nii.gz").write_bytes(client.get(f"{url}/api/project/cases/{CASES[0]}/versions/2/labels").content)
+    (tmp_path / "open.nii.gz").write_bytes(client.get(f"{url}/api/sessions/{session}/labels?format=nii.gz").content)
+    saved, shown = load_volume(tmp_path / "v2.nii.gz").array, load_volume(tmp_path / "open.nii.gz").array
+    assert np.array_equal(shown, saved)  # voxel for voxel
+    reference = reference_of(CASES[0])
+    missed = [f for f in range(len(reference)) if reference[f].any() and not (saved[f] == ANTERIOR).any()]
+    target = missed[0] if missed else int(np.flatnonzero(reference.any(axis=(1, 2)))[0])
+    rows, cols = np.nonzero(reference[target])
+    box = [int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())]
+    answer = client.post(f"{url}/api/sessions/{session}/objects/{ANTERIOR}/corrections", json={"box": {"slice": target, "box": box}})
+    assert answer.status_code == 200, answer.text
+    (tmp_path / "corrected.nii.gz").write_bytes(client.get(f"{url}/api/sessions/{session}/labels?format=nii.gz").content)
+    corrected = load_volume(tmp_path / "corrected.nii.gz").array
+    assert (corrected[target] == ANTERIOR).any()
+    untouched = [f for f in range(len(saved)) if (saved[f] == ANTERIOR).any() and f != target]
+    assert np.array_equal(corrected[untouched], saved[untouched])
+    older = open_case(client, url, CASES[0], version=1)
+    assert (older["shown"], older["based_on"]) == (1, 2)
+    assert save(client, url, older["session"], "draft")["conflict"] is False  # a deliberate return to v1
+    bare = open_case(client, url, CASES[0], version=0)
+    assert bare["shown"] is None and "summary" not in bare
+    assert "case 'hippocampus_001' has no version 9" in error_of(
+        client.post(f"{url}/api/project/cases/{CASES[0]}/sessions", json={"version": 9}), 400)
+    for each in (session, older["session"], bare["session"]):
+        client.delete(f"{url}/api/sessions/{each}")
+
+
 def test_two_editors_of_one_case_keep_both_versions(server):
     url, _, client = server
     first, second = segment_case(client, url, CASES[1]), segment_case(client, url, CASES[1])
@@ -207,8 +242,8 @@ def test_bad_project_requests(server, method, path, body, status, message):
 
 def test_saves_that_are_refused(server, tmp_path):
     url, _, client = server
-    session = open_case(client, url, CASES[1])["session"]
-    for status in ("final", "draft"):  # a case opens empty: an empty save would bury its newest version (v2)
+    session = open_case(client, url, CASES[1], version=0)["session"]
+    for status in ("final", "draft"):  # a case opened empty: an empty save would bury its newest version (v2)
         message = error_of(client.post(f"{url}/api/sessions/{session}/project", json={"status": status}), 400)
         assert message.startswith("nothing is segmented in this session yet") and "v2" in message
     assert "status" in error_of(client.post(f"{url}/api/sessions/{session}/project", json={"status": "done"}), 400)

@@ -44,6 +44,7 @@ class CaseOpenBody(_Strict):
 
     axis: str = Field("axial", description="axial, coronal, sagittal (the patient's) or k, j, i (voxel axes)")
     window: str = Field("auto", description="the model's intensity window: auto, a CT preset, percentile, none")
+    version: int | None = Field(None, ge=0, description="the saved version to open for editing; null: the newest; 0: none (the scan alone)")
 
 
 class ProjectSaveBody(_Strict):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from medsam2.engine.feature_disk import FeatureFolder, model_key
 from medsam2.engine.segmenter import Segmenter
+from medsam2.errors import MedSAM2Error
+from medsam2.io.readers import read_mask
 from medsam2.project.models import active_model, active_model_name, check_backbone, model_versions
 from medsam2.project.store import ProjectStore, VersionRecord, open_project
 from medsam2.project.vocabulary import STRATEGIES
@@ -89,22 +91,42 @@ def project_features(state: ServerState, store: ProjectStore, segmenter: Segment
     return folder
 
 
-def open_case(state: ServerState, folder: Path, case_id: str, axis: str, window: str) -> ServedSession:
-    """Open a project case as a session with the active model (in a worker thread).
+def open_case(state: ServerState, folder: Path, case_id: str, axis: str, window: str, version: int | None = None) -> ServedSession:
+    """Open a project case as a session with the active model (in a worker thread), with a saved
+    version's label map laid on it as editable objects (``version``: None the newest, if any; 0
+    none: the scan alone). A save builds on the case's newest version, whichever was opened.
 
     Raises:
-        ApiError: 400 for an unknown case or a scan that cannot be read.
+        ApiError: 400 for an unknown case or version, or a scan or label map that cannot be read.
     """
     with project_of(state) as store:
         case = store.case(case_id)
         segmenter, model = current_segmenter(state, store)
         latest = store.latest(case_id)
+        shown = latest if version is None else store.version(case_id, version) if version else None
         features = project_features(state, store, segmenter)
+        names = {} if shown is None else version_names(store, shown)
     confine_to = case.image if case.image.is_dir() else case.image.parent
     served = open_scan(state, folder, case.image, case_id, axis, window, confine_to=confine_to, segmenter=segmenter,
                        feature_folder=features)
-    served.case = CaseLink(case_id, None if latest is None else latest.version, model, time.monotonic())
+    if shown is not None:
+        try:
+            served.session.open_labels(read_mask(store.root / shown.path, served.session.volume), names)
+        except MedSAM2Error as exc:
+            state.store.delete(served.id)
+            raise ApiError(400, f"version {shown.version} of case '{case_id}' cannot be opened: {exc}") from None
+    served.case = CaseLink(case_id, None if latest is None else latest.version, model, time.monotonic(),
+                           None if shown is None else shown.version)
     return served
+
+
+def version_names(store: ProjectStore, version: VersionRecord) -> dict[int, str]:
+    """The structure names of a saved version: those its session gave its objects, else the
+    project's (from an imported dataset.json)."""
+    names = {int(k): v for k, v in store.meta("label_names", {}).items() if str(k).isdigit()}
+    prompts = version.provenance.prompts or {}
+    names.update({int(o["label"]): o["name"] for o in prompts.get("objects", []) if o.get("name")})
+    return names
 
 
 def save_case(state: ServerState, served: ServedSession, status: str, user: str | None) -> dict:

@@ -33,12 +33,14 @@ class CaseLink:
         based_on: the case's newest version when the session opened (a save is based on it).
         model: the model the session runs (a model version's name, or ``bundled``).
         opened: ``time.monotonic()`` at opening (a save records the seconds since).
+        shown: the saved version laid on the scan when it opened (None: the scan alone).
     """
 
     case_id: str
     based_on: int | None
     model: str
     opened: float
+    shown: int | None = None
 
 
 @dataclass

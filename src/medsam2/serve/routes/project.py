@@ -13,7 +13,7 @@ from medsam2.serve.bodies import CaseOpenBody, ProjectSaveBody
 from medsam2.serve.deps import ServerState, State
 from medsam2.serve.errors import ApiError
 from medsam2.serve.project_cases import NO_PROJECT, open_case, project_listing, project_of, save_case, start_training, version_dict
-from medsam2.serve.views import session_info
+from medsam2.serve.views import session_info, summary
 
 router = APIRouter()
 
@@ -43,11 +43,22 @@ def next_to_annotate(state: State, strategy: str = "first", seed: int | None = N
 @router.post("/api/project/cases/{case_id}/sessions")
 async def open_project_case(case_id: str, state: State, body: CaseOpenBody | None = None) -> dict:
     """Open a case as a session with the project's active model (a model activated since the
-    server started is loaded first); ``based_on`` is the version a save will build on."""
+    server started is loaded first), with a saved version's labels as editable objects (``version``:
+    null the newest, 0 none); ``shown`` is the version on screen, ``based_on`` the one a save
+    builds on (the newest), ``summary`` the objects as the session's summary gives them."""
     body = body or CaseOpenBody()
     with state.store.reserve() as folder:
-        served = await run_in_threadpool(open_case, state, folder, case_id, body.axis, body.window)
-    return {**session_info(served), "case": case_id, "based_on": served.case.based_on, "model": served.case.model}
+        served = await run_in_threadpool(open_case, state, folder, case_id, body.axis, body.window, body.version)
+    link = served.case
+    answer = {**session_info(served), "case": case_id, "based_on": link.based_on, "shown": link.shown, "model": link.model}
+    if link.shown is not None:
+        answer["summary"] = await run_in_threadpool(_summary_of, state, served.id)
+    return answer
+
+
+def _summary_of(state: ServerState, session_id: str) -> dict:
+    with state.store.working(session_id) as served, state.model_lock:
+        return summary(served)
 
 
 @router.get("/api/project/cases/{case_id}/versions")

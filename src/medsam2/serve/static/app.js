@@ -411,7 +411,14 @@ async function openScan(response) {
   goToSlice(Math.floor(state.session.frames[0] / 2))
   renderObjects()
   offerFormats()
-  status(`opened ${state.session.name}: ${state.session.frames[0]} slices along ${state.session.axis}; draw a box on the structure's slice`)
+  if (state.session.summary) {  // a project case opened with saved labels: its objects, ready to correct
+    for (const s of state.session.summary.objects) state.objects.set(s.label, { label: s.label, name: s.name || `object ${s.label}` })
+    applySummary(state.session.summary); refreshColours()
+    status(`opened ${state.session.name} with its saved v${state.session.shown}: correct a slice, or Save draft / Finish`)
+  } else {
+    status(`opened ${state.session.name}: ${state.session.frames[0]} slices along ${state.session.axis}; draw a box on the structure's slice`)
+  }
+  document.body.dataset.shown = state.session.shown ?? ''
   document.body.dataset.session = state.session.session
 }
 // -- the project (serve --project) ----------------------------------------------------------
@@ -429,10 +436,20 @@ async function refreshProject() {
   if (project.training === 'running') setTimeout(() => refreshProject().catch(() => {}), 5000)
   return project
 }
-async function openCase(caseId) {
+async function listVersions(caseId) {
+  const select = $('caseVersion')
+  while (select.options.length > 2) select.remove(2)
+  if (!caseId) return
+  const listed = (await (await api('GET', `/api/project/cases/${encodeURIComponent(caseId)}/versions`)).json()).versions
+  for (const v of listed.slice().reverse()) select.add(new Option(`v${v.version} ${v.status}${v.user ? ' ' + v.user : ''}${v.conflict ? ' (conflict)' : ''}`, String(v.version)))
+}
+async function openCase(caseId, version = null) {
   status(`opening ${caseId}...`)
-  await openScan(await api('POST', `/api/project/cases/${encodeURIComponent(caseId)}/sessions`, { axis: $('axis').value, window: $('window').value }))
+  const body = { axis: $('axis').value, window: $('window').value }
+  if (version !== null) body.version = version
+  await openScan(await api('POST', `/api/project/cases/${encodeURIComponent(caseId)}/sessions`, body))
   $('caseList').value = caseId
+  await listVersions(caseId)
   document.body.dataset.case = caseId
 }
 async function nextCase() {
@@ -506,7 +523,8 @@ $('upload').onchange = (event) => { const file = event.target.files[0]; if (file
 $('openData').onclick = () => { const path = $('dataList').value; if (path) guarded(async () => openScan(await api('POST', '/api/sessions', { path, axis: $('axis').value, window: $('window').value }))) }
 $('openPacs').onclick = () => { const chosen = $('pacsList').value; if (chosen) guarded(async () => { status('retrieving the series from the PACS...'); await openScan(await api('POST', '/api/sessions', { dicomweb: JSON.parse(chosen), axis: $('axis').value, window: $('window').value })) }) }
 $('pushPacs').onclick = () => guarded(pushToPacs)
-$('openCase').onclick = () => { const chosen = $('caseList').value; if (chosen) guarded(() => openCase(chosen)) }
+$('openCase').onclick = () => { const chosen = $('caseList').value; const version = $('caseVersion').value; if (chosen) guarded(() => openCase(chosen, version === '' ? null : Number(version))) }
+$('caseList').onchange = () => guarded(() => listVersions($('caseList').value))
 $('nextCase').onclick = () => guarded(nextCase)
 $('saveDraft').onclick = () => guarded(() => saveToProject('draft'))
 $('finishCase').onclick = () => guarded(() => saveToProject('final'))
