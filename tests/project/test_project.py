@@ -205,6 +205,10 @@ def test_bad_inputs_give_one_line_and_change_nothing(scans, tmp_path, capsys):
     code, err = run_cli(["project", "export", project, "-o", tmp_path / "out"], capsys)
     assert_one_line_error(code, err, 2, "no case has a final label")
     assert not (tmp_path / "out").exists()
+    code, err = run_cli(["project", "score", project], capsys)
+    assert_one_line_error(code, err, 1, "scoring needs at least one case with a final label")
+    code, err = run_cli(["project", "score", project, "--limit", "0"], capsys)
+    assert_one_line_error(code, err, 2, "--limit takes a number of cases from 1 up")
 
     wrong = tmp_path / "wrong"
     wrong.mkdir()

@@ -45,7 +45,8 @@ def project(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(backbone, project):
-    with running(backbone, project=project, train_args=("--epochs", "1", "--labels", "1")) as (url, state):
+    # no background scoring here: the tests below set scores by hand (it has its own test)
+    with running(backbone, project=project, train_args=("--epochs", "1", "--labels", "1"), score_cases=False) as (url, state):
         with httpx.Client(timeout=300) as client:
             yield url, state, client
 
@@ -253,6 +254,33 @@ def test_saves_that_are_refused(server, tmp_path):
     assert message.startswith("this session was not opened from the project")
     for opened in (session, upload):
         client.delete(f"{url}/api/sessions/{opened}")
+
+
+def test_open_cases_are_scored_in_the_background_and_their_features_kept(lite_backbone, tmp_path):
+    """``project score`` in the background from the server's start: every case without a final
+    label gets the active model's confidence (least-confident ranks by it) and a scored case
+    opens with its slices read from the project's feature folder, none encoded."""
+    from medsam2.cli import main
+
+    root = tmp_path / "scored"
+    images = [str(shared("msd_hippocampus", "images", f"{case}.nii.gz")) for case in CASES]
+    assert main(["project", "init", str(root), "--images", *images]) == 0
+    labels = [str(shared("msd_hippocampus", "labels", f"{case}.nii.gz")) for case in CASES[2:]]
+    assert main(["project", "import-labels", str(root), "--labels", *labels]) == 0
+    # the plain backbone (the tests' shared in-memory cache would answer before the disk)
+    with running(lite_backbone, project=root) as (url, state), httpx.Client(timeout=300) as client:
+        deadline = time.monotonic() + 600
+        while (run := client.get(f"{url}/api/project/scores").json())["state"] == "running" and time.monotonic() < deadline:
+            time.sleep(1.0)
+        assert run["state"] == "finished" and run["exit_code"] == 0, run["log"]
+        scores = run["scores"]
+        assert set(scores) == set(CASES[:2]) and all(0.0 < v <= 1.0 for v in scores.values()), scores
+        chosen = client.get(f"{url}/api/project/next", params={"strategy": "least-confident"}).json()
+        assert chosen["case"] == min(scores, key=scores.get)
+        assert client.get(f"{url}/api/project").json()["scoring"] == "finished"
+        session = segment_case(client, url, CASES[0])
+        cache = state.store.get(session).session.cache
+        assert cache.stats().misses == 0 and cache.disk_reads > 3
 
 
 def test_a_server_without_a_project_answers_404(backbone):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from medsam2.cli.common import add_memory_option, add_model_options
+from medsam2.errors import UsageError
 from medsam2.project.vocabulary import EXPORT_FORMATS, STATUSES
 
 
@@ -38,16 +40,25 @@ def add_parser(commands) -> None:
     activate = actions.add_parser("activate", help="make a model version the active one (what training starts from)")
     activate.add_argument("dir", help="the project folder")
     activate.add_argument("model", help="a model version, e.g. v2 (see project status)")
-    for sub in (init, labels, status, export, activate):
+    score = actions.add_parser("score", help="the active model's confidence on every case not final yet (what "
+                               "least-confident ranks by), its features cached on the way")
+    score.add_argument("dir", help="the project folder")
+    score.add_argument("--limit", type=int, metavar="N", help="score at most N cases (default: all that have no score)")
+    score.add_argument("--rescore", action="store_true", help="score the scored cases again too")
+    score.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
+    score.add_argument("--feature-disk-mb", type=float, default=8192.0, metavar="MB",
+                       help="disk for the cases' encoded slices in DIR/cache/features (default 8192)")
+    add_model_options(score)
+    add_memory_option(score)
+    for sub in (init, labels, status, export, activate, score):
         sub.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
 def run_project(args, say=print) -> int:
     """Run one ``project`` subcommand; returns the exit code."""
-    from medsam2.errors import UsageError
 
     if args.project_command is None:
-        raise UsageError("name what to do: medsam2 project init|import-labels|status|export|activate DIR ...")
+        raise UsageError("name what to do: medsam2 project init|import-labels|status|export|activate|score DIR ...")
     if args.project_command == "init":
         from medsam2.project.sources import case_sources
         from medsam2.project.store import create_project
@@ -71,6 +82,8 @@ def run_project(args, say=print) -> int:
             return 0
         if args.project_command == "status":
             return _status(store, args.json, say)
+        if args.project_command == "score":
+            return _score(store, args, say)
         if args.project_command == "activate":
             from medsam2.project.models import activate
 
@@ -83,6 +96,25 @@ def run_project(args, say=print) -> int:
         say(f"exported {summary.cases} cases with a final label to {summary.folder} ({args.format} layout)"
             + (f"; {summary.left_out} without one left out" if summary.left_out else ""))
         return 0
+
+
+def _score(store, args, say) -> int:
+    from medsam2.cli.common import apply_project_model, model_options
+    from medsam2.project.scoring import score_open_cases
+
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit takes a number of cases from 1 up, not {args.limit}")
+    if args.checkpoint is None:  # the project's active model (else the weights given, as a server without one runs)
+        args.model_project = args.dir
+        apply_project_model(args)
+
+    def said(score) -> None:
+        found = "found nothing" if score.confidence is None else f"confidence {score.confidence:.4f}"
+        say(f"{score.case_id}: {found} ({', '.join(f'label {k} {v:.4f}' for k, v in score.per_label.items())}; {score.seconds:.1f} s)")
+
+    scores = score_open_cases(store, model_options(args), args.limit, args.rescore, args.feature_disk_mb, on_score=said)
+    say(f"scored {len(scores)} cases" if scores else "every case without a final label has a score already (--rescore scores them again)")
+    return 0
 
 
 def _status(store, as_json: bool, say) -> int:

@@ -46,6 +46,9 @@ def add_parser(commands) -> None:
                        help="with --project: train in the background after every N new final labels (default 0: only when asked)")
     serve.add_argument("--feature-disk-mb", type=float, default=8192.0, metavar="MB",
                        help="with --project: disk for the cases' encoded slices (a case opened again is not encoded again; default 8192)")
+    serve.add_argument("--no-scoring", action="store_true",
+                       help="with --project: do not score the open cases in the background (least-confident then ranks "
+                       "only the cases saved from the page)")
     serve.add_argument("--train-epochs", type=int, default=None, metavar="N",
                        help="with --project: epochs of the background training (default: train's own)")
     serve.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
@@ -68,7 +71,7 @@ def run_serve(args) -> int:
         max_json_mb=args.max_json_mb, upload_min_kbps=args.upload_min_kbps, allowed_hosts=tuple(args.allowed_host),
         allowed_origins=tuple(args.allowed_origin),
         project=Path(args.model_project) if args.model_project else None, retrain_every=args.retrain_every,
-        feature_disk_mb=args.feature_disk_mb,
+        feature_disk_mb=args.feature_disk_mb, score_cases=not args.no_scoring,
         train_args=() if args.train_epochs is None else ("--epochs", str(args.train_epochs)),
     ).checked()
     sock = bind(settings.host, settings.port)  # before the model loads: a busy port fails at once

@@ -63,6 +63,8 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
         with open_project(settings.project) as project:
             state.model_name = active_model_name(project)
         state.training = ProjectTraining(settings.project)
+        if settings.score_cases:
+            state.scoring = ProjectTraining(settings.project, command=("project", "score"), log_name="score")
     app = FastAPI(
         title="medsam2 serve", version=__version__, lifespan=_lifespan(state),
         description="Promptable segmentation of 3D scans: open a scan, prompt one slice, propagate, correct, save. "
@@ -88,12 +90,18 @@ def _lifespan(state: ServerState):
     async def lifespan(app: FastAPI):
         sweeper = threading.Thread(target=_sweep, args=(state,), name="medsam2-session-expiry", daemon=True)
         sweeper.start()
+        if state.scoring is not None:
+            from medsam2.serve.project_cases import project_of, start_scoring
+
+            with project_of(state) as project:
+                start_scoring(state, project)
         try:
             yield
         finally:
             state.stop.set()
-            if state.training is not None:
-                state.training.close()
+            for run in (state.training, state.scoring):
+                if run is not None:
+                    run.close()
             state.store.close_all()
             shutil.rmtree(state.root, ignore_errors=True)
 

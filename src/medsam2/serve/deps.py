@@ -43,6 +43,8 @@ class ServerState:
     segmenter_lock: threading.Lock = field(default_factory=threading.Lock)
     #: ``--project``: the project's background training
     training: ProjectTraining | None = None
+    #: ``--project``: the background scoring of its open cases (``medsam2 project score``)
+    scoring: ProjectTraining | None = None
 
 
 async def get_state(request: Request) -> ServerState:

@@ -160,21 +160,42 @@ def save_case(state: ServerState, served: ServedSession, status: str, user: str 
             store.record_score(link.case_id, link.model, sum(confidences) / len(confidences))
         due = status == "final" and state.settings.retrain_every > 0
         training = start_training(state, store, every=state.settings.retrain_every) if due else None
+        if status == "final":
+            start_scoring(state, store)  # the new final lends its structures to the scores
     served.case = replace(link, based_on=version.version)  # the next save builds on this one
     return {**version_dict(version), "training_started": training}
 
 
-def training_arguments(settings, has_active_model: bool) -> tuple[str, ...]:
-    """``medsam2 train --project`` options that train the model the server runs: its backbone,
-    device and architecture, the server's starting weights while the project has no model of its
-    own (SAM 2 has no bundled weights), and ``settings.train_args``."""
+def model_arguments(settings, has_active_model: bool) -> tuple[str, ...]:
+    """Options that make ``medsam2 train --project`` or ``project score`` run the model the server
+    runs: its backbone, device and architecture, and the server's starting weights while the
+    project has no model of its own (SAM 2 has no bundled weights)."""
     model = settings.model
     arguments = ["--backbone", model.backbone, "--device", model.device]
     if model.model_config:
         arguments += ["--model-config", model.model_config]
     if model.checkpoint and not has_active_model:
         arguments += ["--checkpoint", str(model.checkpoint)]
-    return (*arguments, *settings.train_args)
+    return tuple(arguments)
+
+
+def training_arguments(settings, has_active_model: bool) -> tuple[str, ...]:
+    """``medsam2 train --project`` options: the server's model (:func:`model_arguments`) and ``settings.train_args``."""
+    return (*model_arguments(settings, has_active_model), *settings.train_args)
+
+
+def start_scoring(state: ServerState, store: ProjectStore) -> bool:
+    """Start ``medsam2 project score`` in the background when the active model has cases left to
+    score (and a final label to score them from), no scoring runs and no training does (it would
+    only slow both); False when none started."""
+    if state.scoring is None or state.scoring.running or (state.training is not None and state.training.running):
+        return False
+    finals = store.final_cases()
+    scored = store.scores(active_model_name(store))
+    if not finals or all(c.case_id in finals or c.case_id in scored for c in store.cases()):
+        return False
+    disk = ("--feature-disk-mb", str(state.settings.feature_disk_mb))
+    return state.scoring.start((*model_arguments(state.settings, active_model(store) is not None), *disk))
 
 
 def start_training(state: ServerState, store: ProjectStore, every: int = 0) -> bool:

@@ -1,7 +1,8 @@
-"""The project's training in the background of the server: ``medsam2 train --project DIR`` in a
-process of its own, at a lower priority and on a bounded number of threads, so that annotation
-goes on while it runs. One run at a time; its log is kept in ``DIR/logs/``; a cancel stops the
-run's whole process group (a killed run activates nothing: the project saves a model only at its end).
+"""The project's training in the background of the server: ``medsam2 train --project DIR`` (and
+the scoring of its open cases, ``medsam2 project score DIR``) in a process of its own, at a lower
+priority and on a bounded number of threads, so that annotation goes on while it runs. One run
+at a time; its log is kept in ``DIR/logs/``; a cancel stops the run's whole process group (a
+killed run activates nothing: the project saves a model only at its end).
 """
 
 from __future__ import annotations
@@ -60,10 +61,15 @@ class ProjectTraining:
         project: the project folder.
         threads: threads the run may use (default :func:`training_threads`).
         niceness: how much lower the run's CPU priority is than the server's (0: the same).
+        command: the ``medsam2`` subcommand that runs, before the project folder (default training's).
+        log_name: the start of its logs' names in ``DIR/logs/``.
     """
 
-    def __init__(self, project: Path, threads: int | None = None, niceness: int = TRAINING_NICENESS) -> None:
+    def __init__(self, project: Path, threads: int | None = None, niceness: int = TRAINING_NICENESS,
+                 command: tuple[str, ...] = ("train", "--project"), log_name: str = "train") -> None:
         self.project = project
+        self.command = command
+        self.log_name = log_name
         self.threads = threads or training_threads()
         self.niceness = niceness
         self._lock = threading.Lock()
@@ -86,9 +92,9 @@ class ProjectTraining:
                 return False
             logs = self.project / "logs"
             logs.mkdir(exist_ok=True)
-            self._log = logs / f"train-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+            self._log = logs / f"{self.log_name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
             env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
-            command = [sys.executable, "-m", "medsam2.cli", "train", "--project", str(self.project), *arguments]
+            command = [sys.executable, "-m", "medsam2.cli", *self.command, str(self.project), *arguments]
             with self._log.open("w") as log:
                 self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                                  env=env, start_new_session=True, preexec_fn=self._lower_priority)

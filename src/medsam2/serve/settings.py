@@ -69,6 +69,8 @@ class ServeSettings:
         retrain_every: with a project, start training after every this many new final labels (0: never by itself).
         train_args: more ``medsam2 train`` options for the background training (e.g. ``("--epochs", "3")``).
         feature_disk_mb: with a project, the disk its cases' features may take (``DIR/cache/features``).
+        score_cases: with a project, score its open cases in the background (``medsam2 project
+            score``: what ``least-confident`` ranks by; it fills the feature cache too).
     """
 
     host: str = "127.0.0.1"
@@ -91,6 +93,7 @@ class ServeSettings:
     retrain_every: int = 0
     train_args: tuple[str, ...] = ()
     feature_disk_mb: float = 8192.0
+    score_cases: bool = True
 
     def checked(self) -> ServeSettings:
         """These settings with the API key taken from the environment where not given, after checks.

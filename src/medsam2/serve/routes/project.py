@@ -8,11 +8,21 @@ from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
+from medsam2.project.models import active_model_name
 from medsam2.project.strategies import next_case
 from medsam2.serve.bodies import CaseOpenBody, ProjectSaveBody
 from medsam2.serve.deps import ServerState, State
 from medsam2.serve.errors import ApiError
-from medsam2.serve.project_cases import NO_PROJECT, open_case, project_listing, project_of, save_case, start_training, version_dict
+from medsam2.serve.project_cases import (
+    NO_PROJECT,
+    open_case,
+    project_listing,
+    project_of,
+    save_case,
+    start_scoring,
+    start_training,
+    version_dict,
+)
 from medsam2.serve.views import session_info, summary
 
 router = APIRouter()
@@ -25,6 +35,7 @@ def project(state: State) -> dict:
     with project_of(state) as store:
         listing = project_listing(store)
     listing["training"] = _training(state).status().to_dict()["state"]
+    listing["scoring"] = "off" if state.scoring is None else state.scoring.status().to_dict()["state"]
     listing["retrain_every"] = state.settings.retrain_every
     return listing
 
@@ -37,7 +48,20 @@ def next_to_annotate(state: State, strategy: str = "first", seed: int | None = N
     comma-separated cases to leave out (the one on screen). ``case`` is null when all are final."""
     with project_of(state) as store:
         chosen = next_case(store, strategy, seed, frozenset(filter(None, skip.split(","))))
+        if strategy == "least-confident":  # a model activated since: score the cases for it
+            start_scoring(state, store)
     return {"case": chosen.case_id, "strategy": chosen.strategy, "remaining": chosen.remaining, "confidence": chosen.confidence}
+
+
+@router.get("/api/project/scores")
+def scoring_status(state: State) -> dict:
+    """The background scoring of the open cases (``medsam2 project score``: the active model's
+    confidence on each, from the final labels' structures as one-prompt supports): its state and
+    log, and the scores of the active model so far."""
+    with project_of(state) as store:
+        scores = store.scores(active_model_name(store))
+    run = {"state": "off"} if state.scoring is None else state.scoring.status().to_dict()
+    return {**run, "scores": scores}
 
 
 @router.post("/api/project/cases/{case_id}/sessions")
