@@ -288,3 +288,40 @@ def test_a_server_without_a_project_answers_404(backbone):
         with httpx.Client(timeout=60) as client:
             for path in ("/api/project", "/api/project/next", "/api/project/train"):
                 assert "start it with 'medsam2 serve --project DIR'" in error_of(client.get(f"{url}{path}"), 404)
+
+
+def test_a_key_per_annotator_names_who_saved(backbone, project):
+    """``--api-keys``: each annotator's key opens the server and their saves carry their name;
+    a save may not claim another name; no key or a wrong one is refused."""
+    ana, ben = "ana-" + "a" * 20, "ben-" + "b" * 20
+    with running(backbone, project=project, api_users=(("ana", ana), ("ben", ben)), score_cases=False) as (url, _):
+        with httpx.Client(timeout=300, headers={"Authorization": f"Bearer {ana}"}) as client:
+            assert client.get(f"{url}/api/info").json()["user"] == "ana"
+            session = segment_case(client, url, CASES[1])
+            assert save(client, url, session, "draft")["user"] == "ana"
+            claimed = client.post(f"{url}/api/sessions/{session}/project", json={"status": "draft", "user": "ben"})
+            assert "this API key belongs to ana" in error_of(claimed, 403)
+            client.delete(f"{url}/api/sessions/{session}")
+        with httpx.Client(timeout=60) as client:
+            assert error_of(client.get(f"{url}/api/project"), 401).startswith("API key missing")
+            wrong = client.get(f"{url}/api/project", headers={"Authorization": "Bearer " + "c" * 24})
+            assert error_of(wrong, 401).startswith("API key wrong")
+            assert client.get(f"{url}/api/info", headers={"Authorization": f"Bearer {ben}"}).json()["user"] == "ben"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("ana\n", "line 1: write one annotator per line as NAME KEY"),
+        ("ana short\n", "line 1: ana's key is shorter than 16 characters"),
+        ("ana " + "k" * 20 + "\nana " + "j" * 20 + "\n", "line 2: ana or its key appears twice"),
+        ("# nobody yet\n\n", "names nobody"),
+    ],
+)
+def test_a_bad_keys_file_is_one_line(tmp_path, capsys, text, message):
+    from tests.cli.test_cli import assert_one_line_error, run_cli
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text(text)
+    code, err = run_cli(["serve", "--api-keys", keys, "--port", "0"], capsys)
+    assert_one_line_error(code, err, 2, message)

@@ -39,6 +39,8 @@ def add_parser(commands) -> None:
     serve.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
                        help="a page origin (https://name[:port]) allowed to change state besides the server's own (repeatable)")
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every /api call and /docs (default: MEDSAM2_API_KEY)")
+    serve.add_argument("--api-keys", metavar="FILE", help="a key per annotator, one 'NAME KEY' per line: each key opens the "
+                       "server, and project saves made with it are recorded under NAME (keep the file private: chmod 600)")
     add_memory_option(serve)
     serve.add_argument("--feature-cache-mb", type=float, default=1024.0, help="each session's feature cache budget (default 1024)")
     add_model_options(serve)
@@ -59,7 +61,7 @@ def add_parser(commands) -> None:
 def run_serve(args) -> int:
     from medsam2.engine.segmenter import Segmenter
     from medsam2.serve.runner import bind, make_server, url_of
-    from medsam2.serve.settings import ServeSettings
+    from medsam2.serve.settings import ServeSettings, read_api_users
 
     if args.train_epochs is not None and args.train_epochs < 1:
         raise UsageError(f"--train-epochs must be at least 1, not {args.train_epochs}")
@@ -67,6 +69,7 @@ def run_serve(args) -> int:
     settings = ServeSettings(
         host=args.host, port=args.port, data_dir=Path(args.data) if args.data else None, max_sessions=args.max_sessions,
         session_idle_minutes=args.session_idle_minutes, max_upload_mb=args.max_upload_mb, api_key=args.api_key,
+        api_users=read_api_users(args.api_keys) if args.api_keys else (),
         model=model, feature_cache_mb=args.feature_cache_mb, dicomweb=args.dicomweb, max_volume_mb=args.max_volume_mb,
         max_json_mb=args.max_json_mb, upload_min_kbps=args.upload_min_kbps, allowed_hosts=tuple(args.allowed_host),
         allowed_origins=tuple(args.allowed_origin),

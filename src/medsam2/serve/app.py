@@ -74,6 +74,7 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
     app.add_middleware(RequestGuard, policy=RequestPolicy(
         allowed_hosts=allowed_hosts_for(settings.host, settings.allowed_hosts, is_loopback(settings.host)),
         allowed_origins=frozenset(settings.allowed_origins), api_key=settings.api_key, max_body_bytes=settings.max_json_bytes,
+        api_users=settings.api_users,
     ))
     _add_error_handlers(app)
     for router in ROUTERS:

@@ -41,6 +41,8 @@ class RequestPolicy:
         allowed_hosts: Host names answered (lower case, no port); None: any.
         allowed_origins: origins accepted besides the request's own (``scheme://host[:port]``).
         api_key: the key the keyed paths need; None: no key.
+        api_users: (name, key) of annotators who each have a key of their own: any of them opens
+            the keyed paths too, and the request then carries the name (``request.state.user``).
         max_body_bytes: the cap on every body but the scan upload.
         upload_path: the path whose multipart body is the scan upload (it has its own cap).
     """
@@ -50,6 +52,18 @@ class RequestPolicy:
     api_key: str | None
     max_body_bytes: int
     upload_path: str = "/api/sessions"
+    api_users: tuple[tuple[str, str], ...] = ()
+
+    def user_of(self, token: str) -> tuple[bool, str | None]:
+        """Whether ``token`` is a key of this server, and whose (None: the shared ``api_key``).
+        Every key is compared, in constant time each, whichever matches."""
+        matched, user = False, None
+        if self.api_key is not None and hmac.compare_digest(token.encode(), self.api_key.encode()):
+            matched = True
+        for name, key in self.api_users:
+            if hmac.compare_digest(token.encode(), key.encode()):
+                matched, user = True, name
+        return matched, user
 
 
 def host_name(host_header: str) -> str:
@@ -142,12 +156,14 @@ class RequestGuard:
                 if origin is None or (_netloc_of_origin(origin) not in own and origin not in policy.allowed_origins):
                     return 403, (f"a request from the page at {origin or sender.split('?')[0][:100]!r} may not change this "
                                  "server; open the page from the server itself, or start it with --allowed-origin ORIGIN")
-        if policy.api_key is not None and scope["path"].startswith(KEYED_PREFIXES):
+        if (policy.api_key is not None or policy.api_users) and scope["path"].startswith(KEYED_PREFIXES):
             given = headers.get("authorization", "")
             token = given[7:] if given[:7].lower() == "bearer " else ""
-            if not hmac.compare_digest(token.encode(), policy.api_key.encode()):
+            matched, user = policy.user_of(token)
+            if not matched:
                 what = "missing" if not given else "wrong"
                 return 401, f"API key {what}: send the header 'Authorization: Bearer KEY' with the server's key"
+            scope.setdefault("state", {})["user"] = user
         return None
 
     def _is_upload(self, scope: Scope, headers: dict[str, str]) -> bool:

@@ -22,6 +22,40 @@ def physical_memory_bytes() -> int | None:
         return None
 
 
+#: the shortest key ``--api-keys`` accepts (characters)
+MIN_USER_KEY_CHARS = 16
+
+
+def read_api_users(path: str | os.PathLike) -> tuple[tuple[str, str], ...]:
+    """The annotators' keys of ``--api-keys FILE``: one ``NAME KEY`` per line (blank lines and
+    lines from ``#`` on are skipped); names and keys unique, keys of 16 characters or more.
+
+    Raises:
+        UsageError: a missing file, a line that is not two words, a short or repeated key, a repeated name.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--api-keys {path}: {exc.strerror or exc}") from None
+    users: list[tuple[str, str]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) != 2:
+            raise UsageError(f"--api-keys {path}, line {number}: write one annotator per line as NAME KEY")
+        name, key = words
+        if len(key) < MIN_USER_KEY_CHARS:
+            raise UsageError(f"--api-keys {path}, line {number}: {name}'s key is shorter than {MIN_USER_KEY_CHARS} characters; "
+                             "make one with python -c 'import secrets; print(secrets.token_urlsafe())'")
+        if any(name == n for n, _ in users) or any(key == k for _, k in users):
+            raise UsageError(f"--api-keys {path}, line {number}: {name} or its key appears twice")
+        users.append((name, key))
+    if not users:
+        raise UsageError(f"--api-keys {path} names nobody; write one annotator per line as NAME KEY")
+    return tuple(users)
+
+
 def default_volume_budget_mb() -> float:
     """A quarter of this machine's memory in MB (4096 where it cannot be read)."""
     total = physical_memory_bytes()
@@ -49,6 +83,8 @@ class ServeSettings:
         session_idle_minutes: a session untouched this long is closed and its memory freed.
         max_upload_mb: an upload larger than this is refused with 413 (and nothing of it kept).
         api_key: every ``/api`` call must send ``Authorization: Bearer KEY``; None: no key.
+        api_users: (name, key) per annotator (:func:`read_api_users`): each key opens the server
+            as ``api_key`` does, and a project save made with it is recorded under the name.
         model: the model every session shares.
         feature_cache_mb: each session's feature cache budget.
         dicomweb: a PACS's DICOMweb root (``dicomweb://HOST:PORT/PATH``): the page lists its series
@@ -80,6 +116,7 @@ class ServeSettings:
     session_idle_minutes: float = 30.0
     max_upload_mb: float = 2048.0
     api_key: str | None = None
+    api_users: tuple[tuple[str, str], ...] = ()
     model: ModelOptions = field(default_factory=ModelOptions)
     feature_cache_mb: float = 1024.0
     dicomweb: str | None = None
@@ -106,7 +143,7 @@ class ServeSettings:
         if key is not None and not key.strip():
             raise UsageError("the API key is empty; give a long random string, e.g. from "
                              "python -c 'import secrets; print(secrets.token_urlsafe())'")
-        if not is_loopback(self.host) and key is None:
+        if not is_loopback(self.host) and key is None and not self.api_users:
             raise UsageError(
                 f"--host {self.host} lets other machines in: give an API key with --api-key KEY or {API_KEY_VARIABLE}, "
                 "or keep the default --host 127.0.0.1"

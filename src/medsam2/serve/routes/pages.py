@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from medsam2._version import __version__
 from medsam2.engine.sanity import LOW_CONFIDENCE
@@ -27,12 +27,13 @@ def health() -> dict:
 
 
 @router.get("/api/info")
-def info(state: State) -> dict:
+def info(state: State, request: Request) -> dict:
     settings, segmenter = state.settings, state.segmenter
     backbone = segmenter.backbone
     plan = backbone.plan
     return {
         "version": __version__,
+        "user": getattr(request.state, "user", None),
         "backbone": backbone.name,
         "checkpoint": checkpoint_identity(state),
         "runtime": plan.runtime,

@@ -4,7 +4,7 @@ Without ``--project`` every route here answers 404."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -102,11 +102,15 @@ def version_labels(case_id: str, number: int, state: State):
 
 
 @router.post("/api/sessions/{session_id}/project")
-def save_to_project(session_id: str, body: ProjectSaveBody, state: State) -> dict:
+def save_to_project(session_id: str, body: ProjectSaveBody, state: State, request: Request) -> dict:
     """Save the session's label map as a new version of its case (``draft`` or ``final``). A save
-    based on a version that is no longer the newest is kept, marked ``conflict``."""
+    based on a version that is no longer the newest is kept, marked ``conflict``. With a key of
+    ``--api-keys`` the version is recorded under the key's name (``user``, if given, must be it)."""
+    keyed = getattr(request.state, "user", None)
+    if keyed is not None and body.user not in (None, keyed):
+        raise ApiError(403, f"this API key belongs to {keyed}; a save made with it is recorded as {keyed} (leave user out)")
     with state.store.working(session_id) as served:
-        return save_case(state, served, body.status, body.user)
+        return save_case(state, served, body.status, keyed or body.user)
 
 
 @router.get("/api/project/train")
