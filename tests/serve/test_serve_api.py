@@ -16,6 +16,7 @@ import zipfile
 import httpx
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from PIL import Image
 
 from medsam2 import Box, ObjectPrompts, Segmenter, UsageError, load_volume
@@ -146,6 +147,53 @@ def test_corrections_stream_change_the_slice_and_undo_restores(server, data, tmp
                         json={"point": {"slice": int(target), "point": [5, 5], "positive": False}})
     assert click.status_code == 200 and lines(click)[-1]["finished"]
     client.delete(f"{url}/api/sessions/{session}")
+
+
+def test_a_label_map_opens_onto_a_session_as_objects_to_correct(server, data, tmp_path):
+    """POST .../labels: the uploaded map comes back voxel for voxel, named; a correction of it
+    keeps its other slices; a map of another grid, a detached header that reaches out of the
+    upload, a label already there and bad names are refused in one line."""
+    url, _, client = server
+    _, crop, reference = data
+    image = sitk.ReadImage(str(crop))
+    truth = reference.astype(np.uint8) * SPLEEN
+    started = truth.copy()
+    started[: len(truth) // 2] = 0  # last week's work stopped halfway
+    sitk.WriteImage(_like(started, image), str(tmp_path / "old.nii.gz"))
+    session = open_crop(client, url, crop)["session"]
+    with (tmp_path / "old.nii.gz").open("rb") as handle:
+        answer = client.post(f"{url}/api/sessions/{session}/labels", files={"file": ("old.nii.gz", handle)},
+                             data={"names": '{"1": "spleen"}'})
+    assert answer.status_code == 200, answer.text
+    opened = answer.json()
+    assert opened["opened"] == [SPLEEN] and [(o["label"], o["name"]) for o in opened["objects"]] == [(SPLEEN, "spleen")]
+    assert np.array_equal(labels_of(client, url, session, tmp_path), started)
+    below = len(truth) // 2 - 1
+    rows, cols = np.nonzero(reference[below])
+    box = [int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())]
+    corrected = client.post(f"{url}/api/sessions/{session}/objects/{SPLEEN}/corrections", json={"box": {"slice": below, "box": box}})
+    assert corrected.status_code == 200, corrected.text
+    now = labels_of(client, url, session, tmp_path)
+    assert now[below].any() and np.array_equal(now[below + 1 :], started[below + 1 :])
+
+    def refused(name, payload, **form) -> str:
+        answer = client.post(f"{url}/api/sessions/{session}/labels", files={"file": (name, payload)}, data=form)
+        return error_of(answer, 400)
+
+    assert "already in the session" in refused("old.nii.gz", (tmp_path / "old.nii.gz").read_bytes())
+    sitk.WriteImage(_like(truth[:-1], image[:, :, :-1]), str(tmp_path / "short.nii.gz"))
+    assert "has size" in refused("short.nii.gz", (tmp_path / "short.nii.gz").read_bytes())
+    header = b"ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_UCHAR\nElementDataFile = /etc/hostname\n"
+    escaped = refused("evil.mhd", header)
+    assert "outside the folder it may read from" in escaped and "/tmp" not in escaped
+    assert "names is JSON" in refused("old.nii.gz", (tmp_path / "old.nii.gz").read_bytes(), names="[1]")
+    client.delete(f"{url}/api/sessions/{session}")
+
+
+def _like(array: np.ndarray, image) -> sitk.Image:
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    return out
 
 
 def test_a_dicom_series_opens_as_a_zip_and_from_the_data_folder(server, data, tmp_path):

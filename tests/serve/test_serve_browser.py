@@ -295,3 +295,29 @@ def test_a_project_case_from_next_case_to_finish_in_the_page(backbone, browser, 
         assert "anterior" in page.page.inner_text("#objects")
         page.wait_status("with its saved v1")
         assert page.errors == [], page.errors
+
+
+def test_a_label_map_opened_in_the_page_is_shown_and_saved_as_it_was(backbone, browser, tmp_path):
+    """*Open labels…*: the bundled CT's reference spleen and kidney become objects with their
+    sizes, and saving gives the map back voxel for voxel."""
+    import SimpleITK as sitk
+
+    ct_path, seg_path = sample_paths()
+    seg = sitk.ReadImage(str(seg_path))
+    array = sitk.GetArrayFromImage(seg)
+    kept = np.where(np.isin(array, (SPLEEN, 3)), array, 0).astype(np.uint8)
+    old = sitk.GetImageFromArray(kept)
+    old.CopyInformation(seg)
+    sitk.WriteImage(old, str(tmp_path / "old.nii.gz"))
+    with running(backbone) as (url, _):
+        page = Page(browser, url + "/", ct_path)
+        page.page.set_input_files("#labelFile", str(tmp_path / "old.nii.gz"))
+        page.page.wait_for_selector(f"body[data-opened-labels='{SPLEEN},3']", timeout=60_000)
+        for label in (SPLEEN, 3):
+            page.page.wait_for_selector(f"#objects li[data-label='{label}']", timeout=30_000)
+        assert "mL" in page.page.inner_text("#objects")
+        assert np.array_equal(page.save(tmp_path / "saved.nii.gz"), kept)
+        page.page.click("#undo")
+        page.wait_status("undone")
+        assert not page.save(tmp_path / "undone.nii.gz").any()
+        assert page.errors == [], page.errors

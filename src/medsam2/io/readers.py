@@ -297,7 +297,7 @@ def _pil_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img)[None].copy()
 
 
-def read_mask(path: str | os.PathLike, reference: Volume, segment: int | None = None) -> np.ndarray:
+def read_mask(path: str | os.PathLike, reference: Volume, segment: int | None = None, *, confine_to: Path | None = None) -> np.ndarray:
     """Read a mask file (any format :func:`load_volume` reads, or a DICOM SEG) that must match ``reference``.
 
     Arguments:
@@ -305,6 +305,7 @@ def read_mask(path: str | os.PathLike, reference: Volume, segment: int | None = 
         reference: the volume it belongs to.
         segment: for a DICOM SEG, one segment number (its voxels become 1); None reads every
             segment with its label value. Only a SEG has segments.
+        confine_to: a detached header's data files must lie in this folder (as :func:`load_volume`).
 
     Returns:
         Integer array (z, y, x) with the reference's voxel grid.
@@ -323,7 +324,7 @@ def read_mask(path: str | os.PathLike, reference: Volume, segment: int | None = 
         raise PromptError(f"--mask-segment {segment} picks a segment of a DICOM SEG, and {path} is not one")
     # a mask is at most the reference's voxels x 8 bytes x 3 channels: refuse a larger header before reading it
     limits = ReadLimits(max(1 << 20, int(np.prod(reference.shape)) * 24))
-    mask_volume = load_volume(path, limits=limits)
+    mask_volume = load_volume(path, limits=limits, confine_to=confine_to)
     array = mask_volume.array
     if array.ndim == 4:
         array = array[..., 0]

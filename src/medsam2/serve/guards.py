@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -28,6 +29,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 #: the paths the API key guards
 KEYED_PREFIXES = ("/api", "/docs", "/redoc", "/openapi.json")
+#: a label map uploaded onto a session: a file upload with the scan's cap, not a JSON body's
+LABEL_UPLOAD = re.compile(r"/api/sessions/[^/]+/labels")
 #: methods that change nothing (the Origin check lets them through)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -167,7 +170,8 @@ class RequestGuard:
         return None
 
     def _is_upload(self, scope: Scope, headers: dict[str, str]) -> bool:
-        return (scope["method"] == "POST" and scope["path"].rstrip("/") == self.policy.upload_path
+        path = scope["path"].rstrip("/")
+        return (scope["method"] == "POST" and (path == self.policy.upload_path or LABEL_UPLOAD.fullmatch(path) is not None)
                 and headers.get("content-type", "").lower().startswith("multipart/form-data"))
 
 

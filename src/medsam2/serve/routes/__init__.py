@@ -5,12 +5,13 @@
 - :mod:`.dicomweb`: the series on the ``--dicomweb`` PACS.
 - :mod:`.sessions`: opening a scan, a session's info and scan, closing it.
 - :mod:`.objects`: prompts, propagation, corrections (and erasing), adapting, undo.
+- :mod:`.label_maps`: a label map opened onto a session as objects to correct.
 - :mod:`.results`: the label map, saving it to the PACS, the report.
 - :mod:`.project`: ``serve --project``: the cases, the next one, saving versions, training.
 """
 
 from __future__ import annotations
 
-from medsam2.serve.routes import data, dicomweb, objects, pages, project, results, sessions
+from medsam2.serve.routes import data, dicomweb, label_maps, objects, pages, project, results, sessions
 
-ROUTERS = (pages.router, data.router, dicomweb.router, sessions.router, objects.router, results.router, project.router)
+ROUTERS = (pages.router, data.router, dicomweb.router, sessions.router, objects.router, label_maps.router, results.router, project.router)

@@ -344,6 +344,19 @@ async function propagate() {
   status(`propagated in ${((performance.now() - began) / 1000).toFixed(1)} s`)
   document.body.dataset.propagated = String(Number(document.body.dataset.propagated || 0) + 1)
 }
+async function openLabelMap(file) {
+  if (!state.session) { status('open a scan first, then the label map that goes with it', true); return }
+  status(`opening ${file.name} onto the scan...`)
+  const form = new FormData()
+  form.append('file', file)
+  const answer = await (await api('POST', `/api/sessions/${state.session.session}/labels`, form)).json()
+  for (const s of answer.objects) if (!state.objects.has(s.label)) state.objects.set(s.label, { label: s.label, name: s.name || `object ${s.label}` })
+  state.markHistory.push(state.marks.slice())
+  await reloadOverlay()
+  applySummary(answer)
+  status(`${file.name}: labels ${answer.opened.join(', ')} opened; correct any slice, or erase`)
+  document.body.dataset.openedLabels = answer.opened.join(',')
+}
 async function undo() {
   const response = await api('POST', `/api/sessions/${state.session.session}/undo`)
   state.marks = state.markHistory.pop() || []
@@ -529,6 +542,8 @@ $('nextCase').onclick = () => guarded(nextCase)
 $('saveDraft').onclick = () => guarded(() => saveToProject('draft'))
 $('finishCase').onclick = () => guarded(() => saveToProject('final'))
 $('train').onclick = () => guarded(startTraining)
+$('openLabels').onclick = () => $('labelFile').click()
+$('labelFile').onchange = (event) => { const file = event.target.files[0]; event.target.value = ''; if (file) guarded(() => openLabelMap(file)) }
 $('addObject').onclick = () => { addObject($('newName').value.trim()); $('newName').value = '' }
 $('propagate').onclick = () => guarded(propagate)
 $('undo').onclick = () => guarded(undo)
