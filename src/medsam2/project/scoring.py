@@ -26,6 +26,7 @@ from medsam2.engine.feature_disk import DEFAULT_DISK_MB, FeatureFolder, model_ke
 from medsam2.engine.oneprompt.run import run_one_prompt, support_from_arrays
 from medsam2.engine.options import ModelOptions
 from medsam2.engine.segmenter import Segmenter
+from medsam2.engine.session_state import DEFAULT_FEATURE_CACHE_MB
 from medsam2.errors import InputError
 from medsam2.project.models import active_model_name
 from medsam2.project.store import ProjectStore
@@ -72,7 +73,6 @@ def score_open_cases(
         return []
     segmenter = Segmenter.from_options(options)
     folder = FeatureFolder(store.root / "cache" / "features", model_key(segmenter.backbone), feature_disk_mb)
-    engine = Engine(CachedBackbone(segmenter.backbone, None, disk=folder), segmenter.memory, segmenter.settings)
     supports: dict[int, list] = {}
     for version in finals:
         image = load_volume(store.case(version.case_id).image)
@@ -82,6 +82,9 @@ def score_open_cases(
     results = []
     for case in todo:
         image = load_volume(case.image)
+        # a cache per case: its structures share the case's slices; memory stays one case's
+        cache = CachedBackbone(segmenter.backbone, DEFAULT_FEATURE_CACHE_MB, disk=folder)
+        engine = Engine(cache, segmenter.memory, segmenter.settings)
         per_label, seconds = {}, 0.0
         for value, pairs in sorted(supports.items()):
             outcome = run_one_prompt(engine, pairs, [image]).queries[0]
