@@ -112,3 +112,22 @@ def test_kill_9_during_training_activates_nothing(trained, capsys):
     with open_project(trained) as store:
         assert (store.meta("active_model"), [m.name for m in model_versions(store)]) == before
     assert run_cli(["project", "status", trained], capsys)[0] == 0
+
+
+def test_training_shares_the_projects_slice_features_with_the_viewer(trained):
+    """The run above encoded its cases' slices that hold label 1 into the project's feature
+    folder under the starting weights' key, which is the viewer's: a case opened there reads
+    those slices and encodes only the ones beyond the structure that propagation looks at."""
+    from medsam2 import ObjectPrompts, Segmenter, load_volume
+    from medsam2.engine.feature_disk import FeatureFolder, model_key
+    from medsam2.evaluation.protocols import middle_slice_box
+
+    segmenter = Segmenter()  # the bundled weights: what the run started from
+    folder = FeatureFolder(trained / "cache" / "features", model_key(segmenter.backbone))
+    assert len(list(folder.folder.glob("*.pt"))) > 10
+    reference = load_volume(shared("msd_hippocampus", "labels", f"{CASES[0]}.nii.gz")).array == 1
+    session = segmenter.open(load_volume(shared("msd_hippocampus", "images", f"{CASES[0]}.nii.gz")), feature_folder=folder)
+    session.add(ObjectPrompts(1, boxes=[middle_slice_box(reference)]))
+    list(session.propagate())
+    labelled = int(reference.any(axis=(1, 2)).sum())
+    assert session.cache.disk_reads >= labelled and session.cache_stats().misses < session.cache.disk_reads

@@ -51,7 +51,7 @@ def train_project(store: ProjectStore, settings, device, say=None, progress: boo
     run_dir = new_model_folder(store)
     data = stage_dataset(store, run_dir, finals)
     records = Trainer(data, run_dir, settings, device, say=say, progress=progress,
-                      features_dir=store.root / "cache" / "train-features").run()
+                      features_dir=store.root / "cache" / "train-features", frame_features=store.root / "cache" / "features").run()
     best = max(records, key=lambda r: r.val_dice)
     before = records[0].val_dice
     better = best.val_dice >= before and best.epoch > 0

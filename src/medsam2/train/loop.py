@@ -80,12 +80,15 @@ class Trainer:
         progress: show progress bars; say: called with each line worth printing.
         features_dir: the feature cache's folder (default ``run_dir/features``); one file per case,
             replaced when its inputs or the starting weights change.
+        frame_features: a project's per-slice feature folder (``DIR/cache/features``, what the
+            viewer and the scoring fill): a slice found there for the starting weights is not
+            encoded again, and a slice encoded here is written there.
     """
 
     def __init__(
         self, dataset: Path, run_dir: Path, settings: TrainSettings, device: torch.device, world: World = World(),
         resume: bool = False, overwrite: bool = False, progress: bool = False, say: Callable[[str], None] | None = None,
-        features_dir: Path | None = None,
+        features_dir: Path | None = None, frame_features: Path | None = None,
     ) -> None:
         from medsam2.evaluation.datasets import discover_dataset
 
@@ -96,6 +99,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         #: where each case's encoded frames are cached (default RUN_DIR/features; a project shares one)
         self.features_dir = Path(features_dir) if features_dir is not None else self.run_dir / "features"
+        self.frame_features = frame_features
         self.resume_state = self._check_run_dir(resume, overwrite)
         self.dataset = discover_dataset(self.dataset_path)
         if not self.dataset.cases:
@@ -158,6 +162,18 @@ class Trainer:
     def _backbone(self):
         return self.recipe_type.build_backbone(self.settings, self.device)
 
+    def _encoder(self):
+        """What encodes the cases' slices: the backbone, through the project's per-slice feature
+        folder where there is one (not while the encoder trains: it takes the inputs then; nor for
+        multiscale features, which the folder does not keep)."""
+
+        if self.frame_features is None or self.settings.train_encoder or backbone_family(self.settings.backbone).multiscale_features:
+            return self.backbone
+        from medsam2.engine.feature_cache import CachedBackbone
+        from medsam2.engine.feature_disk import FeatureFolder, model_key
+
+        return CachedBackbone(self.backbone, 512.0, disk=FeatureFolder(self.frame_features, model_key(self.backbone)))
+
     def _recipe(self):
         return self.recipe_type(self.backbone, self.settings, self.device)
 
@@ -167,12 +183,13 @@ class Trainer:
         folder = self.features_dir
         self.cases: dict[str, CaseFeatures] = {}
         wanted = list(self.settings.labels) if self.settings.labels else None
+        encoder = self._encoder()
         if self.world.size > 1 and not self.world.writes:
             torch.distributed.barrier()  # rank 0 writes the cache first
         for case in _progress(self.dataset.cases, "encoding", self.progress and self.world.writes):
             if self.world.writes:
                 folder.mkdir(parents=True, exist_ok=True)
-            self.cases[case.case_id], _ = cached_case(folder, self.backbone, case, self.settings, wanted)
+            self.cases[case.case_id], _ = cached_case(folder, encoder, case, self.settings, wanted)
         if self.world.size > 1 and self.world.writes:
             torch.distributed.barrier()
         self.recipe.cases = self.cases
