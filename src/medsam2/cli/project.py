@@ -104,6 +104,10 @@ def _score(store, args, say) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit takes a number of cases from 1 up, not {args.limit}")
+    if not store.final_cases():  # before the model is named (its warning would be a second line)
+        from medsam2.errors import InputError
+
+        raise InputError("scoring needs at least one case with a final label (its structures are what the model looks for)")
     if args.checkpoint is None:  # the project's active model (else the weights given, as a server without one runs)
         args.model_project = args.dir
         apply_project_model(args)
