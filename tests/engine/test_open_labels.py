@@ -6,26 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medsam2 import PromptError, Segmenter, load_volume
-from medsam2.cli.demo import sample_paths
+from medsam2 import PromptError, Segmenter
 from medsam2.evaluation.metrics import dice
 from tests.counting import CountingBackbone
+from tests.engine.test_session import ct  # noqa: F401,F811  (the bundled CT and its labels: a fixture)
+from tests.engine.test_session import reference_box as box_of
 
 KIDNEY, SPLEEN = 3, 1
 
 
-@pytest.fixture(scope="module")
-def ct():
-    ct_path, seg_path = sample_paths()
-    return load_volume(ct_path), load_volume(seg_path).array
-
-
-def box_of(mask2d) -> tuple[int, int, int, int]:
-    rows, cols = np.nonzero(mask2d)
-    return int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())
-
-
-def test_an_opened_map_is_shown_voxel_for_voxel_without_the_model(backbone, ct):
+def test_an_opened_map_is_shown_voxel_for_voxel_without_the_model(backbone, ct):  # noqa: F811
     volume, reference = ct
     counting = CountingBackbone(backbone)
     session = Segmenter(backbone=counting).open(volume)
@@ -41,7 +31,7 @@ def test_an_opened_map_is_shown_voxel_for_voxel_without_the_model(backbone, ct):
     assert session.labels == []
 
 
-def test_a_correction_beyond_an_opened_end_fills_the_gap_and_keeps_the_opened_slices(backbone, ct):
+def test_a_correction_beyond_an_opened_end_fills_the_gap_and_keeps_the_opened_slices(backbone, ct):  # noqa: F811
     volume, reference = ct
     truth = reference == KIDNEY  # slices 0-22
     last_week = np.where(truth & (np.arange(truth.shape[0]) >= 8)[:, None, None], KIDNEY, 0).astype(np.uint8)
@@ -57,7 +47,7 @@ def test_a_correction_beyond_an_opened_end_fills_the_gap_and_keeps_the_opened_sl
     assert after > before + 0.05, (before, after)
 
 
-def test_erase_on_an_opened_slice_removes_and_undo_restores(backbone, ct):
+def test_erase_on_an_opened_slice_removes_and_undo_restores(backbone, ct):  # noqa: F811
     volume, reference = ct
     kidney = np.where(reference == KIDNEY, KIDNEY, 0).astype(np.uint8)
     session = Segmenter(backbone=backbone).open(volume)
@@ -73,7 +63,7 @@ def test_erase_on_an_opened_slice_removes_and_undo_restores(backbone, ct):
     assert np.array_equal(session.result().labels, kidney)
 
 
-def test_bad_label_maps_are_refused_and_change_nothing(backbone, ct):
+def test_bad_label_maps_are_refused_and_change_nothing(backbone, ct):  # noqa: F811
     volume, reference = ct
     session = Segmenter(backbone=backbone).open(volume)
     cases = {

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from medsam2.cli.common import add_memory_option, add_model_options
 from medsam2.errors import UsageError
-from medsam2.project.vocabulary import EXPORT_FORMATS, STATUSES
+from medsam2.project.vocabulary import EXPORT_FORMATS, NO_FINAL_TO_SCORE, STATUSES
 
 
 def add_parser(commands) -> None:
@@ -107,7 +107,7 @@ def _score(store, args, say) -> int:
     if not store.final_cases():  # before the model is named (its warning would be a second line)
         from medsam2.errors import InputError
 
-        raise InputError("scoring needs at least one case with a final label (its structures are what the model looks for)")
+        raise InputError(NO_FINAL_TO_SCORE)
     if args.checkpoint is None:  # the project's active model (else the weights given, as a server without one runs)
         args.model_project = args.dir
         apply_project_model(args)

@@ -30,6 +30,7 @@ from medsam2.engine.session_state import DEFAULT_FEATURE_CACHE_MB
 from medsam2.errors import InputError
 from medsam2.project.models import active_model_name
 from medsam2.project.store import ProjectStore
+from medsam2.project.vocabulary import NO_FINAL_TO_SCORE
 
 #: how many of the newest final cases lend their structures as supports
 SUPPORT_CASES = 3
@@ -44,6 +45,13 @@ class CaseScore:
     confidence: float | None
     per_label: dict[int, float]
     seconds: float
+
+
+def unscored_cases(store: ProjectStore, model: str, final_ids: set[str] | None = None, rescore: bool = False) -> list:
+    """The cases with no final label that ``model`` has not scored (all of them with ``rescore``), in the project's order."""
+    final_ids = store.final_cases() if final_ids is None else final_ids
+    scored = set() if rescore else set(store.scores(model))
+    return [c for c in store.cases() if c.case_id not in final_ids and c.case_id not in scored]
 
 
 def score_open_cases(
@@ -62,13 +70,11 @@ def score_open_cases(
     from medsam2.io.readers import load_volume, read_mask
 
     model = active_model_name(store)
-    finals = [store.latest(case_id, "final") for case_id in store.final_cases()]
-    finals = sorted((v for v in finals if v is not None), key=lambda v: v.created)[-SUPPORT_CASES:]
-    if not finals:
-        raise InputError("scoring needs at least one case with a final label (its structures are what the model looks for)")
-    scored = set() if rescore else set(store.scores(model))
     final_ids = store.final_cases()
-    todo = [c for c in store.cases() if c.case_id not in final_ids and c.case_id not in scored][:limit]
+    finals = sorted((v for c in final_ids if (v := store.latest(c, "final")) is not None), key=lambda v: v.created)[-SUPPORT_CASES:]
+    if not finals:
+        raise InputError(NO_FINAL_TO_SCORE)
+    todo = unscored_cases(store, model, final_ids, rescore)[:limit]
     if not todo:
         return []
     segmenter = Segmenter.from_options(options)

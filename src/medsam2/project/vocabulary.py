@@ -7,3 +7,6 @@ STATUSES = ("draft", "final")
 EXPORT_FORMATS = ("evaluate", "nnunet")
 #: how ``Next case`` chooses (see :mod:`medsam2.project.strategies`)
 STRATEGIES = ("first", "random", "least-confident")
+
+#: why ``project score`` cannot run: the finals' structures are what it looks for
+NO_FINAL_TO_SCORE = "scoring needs at least one case with a final label (its structures are what the model looks for)"

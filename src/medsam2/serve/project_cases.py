@@ -16,6 +16,7 @@ from medsam2.engine.segmenter import Segmenter
 from medsam2.errors import MedSAM2Error
 from medsam2.io.readers import read_mask
 from medsam2.project.models import active_model, active_model_name, check_backbone, model_versions
+from medsam2.project.scoring import unscored_cases
 from medsam2.project.store import ProjectStore, VersionRecord, open_project
 from medsam2.project.vocabulary import STRATEGIES
 from medsam2.serve.deps import ServerState
@@ -191,8 +192,7 @@ def start_scoring(state: ServerState, store: ProjectStore) -> bool:
     if state.scoring is None or state.scoring.running or (state.training is not None and state.training.running):
         return False
     finals = store.final_cases()
-    scored = store.scores(active_model_name(store))
-    if not finals or all(c.case_id in finals or c.case_id in scored for c in store.cases()):
+    if not finals or not unscored_cases(store, active_model_name(store), finals):
         return False
     disk = ("--feature-disk-mb", str(state.settings.feature_disk_mb))
     return state.scoring.start((*model_arguments(state.settings, active_model(store) is not None), *disk))
