@@ -16,6 +16,9 @@ $(BIN)/.installed: pyproject.toml
 	# without its CUDA extension (SAM 2 skips the hole filling that needs it)
 	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install --quiet --no-build-isolation 'sam2>=1.1.0'
 	$(BIN)/python -m pip install --quiet -e '.[dev,sam2,ray,serve]'
+	# the tests drive the MONAI Label API with MONAI Label's own client: its package alone (its
+	# server's dependencies, MONAI and a pinned torch among them, are not needed for the client)
+	$(BIN)/python -m pip install --quiet --no-deps 'monailabel==0.8.5'
 	touch $@
 
 install: $(BIN)/.installed

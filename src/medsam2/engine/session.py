@@ -241,6 +241,20 @@ class Session:
         self._commit(before)
         return [state.prompts.label for state in opened]
 
+    def remove(self, label: int) -> None:
+        """Remove an object: its prompts, corrections and answers. One step of :meth:`undo`.
+
+        Raises:
+            PromptError: no object with this label in the session.
+        """
+        label = object_label(label)
+        if label not in self._objects:
+            known = ", ".join(str(k) for k in self._objects) or "none"
+            raise PromptError(f"no object with label {label} in the session (labels: {known})")
+        before = self._snapshot()
+        del self._objects[label]
+        self._commit(before)
+
     def pending_labels(self) -> list[int]:
         """Labels added (or given prompts) but not propagated yet."""
         return [label for label, state in self._objects.items() if state.track is None]

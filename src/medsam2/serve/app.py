@@ -76,6 +76,11 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
         allowed_origins=frozenset(settings.allowed_origins), api_key=settings.api_key, max_body_bytes=settings.max_json_bytes,
         api_users=settings.api_users,
     ))
+    if settings.allowed_origins:  # outside the guard: a browser's preflight carries no key
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.allowed_origins), allow_methods=["*"],
+                           allow_headers=["Authorization", "Content-Type"], expose_headers=["Content-Disposition"])
     _add_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -45,6 +45,8 @@ class ServerState:
     training: ProjectTraining | None = None
     #: ``--project``: the background scoring of its open cases (``medsam2 project score``)
     scoring: ProjectTraining | None = None
+    #: the sessions MONAI Label clients' ``/infer`` runs on, by project case
+    label_client_sessions: dict[str, str] = field(default_factory=dict)
 
 
 async def get_state(request: Request) -> ServerState:

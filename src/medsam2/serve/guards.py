@@ -8,10 +8,12 @@
   GET, HEAD, OPTIONS) whose ``Origin`` (or, without one, ``Referer``) is not the server's own
   origin or an ``--allowed-origin`` gets 403. A request with neither header (curl, Python, the
   MONAI Label client) is not from a page and passes.
-- **API key**: with a key, ``/api``, ``/docs``, ``/redoc`` and ``/openapi.json`` need
-  ``Authorization: Bearer KEY`` (compared in constant time); the page itself asks for it.
-- **Body size**: every body but the scan upload (capped by ``--max-upload-mb`` as it streams) is
-  capped at ``--max-json-mb``, by its Content-Length and while it arrives; 413 past it.
+- **API key**: with a key, ``/api``, ``/monailabel``, ``/docs``, ``/redoc`` and ``/openapi.json``
+  need ``Authorization: Bearer KEY`` (compared in constant time); the page itself asks for it, and
+  MONAI Label clients get it as their token from ``/monailabel/auth/token`` (open, as is
+  ``/monailabel/auth/``, which tells them a key is needed).
+- **Body size**: every body but the file uploads (capped by ``--max-upload-mb`` as they stream)
+  is capped at ``--max-json-mb``, by its Content-Length and while it arrives; 413 past it.
 """
 
 from __future__ import annotations
@@ -28,9 +30,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 #: the names a loopback server always answers to
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 #: the paths the API key guards
-KEYED_PREFIXES = ("/api", "/docs", "/redoc", "/openapi.json")
-#: a label map uploaded onto a session: a file upload with the scan's cap, not a JSON body's
-LABEL_UPLOAD = re.compile(r"/api/sessions/[^/]+/labels")
+KEYED_PREFIXES = ("/api", "/monailabel", "/docs", "/redoc", "/openapi.json")
+#: where a MONAI Label client logs in (with the key as its password): open without a key
+OPEN_PATHS = frozenset({"/monailabel/auth", "/monailabel/auth/token"})
+#: the multipart file uploads (method, path without a trailing slash): the scan's cap, not a JSON body's
+FILE_UPLOADS = (
+    ("POST", re.compile(r"/api/sessions")),
+    ("POST", re.compile(r"/api/sessions/[^/]+/labels")),
+    ("PUT", re.compile(r"/monailabel/(datastore|datastore/label|session)")),
+    ("POST", re.compile(r"/monailabel/infer/[^/]+")),
+)
 #: methods that change nothing (the Origin check lets them through)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -46,15 +55,13 @@ class RequestPolicy:
         api_key: the key the keyed paths need; None: no key.
         api_users: (name, key) of annotators who each have a key of their own: any of them opens
             the keyed paths too, and the request then carries the name (``request.state.user``).
-        max_body_bytes: the cap on every body but the scan upload.
-        upload_path: the path whose multipart body is the scan upload (it has its own cap).
+        max_body_bytes: the cap on every body but the file uploads (:data:`FILE_UPLOADS`).
     """
 
     allowed_hosts: frozenset[str] | None
     allowed_origins: frozenset[str]
     api_key: str | None
     max_body_bytes: int
-    upload_path: str = "/api/sessions"
     api_users: tuple[tuple[str, str], ...] = ()
 
     def user_of(self, token: str) -> tuple[bool, str | None]:
@@ -159,7 +166,9 @@ class RequestGuard:
                 if origin is None or (_netloc_of_origin(origin) not in own and origin not in policy.allowed_origins):
                     return 403, (f"a request from the page at {origin or sender.split('?')[0][:100]!r} may not change this "
                                  "server; open the page from the server itself, or start it with --allowed-origin ORIGIN")
-        if (policy.api_key is not None or policy.api_users) and scope["path"].startswith(KEYED_PREFIXES):
+        path = scope["path"]
+        keyed = path.startswith(KEYED_PREFIXES) and path.rstrip("/") not in OPEN_PATHS
+        if (policy.api_key is not None or policy.api_users) and keyed:
             given = headers.get("authorization", "")
             token = given[7:] if given[:7].lower() == "bearer " else ""
             matched, user = policy.user_of(token)
@@ -171,7 +180,7 @@ class RequestGuard:
 
     def _is_upload(self, scope: Scope, headers: dict[str, str]) -> bool:
         path = scope["path"].rstrip("/")
-        return (scope["method"] == "POST" and (path == self.policy.upload_path or LABEL_UPLOAD.fullmatch(path) is not None)
+        return (any(scope["method"] == method and pattern.fullmatch(path) for method, pattern in FILE_UPLOADS)
                 and headers.get("content-type", "").lower().startswith("multipart/form-data"))
 
 

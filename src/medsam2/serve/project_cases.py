@@ -159,12 +159,20 @@ def save_case(state: ServerState, served: ServedSession, status: str, user: str 
         version = store.save_version(link.case_id, result.labels, served.session.volume, status, link.based_on, provenance)
         if confidences:
             store.record_score(link.case_id, link.model, sum(confidences) / len(confidences))
-        due = status == "final" and state.settings.retrain_every > 0
-        training = start_training(state, store, every=state.settings.retrain_every) if due else None
-        if status == "final":
-            start_scoring(state, store)  # the new final lends its structures to the scores
+        training = after_save(state, store, status)
     served.case = replace(link, based_on=version.version)  # the next save builds on this one
     return {**version_dict(version), "training_started": training}
+
+
+def after_save(state: ServerState, store: ProjectStore, status: str) -> bool | None:
+    """What a saved version sets off: after a final one, training when ``--retrain-every`` finals
+    have arrived since it last started (whether it started; None when not due), and scoring (the
+    new final lends its structures to the scores)."""
+    if status != "final":
+        return None
+    training = start_training(state, store, every=state.settings.retrain_every) if state.settings.retrain_every > 0 else None
+    start_scoring(state, store)
+    return training
 
 
 def model_arguments(settings, has_active_model: bool) -> tuple[str, ...]:

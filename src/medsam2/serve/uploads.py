@@ -68,8 +68,12 @@ def _safe_suffix(filename: str) -> str:
     return suffix if re.fullmatch(r"(\.[a-z0-9]{1,8}){1,2}", suffix) else ""
 
 
-async def receive_upload(request: Request, folder: Path, max_bytes: int, pace: UploadPace | None = None) -> Upload:
-    """Parse a ``multipart/form-data`` request as it arrives, writing its ``file`` part to ``folder``.
+async def receive_upload(
+    request: Request, folder: Path, max_bytes: int, pace: UploadPace | None = None, file_field: str = "file",
+    max_field_bytes: int = MAX_FIELD_BYTES,
+) -> Upload:
+    """Parse a ``multipart/form-data`` request as it arrives, writing its ``file_field`` part to
+    ``folder``; every other field is kept as text up to ``max_field_bytes``.
 
     Raises:
         ApiError: 400 (not multipart, no boundary, a second file, a field too long), 408 (slower
@@ -105,7 +109,7 @@ async def receive_upload(request: Request, folder: Path, max_bytes: int, pace: U
         name = disposition.get(b"name", b"").decode("utf-8", "replace")
         state["name"] = name
         filename = disposition.get(b"filename")
-        if name == "file" and filename is not None:
+        if name == file_field and filename is not None:
             if upload.file is not None:
                 state["error"] = ApiError(400, "send one file per session (a DICOM series as one zip)")
                 return
@@ -119,8 +123,8 @@ async def receive_upload(request: Request, folder: Path, max_bytes: int, pace: U
             state["handle"].write(data[start:end])
         else:
             state["data"] += data[start:end]
-            if len(state["data"]) > MAX_FIELD_BYTES:
-                state["error"] = ApiError(400, f"the form field {state['name']!r} is longer than {MAX_FIELD_BYTES} bytes")
+            if len(state["data"]) > max_field_bytes:
+                state["error"] = ApiError(400, f"the form field {state['name']!r} is longer than {max_field_bytes} bytes")
 
     def on_part_end() -> None:
         if state["handle"] is not None:

@@ -1,0 +1,235 @@
+"""MONAI Label's own Python client (``monailabel.client``, the protocol 3D Slicer's module and OHIF's
+mode speak) against ``serve --project`` on real scans (MSD hippocampus, 35 x 51 x 35 voxels i x j x
+k: an i/j swap shows): info, the datastore, the next sample, inference from an ROI and from clicks
+(Dice against the reference, and voxel for voxel what the same prompt gives through medsam2's own
+Python API), saving a final label, uploading an image, sessions, training started and stopped, the
+API key as the client's password, and one answer for each bad request."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import httpx
+import numpy as np
+import pytest
+
+# the test-only client: `make install` puts the monailabel package in without its dependencies
+from monailabel.client.client import MONAILabelClient, MONAILabelClientException
+
+from medsam2 import Segmenter
+from medsam2.evaluation.metrics import dice
+from medsam2.io.readers import load_volume
+from medsam2.prompts.types import Box, Point
+from tests.serve_helpers import running
+from tests.shared_data import shared
+
+CASES = ("hippocampus_001", "hippocampus_003", "hippocampus_004")
+ANTERIOR = 1
+#: measured on hippocampus_001's anterior hippocampus with the bundled weights: the ROI around it
+#: 0.548, one click on its middle slice 0.357 (clicks are the weaker prompt on this small, faint
+#: structure: docs/monailabel.md)
+MIN_ROI_DICE = 0.45
+MIN_CLICK_DICE = 0.25
+
+
+def image_of(case: str):
+    return shared("msd_hippocampus", "images", f"{case}.nii.gz")
+
+
+def reference_of(case: str) -> np.ndarray:
+    return load_volume(shared("msd_hippocampus", "labels", f"{case}.nii.gz")).array == ANTERIOR
+
+
+def roi_of(reference: np.ndarray) -> list[int]:
+    """The reference's bounding box as Slicer sends it, [i1, i2, j1, j2, k1, k2]: i's ends flipped,
+    as its RAS-to-IJK step does on this scan's LPS-flipped axes."""
+    k, j, i = np.nonzero(reference)
+    return [int(i.max()), int(i.min()), int(j.min()), int(j.max()), int(k.min()), int(k.max())]
+
+
+def click_of(reference: np.ndarray) -> list[int]:
+    """A foreground click [i, j, k] inside the structure on its middle axial slice: the
+    structure's voxel nearest its centroid there."""
+    k, j, i = np.nonzero(reference)
+    middle = (int(k.min()) + int(k.max())) // 2
+    on = k == middle
+    near = np.argmin((j[on] - j[on].mean()) ** 2 + (i[on] - i[on].mean()) ** 2)
+    return [int(i[on][near]), int(j[on][near]), middle]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """Three cases; the last has a final label imported."""
+    from medsam2.cli import main
+
+    root = tmp_path_factory.mktemp("monailabel") / "hippo"
+    assert main(["project", "init", str(root), "--images", *[str(image_of(c)) for c in CASES]]) == 0
+    assert main(["project", "import-labels", str(root), "--labels", str(shared("msd_hippocampus", "labels", f"{CASES[2]}.nii.gz")),
+                 "--status", "final"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(backbone, project):
+    with running(backbone, project=project, train_args=("--epochs", "1", "--labels", "1"), score_cases=False) as (url, state):
+        yield url, state
+
+
+@pytest.fixture()
+def client(server, tmp_path):
+    return MONAILabelClient(f"{server[0]}/monailabel", tmpdir=str(tmp_path))
+
+
+def status_of(call) -> int:
+    with pytest.raises(MONAILabelClientException) as caught:
+        call()
+    return caught.value.status_code or int(str(caught.value.msg).split(";")[0].removeprefix("Status: "))
+
+
+def own_api(backbone, case: str, boxes=(), points=()) -> np.ndarray:
+    """What medsam2's Python API gives for the same prompts, written by hand in frame coordinates
+    (axial = k on this scan: a frame's columns are i and its rows j)."""
+    session = Segmenter(backbone=backbone).open(load_volume(image_of(case)), axis="axial")
+    session.add_prompts(1, boxes=list(boxes), points=list(points))
+    return session.result(sanity=False).labels == 1
+
+
+def test_info_lists_the_model_the_strategies_and_the_datastore(client):
+    info = client.info()
+    assert info["models"]["medsam2"]["type"] == "deepgrow" and info["models"]["medsam2"]["dimension"] == 3
+    assert set(info["strategies"]) == {"first", "random", "least-confident"} and "medsam2" in info["trainers"]
+    assert info["datastore"]["total"] >= 3 and info["datastore"]["label_tags"]["final"] >= 1
+    listing = client.datastore()
+    assert set(CASES) <= set(listing["objects"]) and "final" in listing["objects"][CASES[2]]["labels"]
+    assert listing["objects"][CASES[0]]["labels"] == {}
+
+
+def test_next_sample_follows_the_project_strategies(client):
+    assert client.next_sample("first", {})["id"] == CASES[0]
+    assert client.next_sample("random", {})["id"] in CASES[:2]
+    assert status_of(lambda: client.next_sample("TTA", {})) == 404
+
+
+def test_infer_from_an_roi_matches_the_own_api_and_the_reference(client, backbone):
+    reference = reference_of(CASES[0])
+    roi = roi_of(reference)
+    out, params = client.infer("medsam2", CASES[0], {"roi": roi, "label": "anterior"})
+    answer = load_volume(out).array
+    assert set(np.unique(answer)) <= {0, 1} and params["label_names"] == {"anterior": 1}
+    assert dice(answer > 0, reference) >= MIN_ROI_DICE
+    i1, i0, j0, j1, k0, k1 = roi  # by hand: a box on the ROI's middle axial slice, the answer kept inside the ROI
+    expected = own_api(backbone, CASES[0], boxes=[Box((k0 + k1) // 2, i0, j0, i1, j1)])
+    inside = np.zeros_like(expected)
+    inside[k0 : k1 + 1, j0 : j1 + 1, i0 : i1 + 1] = True
+    assert np.array_equal(answer > 0, expected & inside)
+
+
+def test_infer_from_a_click_matches_the_own_api_and_the_reference(client, backbone):
+    reference = reference_of(CASES[0])
+    i, j, k = click_of(reference)
+    out, params = client.infer("medsam2", CASES[0], {"foreground": [[i, j, k]], "background": []})
+    answer = load_volume(out).array > 0
+    assert dice(answer, reference) >= MIN_CLICK_DICE
+    expected = own_api(backbone, CASES[0], points=[Point(k, i, j)])
+    assert np.array_equal(answer, expected)
+    assert params["voxels"] == int(answer.sum())
+
+
+def test_a_saved_final_label_joins_the_project(client, project, tmp_path):
+    label = tmp_path / "anterior.nii.gz"
+    shutil.copy(shared("msd_hippocampus", "labels", f"{CASES[1]}.nii.gz"), label)
+    saved = client.save_label(CASES[1], str(label), tag="final", params={"label_info": []})
+    assert saved["status"] == "final" and saved["version"] == 1 and saved["image"] == CASES[1]
+    back = load_volume(client.download_label(CASES[1], "final")).array
+    assert np.array_equal(back, load_volume(label).array)
+    assert client.next_sample("first", {})["id"] == CASES[0]  # 003 is final now: never offered again
+    assert client.info()["datastore"]["completed"] == 2
+    assert status_of(lambda: client.download_label(CASES[0], "final")) == 404
+
+
+def test_an_uploaded_image_becomes_a_case(client, server, project):
+    url = server[0]
+    assert client.upload_image(str(image_of("hippocampus_006")), "uploaded_006")["image"] == "uploaded_006"
+    assert (project / "images" / "uploaded_006.nii.gz").is_file()
+    assert "uploaded_006" in client.datastore()["objects"]
+    image = httpx.get(f"{url}/monailabel/datastore/image", params={"image": "uploaded_006"})
+    assert image.status_code == 200 and image.content == image_of("hippocampus_006").read_bytes()
+    assert status_of(lambda: client.upload_image(str(image_of("hippocampus_006")), "uploaded_006")) == 409
+
+
+def test_a_session_image_is_segmented_as_the_case_is(client, server):
+    created = client.create_session(str(image_of(CASES[0])))
+    session = created["session_id"]
+    assert client.get_session(session)["shape_zyx"] == [35, 51, 35]
+    reference = reference_of(CASES[0])
+    by_session, _ = client.infer("medsam2", "", {"roi": roi_of(reference)}, session_id=session)
+    by_case, _ = client.infer("medsam2", CASES[0], {"roi": roi_of(reference)})
+    assert np.array_equal(load_volume(by_session).array, load_volume(by_case).array)
+    client.remove_session(session)
+    assert status_of(lambda: client.get_session(session)) == 404
+
+
+def test_training_starts_and_stops(client):
+    assert client.train_status(check_if_running=True) is False
+    started = client.train_start("medsam2", {})
+    assert started["status"] == "RUNNING"
+    assert client.train_status(check_if_running=True) is True
+    assert status_of(lambda: client.train_start("medsam2", {})) == 429
+    assert client.train_stop()["status"] == "STOPPED"
+    assert client.train_status(check_if_running=True) is False
+    assert status_of(lambda: client.train_start("segmentation_spleen", {})) == 404
+
+
+@pytest.mark.parametrize(("params", "model", "message"), [
+    ({"roi": [0, 9, 0, 9, 40, 50]}, "medsam2", "outside the scan"),
+    ({"foreground": [[3, 45, 10, 1]]}, "medsam2", "list of clicks"),
+    ({"foreground": [[45, 3, 10]]}, "medsam2", "outside the scan"),  # i and j swapped: i has 35 voxels
+    ({"background": [[3, 3, 3]]}, "medsam2", "at least one foreground click"),
+    ({"roi": [0, 9, 0, 9, 0, 9], "result_extension": ".exe"}, "medsam2", "result_extension"),
+    ({"roi": [0, 9, 0, 9, 0, 9]}, "deepedit_spleen", "no model"),
+])
+def test_a_bad_infer_gets_one_line(server, params, model, message):
+    url = server[0]
+    answer = httpx.post(f"{url}/monailabel/infer/{model}", params={"image": CASES[0]},
+                        files={"params": (None, json.dumps(params))}, timeout=120)
+    assert answer.status_code in (400, 404) and message in answer.json()["error"]
+    assert "\n" not in answer.json()["error"]
+
+
+def test_an_nrrd_answer_and_the_json_alone(server, tmp_path):
+    url = server[0]
+    roi = roi_of(reference_of(CASES[0]))
+    image = httpx.post(f"{url}/monailabel/infer/medsam2", params={"image": CASES[0], "output": "image"},
+                       files={"params": (None, json.dumps({"roi": roi, "result_extension": ".nrrd"}))}, timeout=120)
+    assert image.status_code == 200 and image.headers["content-disposition"].endswith('.nrrd"')
+    (tmp_path / "answer.nrrd").write_bytes(image.content)
+    assert load_volume(tmp_path / "answer.nrrd").array.shape == (35, 51, 35)
+    only_json = httpx.post(f"{url}/monailabel/infer/medsam2", params={"image": CASES[0], "output": "json"},
+                           files={"params": (None, json.dumps({"roi": roi}))}, timeout=120)
+    assert only_json.json()["voxels"] == int((load_volume(tmp_path / "answer.nrrd").array > 0).sum())
+
+
+def test_the_api_key_is_the_clients_password(backbone, project, tmp_path):
+    with running(backbone, project=project, api_key="s3cret-key", score_cases=False) as (url, _):
+        client = MONAILabelClient(f"{url}/monailabel", tmpdir=str(tmp_path))
+        assert client.auth_enabled() is True
+        assert status_of(client.info) == 401
+        assert status_of(lambda: client.auth_token("ana", "wrong")) == 401
+        client.update_auth(client.auth_token("ana", "s3cret-key"))
+        assert client.auth_valid_token() is True
+        assert client.info()["models"]["medsam2"]["type"] == "deepgrow"
+        refused = httpx.put(f"{url}/monailabel/datastore/", params={"image": "x"}, files={"file": ("x.nii.gz", b"0")})
+        assert refused.status_code == 401
+
+
+def test_no_project_no_datastore(backbone, tmp_path):
+    with running(backbone, score_cases=False) as (url, _):
+        client = MONAILabelClient(f"{url}/monailabel", tmpdir=str(tmp_path))
+        assert client.info()["datastore"]["total"] == 0 and client.info()["strategies"] == {}
+        assert status_of(lambda: client.next_sample("first", {})) == 404
+        assert status_of(client.datastore) == 404
+        session = client.create_session(str(image_of(CASES[0])))["session_id"]
+        out, params = client.infer("medsam2", "", {"roi": roi_of(reference_of(CASES[0]))}, session_id=session)
+        assert dice(load_volume(out).array > 0, reference_of(CASES[0])) >= MIN_ROI_DICE
+        assert params["label_names"] == {"structure": 1}
