@@ -103,6 +103,19 @@ def test_undo_restores_the_previous_labels_exactly(backbone, ct):
         session.undo()
 
 
+def test_remove_takes_one_object_out_and_undo_brings_it_back(backbone, ct):
+    session, _, _ = opened(backbone, ct)
+    both = session.result().labels
+    session.remove(KIDNEY)
+    assert session.labels == [SPLEEN]
+    without = session.result().labels
+    assert not (without == KIDNEY).any() and (without == SPLEEN)[both == SPLEEN].all()
+    with pytest.raises(PromptError, match="no object with label 3"):
+        session.remove(KIDNEY)
+    session.undo()
+    assert np.array_equal(session.result().labels, both)
+
+
 def test_feature_cache_stays_within_its_budget(backbone, ct):
     session, counting, _ = opened(backbone, ct, feature_cache_mb=20)  # about three LiteMedSAM slices
     stats = session.cache_stats()

@@ -31,6 +31,9 @@ ANTERIOR = 1
 #: structure: docs/monailabel.md)
 MIN_ROI_DICE = 0.45
 MIN_CLICK_DICE = 0.25
+#: one click on the spleen's middle slice of the bundled CT crop (slices 10-18), fetched from the
+#: PACS: measured 0.948
+MIN_SPLEEN_CLICK_DICE = 0.85
 
 
 def image_of(case: str):
@@ -149,13 +152,18 @@ def test_a_saved_final_label_joins_the_project(client, project, tmp_path):
 
 
 def test_an_uploaded_image_becomes_a_case(client, server, project):
+    """Slicer names an upload after its volume node, spaces and all; the case is segmented by that name."""
     url = server[0]
-    assert client.upload_image(str(image_of("hippocampus_006")), "uploaded_006")["image"] == "uploaded_006"
-    assert (project / "images" / "uploaded_006.nii.gz").is_file()
-    assert "uploaded_006" in client.datastore()["objects"]
-    image = httpx.get(f"{url}/monailabel/datastore/image", params={"image": "uploaded_006"})
+    assert client.upload_image(str(image_of("hippocampus_006")), "MR hippo 006")["image"] == "MR hippo 006"
+    assert (project / "images" / "MR hippo 006.nii.gz").is_file()
+    assert "MR hippo 006" in client.datastore()["objects"]
+    image = httpx.get(f"{url}/monailabel/datastore/image", params={"image": "MR hippo 006"})
     assert image.status_code == 200 and image.content == image_of("hippocampus_006").read_bytes()
-    assert status_of(lambda: client.upload_image(str(image_of("hippocampus_006")), "uploaded_006")) == 409
+    reference = reference_of("hippocampus_006")
+    out, _ = client.infer("medsam2", "MR hippo 006", {"roi": roi_of(reference)})
+    assert dice(load_volume(out).array > 0, reference) >= MIN_ROI_DICE  # measured 0.607
+    assert status_of(lambda: client.upload_image(str(image_of("hippocampus_006")), "MR hippo 006")) == 409
+    assert status_of(lambda: client.upload_image(str(image_of("hippocampus_006")), "../escape")) == 400
 
 
 def test_a_session_image_is_segmented_as_the_case_is(client, server):
@@ -185,7 +193,7 @@ def test_training_starts_and_stops(client):
     ({"roi": [0, 9, 0, 9, 40, 50]}, "medsam2", "outside the scan"),
     ({"foreground": [[3, 45, 10, 1]]}, "medsam2", "list of clicks"),
     ({"foreground": [[45, 3, 10]]}, "medsam2", "outside the scan"),  # i and j swapped: i has 35 voxels
-    ({"background": [[3, 3, 3]]}, "medsam2", "at least one foreground click"),
+    ({"label": "anterior"}, "medsam2", "at least one foreground click"),
     ({"roi": [0, 9, 0, 9, 0, 9], "result_extension": ".exe"}, "medsam2", "result_extension"),
     ({"roi": [0, 9, 0, 9, 0, 9]}, "deepedit_spleen", "no model"),
 ])
@@ -208,6 +216,10 @@ def test_an_nrrd_answer_and_the_json_alone(server, tmp_path):
     only_json = httpx.post(f"{url}/monailabel/infer/medsam2", params={"image": CASES[0], "output": "json"},
                            files={"params": (None, json.dumps({"roi": roi}))}, timeout=120)
     assert only_json.json()["voxels"] == int((load_volume(tmp_path / "answer.nrrd").array > 0).sum())
+    # Slicer asks as soon as a point is placed: a background click alone finds nothing, and says so
+    nothing = httpx.post(f"{url}/monailabel/infer/medsam2", params={"image": CASES[0], "output": "json"},
+                         files={"params": (None, json.dumps({"foreground": [], "background": [[3, 3, 3]]}))}, timeout=120)
+    assert nothing.status_code == 200 and nothing.json()["voxels"] == 0
 
 
 def test_the_api_key_is_the_clients_password(backbone, project, tmp_path):
@@ -233,3 +245,69 @@ def test_no_project_no_datastore(backbone, tmp_path):
         out, params = client.infer("medsam2", "", {"roi": roi_of(reference_of(CASES[0]))}, session_id=session)
         assert dice(load_volume(out).array > 0, reference_of(CASES[0])) >= MIN_ROI_DICE
         assert params["label_names"] == {"structure": 1}
+
+
+def test_uploads_take_the_scan_cap_and_a_viewer_origin_its_preflight(backbone, project):
+    """An image upload larger than the JSON cap passes (it is a file upload); a browser viewer on
+    an --allowed-origin (OHIF) gets its CORS preflight answered without a key."""
+    image = image_of("hippocampus_006")
+    assert image.stat().st_size > 0.05 * 2**20
+    ohif = "http://ohif.example:3000"
+    with running(backbone, project=project, max_json_mb=0.05, api_key="k3y-for-ohif", allowed_origins=(ohif,),
+                 score_cases=False) as (url, _):
+        key = {"Authorization": "Bearer k3y-for-ohif"}
+        with image.open("rb") as handle:
+            added = httpx.put(f"{url}/monailabel/datastore/", params={"image": "capped_006"}, headers=key,
+                              files={"file": (image.name, handle)})
+        assert added.status_code == 200, added.text
+        too_big = httpx.post(f"{url}/monailabel/activelearning/first", headers=key, content=b"{" + b" " * 60_000 + b"}")
+        assert too_big.status_code == 413
+        preflight = httpx.options(f"{url}/monailabel/infer/medsam2", headers={
+            "Origin": ohif, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"})
+        assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == ohif
+        other = httpx.options(f"{url}/monailabel/infer/medsam2", headers={
+            "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_ohif_names_a_series_of_the_pacs_and_saves_a_seg_there(backbone, tmp_path, monkeypatch):
+    """OHIF's MONAI Label mode names the series on screen by its SeriesInstanceUID and sends its
+    label as raw voxels (``label.bin``): with ``--dicomweb`` the series is fetched from the PACS and
+    segmented, and the saved label is stored on the PACS as a DICOM SEG of that series."""
+    import pydicom
+
+    from medsam2.io.dicom_seg import read_dicom_seg
+    from medsam2.io.dicomweb import PASSWORD_VARIABLE, USER_VARIABLE
+    from tests import orthanc as pacs_helpers
+    from tests.dicom_helpers import bundled_ct_series
+    from tests.serve_helpers import SPLEEN
+
+    if not pacs_helpers.available():
+        pytest.skip("Orthanc and its DICOMweb plugin: `make test` installs them")
+    monkeypatch.setenv(USER_VARIABLE, pacs_helpers.USER)
+    monkeypatch.setenv(PASSWORD_VARIABLE, pacs_helpers.PASSWORD)
+    files, reference = bundled_ct_series(tmp_path / "crop", first=10, count=9)
+    spleen = reference == SPLEEN
+    series_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+    with pacs_helpers.orthanc(tmp_path / "pacs") as pacs:
+        pacs.upload(files)
+        with running(backbone, dicomweb=pacs.dicomweb.replace("http://", "dicomweb://")) as (url, _):
+            client = MONAILabelClient(f"{url}/monailabel", tmpdir=str(tmp_path))
+            i, j, k = click_of(spleen)
+            out, _ = client.infer("medsam2", series_uid, {"foreground": [[i, j, k]], "result_extension": ".nrrd",
+                                                          "result_dtype": "uint16", "result_compress": False})
+            answer = load_volume(out).array
+            assert answer.dtype == np.uint16 and dice(answer > 0, spleen) >= MIN_SPLEEN_CLICK_DICE
+            expected = Segmenter(backbone=backbone).open(load_volume(tmp_path / "crop"), axis="axial")
+            expected.add_prompts(1, points=[Point(k, i, j)])
+            assert np.array_equal(answer > 0, expected.result(sanity=False).labels == 1)
+            raw = tmp_path / "label.bin"
+            spleen.astype(np.uint8).tofile(raw)  # (k, j, i) C order: i fastest, as OHIF sends it
+            saved = client.save_label(series_uid, str(raw), params={"label_info": [{"name": "spleen", "idx": 1}]})
+            assert saved["stored"] == "dicom-seg"
+            assert status_of(lambda: client.infer("medsam2", "1.2.3.999", {"foreground": [[1, 1, 1]]})) == 404
+        with pacs.client() as orthanc_client:
+            instances = orthanc_client.get("/instances", params={"expand": ""}).json()
+            stored = next(i for i in instances if i["MainDicomTags"]["SOPInstanceUID"] == saved["label"])
+            (tmp_path / "seg.dcm").write_bytes(orthanc_client.get(f"/instances/{stored['ID']}/file").content)
+    assert np.array_equal(read_dicom_seg(tmp_path / "seg.dcm", load_volume(tmp_path / "crop")) > 0, spleen)

@@ -114,6 +114,29 @@ def _failure(error: Exception, root: str, what: str) -> InputError:
     return InputError(f"the DICOMweb server at {root} did not answer {what} with DICOM: {first}")
 
 
+#: what a DICOM UID is: digits and dots, up to 64 characters
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def find_series(root: str, series_uid: str) -> SeriesAddress:
+    """The address of the series with this SeriesInstanceUID on the server (QIDO-RS across studies:
+    what a viewer that names a series by its UID alone, as OHIF does, needs).
+
+    Raises:
+        InputError: not a UID, the server is unreachable or refuses, or it holds no such series.
+    """
+    if len(series_uid) > 64 or not _UID.fullmatch(series_uid):
+        raise InputError(f"{series_uid[:70]!r} is not a DICOM series UID (digits and dots, up to 64)")
+    try:
+        found = client(root).search_for_series(search_filters={"SeriesInstanceUID": series_uid}, limit=2)
+    except Exception as error:  # noqa: BLE001 - requests and dicomweb-client raise many kinds
+        raise _failure(error, root, "the series search") from None
+    studies = {_value(item, "0020000D") for item in found if _value(item, "0020000E") == series_uid}
+    if not studies or "" in studies:
+        raise InputError(f"the DICOMweb server at {root} holds no series {series_uid}")
+    return SeriesAddress(root, sorted(studies)[0], series_uid)
+
+
 @contextmanager
 def fetched_series(address: SeriesAddress, folder: Path) -> Iterator[Path]:
     """Retrieve the series (WADO-RS) into ``folder`` (one file per instance) and yield the folder.

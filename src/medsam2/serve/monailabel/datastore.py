@@ -7,13 +7,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
+
 from medsam2.io.volume import suffix_of
 from medsam2.project.store import ProjectStore, VersionRecord
 from medsam2.project.vocabulary import STATUSES
 from medsam2.serve.errors import ApiError
 
-#: what an uploaded image may be called (it becomes a case name, and a file name in the project)
-IMAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: what an uploaded image may be called (it becomes a case name, and a file name in the project):
+#: Slicer names an upload after its volume node ("MR Head"), so spaces are fine; no folders
+IMAGE_ID = re.compile(r"[^./\\\x00-\x1f][^/\\\x00-\x1f]{0,127}")
 #: the structure a model answers for when the project names none
 DEFAULT_LABEL = "structure"
 
@@ -91,5 +94,42 @@ def new_image_id(given: str | None, filename: str | None) -> str:
     """
     name = given or (Path(filename).name.removesuffix(suffix_of(Path(filename))) if filename else "")
     if not IMAGE_ID.fullmatch(name or ""):
-        raise ApiError(400, f"image id {name!r} is not a case name: letters, digits, '.', '_' and '-', up to 128")
+        raise ApiError(400, f"image id {name!r} is not a case name: up to 128 characters, no '/' or '\\', not starting with '.'")
     return name
+
+
+def read_label_upload(upload, volume, folder: Path) -> np.ndarray:
+    """The uploaded label map on ``volume``'s grid, (k, j, i): a label file (NIfTI, NRRD, MHA, a
+    ``.seg.nrrd``, a DICOM SEG of the scan's series), or OHIF's ``.bin``, the raw uint8 voxels with i
+    fastest (MONAI Label's reading of it).
+
+    Raises:
+        ApiError: 400 for a file that is not a label map of this grid.
+    """
+    from medsam2.errors import MedSAM2Error
+    from medsam2.io.readers import read_mask
+    from medsam2.serve.opening import relative_message
+
+    shape = tuple(volume.array.shape[:3])
+    if suffix_of(upload.file).lower() == ".bin":
+        data = np.fromfile(upload.file, dtype=np.uint8)
+        if data.size != int(np.prod(shape)):
+            raise ApiError(400, f"the .bin label holds {data.size} bytes; the image has {int(np.prod(shape))} voxels (one uint8 each)")
+        return data.reshape(shape)
+    try:
+        return read_mask(upload.file, volume, confine_to=folder)
+    except MedSAM2Error as exc:
+        raise ApiError(400, relative_message(exc, upload.file, upload.filename or "label", (folder,))) from None
+
+
+def label_values(params: dict) -> dict[int, str]:
+    """Structure names by label value from a save's ``params``: ``label_names`` ({name: value},
+    MONAI Label's form) or ``label_info`` ([{"name", "idx"}], OHIF's)."""
+    names: dict[int, str] = {}
+    given = params.get("label_names")
+    if isinstance(given, dict):
+        names.update({int(v): str(k) for k, v in given.items() if isinstance(v, int) and not isinstance(v, bool)})
+    for entry in params.get("label_info") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("idx"), int) and entry.get("name"):
+            names.setdefault(int(entry["idx"]), str(entry["name"]))
+    return names

@@ -28,6 +28,8 @@ from medsam2.serve.errors import ApiError
 
 #: the label files an answer can be (``result_extension``); NIfTI unless asked
 RESULT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
+#: the voxel types an answer can have (``result_dtype``)
+RESULT_DTYPES = ("uint8", "uint16")
 
 #: (i, j, k) inclusive voxel bounds: ((i_lo, i_hi), (j_lo, j_hi), (k_lo, k_hi))
 VoxelBounds = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
@@ -43,6 +45,8 @@ class InferRequest:
         roi: the region the structure lies in, inclusive (i, j, k) bounds; None when not given.
         label: the name of the structure (Slicer's segment), if given.
         result_extension: the answer's file type, one of :data:`RESULT_EXTENSIONS`.
+        result_dtype: its voxel type, ``uint8`` or ``uint16`` (OHIF asks for ``uint16``).
+        result_compress: compress it (OHIF reads its NRRD answer uncompressed).
     """
 
     foreground: tuple[tuple[int, int, int], ...] = ()
@@ -50,6 +54,14 @@ class InferRequest:
     roi: VoxelBounds | None = None
     label: str | None = None
     result_extension: str = ".nii.gz"
+    result_dtype: str = "uint8"
+    result_compress: bool = True
+
+    @property
+    def finds_nothing(self) -> bool:
+        """Background clicks alone (Slicer asks as soon as the first point is placed, whichever
+        kind): the answer is empty, as MONAI Label's deepgrow gives."""
+        return not self.foreground and self.roi is None
 
     def prompts(self, voxel_axis: str) -> tuple[list[Box], list[Point]]:
         """The boxes and clicks on the frames of a session sliced along ``voxel_axis`` (k, j, i)."""
@@ -96,14 +108,18 @@ def read_infer_request(text: str | None, shape_kji: tuple[int, int, int]) -> Inf
     foreground = _clicks(params.get("foreground"), "foreground", size_ijk)
     background = _clicks(params.get("background"), "background", size_ijk)
     roi = _roi(params.get("roi"), size_ijk)
-    if not foreground and roi is None:
+    if not foreground and not background and roi is None:
         raise ApiError(400, "give the structure: at least one foreground click [i, j, k] or an roi [i1, i2, j1, j2, k1, k2] "
                             "(voxel indices)")
     extension = str(params.get("result_extension") or ".nii.gz").lower()
     if extension not in RESULT_EXTENSIONS:
         raise ApiError(400, f"result_extension {extension!r} is not one medsam2 writes; choose one of {', '.join(RESULT_EXTENSIONS)}")
+    dtype = str(params.get("result_dtype") or "uint8")
+    if dtype not in RESULT_DTYPES:
+        raise ApiError(400, f"result_dtype {dtype!r}: choose one of {', '.join(RESULT_DTYPES)}")
     label = params.get("label")
-    return InferRequest(foreground, background, roi, label if isinstance(label, str) and label else None, extension)
+    return InferRequest(foreground, background, roi, label if isinstance(label, str) and label else None, extension, dtype,
+                        params.get("result_compress", True) is not False)
 
 
 def _whole(value: object, what: str) -> int:

@@ -10,10 +10,8 @@ import secrets
 import time
 
 import numpy as np
-from fastapi.responses import FileResponse, JSONResponse, Response
-from starlette.background import BackgroundTask
+from fastapi.responses import JSONResponse, Response
 
-from medsam2.io.writers import save_mask
 from medsam2.project.models import active_model_name
 from medsam2.serve.deps import ServerState
 from medsam2.serve.errors import ApiError
@@ -28,26 +26,68 @@ OUTPUTS = ("all", "image", "json")
 AXIS = "axial"
 
 
-def case_session(state: ServerState, case_id: str) -> str:
-    """The id of the session that ``/infer?image=CASE`` runs on: the one opened for the case
-    before, while it is open and runs the project's active model; else a new one (the scan
-    alone, no saved version laid on it). It counts against ``--max-sessions`` and closes when idle."""
-    known = state.label_client_sessions.get(case_id)
+def image_session(state: ServerState, image_id: str) -> str:
+    """The id of the session that ``/infer?image=ID`` runs on, opened on first use and kept while
+    it stays open (it counts against ``--max-sessions`` and closes when idle). ``ID`` is a project
+    case (its scan alone, with the project's active model; reopened when another model became
+    active) or, with ``--dicomweb``, a series of the PACS by its SeriesInstanceUID (as OHIF names
+    the series on screen).
+
+    Raises:
+        ApiError: 404 for an ID that is neither.
+    """
+    known = state.label_client_sessions.get(image_id)
     if known is not None:
         try:
             served = state.store.get(known)
         except ApiError:
             served = None
+        if served is not None and (served.case is None or served.case.model == _active_model(state)):
+            return known
         if served is not None:
-            with project_of(state) as store:
-                active = active_model_name(store)
-            if served.case is not None and served.case.model == active:
-                return known
             state.store.delete(known)  # a newer model became active: its answers are wanted
-    with state.store.reserve() as folder:
-        served = open_case(state, folder, case_id, AXIS, "auto", version=0)
-    state.label_client_sessions[case_id] = served.id
+    if state.settings.project is not None and image_id in _case_ids(state):
+        with state.store.reserve() as folder:
+            served = open_case(state, folder, image_id, AXIS, "auto", version=0)
+    elif state.settings.dicomweb is not None:
+        served = _open_series(state, image_id)
+    else:
+        where = "no case" if state.settings.project is not None else "no project (serve --project DIR) and no PACS (--dicomweb)"
+        raise ApiError(404, f"image '{image_id}': this server has {where} of that name")
+    state.label_client_sessions[image_id] = served.id
     return served.id
+
+
+def _active_model(state: ServerState) -> str | None:
+    if state.settings.project is None:
+        return None
+    with project_of(state) as store:
+        return active_model_name(store)
+
+
+def _case_ids(state: ServerState) -> set[str]:
+    with project_of(state) as store:
+        return {c.case_id for c in store.cases()}
+
+
+def _open_series(state: ServerState, series_uid: str) -> ServedSession:
+    """A session on a series of the ``--dicomweb`` PACS named by its SeriesInstanceUID alone."""
+    from medsam2.errors import InputError
+    from medsam2.io.dicomweb import find_series
+    from medsam2.serve.opening import fetch_series, open_scan
+    from medsam2.serve.project_cases import current_segmenter
+
+    try:
+        address = find_series(state.settings.dicomweb, series_uid)
+    except InputError as exc:
+        raise ApiError(404 if "holds no series" in str(exc) or "is not a DICOM" in str(exc) else 502, str(exc)) from None
+    segmenter = None
+    if state.settings.project is not None:
+        with project_of(state) as store:
+            segmenter, _ = current_segmenter(state, store)
+    with state.store.reserve() as folder:
+        pacs, path, name = fetch_series(state.settings, address.study_uid, series_uid, folder)
+        return open_scan(state, folder, path, name, AXIS, "auto", pacs, folder, segmenter=segmenter)
 
 
 def segment(state: ServerState, served: ServedSession, request: InferRequest) -> np.ndarray:
@@ -55,6 +95,8 @@ def segment(state: ServerState, served: ServedSession, request: InferRequest) ->
     are one new object of the session, propagated, read and removed again (the session is left
     as it was). Call holding the session."""
     session = served.session
+    if request.finds_nothing:
+        return np.zeros(session.volume.array.shape[:3], dtype=bool)
     label = max(session.labels, default=0) + 1
     boxes, points = request.prompts(session.voxel_axis)
     with state.model_lock:
@@ -78,17 +120,27 @@ def answer(served: ServedSession, mask: np.ndarray, request: InferRequest, outpu
               "slices": [int(present[0]), int(present[-1])] if present.size else [], "voxels": int(mask.sum())}
     if output == "json":
         return JSONResponse(params)
-    out = served.folder / f"monailabel-{secrets.token_hex(6)}{request.result_extension}"
-    save_mask(mask.astype(np.uint8), served.session.volume, out)
+    data = label_file_bytes(mask, served, request)
     filename = f"{safe_stem(served.name)}_medsam2{request.result_extension}"
     if output == "image":
-        return FileResponse(out, media_type="application/octet-stream", filename=filename,
-                            background=BackgroundTask(out.unlink, missing_ok=True))
+        return Response(content=data, media_type="application/octet-stream",
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return multipart_answer(params, filename, data)
+
+
+def label_file_bytes(mask: np.ndarray, served: ServedSession, request: InferRequest) -> bytes:
+    """``mask`` as the label file the request asks for (type, voxel type, compression), in the scan's geometry."""
+    import SimpleITK as sitk
+
+    from medsam2.io.writers import image_in_geometry
+
+    out = served.folder / f"monailabel-{secrets.token_hex(6)}{request.result_extension}"
     try:
-        data = out.read_bytes()
+        image = image_in_geometry(mask.astype(np.dtype(request.result_dtype)), served.session.volume)
+        sitk.WriteImage(image, str(out), useCompression=request.result_compress)
+        return out.read_bytes()
     finally:
         out.unlink(missing_ok=True)
-    return multipart_answer(params, filename, data)
 
 
 def multipart_answer(params: dict, filename: str, data: bytes) -> Response:

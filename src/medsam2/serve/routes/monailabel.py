@@ -12,9 +12,11 @@ the server apply here too.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from pathlib import Path
 
+import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
@@ -27,19 +29,21 @@ from medsam2.project.store import Provenance
 from medsam2.project.strategies import next_case
 from medsam2.project.vocabulary import STRATEGIES
 from medsam2.serve.deps import ServerState, State
-from medsam2.serve.errors import ApiError
+from medsam2.serve.errors import ApiError, one_line
 from medsam2.serve.guards import RequestPolicy
 from medsam2.serve.monailabel.datastore import (
     DEFAULT_LABEL,
     datastore_listing,
     datastore_stats,
     label_names,
+    label_values,
     label_version,
     new_image_id,
+    read_label_upload,
     status_of_tag,
 )
 from medsam2.serve.monailabel.infer_request import read_infer_request
-from medsam2.serve.monailabel.inference import AXIS, answer, case_session, segment
+from medsam2.serve.monailabel.inference import AXIS, answer, image_session, segment
 from medsam2.serve.opening import open_scan
 from medsam2.serve.project_cases import NO_PROJECT, after_save, project_of, start_scoring, start_training, version_dict
 from medsam2.serve.uploads import Upload, receive_upload, unpack_zip
@@ -152,43 +156,75 @@ def _add_image(state: ServerState, image_id: str, upload: Upload, folder: Path) 
 
 @router.put("/datastore/label")
 async def save_label(request: Request, state: State, image: str, tag: str = "final") -> dict:
-    """Save a label map (multipart field ``label``, on the image's voxel grid) as a new version of
-    the case: ``final`` for the tag ``final``, a draft for any other. A final save sets off the
-    project's retraining (``--retrain-every``) and scoring as a save from the page does."""
+    """Save a label map (multipart field ``label``: a label file on the image's voxel grid, or
+    OHIF's ``.bin``, the raw uint8 voxels). On a project case it becomes a new version: ``final``
+    for the tag ``final``, a draft for any other; a final save sets off retraining
+    (``--retrain-every``) and scoring as a save from the page does. On a series of the
+    ``--dicomweb`` PACS it is stored there as a DICOM SEG of that series."""
     user = getattr(request.state, "user", None)
     with state.store.staging() as folder:
         upload = await receive_upload(request, folder, state.settings.max_upload_bytes, state.pace, file_field="label",
                                       max_field_bytes=PARAMS_BYTES)
         if upload.file is None:
             raise ApiError(400, "no label in the upload: send the label map in the multipart field 'label'")
-        return await run_in_threadpool(_save_label, state, image, tag, upload, folder, user or _client_of(upload))
+        params = _params_of(upload)
+        client = params.get("client_id") if isinstance(params.get("client_id"), str) else None
+        if state.settings.project is not None and image in _case_ids(state):
+            return await run_in_threadpool(_save_version, state, image, tag, upload, folder, user or client)
+        if state.settings.dicomweb is not None:
+            return await run_in_threadpool(_store_on_pacs, state, image, upload, folder, label_values(params))
+        raise ApiError(404, f"image '{image}': this server has no case of that name" if state.settings.project is not None
+                       else "this server has no project (serve --project DIR) and no PACS (--dicomweb) to save labels to")
 
 
-def _client_of(upload: Upload) -> str | None:
+def _params_of(upload: Upload) -> dict:
     try:
         params = json.loads(upload.fields.get("params") or "{}")
     except ValueError:
-        return None
-    return params.get("client_id") if isinstance(params, dict) and isinstance(params.get("client_id"), str) else None
+        raise ApiError(400, "params is not JSON") from None
+    return params if isinstance(params, dict) else {}
 
 
-def _save_label(state: ServerState, image: str, tag: str, upload: Upload, folder: Path, user: str | None) -> dict:
-    from medsam2.io.readers import load_volume, read_mask
-    from medsam2.serve.opening import relative_message
+def _case_ids(state: ServerState) -> set[str]:
+    with project_of(state) as store:
+        return {c.case_id for c in store.cases()}
+
+
+def _save_version(state: ServerState, image: str, tag: str, upload: Upload, folder: Path, user: str | None) -> dict:
+    from medsam2.io.readers import load_volume
 
     status = status_of_tag(tag)
     with project_of(state) as store:
-        case = store.case(image)
-        volume = load_volume(case.image)
-        try:
-            labels = read_mask(upload.file, volume, confine_to=folder)
-        except MedSAM2Error as exc:
-            raise ApiError(400, relative_message(exc, upload.file, upload.filename or "label", (folder,))) from None
+        volume = load_volume(store.case(image).image)
+        labels = read_label_upload(upload, volume, folder)
         latest = store.latest(image)
         provenance = Provenance(user=user, prompts={"client": "monailabel", "tag": tag})
         version = store.save_version(image, labels, volume, status, None if latest is None else latest.version, provenance)
         training = after_save(state, store, status)
     return {"image": image, "label": image, "tag": tag, **version_dict(version), "training_started": training}
+
+
+def _store_on_pacs(state: ServerState, series_uid: str, upload: Upload, folder: Path, names: dict[int, str]) -> dict:
+    from medsam2.io.dicom_seg import Provenance as SegProvenance
+    from medsam2.io.dicomweb import store
+    from medsam2.io.writers import save_mask
+
+    session_id = image_session(state, series_uid)
+    with state.store.working(session_id) as served:
+        volume = served.session.volume
+        labels = read_label_upload(upload, volume, folder)
+        if not labels.any():
+            raise ApiError(400, "the label map holds no structure (every voxel is 0); nothing is stored")
+        out = served.folder / f"seg-{secrets.token_hex(6)}.dcm"
+        try:
+            save_mask(labels, volume, out, names={v: names.get(v) for v in map(int, np.unique(labels)) if v} or None,
+                      provenance=SegProvenance(__version__, backbone=served.session.engine.backbone.name))
+            uid = store(served.pacs.root, out)
+        except MedSAM2Error as exc:
+            raise ApiError(502, one_line(exc)) from None
+        finally:
+            out.unlink(missing_ok=True)
+    return {"image": series_uid, "label": uid, "stored": "dicom-seg"}
 
 
 @router.get("/datastore/image")
@@ -313,7 +349,7 @@ async def infer(model: str, request: Request, state: State, image: str = "", ses
                 state.store.delete(served.id)
         if not image:
             raise ApiError(400, "name the scan: ?image=ID (a project case), ?session_id=ID (PUT /session/) or the field 'file'")
-    session = await run_in_threadpool(case_session, state, image)
+    session = await run_in_threadpool(image_session, state, image)
     return await run_in_threadpool(_infer, state, session, params, output, began)
 
 
