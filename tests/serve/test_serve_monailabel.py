@@ -311,3 +311,17 @@ def test_ohif_names_a_series_of_the_pacs_and_saves_a_seg_there(backbone, tmp_pat
             stored = next(i for i in instances if i["MainDicomTags"]["SOPInstanceUID"] == saved["label"])
             (tmp_path / "seg.dcm").write_bytes(orthanc_client.get(f"/instances/{stored['ID']}/file").content)
     assert np.array_equal(read_dicom_seg(tmp_path / "seg.dcm", load_volume(tmp_path / "crop")) > 0, spleen)
+
+
+def test_moving_through_cases_never_fills_the_server(backbone, project, tmp_path):
+    """With room for two sessions, one of them the page's, a client going case after case gets
+    each answered: the sessions it left behind make room, the page's session stays."""
+    with running(backbone, project=project, max_sessions=2, score_cases=False) as (url, _):
+        with image_of(CASES[2]).open("rb") as handle:
+            page = httpx.post(f"{url}/api/sessions", files={"file": (image_of(CASES[2]).name, handle)}, timeout=120)
+        assert page.status_code == 200, page.text
+        client = MONAILabelClient(f"{url}/monailabel", tmpdir=str(tmp_path))
+        for case in CASES:
+            out, _ = client.infer("medsam2", case, {"roi": roi_of(reference_of(case))})
+            assert load_volume(out).array.any()
+        assert httpx.get(f"{url}/api/sessions/{page.json()['session']}").status_code == 200

@@ -251,6 +251,20 @@ class SessionStore:
             shutil.rmtree(served.folder, ignore_errors=True)
         return [served.id for served in closed]
 
+    def close_idlest(self, among: set[str]) -> str | None:
+        """Close the least recently used session of ``among`` that no request works on; its id
+        (None when there is none to close)."""
+        with self._lock:
+            for served in sorted((s for i, s in self._sessions.items() if i in among), key=lambda s: s.last_used):
+                if served.lock.acquire(blocking=False):
+                    del self._sessions[served.id]
+                    served.lock.release()
+                    break
+            else:
+                return None
+        shutil.rmtree(served.folder, ignore_errors=True)
+        return served.id
+
     def close_all(self) -> None:
         with self._lock:
             closed = list(self._sessions.values())

@@ -8,6 +8,7 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Callable
 
 import numpy as np
 from fastapi.responses import JSONResponse, Response
@@ -47,15 +48,38 @@ def image_session(state: ServerState, image_id: str) -> str:
         if served is not None:
             state.store.delete(known)  # a newer model became active: its answers are wanted
     if state.settings.project is not None and image_id in _case_ids(state):
-        with state.store.reserve() as folder:
-            served = open_case(state, folder, image_id, AXIS, "auto", version=0)
+        served = _making_room(state, lambda: _open_case(state, image_id))
     elif state.settings.dicomweb is not None:
-        served = _open_series(state, image_id)
+        served = _making_room(state, lambda: _open_series(state, image_id))
     else:
         where = "no case" if state.settings.project is not None else "no project (serve --project DIR) and no PACS (--dicomweb)"
         raise ApiError(404, f"image '{image_id}': this server has {where} of that name")
     state.label_client_sessions[image_id] = served.id
     return served.id
+
+
+def _making_room(state: ServerState, opening: Callable[[], ServedSession]) -> ServedSession:
+    """``opening()``, and when the server is full (429: ``--max-sessions``; 413: ``--max-volume-mb``)
+    again after closing the least recently used session of an image that clients of this protocol
+    opened (an annotator moving on to the next sample leaves the last one behind; sessions of the
+    page are never closed for it)."""
+    while True:
+        try:
+            return opening()
+        except ApiError as exc:
+            if exc.status not in (413, 429):
+                raise
+            closed = state.store.close_idlest(set(state.label_client_sessions.values()))
+            if closed is None:
+                raise
+            for image_id, session_id in list(state.label_client_sessions.items()):
+                if session_id == closed:
+                    del state.label_client_sessions[image_id]
+
+
+def _open_case(state: ServerState, case_id: str) -> ServedSession:
+    with state.store.reserve() as folder:
+        return open_case(state, folder, case_id, AXIS, "auto", version=0)
 
 
 def _active_model(state: ServerState) -> str | None:
