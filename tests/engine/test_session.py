@@ -103,6 +103,28 @@ def test_undo_restores_the_previous_labels_exactly(backbone, ct):
         session.undo()
 
 
+def test_redo_makes_the_undone_steps_again_exactly(backbone, ct):
+    _, reference = ct
+    session, _, _ = opened(backbone, ct)
+    before = session.result().labels
+    target = worst_slice(before, reference, KIDNEY)
+    session.correct(KIDNEY, target, box=reference_box(reference[target] == KIDNEY))
+    corrected = session.result().labels
+    session.undo()
+    session.undo()  # the propagation too
+    assert session.pending_labels() == [SPLEEN, KIDNEY]
+    session.redo()
+    assert np.array_equal(session.result(propagate_pending=False).labels, before)
+    session.redo()
+    assert np.array_equal(session.result().labels, corrected) and session.result().report.corrections == 1
+    with pytest.raises(UsageError, match="nothing to redo"):
+        session.redo()
+    session.undo()
+    session.remove(SPLEEN)  # a new step forgets what was undone
+    with pytest.raises(UsageError, match="nothing to redo"):
+        session.redo()
+
+
 def test_remove_takes_one_object_out_and_undo_brings_it_back(backbone, ct):
     session, _, _ = opened(backbone, ct)
     both = session.result().labels

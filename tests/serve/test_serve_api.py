@@ -143,6 +143,17 @@ def test_corrections_stream_change_the_slice_and_undo_restores(server, data, tmp
     undone = client.post(f"{url}/api/sessions/{session}/undo")
     assert undone.status_code == 200 and undone.json()["objects"][0]["label"] == SPLEEN
     assert np.array_equal(labels_of(client, url, session, tmp_path), before)
+    redone = client.post(f"{url}/api/sessions/{session}/redo")  # the erase again, exactly
+    assert redone.status_code == 200 and np.array_equal(labels_of(client, url, session, tmp_path), after)
+    assert "nothing to redo" in error_of(client.post(f"{url}/api/sessions/{session}/redo"), 400)
+    renamed = client.patch(f"{url}/api/sessions/{session}/objects/{SPLEEN}", json={"name": "lien"})
+    assert renamed.json()["objects"][0]["name"] == "lien"
+    assert client.delete(f"{url}/api/sessions/{session}/objects/{SPLEEN}").json()["objects"] == []
+    assert not labels_of(client, url, session, tmp_path).any()
+    client.post(f"{url}/api/sessions/{session}/undo")  # the object back, with its new name
+    assert client.post(f"{url}/api/sessions/{session}/undo").json()["objects"][0]["name"] == "spleen"
+    assert np.array_equal(labels_of(client, url, session, tmp_path), after)
+    client.post(f"{url}/api/sessions/{session}/undo")  # before the erase
     click = client.post(f"{url}/api/sessions/{session}/objects/{SPLEEN}/corrections",
                         json={"point": {"slice": int(target), "point": [5, 5], "positive": False}})
     assert click.status_code == 200 and lines(click)[-1]["finished"]
@@ -275,6 +286,10 @@ def test_bad_requests_get_a_status_and_one_line(server, data, tmp_path):
     assert "PNG" in error_of(client.post(f"{base}/objects/1/prompts", json={"mask": {"slice": 4, "png_base64": not_png}}), 400)
     assert "nothing to propagate" in error_of(client.post(f"{base}/propagate"), 400)
     assert "nothing to undo" in error_of(client.post(f"{base}/undo"), 400)
+    assert "nothing to redo" in error_of(client.post(f"{base}/redo"), 400)
+    assert "no object" in error_of(client.delete(f"{base}/objects/3"), 400)
+    error_of(client.patch(f"{base}/objects/3", json={"name": ""}), 400)
+    assert "no object" in error_of(client.patch(f"{base}/objects/3", json={"name": "liver"}), 400)
     assert "no object" in error_of(client.post(f"{base}/objects/5/corrections", json={"box": box}), 400)
     assert "unknown format" in error_of(client.get(f"{base}/labels", params={"format": "exe"}), 400)
     assert client.post(f"{base}/objects/1/prompts", json={"box": box}).status_code == 200

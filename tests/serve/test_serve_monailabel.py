@@ -164,6 +164,12 @@ def test_an_uploaded_image_becomes_a_case(client, server, project):
     assert dice(load_volume(out).array > 0, reference) >= MIN_ROI_DICE  # measured 0.607
     assert status_of(lambda: client.upload_image(str(image_of("hippocampus_006")), "MR hippo 006")) == 409
     assert status_of(lambda: client.upload_image(str(image_of("hippocampus_006")), "../escape")) == 400
+    assert status_of(lambda: client.upload_image(str(image_of("hippocampus_006")), 'a"b')) == 400
+    # another id whose file would land on that case's image file: refused, the image untouched
+    stored = (project / "images" / "MR hippo 006.nii.gz").read_bytes()
+    with image_of(CASES[0]).open("rb") as handle:
+        clash = httpx.put(f"{url}/monailabel/datastore/", params={"image": "MR hippo 006.nii"}, files={"file": ("x.gz", handle)})
+    assert clash.status_code in (400, 409) and (project / "images" / "MR hippo 006.nii.gz").read_bytes() == stored
 
 
 def test_a_session_image_is_segmented_as_the_case_is(client, server):
@@ -176,6 +182,15 @@ def test_a_session_image_is_segmented_as_the_case_is(client, server):
     assert np.array_equal(load_volume(by_session).array, load_volume(by_case).array)
     client.remove_session(session)
     assert status_of(lambda: client.get_session(session)) == 404
+    # a session of the page is no MONAI Label session: a client cannot reach it by its id
+    with image_of(CASES[0]).open("rb") as handle:
+        page = httpx.post(f"{server[0]}/api/sessions", files={"file": (image_of(CASES[0]).name, handle)}, timeout=120).json()
+    assert status_of(lambda: client.infer("medsam2", "", {"roi": roi_of(reference)}, session_id=page["session"])) == 404
+    assert status_of(lambda: client.get_session(page["session"])) == 404
+    httpx.delete(f"{server[0]}/api/sessions/{page['session']}")
+    # nothing of the calls above stays in the server's folder but the sessions' own
+    state = server[1]
+    assert not [p for p in state.root.iterdir() if p.name.startswith("opening-")]
 
 
 def test_training_starts_and_stops(client):
@@ -196,6 +211,8 @@ def test_training_starts_and_stops(client):
     ({"label": "anterior"}, "medsam2", "at least one foreground click"),
     ({"roi": [0, 9, 0, 9, 0, 9], "result_extension": ".exe"}, "medsam2", "result_extension"),
     ({"roi": [0, 9, 0, 9, 0, 9]}, "deepedit_spleen", "no model"),
+    ({"foreground": [[3, 4, 10 ** 400]]}, "medsam2", "no scan is that large"),
+    ({"roi": [0, 9, 0, 9, 0, 9], "result_dtype": "float64"}, "medsam2", "result_dtype"),
 ])
 def test_a_bad_infer_gets_one_line(server, params, model, message):
     url = server[0]
@@ -203,6 +220,24 @@ def test_a_bad_infer_gets_one_line(server, params, model, message):
                         files={"params": (None, json.dumps(params))}, timeout=120)
     assert answer.status_code in (400, 404) and message in answer.json()["error"]
     assert "\n" not in answer.json()["error"]
+
+
+def test_other_bodies_of_infer_and_login(server):
+    """A urlencoded /infer body is read as MONAI Label's own server reads it; a scribbles label
+    file, an unknown output and a login that is not a form each get one line."""
+    url = server[0]
+    roi = roi_of(reference_of(CASES[0]))
+    form = httpx.post(f"{url}/monailabel/infer/medsam2", params={"image": CASES[0], "output": "json"},
+                      data={"params": json.dumps({"roi": roi})}, timeout=120)
+    assert form.status_code == 200 and form.json()["voxels"] > 0
+    scribbles = httpx.post(f"{url}/monailabel/infer/medsam2", params={"image": CASES[0]},
+                           files={"params": (None, json.dumps({"roi": roi})), "label": ("scribbles.nii.gz", b"x")})
+    assert scribbles.status_code == 400 and "'label' holds a file; send the file in the multipart field 'file'" in scribbles.json()["error"]
+    seg = httpx.post(f"{url}/monailabel/infer/medsam2", params={"image": CASES[0], "output": "dicom_seg"},
+                     files={"params": (None, json.dumps({"roi": roi}))})
+    assert seg.status_code == 400 and "output" in seg.json()["error"]
+    multipart_login = httpx.post(f"{url}/monailabel/auth/token", files={"password": (None, "x")})
+    assert multipart_login.status_code == 400
 
 
 def test_an_nrrd_answer_and_the_json_alone(server, tmp_path):

@@ -1,4 +1,5 @@
-"""An interactive session over one volume: prompt, propagate, correct, propagate again, undo.
+"""An interactive session over one volume: prompt, propagate, correct, propagate again, undo, redo
+(a walk-through: docs/python-api.md).
 
 Every slice is encoded at most once while its features stay in the session's feature cache (a
 memory budget, least recently used out), so a correction costs decoding only. A correction pins
@@ -6,15 +7,8 @@ its slice and, on the LiteMedSAM engine, propagates outward from it only as far 
 answer (see :meth:`medsam2.engine.litemedsam_step.LiteMedSAMStep.repropagate`); on the SAM 2 engine the corrected
 object is tracked again through the volume from all its prompts (features cached).
 
-    session = Segmenter().open(volume, axis="axial", window="auto")   # nothing encoded yet
-    session.add(ObjectPrompts(1, "liver", boxes=[Box(42, 10, 20, 80, 90)]))
-    for update in session.propagate():        # one update per decoded slice
-        ...
-    session.correct(1, slice=57, box=(12, 22, 70, 80))   # or points=, mask=, erase=
-    session.undo()
-    result = session.result()                 # SegmentationResult, as Segmenter.segment gives
-
-The session holds the state and the public calls; the corrections are made in
+The session holds the state and the public calls; undo and redo are
+:class:`medsam2.engine.session_history.SessionHistory`; the corrections are made in
 :mod:`medsam2.engine.corrections`, the result is built in :mod:`medsam2.engine.session_results`,
 and the per-object state they share is :mod:`medsam2.engine.session_state`. The engine that opens
 sessions is :class:`medsam2.engine.engine.Engine`.
@@ -36,6 +30,7 @@ from medsam2.engine.label_import import opened_objects
 from medsam2.engine.litemedsam_step import LiteMedSAMStep
 from medsam2.engine.results import SegmentationResult
 from medsam2.engine.sanity import ObjectEvidence
+from medsam2.engine.session_history import SessionHistory
 from medsam2.engine.session_results import BoxProbes, label_map, object_evidence, object_reports, session_report, session_timings
 from medsam2.engine.session_state import (
     DEFAULT_FEATURE_CACHE_MB,
@@ -48,7 +43,7 @@ from medsam2.engine.session_state import (
     on_frame,
 )
 from medsam2.engine.tracks import ObjectTrack, PropagationStats
-from medsam2.errors import ArgumentTypeError, PromptError, UsageError
+from medsam2.errors import ArgumentTypeError, PromptError
 from medsam2.io.slicing import check_axis, from_frames, to_frames, voxel_axis
 from medsam2.io.volume import Volume
 from medsam2.io.windows import WindowedFrames, choose_window
@@ -122,8 +117,8 @@ class Session:
                       else CachedBackbone(backbone, feature_cache_mb, disk=feature_folder))
         self._objects: dict[int, ObjectState] = {}
         #: the states to go back to: the objects and the number of corrections made before each step
-        self._history: list[tuple[dict[int, ObjectState], int]] = []
-        self._max_undo = max_undo
+        #: the objects and the number of corrections before each step, and of the steps undone
+        self._history: SessionHistory[tuple[dict[int, ObjectState], int]] = SessionHistory(max_undo)
         self._stats = PropagationStats()
         self._corrections = 0
         self._notes = list(self.intensity.warnings) + list(backbone.plan.notes)
@@ -148,20 +143,41 @@ class Session:
     def _snapshot(self) -> dict[int, ObjectState]:
         return dict(self._objects)
 
-    def _commit(self, before: dict[int, ObjectState]) -> None:
-        self._history.append((before, self._corrections))
-        del self._history[: -self._max_undo]
+    def _step(self, changes: dict[int, ObjectState | None]) -> None:
+        """One undoable step: each label's new state (None: the object goes)."""
+        before = self._snapshot()
+        for label, state in changes.items():
+            if state is None:
+                del self._objects[label]
+            else:
+                self._objects[label] = state
+        self._history.record((before, self._corrections))
+
+    def _state_of(self, label: int, hint: str = "") -> ObjectState:
+        """The object ``label``; PromptError for a label that is no object of the session."""
+        state = self._objects.get(object_label(label))
+        if state is None:
+            known = ", ".join(str(k) for k in self._objects) or "none"
+            raise PromptError(f"no object with label {label} in the session (labels: {known}){hint}")
+        return state
 
     def undo(self) -> None:
-        """Go back to the state before the last add, propagate or correct (the report's count of
-        corrections included).
+        """Go back to the state before the last add, propagate, correct, adapt or remove (the
+        report's count of corrections included); :meth:`redo` comes back.
 
         Raises:
             UsageError: there is nothing to undo.
         """
-        if not self._history:
-            raise UsageError("nothing to undo: no add, propagate or correct since the session opened")
-        self._objects, self._corrections = self._history.pop()
+        self._objects, self._corrections = self._history.undo((self._snapshot(), self._corrections))
+
+    def redo(self) -> None:
+        """Make again the step the last :meth:`undo` took back, exactly (nothing is decoded again).
+        Any new step since that undo forgets what was undone.
+
+        Raises:
+            UsageError: there is nothing to redo.
+        """
+        self._objects, self._corrections = self._history.redo((self._snapshot(), self._corrections))
 
     # -- prompts and propagation ----------------------------------------------------------------
     def add(self, obj: ObjectPrompts) -> None:
@@ -177,9 +193,7 @@ class Session:
         if obj.label in self._objects:
             raise PromptError(f"label {obj.label} is already in the session; correct it (correct({obj.label}, ...)) or pick another label")
         validate_prompts([obj], *self.shape, axis=self.axis)
-        before = self._snapshot()
-        self._objects[int(obj.label)] = ObjectState(copy_prompts(obj))
-        self._commit(before)
+        self._step({int(obj.label): ObjectState(copy_prompts(obj))})
 
     def add_prompts(
         self,
@@ -212,9 +226,7 @@ class Session:
         for box in given.boxes:
             merged.boxes = [b for b in merged.boxes if b.frame != box.frame]
         merged.merge(given)
-        before = self._snapshot()
-        self._objects[label] = ObjectState(merged)
-        self._commit(before)
+        self._step({label: ObjectState(merged)})
 
     def open_labels(self, labels: np.ndarray, names: Mapping[int, str] | None = None) -> list[int]:
         """Lay a label map on the scan: each label becomes an object whose answer on every slice is
@@ -235,10 +247,7 @@ class Session:
         if array.shape != tuple(self.volume.array.shape[:3]):
             raise PromptError(f"the label map has {array.shape} voxels (z, y, x) and the scan {tuple(self.volume.array.shape[:3])}")
         opened = opened_objects(to_frames(array, self.voxel_axis), self._geometry(), names, set(self._objects))
-        before = self._snapshot()
-        for state in opened:
-            self._objects[state.prompts.label] = state
-        self._commit(before)
+        self._step({state.prompts.label: state for state in opened})
         return [state.prompts.label for state in opened]
 
     def remove(self, label: int) -> None:
@@ -248,12 +257,21 @@ class Session:
             PromptError: no object with this label in the session.
         """
         label = object_label(label)
-        if label not in self._objects:
-            known = ", ".join(str(k) for k in self._objects) or "none"
-            raise PromptError(f"no object with label {label} in the session (labels: {known})")
-        before = self._snapshot()
-        del self._objects[label]
-        self._commit(before)
+        self._state_of(label)
+        self._step({label: None})
+
+    def rename(self, label: int, name: str | None) -> None:
+        """Give an object another name (None: none). One step of :meth:`undo`.
+
+        Raises:
+            PromptError: no object with this label in the session.
+        """
+        label = object_label(label)
+        renamed = self._state_of(label).copy()
+        renamed.prompts.name = name
+        if renamed.track is not None:
+            renamed.track.name = name
+        self._step({label: renamed})
 
     def pending_labels(self) -> list[int]:
         """Labels added (or given prompts) but not propagated yet."""
@@ -305,11 +323,9 @@ class Session:
                 answer = tracker.tracks[index_of[label]].frames.get(frame)
                 mask = None if answer is None else on_frame(answer, geometry)[0].numpy()
             yield PropagationUpdate(label, frame, min(done, total), total, mask)
-        before = self._snapshot()
-        for index, (state, track) in enumerate(zip(pending, tracker.tracks)):
-            pinned = tracker.step.pinned[index] if isinstance(tracker.step, LiteMedSAMStep) else {}
-            self._objects[state.prompts.label] = ObjectState(state.prompts, track, pinned, state.clicks)
-        self._commit(before)
+        lite = isinstance(tracker.step, LiteMedSAMStep)
+        self._step({state.prompts.label: ObjectState(state.prompts, track, tracker.step.pinned[index] if lite else {}, state.clicks)
+                    for index, (state, track) in enumerate(zip(pending, tracker.tracks))})
         absorb(self._stats, tracker.stats)
         self._work_seconds += time.perf_counter() - began
 
@@ -346,18 +362,13 @@ class Session:
         """
         began = time.perf_counter()
         label = object_label(label)
-        state = self._objects.get(label)
-        if state is None:
-            known = ", ".join(str(k) for k in self._objects) or "none"
-            raise PromptError(f"no object with label {label} in the session (labels: {known}); add it first")
+        state = self._state_of(label, "; add it first")
         slice = check_correction(slice, self.shape[0], self.axis, box=box, points=points, mask=mask, erase=erase)
         cache_before = self.cache.stats().misses
         correction = make_correction(self, state, slice, box=box, points=points, mask=mask, erase=erase)
         if correction.stats is not None:
             absorb(self._stats, correction.stats)
-        before = self._snapshot()
-        self._objects[label] = correction.state
-        self._commit(before)
+        self._step({label: correction.state})
         self._corrections += 1
         self._work_seconds += time.perf_counter() - began
         return CorrectionSummary(label, slice, correction.decoded, correction.removed, self.cache.stats().misses - cache_before,
@@ -369,10 +380,7 @@ class Session:
         Raises:
             PromptError: an unknown label.
         """
-        state = self._objects.get(object_label(label))
-        if state is None:
-            raise PromptError(f"no object with label {label} in the session (labels: {', '.join(map(str, self._objects)) or 'none'})")
-        return sorted(state.prompts.prompted_frames())
+        return sorted(self._state_of(label).prompts.prompted_frames())
 
     def adapt(self, label: int, settings: AdaptSettings | None = None) -> AdaptSummary:
         """Learn from an object's prompted and corrected slices: fine-tune a copy of LiteMedSAM's
@@ -393,9 +401,7 @@ class Session:
         frames, learned, decoded = repropagate_adapted(self.cache, self.engine, self.frames, state.prompts, state.track, settings)
         new = state.copy()
         new.track = ObjectTrack(state.track.label, state.track.name, list(state.track.prompted_frames), frames)
-        before = self._snapshot()
-        self._objects[label] = new
-        self._commit(before)
+        self._step({label: new})
         self._work_seconds += time.perf_counter() - began
         return AdaptSummary(label, learned, decoded, round(time.perf_counter() - began, 4))
 

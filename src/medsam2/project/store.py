@@ -156,14 +156,22 @@ class ProjectStore:
         return records
 
     def _copy_in(self, source: CaseSource) -> Path:
+        """Copy a case's image into ``images/``; never over a file that is there (another case's).
+
+        Raises:
+            UsageError: ``images/`` holds that name already.
+        """
         folder = self.root / "images"
         folder.mkdir(exist_ok=True)
+        target = folder / (source.case_id if source.image.is_dir() else source.case_id + suffix_of(source.image))
+        if target.exists():
+            raise UsageError(f"the project's images/ holds {target.name} already; give the case another name")
         if source.image.is_dir():
-            target = folder / source.case_id
             shutil.copytree(source.image, target)
-            return target
-        target = folder / (source.case_id + suffix_of(source.image))
-        shutil.copy2(source.image, target)
+        else:
+            with open(source.image, "rb") as src, open(target, "xb") as out:  # exclusive: two writers, one wins
+                shutil.copyfileobj(src, out)
+            shutil.copystat(source.image, target)
         return target
 
     def cases(self) -> list[CaseRecord]:

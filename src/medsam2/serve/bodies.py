@@ -77,6 +77,12 @@ class MaskBody(_Strict):
     png_base64: str = Field(description="a PNG of the slice's size (columns x rows); non-zero pixels are the mask")
 
 
+class RenameBody(_Strict):
+    """A new name for an object."""
+
+    name: str = Field(min_length=1, max_length=200)
+
+
 class PromptBody(_Strict):
     """One prompt for an object that is not propagated yet (it creates the object when the label is new)."""
 

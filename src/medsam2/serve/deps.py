@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from medsam2.engine.segmenter import Segmenter
+from medsam2.serve.monailabel.clients import LabelClientSessions
 from medsam2.serve.project_training import ProjectTraining
 from medsam2.serve.settings import ServeSettings
 from medsam2.serve.store import ServedSession, SessionStore
@@ -45,8 +46,8 @@ class ServerState:
     training: ProjectTraining | None = None
     #: ``--project``: the background scoring of its open cases (``medsam2 project score``)
     scoring: ProjectTraining | None = None
-    #: the sessions MONAI Label clients' ``/infer`` runs on, by project case
-    label_client_sessions: dict[str, str] = field(default_factory=dict)
+    #: the sessions of MONAI Label clients (``/monailabel``)
+    label_clients: LabelClientSessions = field(default_factory=LabelClientSessions)
 
 
 async def get_state(request: Request) -> ServerState:

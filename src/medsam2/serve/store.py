@@ -102,8 +102,8 @@ class SessionStore:
 
     @contextmanager
     def staging(self) -> Iterator[Path]:
-        """A fresh folder for an upload as it arrives (no session slot yet); removed, with what
-        it holds, if the opening fails.
+        """A fresh folder for an upload as it arrives (no session slot yet); removed with what it
+        holds when the block ends, unless a session took it (:meth:`add` renames it).
 
         Raises:
             ApiError: 429 when ``max_uploads`` uploads are arriving already.
@@ -112,12 +112,15 @@ class SessionStore:
             if self._uploading >= self.max_uploads:
                 raise ApiError(429, f"{self.max_uploads} uploads are arriving already, the most this server takes; retry later")
             self._uploading += 1
+        folder = None
         try:
             with self._opening(None) as folder:
                 yield folder
         finally:
             with self._lock:
                 self._uploading -= 1
+            if folder is not None:  # what is left of it once the request is done (a session renamed it away)
+                shutil.rmtree(folder, ignore_errors=True)
 
     @contextmanager
     def reserve(self, folder: Path | None = None) -> Iterator[Path]:

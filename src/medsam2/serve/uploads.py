@@ -12,6 +12,7 @@ import re
 import stat
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -109,6 +110,9 @@ async def receive_upload(
         name = disposition.get(b"name", b"").decode("utf-8", "replace")
         state["name"] = name
         filename = disposition.get(b"filename")
+        if filename is not None and name != file_field:
+            state["error"] = ApiError(400, f"the form field {name[:40]!r} holds a file; send the file in the multipart field '{file_field}'")
+            return
         if name == file_field and filename is not None:
             if upload.file is not None:
                 state["error"] = ApiError(400, "send one file per session (a DICOM series as one zip)")
@@ -197,13 +201,16 @@ def unpack_zip(archive: Path, target: Path, max_bytes: int) -> Path:
             raise ApiError(400, "the zip holds no file; zip the DICOM series' files")
         target.mkdir()
         written = 0
-        for number, info in enumerate(files):
-            name = re.sub(r"[^A-Za-z0-9._-]", "_", PurePosixPath(info.filename).name)[:100]
-            with archive_file.open(info) as source, (target / f"{number:06d}_{name}").open("xb") as out:
-                while chunk := source.read(1 << 20):
-                    written += len(chunk)
-                    if written > max_bytes:  # a member that lies about its size
-                        raise too_large(max_bytes)
-                    out.write(chunk)
+        try:
+            for number, info in enumerate(files):
+                name = re.sub(r"[^A-Za-z0-9._-]", "_", PurePosixPath(info.filename).name)[:100]
+                with archive_file.open(info) as source, (target / f"{number:06d}_{name}").open("xb") as out:
+                    while chunk := source.read(1 << 20):
+                        written += len(chunk)
+                        if written > max_bytes:  # a member that lies about its size
+                            raise too_large(max_bytes)
+                        out.write(chunk)
+        except (RuntimeError, NotImplementedError, zipfile.BadZipFile, EOFError, zlib.error) as exc:  # encrypted, unknown method, bad CRC
+            raise ApiError(400, f"the zip cannot be unpacked ({type(exc).__name__}): zip the files plainly, without a password") from None
     archive.unlink()  # only the unpacked files are kept
     return target

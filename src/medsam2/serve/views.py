@@ -48,18 +48,25 @@ def session_info(served: ServedSession) -> dict:
 
 
 def summary(served: ServedSession) -> dict:
-    """Per segmented object: size, extent, confidence per slice and the slices to review; call
+    """Per segmented object: size, extent, confidence per slice and the slices to review (low
+    confidence, and gaps: empty slices inside its range); call
     with the model lock held (sanity checks may decode)."""
     session = served.session
     report = session.result(propagate_pending=False).report
     objects = []
     for obj in report.objects:
+        low = [k for k, v in obj.confidence_per_slice.items() if v < LOW_CONFIDENCE]
+        present = set(obj.slices)
+        gaps = [] if obj.first_slice is None else [k for k in range(obj.first_slice, obj.last_slice + 1) if k not in present]
         objects.append({
             "label": obj.label, "name": obj.name, "volume_ml": obj.volume_ml, "area_pixels": obj.area_pixels,
             "first_slice": obj.first_slice, "last_slice": obj.last_slice, "slices": len(obj.slices),
             "mean_confidence": obj.mean_confidence, "prompted_slices": obj.prompted_slices,
             "confidence_per_slice": {str(k): round(v, 4) for k, v in obj.confidence_per_slice.items()},
-            "low_confidence_slices": [k for k, v in obj.confidence_per_slice.items() if v < LOW_CONFIDENCE],
+            "low_confidence_slices": low,
+            # slices inside the object's range where it has no mask: a gap an annotator checks
+            "gap_slices": gaps,
+            "review_slices": sorted(set(low) | set(gaps)),
         })
     return {"objects": objects, "pending": session.pending_labels(), "labels": session.labels, "warnings": report.warnings,
             "corrections": report.corrections}

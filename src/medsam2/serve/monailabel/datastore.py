@@ -16,7 +16,7 @@ from medsam2.serve.errors import ApiError
 
 #: what an uploaded image may be called (it becomes a case name, and a file name in the project):
 #: Slicer names an upload after its volume node ("MR Head"), so spaces are fine; no folders
-IMAGE_ID = re.compile(r"[^./\\\x00-\x1f][^/\\\x00-\x1f]{0,127}")
+IMAGE_ID = re.compile(r"[A-Za-z0-9_(+-][A-Za-z0-9 _.()+-]{0,126}[A-Za-z0-9_)+-]|[A-Za-z0-9_]")
 #: the structure a model answers for when the project names none
 DEFAULT_LABEL = "structure"
 
@@ -94,7 +94,8 @@ def new_image_id(given: str | None, filename: str | None) -> str:
     """
     name = given or (Path(filename).name.removesuffix(suffix_of(Path(filename))) if filename else "")
     if not IMAGE_ID.fullmatch(name or ""):
-        raise ApiError(400, f"image id {name!r} is not a case name: up to 128 characters, no '/' or '\\', not starting with '.'")
+        raise ApiError(400, f"image id {name!r} is not a case name: up to 128 letters, digits, spaces and _ . ( ) + -, "
+                            "not starting with '.' or ending in a space")
     return name
 
 
@@ -129,7 +130,25 @@ def label_values(params: dict) -> dict[int, str]:
     given = params.get("label_names")
     if isinstance(given, dict):
         names.update({int(v): str(k) for k, v in given.items() if isinstance(v, int) and not isinstance(v, bool)})
-    for entry in params.get("label_info") or []:
+    info = params.get("label_info")
+    for entry in info if isinstance(info, list) else []:
         if isinstance(entry, dict) and isinstance(entry.get("idx"), int) and entry.get("name"):
             names.setdefault(int(entry["idx"]), str(entry["name"]))
     return names
+
+
+def params_of(text: str | None) -> dict:
+    """A request's ``params`` form field (JSON object; empty when not given).
+
+    Raises:
+        ApiError: 400 for what is not a JSON object.
+    """
+    import json
+
+    try:
+        params = json.loads(text or "{}")
+    except ValueError:
+        raise ApiError(400, "params is not JSON") from None
+    if not isinstance(params, dict):
+        raise ApiError(400, "params is a JSON object")
+    return params

@@ -123,8 +123,10 @@ def read_infer_request(text: str | None, shape_kji: tuple[int, int, int]) -> Inf
 
 
 def _whole(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ApiError(400, f"{what} holds {value!r}; voxel indices are numbers")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
+        raise ApiError(400, f"{what} holds {str(value)[:40]}; voxel indices are numbers")
+    if abs(value) > 2**31:
+        raise ApiError(400, f"{what} holds {str(value)[:40]}: no scan is that large")
     return int(round(value))
 
 

@@ -27,54 +27,63 @@ OUTPUTS = ("all", "image", "json")
 AXIS = "axial"
 
 
-def image_session(state: ServerState, image_id: str) -> str:
-    """The id of the session that ``/infer?image=ID`` runs on, opened on first use and kept while
-    it stays open (it counts against ``--max-sessions`` and closes when idle). ``ID`` is a project
-    case (its scan alone, with the project's active model; reopened when another model became
-    active) or, with ``--dicomweb``, a series of the PACS by its SeriesInstanceUID (as OHIF names
-    the series on screen).
+def image_session(state: ServerState, image_id: str) -> ServedSession:
+    """The session that ``/infer?image=ID`` runs on, held (give it back with
+    ``state.store.release``): opened on first use and kept while it stays open (it counts against
+    ``--max-sessions`` and closes when idle). ``ID`` is a project case (its scan alone, with the
+    project's active model; reopened when another model became active) or, with ``--dicomweb``, a
+    series of the PACS by its SeriesInstanceUID (as OHIF names the series on screen).
 
     Raises:
         ApiError: 404 for an ID that is neither.
     """
-    known = state.label_client_sessions.get(image_id)
-    if known is not None:
-        try:
-            served = state.store.get(known)
-        except ApiError:
-            served = None
-        if served is not None and (served.case is None or served.case.model == _active_model(state)):
-            return known
-        if served is not None:
-            state.store.delete(known)  # a newer model became active: its answers are wanted
-    if state.settings.project is not None and image_id in _case_ids(state):
-        served = _making_room(state, lambda: _open_case(state, image_id))
-    elif state.settings.dicomweb is not None:
-        served = _making_room(state, lambda: _open_series(state, image_id))
-    else:
-        where = "no case" if state.settings.project is not None else "no project (serve --project DIR) and no PACS (--dicomweb)"
-        raise ApiError(404, f"image '{image_id}': this server has {where} of that name")
-    state.label_client_sessions[image_id] = served.id
-    return served.id
+    clients = state.label_clients
+    with clients.image_lock(image_id):
+        known = clients.of_image(image_id)
+        if known is not None:
+            try:
+                served = state.store.acquire(known)
+            except ApiError:  # closed meanwhile (idle, or to make room)
+                served = None
+            if served is not None and (served.case is None or served.case.model == _active_model(state)):
+                return served
+            if served is not None:  # a newer model became active: its answers are wanted
+                state.store.release(served)
+                _close(state, known)
+        if state.settings.project is not None and image_id in _case_ids(state):
+            served = _making_room(state, lambda: _open_case(state, image_id))
+        elif state.settings.dicomweb is not None:
+            served = _making_room(state, lambda: _open_series(state, image_id))
+        else:
+            where = "no case" if state.settings.project is not None else "no project (serve --project DIR) and no PACS (--dicomweb)"
+            raise ApiError(404, f"image '{image_id}': this server has {where} of that name")
+        clients.set_image(image_id, served.id)
+        return state.store.acquire(served.id)
+
+
+def _close(state: ServerState, session_id: str) -> None:
+    try:
+        state.store.delete(session_id)
+    except ApiError:  # closed meanwhile
+        pass
+    state.label_clients.forget(session_id)
 
 
 def _making_room(state: ServerState, opening: Callable[[], ServedSession]) -> ServedSession:
     """``opening()``, and when the server is full (429: ``--max-sessions``; 413: ``--max-volume-mb``)
-    again after closing the least recently used session of an image that clients of this protocol
-    opened (an annotator moving on to the next sample leaves the last one behind; sessions of the
-    page are never closed for it)."""
+    again after closing the least recently used session of a MONAI Label client that no request
+    works on (an annotator moving on to the next sample leaves the last one behind; sessions of
+    the page are never closed for it)."""
     while True:
         try:
             return opening()
         except ApiError as exc:
             if exc.status not in (413, 429):
                 raise
-            closed = state.store.close_idlest(set(state.label_client_sessions.values()))
+            closed = state.store.close_idlest(state.label_clients.session_ids())
             if closed is None:
                 raise
-            for image_id, session_id in list(state.label_client_sessions.items()):
-                if session_id == closed:
-                    del state.label_client_sessions[image_id]
+            state.label_clients.forget(closed)
 
 
 def _open_case(state: ServerState, case_id: str) -> ServedSession:
@@ -134,11 +143,21 @@ def segment(state: ServerState, served: ServedSession, request: InferRequest) ->
     return request.confine(labels == label)
 
 
+def check_output(output: str) -> str:
+    """``output`` if medsam2 answers it (checked before any work).
+
+    Raises:
+        ApiError: 400 for another (``dicom_seg`` included).
+    """
+    if output not in OUTPUTS:
+        raise ApiError(400, f"output {output!r} is not one medsam2 answers; choose one of {', '.join(OUTPUTS)}")
+    return output
+
+
 def answer(served: ServedSession, mask: np.ndarray, request: InferRequest, output: str, name: str, began: float) -> Response:
     """The answer to ``/infer``: the label file (0 background, 1 the structure, on the scan's grid)
     and/or the JSON ``params`` (``label_names``, ``latencies``, the slices found), as ``output`` asks."""
-    if output not in OUTPUTS:
-        raise ApiError(400, f"output {output!r} is not one medsam2 answers; choose one of {', '.join(OUTPUTS)}")
+    check_output(output)
     present = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
     params = {"label_names": {request.label or name: 1}, "latencies": {"total": round(time.perf_counter() - began, 3)},
               "slices": [int(present[0]), int(present[-1])] if present.size else [], "voxels": int(mask.sum())}

@@ -8,12 +8,24 @@
 - :mod:`.label_maps`: a label map opened onto a session as objects to correct.
 - :mod:`.results`: the label map, saving it to the PACS, the report.
 - :mod:`.project`: ``serve --project``: the cases, the next one, saving versions, training.
-- :mod:`.monailabel`: MONAI Label's protocol under ``/monailabel`` (3D Slicer, OHIF, its client).
+- :mod:`.monailabel`, :mod:`.monailabel_datastore`: MONAI Label's protocol under ``/monailabel``
+  (3D Slicer, OHIF, its client): the app, inference and sessions; the datastore.
 """
 
 from __future__ import annotations
 
-from medsam2.serve.routes import data, dicomweb, label_maps, monailabel, objects, pages, project, results, sessions
+from medsam2.serve.routes import (
+    data,
+    dicomweb,
+    label_maps,
+    monailabel,
+    monailabel_datastore,
+    objects,
+    pages,
+    project,
+    results,
+    sessions,
+)
 
 ROUTERS = (pages.router, data.router, dicomweb.router, sessions.router, objects.router, label_maps.router, results.router, project.router,
-           monailabel.router)
+           monailabel.router, monailabel_datastore.router)

@@ -1,4 +1,5 @@
-"""A session's objects: prompts, propagation, corrections (erasing among them), adapting, undo.
+"""A session's objects: prompts, propagation, corrections (erasing among them), adapting, renaming,
+removing, undo and redo.
 
 Propagation and corrections answer with JSON lines (``application/x-ndjson``): one per decoded
 slice, then the summary (:func:`medsam2.serve.views.summary`) with ``"finished": true``.
@@ -18,7 +19,7 @@ from fastapi.responses import StreamingResponse
 
 from medsam2.errors import MedSAM2Error
 from medsam2.prompts.parse import Box, MaskPrompt, Point
-from medsam2.serve.bodies import CorrectionBody, PromptBody, PropagateBody, decode_mask, one_kind, run_lengths
+from medsam2.serve.bodies import CorrectionBody, PromptBody, PropagateBody, RenameBody, decode_mask, one_kind, run_lengths
 from medsam2.serve.deps import ServerState, State
 from medsam2.serve.errors import ApiError, one_line
 from medsam2.serve.store import ServedSession
@@ -106,10 +107,38 @@ def adapt(session_id: str, label: int, state: State) -> dict:
             return {"adapt": asdict(outcome), **summary(served)}
 
 
+@router.patch("/api/sessions/{session_id}/objects/{label}")
+def rename(session_id: str, label: int, body: RenameBody, state: State) -> dict:
+    """Give an object another name (one undo step): the summary."""
+    with state.store.working(session_id) as served:
+        served.session.rename(label, body.name)
+        with state.model_lock:
+            return summary(served)
+
+
+@router.delete("/api/sessions/{session_id}/objects/{label}")
+def remove(session_id: str, label: int, state: State) -> dict:
+    """Remove an object with its prompts and answers (one undo step): the summary."""
+    with state.store.working(session_id) as served:
+        served.session.remove(label)
+        with state.model_lock:
+            return summary(served)
+
+
 @router.post("/api/sessions/{session_id}/undo")
 def undo(session_id: str, state: State) -> dict:
+    """Take back the last step (add, propagate, correct, adapt, rename, remove): the summary."""
     with state.store.working(session_id) as served:
         served.session.undo()
+        with state.model_lock:
+            return summary(served)
+
+
+@router.post("/api/sessions/{session_id}/redo")
+def redo(session_id: str, state: State) -> dict:
+    """Make again the step the last undo took back: the summary."""
+    with state.store.working(session_id) as served:
+        served.session.redo()
         with state.model_lock:
             return summary(served)
 

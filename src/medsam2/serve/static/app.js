@@ -16,6 +16,8 @@ const state = {
   sliceIndex: 0,
   marks: [], // the box prompts drawn since the last propagation: {slice, box}
   markHistory: [], // state.marks before each step the server made (an undo goes back one)
+  markFuture: [], // state.marks of the steps undone (a redo goes forward one)
+  hidden: new Set(), // labels not shown (display only: they stay in the label map)
 }
 const nv = new Niivue({ backColor: [0, 0, 0, 1], crosshairWidth: 1, crosshairColor: [1, 1, 0, 0.6], dragAndDropEnabled: false, isColorbar: false })
 window.medsam2 = { nv, state } // for tests and the curious (goToSlice is added below)
@@ -108,11 +110,27 @@ function goToSlice(slice) {
   nv.drawScene()
   showLocation()
 }
-function showLocation() {
+function showLocation(data) {
   if (!state.session) return
   const frame = toFrame(crosshairNative())
   state.sliceIndex = frame.slice
-  $('location').textContent = `slice ${frame.slice} / ${state.session.frames[0] - 1} (${state.session.axis}), x ${frame.x}, y ${frame.y}`
+  let readout = ''
+  const values = data && data.values ? data.values : []
+  if (values.length) {
+    const intensity = values[0].value
+    const label = state.overlay && values.length > 1 ? Math.round(values[values.length - 1].value) : 0
+    const name = label && state.objects.has(label) ? state.objects.get(label).name : ''
+    readout = `, value ${Number.isInteger(intensity) ? intensity : Number(intensity).toPrecision(4)}, label ${label}${name ? ` (${name})` : ''}`
+    document.body.dataset.readout = `${intensity}|${label}`
+  }
+  $('location').textContent = `slice ${frame.slice} / ${state.session.frames[0] - 1} (${state.session.axis}), x ${frame.x}, y ${frame.y}${readout}`
+}
+function showWindow() {
+  // the display window (what dragging with W/L changes); the data and the model's window stay
+  const v = nv.volumes[0]
+  if (!v) return
+  $('windowReadout').textContent = `W ${(v.cal_max - v.cal_min).toPrecision(4)} L ${((v.cal_max + v.cal_min) / 2).toPrecision(4)}`
+  document.body.dataset.window = `${v.cal_min},${v.cal_max}`
 }
 
 // -- objects ---------------------------------------------------------------------------------
@@ -135,15 +153,52 @@ function renderObjects() {
     if (obj.label === state.selected) item.className = 'selected'
     const [r, g, b] = colour(obj.label)
     const info = obj.summary ? `${obj.summary.volume_ml ?? obj.summary.area_pixels} ${obj.summary.volume_ml !== null ? 'mL' : 'px'}` : (obj.pending ? 'to propagate' : 'no prompt yet')
-    item.innerHTML = `<span class="swatch" style="background:rgb(${r},${g},${b})"></span><span>${obj.label}</span><span class="name"></span><span class="state">${info}</span>`
+    item.innerHTML = `<input type="checkbox" class="shown" title="show or hide (display only)"><span class="swatch" style="background:rgb(${r},${g},${b})"></span><span>${obj.label}</span><span class="name"></span><span class="state">${info}</span>`
     item.querySelector('.name').textContent = obj.name
+    const shown = item.querySelector('.shown')
+    shown.checked = !state.hidden.has(obj.label)
+    shown.onclick = (event) => { event.stopPropagation(); toggleShown(obj.label, shown.checked) }
     item.onclick = () => selectObject(obj.label)
     list.appendChild(item)
   }
   renderDetails()
 }
+function toggleShown(label, shown) {
+  if (shown) state.hidden.delete(label); else state.hidden.add(label)
+  refreshColours()
+  document.body.dataset.hidden = [...state.hidden].sort((a, b) => a - b).join(',')
+}
+function onServer(obj) { return Boolean(obj.summary || obj.pending) }
+async function renameObject() {
+  const obj = state.objects.get(state.selected)
+  const name = $('objectName').value.trim()
+  if (!obj || !name) { status('select an object and type its new name', true); return }
+  if (onServer(obj)) {
+    const answer = await (await api('PATCH', `/api/sessions/${state.session.session}/objects/${obj.label}`, { name })).json()
+    pushHistory()
+    obj.name = name
+    applySummary(answer)
+  } else { obj.name = name; renderObjects() }
+  refreshColours()
+  status(`object ${obj.label} is now ${name}`)
+}
+async function deleteObject() {
+  const obj = state.objects.get(state.selected)
+  if (!obj) { status('select the object to delete', true); return }
+  if (onServer(obj)) {
+    const answer = await (await api('DELETE', `/api/sessions/${state.session.session}/objects/${obj.label}`)).json()
+    pushHistory()
+    state.objects.delete(obj.label)
+    await reloadOverlay()
+    applySummary(answer)
+  } else state.objects.delete(obj.label)
+  state.selected = null
+  renderObjects()
+  status(`${obj.name} deleted (Undo brings it back)`)
+}
 function renderDetails() {
   const obj = state.objects.get(state.selected)
+  $('objectName').value = obj ? obj.name : ""
   const plot = $('confidencePlot')
   const ctx = plot.getContext('2d')
   ctx.clearRect(0, 0, plot.width, plot.height)
@@ -161,12 +216,18 @@ function renderDetails() {
     ctx.fillRect(Number(slice) * w, plot.height * (1 - value), Math.max(w - 1, 1), plot.height * value)
   }
   plot.onclick = (event) => goToSlice(Math.min(n - 1, Math.floor(event.offsetX / w)))
-  if (s.low_confidence_slices.length) {
+  const review = s.review_slices || s.low_confidence_slices
+  if (review.length) {
     $('review').append('review: ')
-    for (const slice of s.low_confidence_slices) {
-      const link = document.createElement('a'); link.textContent = slice; link.onclick = () => goToSlice(slice); $('review').append(link)
+    for (const slice of review) {
+      const link = document.createElement('a'); link.onclick = () => goToSlice(slice)
+      const gap = (s.gap_slices || []).includes(slice)
+      link.textContent = gap ? `${slice} (gap)` : String(slice)
+      if (gap) link.className = 'gap'
+      $('review').append(link)
     }
   }
+  $('review').dataset.slices = review.join(',')
 }
 function applySummary(summary) {
   for (const obj of state.objects.values()) { obj.summary = null; obj.pending = summary.pending.includes(obj.label) }
@@ -174,6 +235,7 @@ function applySummary(summary) {
     const obj = state.objects.get(s.label) || { label: s.label, name: s.name || `object ${s.label}` }
     obj.summary = s
     obj.pending = false
+    if (s.name) obj.name = s.name  // a rename undone or redone
     state.objects.set(s.label, obj)
   }
   $('warnings').innerHTML = ''
@@ -186,13 +248,13 @@ function refreshColours() {
   if (!state.overlay) return
   const labels = [0, ...[...state.objects.keys()].sort((a, b) => a - b)]
   const cm = { R: [], G: [], B: [], A: [], I: labels, labels: labels.map((l) => (l ? state.objects.get(l).name : '')) }
-  for (const l of labels) { const [r, g, b] = l ? colour(l) : [0, 0, 0]; cm.R.push(r); cm.G.push(g); cm.B.push(b); cm.A.push(l ? 255 : 0) }
+  for (const l of labels) { const [r, g, b] = l ? colour(l) : [0, 0, 0]; cm.R.push(r); cm.G.push(g); cm.B.push(b); cm.A.push(l && !state.hidden.has(l) ? 255 : 0) }
   state.overlay.setColormapLabel(cm)
   nv.updateGLVolume()
 }
 async function reloadOverlay() {
   const url = `/api/sessions/${state.session.session}/labels?format=nii.gz`
-  const overlay = await NVImage.loadFromUrl({ url, headers: headers(), name: 'labels.nii.gz', opacity: 0.5 })
+  const overlay = await NVImage.loadFromUrl({ url, headers: headers(), name: 'labels.nii.gz', opacity: Number($('opacity').value) / 100 })
   if (state.overlay) nv.removeVolume(state.overlay)
   state.overlay = overlay
   nv.addVolume(overlay)
@@ -275,7 +337,8 @@ nv.onMouseUp = () => {
   const frame = toFrame(crosshairNative())
   guarded(() => sendPrompt('point', { slice: frame.slice, point: [frame.x, frame.y], positive: state.tool === 'plus' }))
 }
-nv.onLocationChange = () => showLocation()
+nv.onLocationChange = (data) => showLocation(data)
+nv.onIntensityChange = () => showWindow()
 nv.onDrawingChanged = (action) => {
   if (action !== 'draw' || !state.session || (state.tool !== 'paint' && state.tool !== 'erase')) return
   const drawn = nv.drawBitmap
@@ -313,8 +376,13 @@ function redrawMarks() {
   nv.refreshDrawing(true)
   document.body.dataset.marks = String(state.marks.length)
 }
-function recordStep(mark) {
+function pushHistory() {
+  // a step the server made: an undo goes back to the marks before it; the steps undone are forgotten
   state.markHistory.push(state.marks.slice())
+  state.markFuture = []
+}
+function recordStep(mark) {
+  pushHistory()
   if (mark) state.marks.push(mark)
   document.body.dataset.marks = String(state.marks.length)
 }
@@ -323,9 +391,16 @@ function setTool(tool) {
   for (const button of document.querySelectorAll('#tools button')) button.classList.toggle('active', button.dataset.tool === tool)
   const drawing = tool === 'paint' || tool === 'erase'
   nv.setDrawingEnabled(drawing)
-  if (drawing) { nv.setPenValue(tool === 'paint' ? 1 : 2, false); nv.opts.penSize = 3 }
-  const primary = tool === 'box' ? DRAG_MODE.callbackOnly : DRAG_MODE.crosshair
+  if (drawing) { nv.setPenValue(tool === 'paint' ? 1 : 2, false); nv.opts.penSize = brushSize() }
+  const primary = tool === 'box' ? DRAG_MODE.callbackOnly : tool === 'window' ? DRAG_MODE.windowing : DRAG_MODE.crosshair
   nv.setMouseEventConfig({ leftButton: { primary, withCtrl: DRAG_MODE.crosshair }, rightButton: DRAG_MODE.pan, centerButton: DRAG_MODE.pan })
+}
+
+function brushSize() { return Math.max(1, Math.min(40, Math.round(Number($('brushSize').value) || 3))) }
+function setBrushSize(size) {
+  $('brushSize').value = String(Math.max(1, Math.min(40, size)))
+  nv.opts.penSize = brushSize()
+  document.body.dataset.brush = String(brushSize())
 }
 
 // -- propagate, undo, save -------------------------------------------------------------------
@@ -338,7 +413,7 @@ async function propagate() {
   const last = await streamLines(response, (line) => {
     if (line.total) { setProgress(line.done, line.total); if (line.rle) paintSlice(line.label, line.slice, line.rle); status(`propagating: label ${line.label}, slice ${line.slice}`) }
   })
-  state.markHistory.push(state.marks.slice()); state.marks = []; redrawMarks()
+  pushHistory(); state.marks = []; redrawMarks()
   await reloadOverlay()
   applySummary(last)
   status(`propagated in ${((performance.now() - began) / 1000).toFixed(1)} s`)
@@ -351,7 +426,7 @@ async function openLabelMap(file) {
   form.append('file', file)
   const answer = await (await api('POST', `/api/sessions/${state.session.session}/labels`, form)).json()
   for (const s of answer.objects) if (!state.objects.has(s.label)) state.objects.set(s.label, { label: s.label, name: s.name || `object ${s.label}` })
-  state.markHistory.push(state.marks.slice())
+  pushHistory()
   await reloadOverlay()
   applySummary(answer)
   status(`${file.name}: labels ${answer.opened.join(', ')} opened; correct any slice, or erase`)
@@ -359,11 +434,23 @@ async function openLabelMap(file) {
 }
 async function undo() {
   const response = await api('POST', `/api/sessions/${state.session.session}/undo`)
+  state.markFuture.push(state.marks)
   state.marks = state.markHistory.pop() || []
+  redrawMarks()  // what the step drew goes from every view
+  applySummary(await response.json())
+  await reloadOverlay()
+  status('undone (Ctrl+Shift+Z redoes)')
+  document.body.dataset.undone = String(Number(document.body.dataset.undone || 0) + 1)
+}
+async function redo() {
+  const response = await api('POST', `/api/sessions/${state.session.session}/redo`)
+  state.markHistory.push(state.marks)
+  state.marks = state.markFuture.pop() || []
   redrawMarks()
   applySummary(await response.json())
   await reloadOverlay()
-  status('undone')
+  status('redone')
+  document.body.dataset.redone = String(Number(document.body.dataset.redone || 0) + 1)
 }
 async function learn() {
   const obj = state.objects.get(state.selected)
@@ -371,7 +458,7 @@ async function learn() {
   status(`${obj.name}: learning from its corrected slices...`)
   const response = await api('POST', `/api/sessions/${state.session.session}/objects/${obj.label}/adapt`)
   const answer = await response.json()
-  state.markHistory.push(state.marks.slice())
+  pushHistory()
   await reloadOverlay()
   applySummary(answer)
   const a = answer.adapt
@@ -411,10 +498,12 @@ function offerFormats() {
 async function openScan(response) {
   if (state.session) api('DELETE', `/api/sessions/${state.session.session}`).catch(() => {})
   state.session = await response.json()
-  state.objects.clear(); state.selected = null; state.overlay = null; state.marks = []; state.markHistory = []
+  state.objects.clear(); state.selected = null; state.overlay = null; state.marks = []; state.markHistory = []; state.markFuture = []
+  state.hidden.clear()
   await nv.loadVolumes([{ url: `/api/sessions/${state.session.session}/volume`, headers: headers(), name: 'volume.nii.gz' }])
   const back = nv.volumes[0]
   back.cal_min = state.session.window.low; back.cal_max = state.session.window.high
+  showWindow()
   nv.createEmptyDrawing()
   await reloadOverlay()
   const presets = $('displayWindow'); presets.innerHTML = ''
@@ -547,18 +636,27 @@ $('labelFile').onchange = (event) => { const file = event.target.files[0]; event
 $('addObject').onclick = () => { addObject($('newName').value.trim()); $('newName').value = '' }
 $('propagate').onclick = () => guarded(propagate)
 $('undo').onclick = () => guarded(undo)
+$('redo').onclick = () => guarded(redo)
+$('renameObject').onclick = () => guarded(renameObject)
+$('deleteObject').onclick = () => guarded(deleteObject)
+$('brushSize').onchange = () => setBrushSize(brushSize())
+$('opacity').oninput = () => { if (state.overlay) { state.overlay.opacity = Number($('opacity').value) / 100; nv.updateGLVolume() } document.body.dataset.opacity = $('opacity').value }
+$('outline').onchange = () => { nv.overlayOutlineWidth = $('outline').checked ? 1 : 0; nv.drawScene(); document.body.dataset.outline = $('outline').checked ? '1' : '0' }
 $('learn').onclick = () => guarded(learn)
 $('save').onclick = () => guarded(save)
 $('saveReport').onclick = () => guarded(() => download(`/api/sessions/${state.session.session}/report`, `${stem()}_report.json`))
 $('saveKey').onclick = () => { state.key = $('apiKey').value; sessionStorage.setItem('medsam2-key', state.key); $('keyBox').hidden = true; start() }
 $('helpButton').onclick = $('closeHelp').onclick = () => { $('help').hidden = !$('help').hidden }
-$('displayWindow').onchange = () => { const [lo, hi] = state.session.window_presets[$('displayWindow').value]; nv.volumes[0].cal_min = lo; nv.volumes[0].cal_max = hi; nv.updateGLVolume() }
+$('displayWindow').onchange = () => { const [lo, hi] = state.session.window_presets[$('displayWindow').value]; nv.volumes[0].cal_min = lo; nv.volumes[0].cal_max = hi; nv.updateGLVolume(); showWindow() }
 for (const button of document.querySelectorAll('#tools button')) button.onclick = () => setTool(button.dataset.tool)
 for (const button of document.querySelectorAll('#viewToolbar button')) button.onclick = () => setView(button.dataset.view)
 document.addEventListener('keydown', (event) => {
   if (event.target.tagName === 'INPUT' || event.target.tagName === 'SELECT') return
-  const keys = { b: 'box', a: 'plus', d: 'minus', p: 'paint', e: 'erase', n: 'navigate' }
-  if (event.ctrlKey && event.key === 'z') { event.preventDefault(); guarded(undo) }
+  const keys = { b: 'box', a: 'plus', d: 'minus', p: 'paint', e: 'erase', n: 'navigate', w: 'window' }
+  const key = event.key.toLowerCase()
+  if (event.ctrlKey && (key === 'y' || (key === 'z' && event.shiftKey))) { event.preventDefault(); guarded(redo) }
+  else if (event.ctrlKey && key === 'z') { event.preventDefault(); guarded(undo) }
+  else if (event.key === '[' || event.key === ']') setBrushSize(brushSize() + (event.key === ']' ? 1 : -1))
   else if (keys[event.key]) setTool(keys[event.key])
   else if (event.key === 'Enter' && state.session) guarded(propagate)
   else if (event.key === 's' && state.session) guarded(save)
