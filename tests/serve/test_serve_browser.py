@@ -321,3 +321,114 @@ def test_a_label_map_opened_in_the_page_is_shown_and_saved_as_it_was(backbone, b
         page.wait_status("undone")
         assert not page.save(tmp_path / "undone.nii.gz").any()
         assert page.errors == [], page.errors
+
+
+def canvas_png(page: Page) -> bytes:
+    return page.page.locator("#gl").screenshot()
+
+
+def test_the_annotators_tools_in_the_page(backbone, browser, tmp_path):
+    """With an opened label map (the bundled CT's spleen, one middle slice missing, and the left
+    kidney): the gap joins the slices to review; the cursor reads the voxel's value and label; W/L
+    dragging, opacity, outline and hiding change the display and never the data; a larger brush
+    paints more; undo and redo by the keyboard are exact; an object is renamed, deleted and
+    brought back by undo; no console errors."""
+    ct_path, seg_path = sample_paths()
+    seg = sitk.ReadImage(str(seg_path))
+    array = sitk.GetArrayFromImage(seg)
+    kept = np.where(np.isin(array, (SPLEEN, 3)), array, 0).astype(np.uint8)
+    spleen_slices = np.flatnonzero((kept == SPLEEN).reshape(len(kept), -1).any(axis=1))
+    gap = int(spleen_slices[len(spleen_slices) // 2])
+    kept[gap][kept[gap] == SPLEEN] = 0
+    old = sitk.GetImageFromArray(kept)
+    old.CopyInformation(seg)
+    sitk.WriteImage(old, str(tmp_path / "old.nii.gz"))
+    ct = load_volume(ct_path).array
+    with running(backbone) as (url, state):
+        page = Page(browser, url + "/", ct_path)
+        p = page.page
+        p.set_input_files("#labelFile", str(tmp_path / "old.nii.gz"))
+        p.wait_for_selector(f"body[data-opened-labels='{SPLEEN},3']", timeout=60_000)
+        session = state.store.get(p.evaluate("document.body.dataset.session")).session
+        window_before = (session.intensity.low, session.intensity.high)
+        # review: the gap is listed, and its link goes there
+        p.click(f"#objects li[data-label='{SPLEEN}']")
+        assert str(gap) in p.get_attribute("#review", "data-slices").split(",")
+        assert f"{gap} (gap)" in p.inner_text("#review")
+        # the value and label under the cursor
+        target = gap + 1
+        rows, cols = np.nonzero(kept[target] == SPLEEN)
+        y, x = int(rows[len(rows) // 2]), int(cols[len(cols) // 2])
+        p.click("#tools button[data-tool='navigate']")
+        p.mouse.click(*page.screen(target, x, y))
+        p.wait_for_function("(document.body.dataset.readout || '').endsWith('|1')", timeout=10_000)
+        value = float(p.evaluate("document.body.dataset.readout").split("|")[0])
+        assert value == pytest.approx(float(ct[target, y, x]), abs=0.51)
+        assert "label 1" in p.inner_text("#location")
+        # display: W/L by dragging, opacity, outline, hiding
+        shown = canvas_png(page)
+        window = p.evaluate("document.body.dataset.window")
+        p.keyboard.press("w")
+        page.drag(page.screen(target, 20, 20), page.screen(target, 60, 50))
+        p.wait_for_function(f"document.body.dataset.window !== {window!r}", timeout=10_000)
+        assert canvas_png(page) != shown
+        p.fill("#opacity", "15")
+        p.dispatch_event("#opacity", "input")
+        assert p.evaluate("window.medsam2.state.overlay.opacity") == pytest.approx(0.15)
+        outlined = "window.medsam2.state.overlay.img.filter((v) => v > 0).length"
+        filled = p.evaluate(outlined)
+        p.check("#outline")  # only the edges in the slice plane are shown; the label map stays whole
+        assert 0 < p.evaluate(outlined) < filled / 2 and p.evaluate("document.body.dataset.outline") == "1"
+        before_hide = canvas_png(page)
+        p.uncheck(f"#objects li[data-label='{SPLEEN}'] .shown")
+        assert p.evaluate("document.body.dataset.hidden") == str(SPLEEN)
+        assert canvas_png(page) != before_hide
+        p.check(f"#objects li[data-label='{SPLEEN}'] .shown")
+        p.fill("#opacity", "90")
+        p.dispatch_event("#opacity", "input")
+        p.screenshot(path=str(ARTIFACTS / "tools.png"))  # docs/serve_tools.png
+        p.uncheck("#outline")
+        assert p.evaluate(outlined) == filled
+        assert np.array_equal(page.save(tmp_path / "display.nii.gz"), kept)  # the display never touches the labels
+        assert (session.intensity.low, session.intensity.high) == window_before  # nor the model's window
+        # a larger brush paints more: a short stroke beside the kidney
+        p.click(f"#objects li[data-label='3']")
+        for _ in range(5):
+            p.keyboard.press("]")
+        assert p.evaluate("document.body.dataset.brush") == "8"
+        kidney = kept == 3
+        k_slice = int(np.flatnonzero(kidney.reshape(len(kidney), -1).any(axis=1))[2])
+        k_rows, k_cols = np.nonzero(kidney[k_slice])
+        right, middle = int(k_cols.max()), int(k_rows.mean())
+        p.keyboard.press("p")
+        page.drag(page.screen(k_slice, right + 6, middle), page.screen(k_slice, right + 7, middle + 1))
+        page.wait_status("corrected")
+        painted = page.save(tmp_path / "painted.nii.gz")
+        assert (painted[k_slice] == 3).sum() - kidney[k_slice].sum() >= 30  # a brush of 8: about 50 voxels
+        # undo and redo by the keyboard, exactly
+        p.keyboard.press("Control+z")
+        page.wait_status("undone")
+        assert np.array_equal(page.save(tmp_path / "undone.nii.gz"), kept)
+        p.keyboard.press("Control+Shift+z")
+        page.wait_status("redone")
+        assert np.array_equal(page.save(tmp_path / "redone.nii.gz"), painted)
+        p.keyboard.press("Control+z")
+        page.wait_status("undone")
+        p.keyboard.press("Control+y")
+        p.wait_for_selector("body[data-redone='2']", timeout=30_000)
+        assert np.array_equal(page.save(tmp_path / "redone2.nii.gz"), painted)
+        # rename, delete, and undo brings the object back
+        p.click(f"#objects li[data-label='{SPLEEN}']")
+        p.fill("#objectName", "lien")
+        p.click("#renameObject")
+        page.wait_status("is now lien")
+        assert "lien" in p.inner_text(f"#objects li[data-label='{SPLEEN}']") and session._objects[SPLEEN].prompts.name == "lien"
+        p.click("#deleteObject")
+        page.wait_status("deleted")
+        assert p.locator(f"#objects li[data-label='{SPLEEN}']").count() == 0 and SPLEEN not in session.labels
+        assert not (page.save(tmp_path / "deleted.nii.gz") == SPLEEN).any()
+        p.click("#undo")
+        page.wait_status("undone")
+        p.wait_for_selector(f"#objects li[data-label='{SPLEEN}']", timeout=10_000)
+        assert np.array_equal(page.save(tmp_path / "back.nii.gz") == SPLEEN, painted == SPLEEN)
+        assert page.errors == [], page.errors

@@ -13,6 +13,7 @@ const state = {
   tool: 'box',
   busy: false,
   overlay: null,
+  labels: null, // the label map shown (native voxel order), what the overlay is made from
   sliceIndex: 0,
   marks: [], // the box prompts drawn since the last propagation: {slice, box}
   markHistory: [], // state.marks before each step the server made (an undo goes back one)
@@ -118,7 +119,7 @@ function showLocation(data) {
   const values = data && data.values ? data.values : []
   if (values.length) {
     const intensity = values[0].value
-    const label = state.overlay && values.length > 1 ? Math.round(values[values.length - 1].value) : 0
+    const label = state.labels ? state.labels[nativeIndex(crosshairNative())] : 0
     const name = label && state.objects.has(label) ? state.objects.get(label).name : ''
     readout = `, value ${Number.isInteger(intensity) ? intensity : Number(intensity).toPrecision(4)}, label ${label}${name ? ` (${name})` : ''}`
     document.body.dataset.readout = `${intensity}|${label}`
@@ -257,12 +258,36 @@ async function reloadOverlay() {
   const overlay = await NVImage.loadFromUrl({ url, headers: headers(), name: 'labels.nii.gz', opacity: Number($('opacity').value) / 100 })
   if (state.overlay) nv.removeVolume(state.overlay)
   state.overlay = overlay
+  state.labels = overlay.img.slice() // the label map itself; the overlay shows it, or its outlines
   nv.addVolume(overlay)
+  showOutline(false)
   refreshColours()
+}
+function showOutline(redraw = true) {
+  // outline mode: the overlay keeps only each object's edge in the session's slice plane (the
+  // label map, state.labels, is untouched: painting, the read-out and saving use it)
+  const img = state.overlay.img
+  const labels = state.labels
+  if (!$('outline').checked) img.set(labels)
+  else {
+    const [nx, ny] = dims(); const size = [nx, ny, labels.length / (nx * ny)]; const stride = [1, nx, nx * ny]
+    const a = state.session.frame_axes
+    const [sx, sy] = [stride[a.x], stride[a.y]]; const [mx, my] = [size[a.x], size[a.y]]
+    for (let p = 0; p < labels.length; p++) {
+      const l = labels[p]
+      if (!l) { img[p] = 0; continue }
+      const cx = Math.floor(p / sx) % mx; const cy = Math.floor(p / sy) % my
+      const inside = cx > 0 && cx < mx - 1 && cy > 0 && cy < my - 1 &&
+        labels[p - sx] === l && labels[p + sx] === l && labels[p - sy] === l && labels[p + sy] === l
+      img[p] = inside ? 0 : l
+    }
+  }
+  if (redraw) nv.updateGLVolume()
+  document.body.dataset.outline = $('outline').checked ? '1' : '0'
 }
 let pendingRedraw = null
 function paintSlice(label, slice, rle) {
-  const img = state.overlay.img
+  const img = state.labels
   const [rows, cols] = state.session.frames.slice(1)
   for (let y = 0; y < rows; y++) {
     for (let x = 0; x < cols; x++) { const i = nativeIndex(fromFrame(slice, x, y)); if (img[i] === label) img[i] = 0 }
@@ -270,12 +295,12 @@ function paintSlice(label, slice, rle) {
   for (let r = 0; r < rle.length; r += 2) {
     for (let p = rle[r]; p < rle[r] + rle[r + 1]; p++) img[nativeIndex(fromFrame(slice, p % cols, Math.floor(p / cols)))] = label
   }
-  if (!pendingRedraw) pendingRedraw = setTimeout(() => { pendingRedraw = null; nv.updateGLVolume() }, 150)
+  if (!pendingRedraw) pendingRedraw = setTimeout(() => { pendingRedraw = null; showOutline() }, 150)
 }
 function sliceMask(label, slice) {
   const [rows, cols] = state.session.frames.slice(1)
   const mask = new Uint8Array(rows * cols)
-  const img = state.overlay.img
+  const img = state.labels
   for (let y = 0; y < rows; y++) for (let x = 0; x < cols; x++) mask[y * cols + x] = img[nativeIndex(fromFrame(slice, x, y))] === label ? 1 : 0
   return mask
 }
@@ -333,6 +358,7 @@ nv.onDragRelease = (info) => {
   guarded(() => sendPrompt('box', { slice: a.slice, box }))
 }
 nv.onMouseUp = () => {
+  if (state.tool === 'window') showWindow()  // NiiVue's windowing drag reports no intensity change
   if (!state.session || (state.tool !== 'plus' && state.tool !== 'minus')) return
   const frame = toFrame(crosshairNative())
   guarded(() => sendPrompt('point', { slice: frame.slice, point: [frame.x, frame.y], positive: state.tool === 'plus' }))
@@ -641,7 +667,7 @@ $('renameObject').onclick = () => guarded(renameObject)
 $('deleteObject').onclick = () => guarded(deleteObject)
 $('brushSize').onchange = () => setBrushSize(brushSize())
 $('opacity').oninput = () => { if (state.overlay) { state.overlay.opacity = Number($('opacity').value) / 100; nv.updateGLVolume() } document.body.dataset.opacity = $('opacity').value }
-$('outline').onchange = () => { nv.overlayOutlineWidth = $('outline').checked ? 1 : 0; nv.drawScene(); document.body.dataset.outline = $('outline').checked ? '1' : '0' }
+$('outline').onchange = () => { if (state.overlay) showOutline() }
 $('learn').onclick = () => guarded(learn)
 $('save').onclick = () => guarded(save)
 $('saveReport').onclick = () => guarded(() => download(`/api/sessions/${state.session.session}/report`, `${stem()}_report.json`))
