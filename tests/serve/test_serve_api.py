@@ -153,6 +153,7 @@ def test_corrections_stream_change_the_slice_and_undo_restores(server, data, tmp
     client.post(f"{url}/api/sessions/{session}/undo")  # the object back, with its new name
     assert client.post(f"{url}/api/sessions/{session}/undo").json()["objects"][0]["name"] == "spleen"
     assert np.array_equal(labels_of(client, url, session, tmp_path), after)
+    assert "nothing to fill" in error_of(client.post(f"{url}/api/sessions/{session}/objects/{SPLEEN}/fill"), 400)  # no gap
     client.post(f"{url}/api/sessions/{session}/undo")  # before the erase
     click = client.post(f"{url}/api/sessions/{session}/objects/{SPLEEN}/corrections",
                         json={"point": {"slice": int(target), "point": [5, 5], "positive": False}})

@@ -332,7 +332,7 @@ def test_the_annotators_tools_in_the_page(backbone, browser, tmp_path):
     kidney): the gap joins the slices to review; the cursor reads the voxel's value and label; W/L
     dragging, opacity, outline and hiding change the display and never the data; a larger brush
     paints more; undo and redo by the keyboard are exact; an object is renamed, deleted and
-    brought back by undo; no console errors."""
+    brought back by undo; Fill between slices closes the gap; no console errors."""
     ct_path, seg_path = sample_paths()
     seg = sitk.ReadImage(str(seg_path))
     array = sitk.GetArrayFromImage(seg)
@@ -392,7 +392,7 @@ def test_the_annotators_tools_in_the_page(backbone, browser, tmp_path):
         assert np.array_equal(page.save(tmp_path / "display.nii.gz"), kept)  # the display never touches the labels
         assert (session.intensity.low, session.intensity.high) == window_before  # nor the model's window
         # a larger brush paints more: a short stroke beside the kidney
-        p.click(f"#objects li[data-label='3']")
+        p.click("#objects li[data-label='3']")
         for _ in range(5):
             p.keyboard.press("]")
         assert p.evaluate("document.body.dataset.brush") == "8"
@@ -431,4 +431,14 @@ def test_the_annotators_tools_in_the_page(backbone, browser, tmp_path):
         page.wait_status("undone")
         p.wait_for_selector(f"#objects li[data-label='{SPLEEN}']", timeout=10_000)
         assert np.array_equal(page.save(tmp_path / "back.nii.gz") == SPLEEN, painted == SPLEEN)
+        # Fill between slices (F): the spleen's gap is filled, nothing else moves
+        p.click(f"#objects li[data-label='{SPLEEN}']")
+        p.keyboard.press("f")
+        p.wait_for_selector(f"body[data-filled='{gap}']", timeout=30_000)
+        filled = page.save(tmp_path / "filled.nii.gz")
+        spleen = array == SPLEEN
+        assert 2 * ((filled[gap] == SPLEEN) & spleen[gap]).sum() / ((filled[gap] == SPLEEN).sum() + spleen[gap].sum()) >= 0.85
+        others = [k for k in range(len(filled)) if k != gap]
+        assert np.array_equal(filled[others], painted[others])
+        assert "(gap)" not in p.inner_text("#review")
         assert page.errors == [], page.errors

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from medsam2.engine.adapt import AdaptSettings, AdaptSummary, repropagate_adapte
 from medsam2.engine.corrections import CorrectionSummary, check_correction, make_correction
 from medsam2.engine.feature_cache import CachedBackbone, CacheStats
 from medsam2.engine.feature_disk import FeatureFolder
+from medsam2.engine.fill_between import FillSummary, filled_state
 from medsam2.engine.label_import import opened_objects
 from medsam2.engine.litemedsam_step import LiteMedSAMStep
 from medsam2.engine.results import SegmentationResult
@@ -44,7 +45,7 @@ from medsam2.engine.session_state import (
 )
 from medsam2.engine.tracks import ObjectTrack, PropagationStats
 from medsam2.errors import ArgumentTypeError, PromptError
-from medsam2.io.slicing import check_axis, from_frames, to_frames, voxel_axis
+from medsam2.io.slicing import check_axis, frame_spacing, from_frames, to_frames, voxel_axis
 from medsam2.io.volume import Volume
 from medsam2.io.windows import WindowedFrames, choose_window
 from medsam2.prompts.parse import Box, MaskPrompt, ObjectPrompts, Point, object_label, validate_prompts
@@ -251,27 +252,31 @@ class Session:
         return [state.prompts.label for state in opened]
 
     def remove(self, label: int) -> None:
-        """Remove an object: its prompts, corrections and answers. One step of :meth:`undo`.
-
-        Raises:
-            PromptError: no object with this label in the session.
-        """
+        """Remove an object: its prompts, corrections and answers (one step of :meth:`undo`);
+        PromptError for a label that is no object of the session."""
         label = object_label(label)
         self._state_of(label)
         self._step({label: None})
 
     def rename(self, label: int, name: str | None) -> None:
-        """Give an object another name (None: none). One step of :meth:`undo`.
-
-        Raises:
-            PromptError: no object with this label in the session.
-        """
+        """Give an object another name (None: none), one step of :meth:`undo`; PromptError for
+        a label that is no object of the session."""
         label = object_label(label)
         renamed = self._state_of(label).copy()
         renamed.prompts.name = name
         if renamed.track is not None:
             renamed.track.name = name
         self._step({label: renamed})
+
+    def fill_between(self, label: int) -> FillSummary:
+        """Fill the empty slices between the object's slices (its answers, or before propagating
+        its painted masks) by shape-based interpolation (:mod:`medsam2.engine.fill_between`); its
+        other slices stay. One step of :meth:`undo`. PromptError for an unknown label, fewer than
+        two slices with the structure, or no gap."""
+        spacing = frame_spacing(self.volume.spacing, self.voxel_axis)[1:]
+        new, summary = filled_state(self._state_of(label), self.shape[0], self._geometry(), spacing)
+        self._step({summary.label: new})
+        return summary
 
     def pending_labels(self) -> list[int]:
         """Labels added (or given prompts) but not propagated yet."""
@@ -385,8 +390,7 @@ class Session:
     def adapt(self, label: int, settings: AdaptSettings | None = None) -> AdaptSummary:
         """Learn from an object's prompted and corrected slices: fine-tune a copy of LiteMedSAM's
         mask heads on them (their features are cached: seconds) and propagate the object again
-        with it. The prompted slices keep their answers; no old answer is dropped. One step of
-        :meth:`undo`.
+        with it. The prompted slices keep their answers; no old answer is dropped. One undo step.
 
         Raises:
             PromptError: an unknown label, an object not propagated yet, or fewer than two
@@ -399,9 +403,8 @@ class Session:
         if state is None or state.track is None:
             raise PromptError(f"label {label} is not a propagated object of the session; propagate it, then correct it")
         frames, learned, decoded = repropagate_adapted(self.cache, self.engine, self.frames, state.prompts, state.track, settings)
-        new = state.copy()
-        new.track = ObjectTrack(state.track.label, state.track.name, list(state.track.prompted_frames), frames)
-        self._step({label: new})
+        new = state.copy()  # its track's prompted slices copied too
+        self._step({label: replace(new, track=replace(new.track, frames=frames))})
         self._work_seconds += time.perf_counter() - began
         return AdaptSummary(label, learned, decoded, round(time.perf_counter() - began, 4))
 

@@ -111,7 +111,9 @@ async def receive_upload(
         state["name"] = name
         filename = disposition.get(b"filename")
         if filename is not None and name != file_field:
-            state["error"] = ApiError(400, f"the form field {name[:40]!r} holds a file; send the file in the multipart field '{file_field}'")
+            field_name = name[:40]
+            state["error"] = ApiError(
+                400, f"the form field {field_name!r} holds a file; send the file in the multipart field '{file_field}'")
             return
         if name == file_field and filename is not None:
             if upload.file is not None:

@@ -1,5 +1,5 @@
-"""A session's objects: prompts, propagation, corrections (erasing among them), adapting, renaming,
-removing, undo and redo.
+"""A session's objects: prompts, propagation, corrections (erasing among them), adapting, filling
+between slices, renaming, removing, undo and redo.
 
 Propagation and corrections answer with JSON lines (``application/x-ndjson``): one per decoded
 slice, then the summary (:func:`medsam2.serve.views.summary`) with ``"finished": true``.
@@ -105,6 +105,17 @@ def adapt(session_id: str, label: int, state: State) -> dict:
         with state.model_lock:
             outcome = served.session.adapt(label)
             return {"adapt": asdict(outcome), **summary(served)}
+
+
+@router.post("/api/sessions/{session_id}/objects/{label}/fill")
+def fill_between(session_id: str, label: int, state: State) -> dict:
+    """*Fill between slices*: the empty slices between the object's slices get shape-based
+    interpolations (``Session.fill_between``): the summary, with ``fill``: the slices filled and
+    those they were filled from."""
+    with state.store.working(session_id) as served:
+        filled = served.session.fill_between(label)
+        with state.model_lock:
+            return {"fill": asdict(filled), **summary(served)}
 
 
 @router.patch("/api/sessions/{session_id}/objects/{label}")

@@ -490,6 +490,18 @@ async function learn() {
   const a = answer.adapt
   status(`${obj.name}: learned from slices ${a.slices_learned.join(', ')}; ${a.decoded_slices} slices decoded again in ${a.seconds.toFixed(1)} s`)
 }
+async function fillBetween() {
+  const obj = state.objects.get(state.selected)
+  if (!obj || !onServer(obj)) { status('select an object drawn (or segmented) on two or more slices', true); return }
+  status(`${obj.name}: filling between its slices...`)
+  const answer = await (await api('POST', `/api/sessions/${state.session.session}/objects/${obj.label}/fill`)).json()
+  pushHistory()
+  await reloadOverlay()
+  applySummary(answer)
+  const f = answer.fill
+  status(`${obj.name}: filled slices ${f.filled_slices.join(', ')} between its slices`)
+  document.body.dataset.filled = f.filled_slices.join(',')
+}
 async function download(path, filename) {
   const response = await api('GET', path)
   const blob = await response.blob()
@@ -663,6 +675,7 @@ $('addObject').onclick = () => { addObject($('newName').value.trim()); $('newNam
 $('propagate').onclick = () => guarded(propagate)
 $('undo').onclick = () => guarded(undo)
 $('redo').onclick = () => guarded(redo)
+$('fillBetween').onclick = () => guarded(fillBetween)
 $('renameObject').onclick = () => guarded(renameObject)
 $('deleteObject').onclick = () => guarded(deleteObject)
 $('brushSize').onchange = () => setBrushSize(brushSize())
@@ -683,6 +696,7 @@ document.addEventListener('keydown', (event) => {
   if (event.ctrlKey && (key === 'y' || (key === 'z' && event.shiftKey))) { event.preventDefault(); guarded(redo) }
   else if (event.ctrlKey && key === 'z') { event.preventDefault(); guarded(undo) }
   else if (event.key === '[' || event.key === ']') setBrushSize(brushSize() + (event.key === ']' ? 1 : -1))
+  else if (key === 'f' && state.session) guarded(fillBetween)
   else if (keys[event.key]) setTool(keys[event.key])
   else if (event.key === 'Enter' && state.session) guarded(propagate)
   else if (event.key === 's' && state.session) guarded(save)
