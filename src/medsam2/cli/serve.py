@@ -53,6 +53,9 @@ def add_parser(commands) -> None:
                        "only the cases saved from the page)")
     serve.add_argument("--train-epochs", type=int, default=None, metavar="N",
                        help="with --project: epochs of the background training (default: train's own)")
+    serve.add_argument("--save-dir", metavar="DIR",
+                       help="autosave every session's labels here as the annotator works; the page reopens them after a "
+                       "restart (default with --project: PROJECT/autosave)")
     serve.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     serve.add_argument("--quiet", action="store_true", help="print only the URL")
     serve.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -76,6 +79,7 @@ def run_serve(args) -> int:
         project=Path(args.model_project) if args.model_project else None, retrain_every=args.retrain_every,
         feature_disk_mb=args.feature_disk_mb, score_cases=not args.no_scoring,
         train_args=() if args.train_epochs is None else ("--epochs", str(args.train_epochs)),
+        save_dir=Path(args.save_dir) if args.save_dir else None,
     ).checked()
     sock = bind(settings.host, settings.port)  # before the model loads: a busy port fails at once
     segmenter = Segmenter.from_options(model)

@@ -118,8 +118,8 @@ class Session:
                       else CachedBackbone(backbone, feature_cache_mb, disk=feature_folder))
         self._objects: dict[int, ObjectState] = {}
         #: the states to go back to: the objects and the number of corrections made before each step
-        #: the objects and the number of corrections before each step, and of the steps undone
-        self._history: SessionHistory[tuple[dict[int, ObjectState], int]] = SessionHistory(max_undo)
+        #: the objects and corrections before each step and of the steps undone; ``revision`` counts changes
+        self.history: SessionHistory[tuple[dict[int, ObjectState], int]] = SessionHistory(max_undo)
         self._stats = PropagationStats()
         self._corrections = 0
         self._notes = list(self.intensity.warnings) + list(backbone.plan.notes)
@@ -152,7 +152,7 @@ class Session:
                 del self._objects[label]
             else:
                 self._objects[label] = state
-        self._history.record((before, self._corrections))
+        self.history.record((before, self._corrections))
 
     def _state_of(self, label: int, hint: str = "") -> ObjectState:
         """The object ``label``; PromptError for a label that is no object of the session."""
@@ -169,7 +169,7 @@ class Session:
         Raises:
             UsageError: there is nothing to undo.
         """
-        self._objects, self._corrections = self._history.undo((self._snapshot(), self._corrections))
+        self._objects, self._corrections = self.history.undo((self._snapshot(), self._corrections))
 
     def redo(self) -> None:
         """Make again the step the last :meth:`undo` took back, exactly (nothing is decoded again).
@@ -178,7 +178,7 @@ class Session:
         Raises:
             UsageError: there is nothing to redo.
         """
-        self._objects, self._corrections = self._history.redo((self._snapshot(), self._corrections))
+        self._objects, self._corrections = self.history.redo((self._snapshot(), self._corrections))
 
     # -- prompts and propagation ----------------------------------------------------------------
     def add(self, obj: ObjectPrompts) -> None:

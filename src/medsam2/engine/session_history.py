@@ -19,6 +19,8 @@ class SessionHistory(Generic[State]):
     """
 
     max_steps: int = 50
+    #: how many times the state changed (a step, an undo, a redo): what an autosave compares
+    revision: int = 0
     _back: list[State] = field(default_factory=list)
     _forward: list[State] = field(default_factory=list)
 
@@ -27,6 +29,7 @@ class SessionHistory(Generic[State]):
         self._back.append(before)
         del self._back[: -self.max_steps]
         self._forward.clear()
+        self.revision += 1
 
     def undo(self, current: State) -> State:
         """The state before the last step (``current`` is kept for :meth:`redo`).
@@ -37,6 +40,7 @@ class SessionHistory(Generic[State]):
         if not self._back:
             raise UsageError("nothing to undo: no add, propagate or correct since the session opened")
         self._forward.append(current)
+        self.revision += 1
         return self._back.pop()
 
     def redo(self, current: State) -> State:
@@ -48,4 +52,5 @@ class SessionHistory(Generic[State]):
         if not self._forward:
             raise UsageError("nothing to redo: no step was undone since the last change")
         self._back.append(current)
+        self.revision += 1
         return self._forward.pop()

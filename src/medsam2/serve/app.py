@@ -55,6 +55,13 @@ def create_app(settings: ServeSettings, segmenter: Segmenter) -> FastAPI:
     store = SessionStore(root, settings.max_sessions, settings.session_idle_minutes * 60, volume_budget=settings.max_volume_bytes)
     state = ServerState(settings, segmenter, root, store,
                         pace=UploadPace(settings.upload_min_kbps * 1024, settings.upload_grace_seconds))
+    if settings.save_dir is not None:
+        from functools import partial
+
+        from medsam2.serve.autosave import write_autosave
+
+        settings.save_dir.mkdir(parents=True, exist_ok=True)
+        store.on_change = partial(write_autosave, settings.save_dir)
     if settings.project is not None:
         from medsam2.project.models import active_model_name
         from medsam2.project.store import open_project

@@ -107,6 +107,8 @@ class ServeSettings:
         feature_disk_mb: with a project, the disk its cases' features may take (``DIR/cache/features``).
         score_cases: with a project, score its open cases in the background (``medsam2 project
             score``: what ``least-confident`` ranks by; it fills the feature cache too).
+        save_dir: where every session's labels are autosaved as the annotator works (and can be
+            reopened after a restart); default with a project ``PROJECT/autosave``, else none.
     """
 
     host: str = "127.0.0.1"
@@ -131,6 +133,7 @@ class ServeSettings:
     train_args: tuple[str, ...] = ()
     feature_disk_mb: float = 8192.0
     score_cases: bool = True
+    save_dir: Path | None = None
 
     def checked(self) -> ServeSettings:
         """These settings with the API key taken from the environment where not given, after checks.
@@ -172,7 +175,11 @@ class ServeSettings:
 
             dicomweb = server_root(self.dicomweb)
         project = Path(self.project).resolve() if self.project is not None else None
-        return replace(self, data_dir=data_dir, project=project, api_key=key, dicomweb=dicomweb, max_volume_mb=volume_mb,
+        save_dir = Path(self.save_dir) if self.save_dir is not None else project / "autosave" if project is not None else None
+        if save_dir is not None and save_dir.exists() and not save_dir.is_dir():
+            raise UsageError(f"--save-dir {save_dir} is not a folder")
+        save_dir = None if save_dir is None else save_dir.resolve()
+        return replace(self, data_dir=data_dir, project=project, save_dir=save_dir, api_key=key, dicomweb=dicomweb, max_volume_mb=volume_mb,
                        allowed_hosts=hosts, allowed_origins=origins)
 
     @property

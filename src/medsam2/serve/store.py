@@ -12,7 +12,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +68,10 @@ class ServedSession:
     last_used: float = field(default_factory=time.monotonic)
     pacs: object | None = None  # medsam2.io.dicomweb.SeriesAddress
     case: CaseLink | None = None
+    #: the session's revision (``session.history.revision``) when it was last autosaved
+    saved_revision: int = 0
+    #: the autosave folder's name (default: the session id; a reopened autosave keeps its own)
+    autosave_key: str | None = None
 
 
 class SessionStore:
@@ -95,6 +99,8 @@ class SessionStore:
         self._lock = threading.Lock()
         #: held while a scan is read, so that two scans read at once cannot both fit the same room
         self.reading = threading.Lock()
+        #: called with a session that changed, before a request gives it back (holding it)
+        self.on_change: Callable[[ServedSession], None] | None = None
 
     def __len__(self) -> int:
         with self._lock:
@@ -225,8 +231,13 @@ class SessionStore:
         return served
 
     def release(self, served: ServedSession) -> None:
-        served.last_used = time.monotonic()
-        served.lock.release()
+        """Give a session back; first, where it changed since, call :attr:`on_change` (the autosave)."""
+        try:
+            if self.on_change is not None and served.session.history.revision != served.saved_revision:
+                self.on_change(served)
+        finally:
+            served.last_used = time.monotonic()
+            served.lock.release()
 
     def delete(self, session_id: str) -> None:
         """Close a session once no request works on it, and remove its folder.

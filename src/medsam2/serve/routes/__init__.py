@@ -8,6 +8,7 @@
 - :mod:`.label_maps`: a label map opened onto a session as objects to correct.
 - :mod:`.results`: the label map, saving it to the PACS, the report.
 - :mod:`.project`: ``serve --project``: the cases, the next one, saving versions, training.
+- :mod:`.autosaves`: the sessions' labels autosaved in ``--save-dir``, listed and opened again.
 - :mod:`.monailabel`, :mod:`.monailabel_datastore`: MONAI Label's protocol under ``/monailabel``
   (3D Slicer, OHIF, its client): the app, inference and sessions; the datastore.
 """
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 from medsam2.serve.routes import (
+    autosaves,
     data,
     dicomweb,
     label_maps,
@@ -28,4 +30,4 @@ from medsam2.serve.routes import (
 )
 
 ROUTERS = (pages.router, data.router, dicomweb.router, sessions.router, objects.router, label_maps.router, results.router, project.router,
-           monailabel.router, monailabel_datastore.router)
+           monailabel.router, monailabel_datastore.router, autosaves.router)

@@ -52,6 +52,7 @@ def info(state: State, request: Request) -> dict:
         },
         "sessions_open": len(state.store),
         "data_folder": settings.data_dir is not None,
+        "autosave": settings.save_dir is not None,
         "dicomweb": settings.dicomweb,
         "project": None if settings.project is None else settings.project.name,
         "axes": list(AXES),

@@ -27,7 +27,9 @@ window.medsam2 = { nv, state } // for tests and the curious (goToSlice is added 
 function headers(extra = {}) {
   return state.key ? { ...extra, Authorization: `Bearer ${state.key}` } : extra
 }
+let lastActivity = Date.now() // the server closes a session this long after its last request
 async function api(method, path, body) {
+  lastActivity = Date.now(); $('expiry').hidden = true
   const init = { method, headers: headers() }
   if (body instanceof FormData) init.body = body
   else if (body !== undefined) { init.body = JSON.stringify(body); init.headers = headers({ 'Content-Type': 'application/json' }) }
@@ -561,6 +563,37 @@ async function openScan(response) {
   document.body.dataset.shown = state.session.shown ?? ''
   document.body.dataset.session = state.session.session
 }
+// -- autosaves (serve --save-dir, or --project) and the idle warning --------------------------
+async function refreshAutosaves() {
+  const listed = (await (await api('GET', '/api/autosaves')).json()).autosaves
+  const select = $('autosaveList'); select.innerHTML = ''
+  select.add(new Option('saved work...', ''))
+  for (const a of listed) {
+    const when = new Date(a.saved * 1000).toLocaleString()
+    select.add(new Option(`${a.name}${a.case ? ' (' + a.case + ')' : ''} · ${a.objects.length} object${a.objects.length === 1 ? '' : 's'} · ${when}`, a.key))
+  }
+  document.body.dataset.autosaves = String(listed.length)
+}
+async function reopenAutosave(key) {
+  status('opening the saved work...')
+  await openScan(await api('POST', `/api/autosaves/${encodeURIComponent(key)}/sessions`))
+  status(`reopened ${state.session.name} as it was saved: correct any slice, or save`)
+}
+function watchIdle() {
+  // a warning before the server closes an idle session (its labels are autosaved where it keeps them)
+  const idle = state.info.limits.session_idle_minutes * 60000
+  const warnAt = idle - Math.min(120000, idle / 2)
+  setInterval(() => {
+    if (!state.session || Date.now() - lastActivity < warnAt) return
+    const left = Math.max(0, Math.round((idle - (Date.now() - lastActivity)) / 1000))
+    $('expiry').textContent = left > 0
+      ? `This session closes after ${Math.round(idle / 60000 * 10) / 10} min without a request: in about ${left} s. ` + (state.info.autosave ? 'Its labels are autosaved: Saved work reopens them.' : 'Save your labels.')
+      : 'This session was closed for being idle.' + (state.info.autosave ? ' Saved work reopens its labels.' : '')
+    $('expiry').hidden = false
+    document.body.dataset.expiryWarning = '1'
+  }, Math.min(15000, Math.max(500, idle / 10)))
+}
+
 // -- the project (serve --project) ----------------------------------------------------------
 async function refreshProject() {
   const project = await (await api('GET', '/api/project')).json()
@@ -656,6 +689,8 @@ async function start() {
       for (const s of project.strategies) $('strategy').add(new Option(s, s))
     } catch (error) { status(error.message, true) }
   }
+  if (state.info.autosave) { $('autosaveBox').hidden = false; await refreshAutosaves().catch(() => {}) }
+  watchIdle()
   document.body.dataset.ready = '1'
 }
 
@@ -666,6 +701,8 @@ $('pushPacs').onclick = () => guarded(pushToPacs)
 $('openCase').onclick = () => { const chosen = $('caseList').value; const version = $('caseVersion').value; if (chosen) guarded(() => openCase(chosen, version === '' ? null : Number(version))) }
 $('caseList').onchange = () => guarded(() => listVersions($('caseList').value))
 $('nextCase').onclick = () => guarded(nextCase)
+$('openAutosave').onclick = () => { const key = $('autosaveList').value; if (key) guarded(() => reopenAutosave(key)) }
+$('autosaveList').onfocus = () => refreshAutosaves().catch(() => {})
 $('saveDraft').onclick = () => guarded(() => saveToProject('draft'))
 $('finishCase').onclick = () => guarded(() => saveToProject('final'))
 $('train').onclick = () => guarded(startTraining)
