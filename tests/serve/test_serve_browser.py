@@ -332,7 +332,8 @@ def test_the_annotators_tools_in_the_page(backbone, browser, tmp_path):
     kidney): the gap joins the slices to review; the cursor reads the voxel's value and label; W/L
     dragging, opacity, outline and hiding change the display and never the data; a larger brush
     paints more; undo and redo by the keyboard are exact; an object is renamed, deleted and
-    brought back by undo; Fill between slices closes the gap; no console errors."""
+    brought back by undo; Fill between slices closes the gap; Remove islands takes a stray blob
+    and a detached stroke out; no console errors."""
     ct_path, seg_path = sample_paths()
     seg = sitk.ReadImage(str(seg_path))
     array = sitk.GetArrayFromImage(seg)
@@ -340,6 +341,8 @@ def test_the_annotators_tools_in_the_page(backbone, browser, tmp_path):
     spleen_slices = np.flatnonzero((kept == SPLEEN).reshape(len(kept), -1).any(axis=1))
     gap = int(spleen_slices[len(spleen_slices) // 2])
     kept[gap][kept[gap] == SPLEEN] = 0
+    assert not kept[5:8, 5:9, 5:9].any()
+    kept[5:8, 5:9, 5:9] = 3  # a stray blob of the kidney's label, far from it (Remove islands takes it out)
     old = sitk.GetImageFromArray(kept)
     old.CopyInformation(seg)
     sitk.WriteImage(old, str(tmp_path / "old.nii.gz"))
@@ -441,4 +444,14 @@ def test_the_annotators_tools_in_the_page(backbone, browser, tmp_path):
         others = [k for k in range(len(filled)) if k != gap]
         assert np.array_equal(filled[others], painted[others])
         assert "(gap)" not in p.inner_text("#review")
+        # Remove islands: the kidney keeps its largest piece; the stray blob and the stroke painted
+        # beside it (not touching it) go; the spleen does not move
+        p.click("#objects li[data-label='3']")
+        p.click("#removeIslands")
+        p.wait_for_selector("body[data-islands-removed='2']", timeout=30_000)
+        islands = page.save(tmp_path / "islands.nii.gz")
+        blob = np.zeros(islands.shape, bool)
+        blob[5:8, 5:9, 5:9] = True
+        assert not islands[blob].any() and np.array_equal(islands == SPLEEN, filled == SPLEEN)
+        assert (islands == 3)[(kept == 3) & ~blob].all() and (islands == 3).sum() < (filled == 3).sum() - 48
         assert page.errors == [], page.errors

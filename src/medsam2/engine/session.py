@@ -7,8 +7,9 @@ its slice and, on the LiteMedSAM engine, propagates outward from it only as far 
 answer (see :meth:`medsam2.engine.litemedsam_step.LiteMedSAMStep.repropagate`); on the SAM 2 engine the corrected
 object is tracked again through the volume from all its prompts (features cached).
 
-The session holds the state and the public calls; undo and redo are
-:class:`medsam2.engine.session_history.SessionHistory`; the corrections are made in
+The session holds the state and the public calls; the edits that need no model (remove, rename,
+fill between slices, islands) are :class:`medsam2.engine.session_edits.ObjectEdits`; undo and redo
+are :class:`medsam2.engine.session_history.SessionHistory`; the corrections are made in
 :mod:`medsam2.engine.corrections`, the result is built in :mod:`medsam2.engine.session_results`,
 and the per-object state they share is :mod:`medsam2.engine.session_state`. The engine that opens
 sessions is :class:`medsam2.engine.engine.Engine`.
@@ -26,11 +27,11 @@ from medsam2.engine.adapt import AdaptSettings, AdaptSummary, repropagate_adapte
 from medsam2.engine.corrections import CorrectionSummary, check_correction, make_correction
 from medsam2.engine.feature_cache import CachedBackbone, CacheStats
 from medsam2.engine.feature_disk import FeatureFolder
-from medsam2.engine.fill_between import FillSummary, filled_state
 from medsam2.engine.label_import import opened_objects
 from medsam2.engine.litemedsam_step import LiteMedSAMStep
 from medsam2.engine.results import SegmentationResult
 from medsam2.engine.sanity import ObjectEvidence
+from medsam2.engine.session_edits import ObjectEdits
 from medsam2.engine.session_history import SessionHistory
 from medsam2.engine.session_results import BoxProbes, label_map, object_evidence, object_reports, session_report, session_timings
 from medsam2.engine.session_state import (
@@ -45,7 +46,7 @@ from medsam2.engine.session_state import (
 )
 from medsam2.engine.tracks import ObjectTrack, PropagationStats
 from medsam2.errors import ArgumentTypeError, PromptError
-from medsam2.io.slicing import check_axis, frame_spacing, from_frames, to_frames, voxel_axis
+from medsam2.io.slicing import check_axis, from_frames, to_frames, voxel_axis
 from medsam2.io.volume import Volume
 from medsam2.io.windows import WindowedFrames, choose_window
 from medsam2.prompts.parse import Box, MaskPrompt, ObjectPrompts, Point, object_label, validate_prompts
@@ -74,7 +75,7 @@ class PropagationUpdate:
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
-class Session:
+class Session(ObjectEdits):
     """Segmentation of one volume that keeps its features, prompts and answers between calls.
 
     Made by :meth:`medsam2.Segmenter.open`; see the module docstring for a walk-through.
@@ -250,33 +251,6 @@ class Session:
         opened = opened_objects(to_frames(array, self.voxel_axis), self._geometry(), names, set(self._objects))
         self._step({state.prompts.label: state for state in opened})
         return [state.prompts.label for state in opened]
-
-    def remove(self, label: int) -> None:
-        """Remove an object: its prompts, corrections and answers (one step of :meth:`undo`);
-        PromptError for a label that is no object of the session."""
-        label = object_label(label)
-        self._state_of(label)
-        self._step({label: None})
-
-    def rename(self, label: int, name: str | None) -> None:
-        """Give an object another name (None: none), one step of :meth:`undo`; PromptError for
-        a label that is no object of the session."""
-        label = object_label(label)
-        renamed = self._state_of(label).copy()
-        renamed.prompts.name = name
-        if renamed.track is not None:
-            renamed.track.name = name
-        self._step({label: renamed})
-
-    def fill_between(self, label: int) -> FillSummary:
-        """Fill the empty slices between the object's slices (its answers, or before propagating
-        its painted masks) by shape-based interpolation (:mod:`medsam2.engine.fill_between`); its
-        other slices stay. One step of :meth:`undo`. PromptError for an unknown label, fewer than
-        two slices with the structure, or no gap."""
-        spacing = frame_spacing(self.volume.spacing, self.voxel_axis)[1:]
-        new, summary = filled_state(self._state_of(label), self.shape[0], self._geometry(), spacing)
-        self._step({summary.label: new})
-        return summary
 
     def pending_labels(self) -> list[int]:
         """Labels added (or given prompts) but not propagated yet."""

@@ -77,6 +77,12 @@ class MaskBody(_Strict):
     png_base64: str = Field(description="a PNG of the slice's size (columns x rows); non-zero pixels are the mask")
 
 
+class IslandsBody(_Strict):
+    """Which islands of an object to keep: its largest (``min_voxels`` null) or every one of at least that many voxels."""
+
+    min_voxels: int | None = Field(None, ge=1)
+
+
 class RenameBody(_Strict):
     """A new name for an object."""
 

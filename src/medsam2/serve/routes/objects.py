@@ -19,7 +19,16 @@ from fastapi.responses import StreamingResponse
 
 from medsam2.errors import MedSAM2Error
 from medsam2.prompts.parse import Box, MaskPrompt, Point
-from medsam2.serve.bodies import CorrectionBody, PromptBody, PropagateBody, RenameBody, decode_mask, one_kind, run_lengths
+from medsam2.serve.bodies import (
+    CorrectionBody,
+    IslandsBody,
+    PromptBody,
+    PropagateBody,
+    RenameBody,
+    decode_mask,
+    one_kind,
+    run_lengths,
+)
 from medsam2.serve.deps import ServerState, State
 from medsam2.serve.errors import ApiError, one_line
 from medsam2.serve.store import ServedSession
@@ -116,6 +125,17 @@ def fill_between(session_id: str, label: int, state: State) -> dict:
         filled = served.session.fill_between(label)
         with state.model_lock:
             return {"fill": asdict(filled), **summary(served)}
+
+
+@router.post("/api/sessions/{session_id}/objects/{label}/islands")
+def remove_islands(session_id: str, label: int, state: State, body: IslandsBody | None = None) -> dict:
+    """Remove small islands: keep the object's largest 3D island (or every one of at least
+    ``min_voxels``): the summary, with ``islands``: the islands and voxels removed, the islands kept."""
+    body = body or IslandsBody()
+    with state.store.working(session_id) as served:
+        removed = served.session.remove_islands(label, body.min_voxels)
+        with state.model_lock:
+            return {"islands": asdict(removed), **summary(served)}
 
 
 @router.patch("/api/sessions/{session_id}/objects/{label}")

@@ -504,6 +504,17 @@ async function fillBetween() {
   status(`${obj.name}: filled slices ${f.filled_slices.join(', ')} between its slices`)
   document.body.dataset.filled = f.filled_slices.join(',')
 }
+async function removeIslands() {
+  const obj = state.objects.get(state.selected)
+  if (!obj || !obj.summary) { status('select a segmented object', true); return }
+  const answer = await (await api('POST', `/api/sessions/${state.session.session}/objects/${obj.label}/islands`, {})).json()
+  pushHistory()
+  await reloadOverlay()
+  applySummary(answer)
+  const i = answer.islands
+  status(`${obj.name}: ${i.removed_islands} island${i.removed_islands === 1 ? '' : 's'} removed (${i.removed_voxels} voxels); the largest kept`)
+  document.body.dataset.islandsRemoved = String(i.removed_islands)
+}
 async function download(path, filename) {
   const response = await api('GET', path)
   const blob = await response.blob()
@@ -713,6 +724,7 @@ $('propagate').onclick = () => guarded(propagate)
 $('undo').onclick = () => guarded(undo)
 $('redo').onclick = () => guarded(redo)
 $('fillBetween').onclick = () => guarded(fillBetween)
+$('removeIslands').onclick = () => guarded(removeIslands)
 $('renameObject').onclick = () => guarded(renameObject)
 $('deleteObject').onclick = () => guarded(deleteObject)
 $('brushSize').onchange = () => setBrushSize(brushSize())
