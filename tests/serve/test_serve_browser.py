@@ -455,3 +455,58 @@ def test_the_annotators_tools_in_the_page(backbone, browser, tmp_path):
         assert not islands[blob].any() and np.array_equal(islands == SPLEEN, filled == SPLEEN)
         assert (islands == 3)[(kept == 3) & ~blob].all() and (islands == 3).sum() < (filled == 3).sum() - 48
         assert page.errors == [], page.errors
+
+
+def test_label_names_from_itksnap_and_threshold_limited_painting(backbone, browser, tmp_path):
+    """*Names…* reads ITK-SNAP's .label.txt: the opened objects are renamed on the server and a
+    label the scan does not hold yet is listed, named, for its first prompt. *Paint within* keeps
+    only the stroke's voxels whose intensity is in the range: a range the stroke misses paints
+    nothing, a range it covers paints only those voxels."""
+    ct_path, seg_path = sample_paths()
+    seg = sitk.ReadImage(str(seg_path))
+    array = sitk.GetArrayFromImage(seg)
+    kept = np.where(array == 3, 3, 0).astype(np.uint8)
+    old = sitk.GetImageFromArray(kept)
+    old.CopyInformation(seg)
+    sitk.WriteImage(old, str(tmp_path / "kidney.nii.gz"))
+    names = tmp_path / "names.label.txt"
+    names.write_text('# ITK-SNAP Label Description File\n'
+                     '    0     0    0    0        0  0  0    "Clear Label"\n'
+                     '    3   255  255    0        1  1  1    "left kidney"\n'
+                     '    6     0  255  255        1  1  1    "aorta"\n')
+    ct = load_volume(ct_path).array
+    with running(backbone) as (url, state):
+        page = Page(browser, url + "/", ct_path)
+        p = page.page
+        p.set_input_files("#labelFile", str(tmp_path / "kidney.nii.gz"))
+        p.wait_for_selector("body[data-opened-labels='3']", timeout=60_000)
+        p.set_input_files("#labelNamesFile", str(names))
+        p.wait_for_selector("body[data-label-names='3,6']", timeout=10_000)
+        assert "left kidney" in p.inner_text("#objects li[data-label='3']")
+        assert "aorta" in p.inner_text("#objects li[data-label='6']")
+        session = state.store.get(p.evaluate("document.body.dataset.session")).session
+        assert session._objects[3].prompts.name == "left kidney"
+        # threshold-limited paint, on the kidney, beside it on its slice
+        p.click("#objects li[data-label='3']")
+        target = int(np.flatnonzero(kept.reshape(len(kept), -1).any(axis=1))[3])
+        rows, cols = np.nonzero(kept[target] == 3)
+        right, middle = int(cols.max()), int(rows.mean())
+        stroke = ct[target, middle - 1 : middle + 2, right + 2 : right + 9]
+        p.keyboard.press("p")
+        for _ in range(3):
+            p.keyboard.press("]")
+        p.check("#paintThreshold")
+        p.fill("#thresholdLow", str(int(stroke.max()) + 200))
+        p.fill("#thresholdHigh", str(int(stroke.max()) + 400))
+        page.drag(page.screen(target, right + 3, middle), page.screen(target, right + 8, middle))
+        page.wait_status("nothing painted")
+        assert np.array_equal(page.save(tmp_path / "none.nii.gz"), kept)
+        low, high = int(np.percentile(stroke, 50)), int(stroke.max())
+        p.fill("#thresholdLow", str(low))
+        p.fill("#thresholdHigh", str(high))
+        page.drag(page.screen(target, right + 3, middle), page.screen(target, right + 8, middle))
+        page.wait_status("corrected")
+        painted = page.save(tmp_path / "within.nii.gz")
+        added = (painted[target] == 3) & (kept[target] != 3)
+        assert added.any() and ((ct[target][added] >= low) & (ct[target][added] <= high)).all()
+        assert page.errors == [], page.errors

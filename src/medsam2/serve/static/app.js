@@ -381,11 +381,52 @@ nv.onDrawingChanged = (action) => {
   redrawMarks() // the stroke goes; the boxes drawn stay
   if (strokes.size !== 1) { status(`paint on one slice of the ${state.session.axis} axis (that view's plane)`, true); return }
   const [slice, painted] = [...strokes.entries()][0]
+  if (state.tool === 'paint' && $('paintThreshold').checked && !withinThreshold(slice, painted)) {
+    status(`nothing painted: no voxel of the stroke lies within ${$('thresholdLow').value}..${$('thresholdHigh').value}`, true); return
+  }
   const obj = selectedObject()
   if (state.tool === 'erase') { guarded(() => sendPrompt('erase', { slice, png_base64: maskPng(painted) })); return }
   const current = obj.summary ? sliceMask(obj.label, slice) : new Uint8Array(rows * cols)
   for (let p = 0; p < painted.length; p++) if (painted[p]) current[p] = 1
   guarded(() => sendPrompt('mask', { slice, png_base64: maskPng(current) }))
+}
+function withinThreshold(slice, painted) {
+  // threshold-limited painting: keep only the stroke's voxels whose intensity is within the range
+  const v = nv.volumes[0]
+  const slope = v.hdr.scl_slope || 1; const inter = v.hdr.scl_inter || 0
+  const low = Number($('thresholdLow').value); const high = Number($('thresholdHigh').value)
+  const cols = state.session.frames[2]
+  let kept = 0
+  for (let p = 0; p < painted.length; p++) {
+    if (!painted[p]) continue
+    const value = v.img[nativeIndex(fromFrame(slice, p % cols, Math.floor(p / cols)))] * slope + inter
+    if (value >= low && value <= high) kept++; else painted[p] = 0
+  }
+  return kept > 0
+}
+function readLabelNames(text) {
+  // ITK-SNAP's label description (.label.txt): IDX R G B A VIS MSH "LABEL" per line
+  const names = new Map()
+  for (const line of text.split(/\r?\n/)) {
+    const m = line.match(/^\s*(\d+)\s+\d+\s+\d+\s+\d+\s+[\d.]+\s+\d+\s+\d+\s+"(.*)"\s*$/)
+    if (m && Number(m[1]) > 0 && m[2].trim()) names.set(Number(m[1]), m[2].trim())
+  }
+  return names
+}
+async function importLabelNames(file) {
+  const names = readLabelNames(await file.text())
+  if (!names.size) { status(`${file.name} names no label (ITK-SNAP's .label.txt: IDX R G B A VIS MSH "NAME" per line)`, true); return }
+  for (const [label, name] of names) {
+    const obj = state.objects.get(label)
+    if (obj && onServer(obj)) {
+      applySummary(await (await api('PATCH', `/api/sessions/${state.session.session}/objects/${label}`, { name })).json())
+      pushHistory()
+    } else if (obj) obj.name = name
+    else state.objects.set(label, { label, name, summary: null, pending: false })  // ready for its first prompt
+  }
+  renderObjects(); refreshColours()
+  status(`${file.name}: ${names.size} label name${names.size === 1 ? '' : 's'} taken`)
+  document.body.dataset.labelNames = [...names.keys()].join(',')
 }
 function markBox(slice, box, refresh = true) {
   // the box outline in NiiVue's drawing layer (value 3), cleared by the next propagation
@@ -725,6 +766,13 @@ $('undo').onclick = () => guarded(undo)
 $('redo').onclick = () => guarded(redo)
 $('fillBetween').onclick = () => guarded(fillBetween)
 $('removeIslands').onclick = () => guarded(removeIslands)
+$('openLabelNames').onclick = () => $('labelNamesFile').click()
+$('labelNamesFile').onchange = (event) => { const file = event.target.files[0]; event.target.value = ''; if (file) guarded(() => importLabelNames(file)) }
+$('paintThreshold').onchange = () => {
+  if ($('paintThreshold').checked && $('thresholdLow').value === '' && nv.volumes[0]) {  // start from the display window
+    $('thresholdLow').value = String(Math.round(nv.volumes[0].cal_min)); $('thresholdHigh').value = String(Math.round(nv.volumes[0].cal_max))
+  }
+}
 $('renameObject').onclick = () => guarded(renameObject)
 $('deleteObject').onclick = () => guarded(deleteObject)
 $('brushSize').onchange = () => setBrushSize(brushSize())
