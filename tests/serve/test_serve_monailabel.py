@@ -128,7 +128,7 @@ def test_infer_from_an_roi_matches_the_own_api_and_the_reference(client, backbon
     assert np.array_equal(answer > 0, expected & inside)
 
 
-def test_infer_from_a_click_matches_the_own_api_and_the_reference(client, backbone):
+def test_infer_from_a_click_matches_the_own_api_and_the_reference(client, backbone, project):
     reference = reference_of(CASES[0])
     i, j, k = click_of(reference)
     out, params = client.infer("medsam2", CASES[0], {"foreground": [[i, j, k]], "background": []})
@@ -137,6 +137,8 @@ def test_infer_from_a_click_matches_the_own_api_and_the_reference(client, backbo
     expected = own_api(backbone, CASES[0], points=[Point(k, i, j)])
     assert np.array_equal(answer, expected)
     assert params["voxels"] == int(answer.sum())
+    autosaves = project / "autosave"  # a project's sessions autosave there; a client's /infer does not
+    assert not autosaves.exists() or not any(autosaves.iterdir())
 
 
 def test_a_saved_final_label_joins_the_project(client, project, tmp_path):

@@ -140,6 +140,7 @@ def segment(state: ServerState, served: ServedSession, request: InferRequest) ->
             labels = session.result(propagate_pending=False, sanity=False).labels
         finally:
             session.remove(label)
+    served.saved_revision = session.history.revision  # a client's work is saved by its save_label, not autosaved
     return request.confine(labels == label)
 
 
