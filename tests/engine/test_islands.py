@@ -39,3 +39,26 @@ def test_the_largest_island_stays_and_the_blob_goes(backbone, spleen_with_a_blob
     assert session.remove_islands(SPLEEN, min_voxels=49).removed_voxels == 48  # the blob is smaller than 49
     with pytest.raises(PromptError, match="1 or more"):
         session.remove_islands(SPLEEN, min_voxels=0)
+
+
+def test_a_locked_object_keeps_the_voxels_it_shares(backbone, spleen_with_a_blob):
+    """Two opened objects that overlap: the first added wins the shared voxels until the second is
+    locked; unlocking (or undo) gives them back."""
+    ct_path, spleen, _ = spleen_with_a_blob
+    other = np.zeros_like(spleen)
+    z = int(np.flatnonzero(spleen.reshape(len(spleen), -1).any(axis=1))[5])
+    rows, cols = np.nonzero(spleen[z])
+    other[z, rows.min() : rows.min() + 6, cols.min() : cols.max() + 1] = 2  # across the spleen's top rows
+    shared = (other == 2) & (spleen == SPLEEN)
+    assert shared.sum() > 10
+    session = Segmenter(backbone=backbone).open(load_volume(ct_path), axis="axial")
+    session.open_labels(spleen)
+    session.open_labels(other)
+    labels = session.result(propagate_pending=False, sanity=False).labels
+    assert (labels[shared] == SPLEEN).all()
+    session.lock(2)
+    assert session.locked_labels() == {2}
+    labels = session.result(propagate_pending=False, sanity=False).labels
+    assert (labels[shared] == 2).all() and (labels[(spleen == SPLEEN) & ~shared] == SPLEEN).all()
+    session.undo()
+    assert not session.locked_labels() and (session.result(propagate_pending=False, sanity=False).labels[shared] == SPLEEN).all()

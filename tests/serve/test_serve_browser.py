@@ -486,6 +486,9 @@ def test_label_names_from_itksnap_and_threshold_limited_painting(backbone, brows
         assert "aorta" in p.inner_text("#objects li[data-label='6']")
         session = state.store.get(p.evaluate("document.body.dataset.session")).session
         assert session._objects[3].prompts.name == "left kidney"
+        p.check("#objects li[data-label='3'] .lock")  # locked: it keeps the voxels it shares
+        p.wait_for_selector("body[data-locked='3']", timeout=10_000)
+        assert session.locked_labels() == {3}
         # threshold-limited paint, on the kidney, beside it on its slice
         p.click("#objects li[data-label='3']")
         target = int(np.flatnonzero(kept.reshape(len(kept), -1).any(axis=1))[3])

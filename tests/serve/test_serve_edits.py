@@ -1,5 +1,5 @@
 """The model-free edits on the REST API: removing an object's small islands (the bundled CT's
-spleen opened with a stray 48-voxel blob), one line for each bad request."""
+spleen opened with a stray 48-voxel blob) and locking it, one line for each bad request."""
 
 from __future__ import annotations
 
@@ -28,3 +28,6 @@ def test_the_islands_route(backbone, spleen_with_a_blob, tmp_path):  # noqa: F81
         assert answer.status_code == 200 and answer.json()["islands"]["removed_voxels"] == 48
         assert "one island" in error_of(client.post(f"{base}/objects/{SPLEEN}/islands"), 400)
         assert "no object" in error_of(client.post(f"{base}/objects/7/islands"), 400)
+        locked = client.patch(f"{base}/objects/{SPLEEN}", json={"locked": True})
+        assert locked.status_code == 200 and locked.json()["objects"][0]["locked"] is True
+        assert '"locked"' in error_of(client.patch(f"{base}/objects/{SPLEEN}", json={}), 400)

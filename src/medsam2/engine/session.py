@@ -416,7 +416,7 @@ class Session(ObjectEdits):
             if not self._objects:
                 raise PromptError("no object in the session; add one with session.add(ObjectPrompts(...))")
         tracks: list[ObjectTrack] = [state.track for state in self._objects.values() if state.track is not None]
-        labels_frames, confidences = label_map(tracks, self.shape, self._geometry())
+        labels_frames, confidences = label_map(tracks, self.shape, self._geometry(), self.locked_labels())
         checked = self.sanity if sanity is None else sanity
         objects, notes = object_reports(tracks, labels_frames, confidences, self.volume, self._evidence if checked else None)
         timings = session_timings(self._stats, self._preprocess_seconds, self._work_seconds)

@@ -1,5 +1,5 @@
-"""The edits of a session's objects that need no model: remove, rename, fill between slices and
-remove small islands. Mixed into :class:`medsam2.engine.session.Session`, which provides
+"""The edits of a session's objects that need no model: remove, rename, lock, fill between slices
+and remove small islands. Mixed into :class:`medsam2.engine.session.Session`, which provides
 ``_state_of`` (a checked object), ``_step`` (one undoable change), ``_geometry``, ``shape``,
 ``volume`` and ``voxel_axis``; each edit is one step of ``undo``."""
 
@@ -12,8 +12,8 @@ from medsam2.prompts.types import object_label
 
 
 class ObjectEdits:
-    """Remove, rename, fill between slices, remove islands (each one undo step; PromptError for a
-    label that is no object of the session)."""
+    """Remove, rename, lock, fill between slices, remove islands (each one undo step; PromptError for
+    a label that is no object of the session)."""
 
     def remove(self, label: int) -> None:
         """Remove an object: its prompts, corrections and answers."""
@@ -29,6 +29,18 @@ class ObjectEdits:
         if renamed.track is not None:
             renamed.track.name = name
         self._step({label: renamed})
+
+    def lock(self, label: int, locked: bool = True) -> None:
+        """Lock an object (or unlock it, ``locked=False``): a locked object wins every voxel it
+        shares with another in the label map, so another's propagation never takes its voxels."""
+        label = object_label(label)
+        changed = self._state_of(label).copy()
+        changed.locked = bool(locked)
+        self._step({label: changed})
+
+    def locked_labels(self) -> frozenset[int]:
+        """The locked objects' labels."""
+        return frozenset(label for label, state in self._objects.items() if state.locked)
 
     def fill_between(self, label: int) -> FillSummary:
         """Fill the empty slices between the object's slices (its answers, or before propagating

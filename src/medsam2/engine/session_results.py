@@ -28,10 +28,13 @@ if TYPE_CHECKING:
 EvidenceOf = Callable[[int, np.ndarray, dict[int, float]], ObjectEvidence]
 
 
-def label_map(tracks: Sequence[ObjectTrack], shape: tuple[int, int, int], geometry) -> tuple[np.ndarray, dict[int, dict[int, float]]]:
+def label_map(
+    tracks: Sequence[ObjectTrack], shape: tuple[int, int, int], geometry, locked: frozenset[int] = frozenset()
+) -> tuple[np.ndarray, dict[int, dict[int, float]]]:
     """The frames' label map (uint8, uint16 past label 255) and each object's confidence per frame.
 
-    Where objects overlap, the one with the higher probability x confidence wins.
+    Where objects overlap, a ``locked`` one wins; otherwise the one with the higher probability x
+    confidence (of two locked ones, the first).
     """
     n_frames, rows, cols = shape
     max_label = max((t.label for t in tracks), default=0)
@@ -44,7 +47,8 @@ def label_map(tracks: Sequence[ObjectTrack], shape: tuple[int, int, int], geomet
             if result is None:
                 continue
             foreground, probability = on_frame(result, geometry)
-            score = torch.where(foreground, probability.clamp(min=1e-6) * max(result.confidence, 1e-3), torch.zeros(()))
+            weight = 2.0 if track.label in locked else probability.clamp(min=1e-6) * max(result.confidence, 1e-3)
+            score = torch.where(foreground, weight, torch.zeros(()))
             win = score > best
             labels[frame][win.numpy()] = track.label
             best = torch.maximum(best, score)

@@ -85,12 +85,15 @@ class ObjectState:
     track: ObjectTrack | None = None
     pinned: dict[int, MemoryEntry] = field(default_factory=dict)
     clicks: dict[int, list[Point]] = field(default_factory=dict)
+    #: a locked object wins every voxel it shares with another in the label map
+    locked: bool = False
 
     def copy(self) -> ObjectState:
         track = None
         if self.track is not None:
             track = ObjectTrack(self.track.label, self.track.name, list(self.track.prompted_frames), dict(self.track.frames))
-        return ObjectState(copy_prompts(self.prompts), track, dict(self.pinned), {f: list(c) for f, c in self.clicks.items()})
+        return ObjectState(copy_prompts(self.prompts), track, dict(self.pinned), {f: list(c) for f, c in self.clicks.items()},
+                           self.locked)
 
 
 def copy_prompts(prompts: ObjectPrompts) -> ObjectPrompts:

@@ -83,10 +83,11 @@ class IslandsBody(_Strict):
     min_voxels: int | None = Field(None, ge=1)
 
 
-class RenameBody(_Strict):
-    """A new name for an object."""
+class ObjectPatchBody(_Strict):
+    """An object's new name and/or its lock (a locked object wins the voxels it shares with another)."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str | None = Field(None, min_length=1, max_length=200)
+    locked: bool | None = None
 
 
 class PromptBody(_Strict):

@@ -68,5 +68,8 @@ def summary(served: ServedSession) -> dict:
             "gap_slices": gaps,
             "review_slices": sorted(set(low) | set(gaps)),
         })
+    locked = session.locked_labels()
+    for obj in objects:
+        obj["locked"] = obj["label"] in locked
     return {"objects": objects, "pending": session.pending_labels(), "labels": session.labels, "warnings": report.warnings,
             "corrections": report.corrections}

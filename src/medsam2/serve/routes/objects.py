@@ -22,9 +22,9 @@ from medsam2.prompts.parse import Box, MaskPrompt, Point
 from medsam2.serve.bodies import (
     CorrectionBody,
     IslandsBody,
+    ObjectPatchBody,
     PromptBody,
     PropagateBody,
-    RenameBody,
     decode_mask,
     one_kind,
     run_lengths,
@@ -139,10 +139,16 @@ def remove_islands(session_id: str, label: int, state: State, body: IslandsBody 
 
 
 @router.patch("/api/sessions/{session_id}/objects/{label}")
-def rename(session_id: str, label: int, body: RenameBody, state: State) -> dict:
-    """Give an object another name (one undo step): the summary."""
+def change_object(session_id: str, label: int, body: ObjectPatchBody, state: State) -> dict:
+    """Rename an object (``name``) and/or lock or unlock it (``locked``: a locked object wins every
+    voxel it shares with another), each one undo step: the summary."""
+    if body.name is None and body.locked is None:
+        raise ApiError(400, 'give "name", "locked" or both')
     with state.store.working(session_id) as served:
-        served.session.rename(label, body.name)
+        if body.name is not None:
+            served.session.rename(label, body.name)
+        if body.locked is not None:
+            served.session.lock(label, body.locked)
         with state.model_lock:
             return summary(served)
 

@@ -156,11 +156,14 @@ function renderObjects() {
     if (obj.label === state.selected) item.className = 'selected'
     const [r, g, b] = colour(obj.label)
     const info = obj.summary ? `${obj.summary.volume_ml ?? obj.summary.area_pixels} ${obj.summary.volume_ml !== null ? 'mL' : 'px'}` : (obj.pending ? 'to propagate' : 'no prompt yet')
-    item.innerHTML = `<input type="checkbox" class="shown" title="show or hide (display only)"><span class="swatch" style="background:rgb(${r},${g},${b})"></span><span>${obj.label}</span><span class="name"></span><span class="state">${info}</span>`
+    item.innerHTML = `<input type="checkbox" class="shown" title="show or hide (display only)"><span class="swatch" style="background:rgb(${r},${g},${b})"></span><span>${obj.label}</span><span class="name"></span><span class="state">${info}</span><label class="lockbox" title="lock: this object keeps every voxel it shares with another (another's propagation never takes them)"><input type="checkbox" class="lock">lock</label>`
     item.querySelector('.name').textContent = obj.name
     const shown = item.querySelector('.shown')
     shown.checked = !state.hidden.has(obj.label)
     shown.onclick = (event) => { event.stopPropagation(); toggleShown(obj.label, shown.checked) }
+    const lock = item.querySelector('.lock')
+    lock.checked = Boolean(obj.summary && obj.summary.locked)
+    lock.onclick = (event) => { event.stopPropagation(); guarded(() => lockObject(obj, lock.checked)) }
     item.onclick = () => selectObject(obj.label)
     list.appendChild(item)
   }
@@ -172,6 +175,15 @@ function toggleShown(label, shown) {
   document.body.dataset.hidden = [...state.hidden].sort((a, b) => a - b).join(',')
 }
 function onServer(obj) { return Boolean(obj.summary || obj.pending) }
+async function lockObject(obj, locked) {
+  if (!onServer(obj)) { status(`${obj.name}: prompt it first, then lock it`, true); renderObjects(); return }
+  const answer = await (await api('PATCH', `/api/sessions/${state.session.session}/objects/${obj.label}`, { locked })).json()
+  pushHistory()
+  await reloadOverlay()
+  applySummary(answer)
+  status(`${obj.name} ${locked ? 'locked: it keeps the voxels it shares with others' : 'unlocked'}`)
+  document.body.dataset.locked = answer.objects.filter((o) => o.locked).map((o) => o.label).join(',')
+}
 async function renameObject() {
   const obj = state.objects.get(state.selected)
   const name = $('objectName').value.trim()
