@@ -72,6 +72,8 @@ class ServedSession:
     saved_revision: int = 0
     #: the autosave folder's name (default: the session id; a reopened autosave keeps its own)
     autosave_key: str | None = None
+    #: autosaved as it changes (False: a MONAI Label client's, whose work its save_label keeps)
+    autosave: bool = True
 
 
 class SessionStore:
@@ -233,7 +235,7 @@ class SessionStore:
     def release(self, served: ServedSession) -> None:
         """Give a session back; first, where it changed since, call :attr:`on_change` (the autosave)."""
         try:
-            if self.on_change is not None and served.session.history.revision != served.saved_revision:
+            if self.on_change is not None and served.autosave and served.session.history.revision != served.saved_revision:
                 self.on_change(served)
         finally:
             served.last_used = time.monotonic()

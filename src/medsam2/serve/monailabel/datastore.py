@@ -136,19 +136,3 @@ def label_values(params: dict) -> dict[int, str]:
             names.setdefault(int(entry["idx"]), str(entry["name"]))
     return names
 
-
-def params_of(text: str | None) -> dict:
-    """A request's ``params`` form field (JSON object; empty when not given).
-
-    Raises:
-        ApiError: 400 for what is not a JSON object.
-    """
-    import json
-
-    try:
-        params = json.loads(text or "{}")
-    except ValueError:
-        raise ApiError(400, "params is not JSON") from None
-    if not isinstance(params, dict):
-        raise ApiError(400, "params is a JSON object")
-    return params

@@ -88,6 +88,21 @@ def _point(voxel_axis: str, index: tuple[int, int, int], positive: bool) -> Poin
     return Point(int(frame), x, y, positive)
 
 
+def params_of(text: str | None, example: str = '{"foreground": [[i, j, k]]}') -> dict:
+    """A request's ``params`` form field: a JSON object (empty when not given).
+
+    Raises:
+        ApiError: 400 for what is not a JSON object.
+    """
+    try:
+        params = json.loads(text or "{}")
+    except ValueError:
+        raise ApiError(400, f"params is not JSON; send e.g. {example}") from None
+    if not isinstance(params, dict):
+        raise ApiError(400, f"params is a JSON object, e.g. {example}")
+    return params
+
+
 def read_infer_request(text: str | None, shape_kji: tuple[int, int, int]) -> InferRequest:
     """The ``params`` field of ``/infer`` (JSON) for a scan of ``shape_kji`` voxels (NumPy order).
 
@@ -98,12 +113,7 @@ def read_infer_request(text: str | None, shape_kji: tuple[int, int, int]) -> Inf
         ApiError: 400 for what is not JSON, a click or ROI that is not numbers or lies outside the
             scan, or neither a foreground click nor an ROI.
     """
-    try:
-        params = json.loads(text or "{}")
-    except ValueError:
-        raise ApiError(400, "params is not JSON; send e.g. {\"foreground\": [[i, j, k]], \"roi\": [i1, i2, j1, j2, k1, k2]}") from None
-    if not isinstance(params, dict):
-        raise ApiError(400, "params is a JSON object, e.g. {\"foreground\": [[i, j, k]]}")
+    params = params_of(text, '{"foreground": [[i, j, k]], "roi": [i1, i2, j1, j2, k1, k2]}')
     size_ijk = (shape_kji[2], shape_kji[1], shape_kji[0])
     foreground = _clicks(params.get("foreground"), "foreground", size_ijk)
     background = _clicks(params.get("background"), "background", size_ijk)

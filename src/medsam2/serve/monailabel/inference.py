@@ -50,13 +50,14 @@ def image_session(state: ServerState, image_id: str) -> ServedSession:
             if served is not None:  # a newer model became active: its answers are wanted
                 state.store.release(served)
                 _close(state, known)
-        if state.settings.project is not None and image_id in _case_ids(state):
+        if state.settings.project is not None and image_id in case_ids(state):
             served = _making_room(state, lambda: _open_case(state, image_id))
         elif state.settings.dicomweb is not None:
             served = _making_room(state, lambda: _open_series(state, image_id))
         else:
             where = "no case" if state.settings.project is not None else "no project (serve --project DIR) and no PACS (--dicomweb)"
             raise ApiError(404, f"image '{image_id}': this server has {where} of that name")
+        served.autosave = False  # a client's work is saved by its save_label
         clients.set_image(image_id, served.id)
         return state.store.acquire(served.id)
 
@@ -98,7 +99,8 @@ def _active_model(state: ServerState) -> str | None:
         return active_model_name(store)
 
 
-def _case_ids(state: ServerState) -> set[str]:
+def case_ids(state: ServerState) -> set[str]:
+    """The project's case names."""
     with project_of(state) as store:
         return {c.case_id for c in store.cases()}
 
@@ -140,7 +142,6 @@ def segment(state: ServerState, served: ServedSession, request: InferRequest) ->
             labels = session.result(propagate_pending=False, sanity=False).labels
         finally:
             session.remove(label)
-    served.saved_revision = session.history.revision  # a client's work is saved by its save_label, not autosaved
     return request.confine(labels == label)
 
 

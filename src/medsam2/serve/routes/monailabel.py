@@ -170,6 +170,7 @@ async def infer(model: str, request: Request, state: State, image: str = "", ses
             with state.store.reserve(folder):
                 opened = await run_in_threadpool(open_scan, state, folder, upload.file, upload.filename or "upload", AXIS, "auto",
                                                  None, folder)
+            opened.autosave = False
             try:
                 return await run_in_threadpool(_infer, state, state.store.acquire(opened.id), params, output, began)
             finally:
@@ -223,6 +224,7 @@ async def create_session(request: Request, state: State, expiry: int = 0, uncomp
         with state.store.reserve(folder):
             served = await run_in_threadpool(open_scan, state, folder, upload.file, upload.filename or "upload", AXIS, "auto",
                                              None, folder)
+    served.autosave = False
     state.label_clients.add_uploaded(served.id)
     return {"session_id": served.id, "session_info": _session_json(state, served)}
 

@@ -25,11 +25,11 @@ from medsam2.serve.monailabel.datastore import (
     label_values,
     label_version,
     new_image_id,
-    params_of,
     read_label_upload,
     status_of_tag,
 )
-from medsam2.serve.monailabel.inference import image_session
+from medsam2.serve.monailabel.infer_request import params_of
+from medsam2.serve.monailabel.inference import case_ids, image_session
 from medsam2.serve.opening import relative_message
 from medsam2.serve.project_cases import after_save, project_of, version_dict
 from medsam2.serve.uploads import Upload, receive_upload, unpack_zip
@@ -104,17 +104,12 @@ async def save_label(request: Request, state: State, image: str, tag: str = "fin
             raise ApiError(400, "no label in the upload: send the label map in the multipart field 'label'")
         params = params_of(upload.fields.get("params"))
         client = params.get("client_id") if isinstance(params.get("client_id"), str) else None
-        if state.settings.project is not None and await run_in_threadpool(_is_case, state, image):
+        if state.settings.project is not None and image in await run_in_threadpool(case_ids, state):
             return await run_in_threadpool(_save_version, state, image, tag, upload, folder, user or client)
         if state.settings.dicomweb is not None:
             return await run_in_threadpool(_store_on_pacs, state, image, upload, folder, label_values(params))
         raise ApiError(404, f"image '{image}': this server has no case of that name" if state.settings.project is not None
                        else "this server has no project (serve --project DIR) and no PACS (--dicomweb) to save labels to")
-
-
-def _is_case(state: ServerState, image: str) -> bool:
-    with project_of(state) as store:
-        return image in {c.case_id for c in store.cases()}
 
 
 def _save_version(state: ServerState, image: str, tag: str, upload: Upload, folder: Path, user: str | None) -> dict:

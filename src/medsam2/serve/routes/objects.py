@@ -17,6 +17,7 @@ from dataclasses import asdict
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
+from medsam2.engine.session import Session
 from medsam2.errors import MedSAM2Error
 from medsam2.prompts.parse import Box, MaskPrompt, Point
 from medsam2.serve.bodies import (
@@ -156,26 +157,25 @@ def change_object(session_id: str, label: int, body: ObjectPatchBody, state: Sta
 @router.delete("/api/sessions/{session_id}/objects/{label}")
 def remove(session_id: str, label: int, state: State) -> dict:
     """Remove an object with its prompts and answers (one undo step): the summary."""
-    with state.store.working(session_id) as served:
-        served.session.remove(label)
-        with state.model_lock:
-            return summary(served)
+    return _changed(state, session_id, lambda session: session.remove(label))
 
 
 @router.post("/api/sessions/{session_id}/undo")
 def undo(session_id: str, state: State) -> dict:
     """Take back the last step (add, propagate, correct, adapt, rename, remove): the summary."""
-    with state.store.working(session_id) as served:
-        served.session.undo()
-        with state.model_lock:
-            return summary(served)
+    return _changed(state, session_id, lambda session: session.undo())
 
 
 @router.post("/api/sessions/{session_id}/redo")
 def redo(session_id: str, state: State) -> dict:
     """Make again the step the last undo took back: the summary."""
+    return _changed(state, session_id, lambda session: session.redo())
+
+
+def _changed(state: ServerState, session_id: str, change: Callable[[Session], object]) -> dict:
+    """Make one change to the session (holding it) and answer its summary."""
     with state.store.working(session_id) as served:
-        served.session.redo()
+        change(served.session)
         with state.model_lock:
             return summary(served)
 
