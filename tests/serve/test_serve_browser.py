@@ -461,7 +461,8 @@ def test_label_names_from_itksnap_and_threshold_limited_painting(backbone, brows
     """*Names…* reads ITK-SNAP's .label.txt: the opened objects are renamed on the server and a
     label the scan does not hold yet is listed, named, for its first prompt. *Paint within* keeps
     only the stroke's voxels whose intensity is in the range: a range the stroke misses paints
-    nothing, a range it covers paints only those voxels."""
+    nothing, a range it covers paints only those voxels. The 3D brush paints a ball (the slices
+    above and below get the stroke's shrinking sections) and erases one; undo is exact."""
     ct_path, seg_path = sample_paths()
     seg = sitk.ReadImage(str(seg_path))
     array = sitk.GetArrayFromImage(seg)
@@ -512,4 +513,27 @@ def test_label_names_from_itksnap_and_threshold_limited_painting(backbone, brows
         painted = page.save(tmp_path / "within.nii.gz")
         added = (painted[target] == 3) & (kept[target] != 3)
         assert added.any() and ((ct[target][added] >= low) & (ct[target][added] <= high)).all()
+        # the 3D brush: a pen of 6 (a 7-voxel square, radius 3.5 x 3 mm) reaches 3 slices each side
+        p.uncheck("#paintThreshold")
+        p.check("#brush3d")
+        page.drag(page.screen(target, right + 12, middle), page.screen(target, right + 13, middle))
+        p.wait_for_selector("body[data-brush-slices]", timeout=30_000)
+        assert p.evaluate("document.body.dataset.brushSlices") == ",".join(str(k) for k in range(target - 3, target + 4))
+        ball = page.save(tmp_path / "ball.nii.gz")
+        grown = (ball == 3) & (painted != 3)
+        assert not ((painted == 3) & (ball != 3)).any()  # painting only adds
+        assert set(np.flatnonzero(grown.reshape(len(grown), -1).any(axis=1))) == set(range(target - 3, target + 4))
+        per_slice = grown.reshape(len(grown), -1).sum(axis=1)
+        assert per_slice[target] > per_slice[target + 2] > per_slice[target + 3] > 0  # a ball's sections
+        # erase with the 3D brush across the kidney's edge; undo brings the ball back exactly
+        p.keyboard.press("e")
+        page.drag(page.screen(target, right - 1, middle), page.screen(target, right, middle))
+        page.wait_status("erased")
+        erased = page.save(tmp_path / "erased.nii.gz")
+        removed = (ball == 3) & (erased != 3)
+        assert len(set(np.flatnonzero(removed.reshape(len(removed), -1).any(axis=1)))) >= 3
+        assert not ((erased == 3) & (ball != 3)).any()  # an erase only removes
+        p.keyboard.press("Control+z")
+        page.wait_status("undone")
+        assert np.array_equal(page.save(tmp_path / "unerased.nii.gz"), ball)
         assert page.errors == [], page.errors

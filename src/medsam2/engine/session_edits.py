@@ -1,19 +1,25 @@
-"""The edits of a session's objects that need no model: remove, rename, lock, fill between slices
-and remove small islands. Mixed into :class:`medsam2.engine.session.Session`, which provides
+"""The edits of a session's objects that need no model: remove, rename, lock, fill between slices,
+remove small islands and the spherical 3D brush. Mixed into :class:`medsam2.engine.session.Session`, which provides
 ``_state_of`` (a checked object), ``_step`` (one undoable change), ``_geometry``, ``shape``,
 ``volume`` and ``voxel_axis``; each edit is one step of ``undo``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+
+from medsam2.engine.brush import BrushSummary, brushed_state, sphere_footprint, within_range
 from medsam2.engine.fill_between import FillSummary, filled_state
 from medsam2.engine.islands import IslandsSummary, without_islands
-from medsam2.io.slicing import frame_spacing
+from medsam2.errors import PromptError
+from medsam2.io.slicing import frame_spacing, to_frames
 from medsam2.prompts.types import object_label
 
 
 class ObjectEdits:
-    """Remove, rename, lock, fill between slices, remove islands (each one undo step; PromptError for
-    a label that is no object of the session)."""
+    """Remove, rename, lock, fill between slices, remove islands, paint with a 3D brush (each one
+    undo step; PromptError for a label that is no object of the session)."""
 
     def remove(self, label: int) -> None:
         """Remove an object: its prompts, corrections and answers."""
@@ -57,4 +63,52 @@ class ObjectEdits:
         also for an object not propagated yet, or one with nothing to remove."""
         new, summary = without_islands(self._state_of(label), self.shape[0], self._geometry(), min_voxels)
         self._step({summary.label: new})
+        return summary
+
+    def paint_sphere(
+        self,
+        label: int,
+        slice: int,
+        stroke: np.ndarray,
+        radius_mm: float,
+        erase: bool = False,
+        within: Sequence[float] | None = None,
+        name: str | None = None,
+    ) -> BrushSummary:
+        """Paint (or ``erase``) a stroke with a ball brush: every voxel within ``radius_mm`` of the
+        stroke in 3D (:mod:`medsam2.engine.brush`). The changed slices' answers become the painted
+        masks, exactly; nothing propagates. A new label creates the object (``name`` its name).
+
+        Arguments:
+            label: the object.
+            slice: the stroke's slice along the session's axis.
+            stroke: (rows, cols) bool, the stroke as the 2D brush drew it.
+            radius_mm: the brush's radius in mm (0: this slice only).
+            erase: take the voxels out of the object instead.
+            within: (low, high): only voxels whose scan intensity lies within it (threshold-limited).
+
+        Raises:
+            PromptError: a slice outside the scan, a mis-sized or empty stroke, a negative radius,
+                a range with low above high, an object with prompts not propagated yet, an erase
+                on a new label, or a stroke that changes nothing; the session is left as it was.
+        """
+        label = object_label(label)
+        n_frames, rows, cols = self.shape
+        if not 0 <= int(slice) < n_frames:
+            raise PromptError(f"slice {slice} is outside the scan's {n_frames} slices along the {self.axis} axis")
+        stroke = np.asarray(stroke, bool)
+        if stroke.shape != (rows, cols):
+            raise PromptError(f"the stroke is {stroke.shape} (rows, cols); slices here are ({rows}, {cols})")
+        if not np.isfinite(radius_mm) or radius_mm < 0:
+            raise PromptError(f"the brush radius is a size in mm (0 or more), not {radius_mm}")
+        footprint = sphere_footprint(stroke, int(slice), n_frames, frame_spacing(self.volume.spacing, self.voxel_axis), radius_mm)
+        if within is not None:
+            low, high = (float(v) for v in within)
+            if not low <= high:
+                raise PromptError(f"the intensity range {low:g}..{high:g} is empty (low above high)")
+            intensities = to_frames(self.volume.array, self.voxel_axis)
+            footprint = within_range(footprint, intensities if intensities.ndim == 3 else intensities.mean(axis=-1), low, high)
+        state = self._objects.get(label)
+        new, summary = brushed_state(state, label, footprint, erase, n_frames, self._geometry(), name)
+        self._step({label: new})
         return summary

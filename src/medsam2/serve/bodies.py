@@ -77,6 +77,15 @@ class MaskBody(_Strict):
     png_base64: str = Field(description="a PNG of the slice's size (columns x rows); non-zero pixels are the mask")
 
 
+class BrushBody(MaskBody):
+    """A stroke of the spherical 3D brush: every voxel within ``radius_mm`` of the stroke (the PNG) in 3D."""
+
+    radius_mm: float = Field(ge=0, le=500, description="the ball's radius in mm (0: the stroke's slice only)")
+    erase: bool = Field(False, description="take the voxels out of the object instead")
+    within: list[float] | None = Field(None, min_length=2, max_length=2, description="[low, high]: only voxels whose intensity is within")
+    name: str | None = Field(None, max_length=200, description="the name of an object the stroke creates")
+
+
 class IslandsBody(_Strict):
     """Which islands of an object to keep: its largest (``min_voxels`` null) or every one of at least that many voxels."""
 

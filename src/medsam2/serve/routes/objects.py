@@ -1,5 +1,5 @@
 """A session's objects: prompts, propagation, corrections (erasing among them), adapting, filling
-between slices, renaming, removing, undo and redo.
+between slices, removing islands, the 3D brush, renaming, removing, undo and redo.
 
 Propagation and corrections answer with JSON lines (``application/x-ndjson``): one per decoded
 slice, then the summary (:func:`medsam2.serve.views.summary`) with ``"finished": true``.
@@ -21,6 +21,7 @@ from medsam2.engine.session import Session
 from medsam2.errors import MedSAM2Error
 from medsam2.prompts.parse import Box, MaskPrompt, Point
 from medsam2.serve.bodies import (
+    BrushBody,
     CorrectionBody,
     IslandsBody,
     ObjectPatchBody,
@@ -137,6 +138,19 @@ def remove_islands(session_id: str, label: int, state: State, body: IslandsBody 
         removed = served.session.remove_islands(label, body.min_voxels)
         with state.model_lock:
             return {"islands": asdict(removed), **summary(served)}
+
+
+@router.post("/api/sessions/{session_id}/objects/{label}/brush")
+def brush(session_id: str, label: int, body: BrushBody, state: State) -> dict:
+    """A stroke of the spherical 3D brush (``Session.paint_sphere``): paints (or erases) every voxel
+    within ``radius_mm`` of the stroke; a new label creates the object; nothing propagates. The
+    summary, with ``brush``: the slices and voxels changed."""
+    with state.store.working(session_id) as served:
+        rows, cols = served.session.shape[1:]
+        painted = served.session.paint_sphere(label, body.slice, decode_mask(body, rows, cols), body.radius_mm,
+                                              erase=body.erase, within=body.within, name=body.name)
+        with state.model_lock:
+            return {"brush": asdict(painted), **summary(served)}
 
 
 @router.patch("/api/sessions/{session_id}/objects/{label}")

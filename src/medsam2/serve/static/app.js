@@ -397,10 +397,27 @@ nv.onDrawingChanged = (action) => {
     status(`nothing painted: no voxel of the stroke lies within ${$('thresholdLow').value}..${$('thresholdHigh').value}`, true); return
   }
   const obj = selectedObject()
+  if ($('brush3d').checked) { guarded(() => paintSphere(obj, slice, painted)); return }
   if (state.tool === 'erase') { guarded(() => sendPrompt('erase', { slice, png_base64: maskPng(painted) })); return }
   const current = obj.summary ? sliceMask(obj.label, slice) : new Uint8Array(rows * cols)
   for (let p = 0; p < painted.length; p++) if (painted[p]) current[p] = 1
   guarded(() => sendPrompt('mask', { slice, png_base64: maskPng(current) }))
+}
+async function paintSphere(obj, slice, painted) {
+  // the 3D brush: the stroke's voxels within the brush's radius (half the pen's square side, in the
+  // slice's finer spacing) on this slice and those above and below; nothing propagates
+  const a = state.session.frame_axes; const spacing = state.session.spacing_xyz
+  const radiusMm = (Math.floor(brushSize() / 2) + 0.5) * Math.min(spacing[a.x], spacing[a.y])
+  const erase = state.tool === 'erase'
+  const within = !erase && $('paintThreshold').checked ? [Number($('thresholdLow').value), Number($('thresholdHigh').value)] : null
+  const body = { slice, png_base64: maskPng(painted), radius_mm: radiusMm, erase, within, name: obj.name }
+  const answer = await (await api('POST', `/api/sessions/${state.session.session}/objects/${obj.label}/brush`, body)).json()
+  pushHistory()
+  await reloadOverlay()
+  applySummary(answer)
+  const b = answer.brush
+  status(`${obj.name}: ${b.changed_voxels} voxels ${erase ? 'erased' : 'painted'} on slices ${b.changed_slices[0]}-${b.changed_slices.at(-1)} (3D brush, ${radiusMm.toFixed(1)} mm)`)
+  document.body.dataset.brushSlices = b.changed_slices.join(',')
 }
 function withinThreshold(slice, painted) {
   // threshold-limited painting: keep only the stroke's voxels whose intensity is within the range
