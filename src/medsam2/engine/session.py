@@ -33,6 +33,7 @@ from medsam2.engine.results import SegmentationResult
 from medsam2.engine.sanity import ObjectEvidence
 from medsam2.engine.session_edits import ObjectEdits
 from medsam2.engine.session_history import SessionHistory
+from medsam2.engine.session_input import ModelInput
 from medsam2.engine.session_results import BoxProbes, label_map, object_evidence, object_reports, session_report, session_timings
 from medsam2.engine.session_state import (
     DEFAULT_FEATURE_CACHE_MB,
@@ -75,7 +76,7 @@ class PropagationUpdate:
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
-class Session(ObjectEdits):
+class Session(ObjectEdits, ModelInput):
     """Segmentation of one volume that keeps its features, prompts and answers between calls.
 
     Made by :meth:`medsam2.Segmenter.open`; see the module docstring for a walk-through.
