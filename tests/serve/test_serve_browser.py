@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from medsam2 import load_volume
+from medsam2 import Box, Segmenter, load_volume
 from medsam2.cli.demo import sample_paths
+from medsam2.io.resample import resample_onto
 from tests.serve_helpers import SPLEEN, running, spleen_box
 from tests.shared_data import REPO
 
@@ -536,4 +537,54 @@ def test_label_names_from_itksnap_and_threshold_limited_painting(backbone, brows
         p.keyboard.press("Control+z")
         page.wait_status("undone")
         assert np.array_equal(page.save(tmp_path / "unerased.nii.gz"), ball)
+        assert page.errors == [], page.errors
+
+
+def test_a_second_image_beside_blended_and_seen_by_the_model(backbone, browser, tmp_path):
+    """*Second image…* uploads another "sequence" (a crop of the CT with other intensities, on its
+    own grid): it is shown beside the scan in a view that follows the first (slice and crosshair),
+    then blended over it (the slider changes the display, never the labels); *model sees* makes
+    the model segment from it: the spleen's labels equal the engine's from that image, bit for bit."""
+    from tests.io.test_resample import other_sequence
+    from tests.serve.test_serve_images import _write
+
+    ct_path, seg_path = sample_paths()
+    scan = load_volume(ct_path)
+    _write(other_sequence(ct_path), tmp_path / "t1c.nii.gz")
+    on_grid, _ = resample_onto(load_volume(tmp_path / "t1c.nii.gz"), scan)
+    box = spleen_box(load_volume(seg_path).array == SPLEEN)
+    engine = Segmenter(backbone=backbone).open(scan)
+    engine.use_image(on_grid)
+    engine.add_prompts(SPLEEN, boxes=[Box(box["slice"], *box["box"])])
+    expected = engine.result(sanity=False).labels
+    with running(backbone) as (url, state):
+        page = Page(browser, url + "/", ct_path)
+        p = page.page
+        p.set_input_files("#imageFile", str(tmp_path / "t1c.nii.gz"))
+        p.wait_for_selector("body[data-second-shown='1|beside']", timeout=60_000)
+        assert p.is_visible("#gl2") and "resampled" in p.inner_text("#status")
+        page.screen(box["slice"] + 2, 10, 10)  # moves the first view; the view beside follows
+        p.wait_for_function("() => { const s = window.medsam2.study.side; const a = window.medsam2.nv.scene.crosshairPos;"
+                            " return s && s.scene.crosshairPos.every((v, i) => Math.abs(v - a[i]) < 1e-6) }", timeout=10_000)
+        assert p.evaluate("window.medsam2.study.side.volumes.length") == 2  # the image and the labels
+        p.screenshot(path=str(ARTIFACTS / "second_image.png"))  # the guide's picture
+        p.select_option("#secondMode", "blended")
+        p.wait_for_selector("body[data-second-shown='1|blended']", timeout=30_000)
+        assert not p.is_visible("#gl2") and p.evaluate("window.medsam2.nv.volumes.length") == 3
+        p.fill("#blend", "0")
+        p.dispatch_event("#blend", "input")
+        scan_only = canvas_png(page)
+        p.fill("#blend", "100")
+        p.dispatch_event("#blend", "input")
+        assert canvas_png(page) != scan_only
+        p.select_option("#modelInput", "1")
+        p.wait_for_selector("body[data-model-input='1']", timeout=30_000)
+        session = state.store.get(p.evaluate("document.body.dataset.session")).session
+        assert session.model_image is not None
+        x0, y0, x1, y1 = (int(v) for v in box["box"])
+        page.drag(page.screen(box["slice"], x0, y0), page.screen(box["slice"], x1, y1))
+        page.wait_status("press Propagate")
+        p.click("#propagate")
+        p.wait_for_selector("body[data-propagated='1']", timeout=300_000)
+        assert np.array_equal(page.save(tmp_path / "labels.nii.gz"), expected)
         assert page.errors == [], page.errors

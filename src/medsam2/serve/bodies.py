@@ -39,6 +39,19 @@ class OpenBody(_Strict):
     window: str = Field("auto", description="the model's intensity window: auto, a CT preset, percentile, none")
 
 
+class DataPathBody(_Strict):
+    """A file under the server's ``--data`` folder."""
+
+    path: str = Field(description="a name under --data, as GET /api/data lists it")
+
+
+class ModelInputBody(_Strict):
+    """Which of the session's images the model sees (0: the scan) and its intensity window."""
+
+    image: int = Field(ge=0, description="0: the scan; 1, 2, ...: the images added by POST .../images")
+    window: str = Field("auto", max_length=40, description="the model's intensity window: auto, a CT preset, percentile, none")
+
+
 class CaseOpenBody(_Strict):
     """Open a project case."""
 

@@ -37,6 +37,7 @@ OPEN_PATHS = frozenset({"/monailabel/auth", "/monailabel/auth/token"})
 FILE_UPLOADS = (
     ("POST", re.compile(r"/api/sessions")),
     ("POST", re.compile(r"/api/sessions/[^/]+/labels")),
+    ("POST", re.compile(r"/api/sessions/[^/]+/images")),
     ("PUT", re.compile(r"/monailabel/(datastore|datastore/label|session)")),
     ("POST", re.compile(r"/monailabel/infer/[^/]+")),
 )

@@ -43,6 +43,23 @@ class CaseLink:
     shown: int | None = None
 
 
+@dataclass(frozen=True)
+class StudyImage:
+    """Another image of the session's study, on the scan's grid (``POST .../images``).
+
+    Attributes:
+        name: what it was called (upload name or path under ``--data``).
+        volume: its voxels on the scan's grid (:func:`medsam2.io.resample.resample_onto`).
+        resampled: whether it had to be resampled onto that grid.
+        window_presets: the display windows the page offers for it.
+    """
+
+    name: str
+    volume: object  # medsam2.io.volume.Volume
+    resampled: bool
+    window_presets: dict[str, list[float]]
+
+
 @dataclass
 class ServedSession:
     """One scan open in the server.
@@ -74,6 +91,12 @@ class ServedSession:
     autosave_key: str | None = None
     #: autosaved as it changes (False: a MONAI Label client's, whose work its save_label keeps)
     autosave: bool = True
+    #: the study's other images (``POST .../images``), numbered from 1 (0 is the scan)
+    images: list[StudyImage] = field(default_factory=list)
+
+    def held_bytes(self) -> int:
+        """Bytes of voxels the session holds: its scan and its other images."""
+        return self.session.volume.array.nbytes + sum(image.volume.array.nbytes for image in self.images)
 
 
 class SessionStore:
@@ -169,7 +192,7 @@ class SessionStore:
         """Bytes of voxels that one more scan may take: the budget less the open sessions' scans
         and those being opened."""
         with self._lock:
-            used = sum(served.session.volume.array.nbytes for served in self._sessions.values()) + sum(self._claims.values())
+            used = sum(served.held_bytes() for served in self._sessions.values()) + sum(self._claims.values())
         return self.volume_budget - used
 
     def claim(self, folder: Path, n_bytes: int) -> None:

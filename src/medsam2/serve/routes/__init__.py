@@ -6,6 +6,7 @@
 - :mod:`.sessions`: opening a scan, a session's info and scan, closing it.
 - :mod:`.objects`: prompts, propagation, corrections (and erasing), adapting, undo.
 - :mod:`.label_maps`: a label map opened onto a session as objects to correct.
+- :mod:`.images`: the study's other images of a session, and which the model sees.
 - :mod:`.results`: the label map, saving it to the PACS, the report.
 - :mod:`.project`: ``serve --project``: the cases, the next one, saving versions, training.
 - :mod:`.autosaves`: the sessions' labels autosaved in ``--save-dir``, listed and opened again.
@@ -19,6 +20,7 @@ from medsam2.serve.routes import (
     autosaves,
     data,
     dicomweb,
+    images,
     label_maps,
     monailabel,
     monailabel_datastore,
@@ -29,5 +31,6 @@ from medsam2.serve.routes import (
     sessions,
 )
 
-ROUTERS = (pages.router, data.router, dicomweb.router, sessions.router, objects.router, label_maps.router, results.router, project.router,
+ROUTERS = (pages.router, data.router, dicomweb.router, sessions.router, objects.router, label_maps.router, images.router,
+           results.router, project.router,
            monailabel.router, monailabel_datastore.router, autosaves.router)

@@ -2,6 +2,7 @@
 // Coordinates: NiiVue gives voxel indices in its RAS-ordered grid; the page turns them into the
 // file's own voxel indices (i, j, k) and then into the session's frame (slice, x, y).
 import { Niivue, NVImage, DRAG_MODE, SLICE_TYPE } from './niivue.js'
+import { StudyImages } from './study_images.js'
 
 const $ = (id) => document.getElementById(id)
 const state = {
@@ -22,6 +23,7 @@ const state = {
 }
 const nv = new Niivue({ backColor: [0, 0, 0, 1], crosshairWidth: 1, crosshairColor: [1, 1, 0, 0.6], dragAndDropEnabled: false, isColorbar: false })
 window.medsam2 = { nv, state } // for tests and the curious (goToSlice is added below)
+const study = new StudyImages({ nv, api, headers, status, session: () => state.session, labels: () => state.overlay, colours: () => labelColours() })
 
 // -- the API ---------------------------------------------------------------------------------
 function headers(extra = {}) {
@@ -115,6 +117,7 @@ function goToSlice(slice) {
 }
 function showLocation(data) {
   if (!state.session) return
+  study.follow()
   const frame = toFrame(crosshairNative())
   state.sliceIndex = frame.slice
   let readout = ''
@@ -259,13 +262,18 @@ function applySummary(summary) {
 }
 
 // -- the label overlay -----------------------------------------------------------------------
-function refreshColours() {
-  if (!state.overlay) return
+function labelColours() {
+  // the objects' colours as a NiiVue label colour map (hidden objects transparent)
   const labels = [0, ...[...state.objects.keys()].sort((a, b) => a - b)]
   const cm = { R: [], G: [], B: [], A: [], I: labels, labels: labels.map((l) => (l ? state.objects.get(l).name : '')) }
   for (const l of labels) { const [r, g, b] = l ? colour(l) : [0, 0, 0]; cm.R.push(r); cm.G.push(g); cm.B.push(b); cm.A.push(l && !state.hidden.has(l) ? 255 : 0) }
-  state.overlay.setColormapLabel(cm)
+  return cm
+}
+function refreshColours() {
+  if (!state.overlay) return
+  state.overlay.setColormapLabel(labelColours())
   nv.updateGLVolume()
+  study.mirrorLabels()
 }
 async function reloadOverlay() {
   const url = `/api/sessions/${state.session.session}/labels?format=nii.gz`
@@ -296,7 +304,7 @@ function showOutline(redraw = true) {
       img[p] = inside ? 0 : l
     }
   }
-  if (redraw) nv.updateGLVolume()
+  if (redraw) { nv.updateGLVolume(); study.mirrorLabels() }
   document.body.dataset.outline = $('outline').checked ? '1' : '0'
 }
 let pendingRedraw = null
@@ -621,6 +629,7 @@ async function openScan(response) {
   state.session = await response.json()
   state.objects.clear(); state.selected = null; state.overlay = null; state.marks = []; state.markHistory = []; state.markFuture = []
   state.hidden.clear()
+  study.reset()
   await nv.loadVolumes([{ url: `/api/sessions/${state.session.session}/volume`, headers: headers(), name: 'volume.nii.gz' }])
   const back = nv.volumes[0]
   back.cal_min = state.session.window.low; back.cal_max = state.session.window.high
@@ -734,6 +743,7 @@ function openForm(file) {
 function setView(view) {
   const types = { axial: SLICE_TYPE.AXIAL, coronal: SLICE_TYPE.CORONAL, sagittal: SLICE_TYPE.SAGITTAL, multi: SLICE_TYPE.MULTIPLANAR, render: SLICE_TYPE.RENDER }
   nv.setSliceType(types[view])
+  study.setSliceType(types[view])
   for (const button of document.querySelectorAll('#viewToolbar button')) button.classList.toggle('active', button.dataset.view === view)
 }
 
@@ -805,7 +815,13 @@ $('paintThreshold').onchange = () => {
 $('renameObject').onclick = () => guarded(renameObject)
 $('deleteObject').onclick = () => guarded(deleteObject)
 $('brushSize').onchange = () => setBrushSize(brushSize())
-$('opacity').oninput = () => { if (state.overlay) { state.overlay.opacity = Number($('opacity').value) / 100; nv.updateGLVolume() } document.body.dataset.opacity = $('opacity').value }
+$('opacity').oninput = () => { if (state.overlay) { state.overlay.opacity = Number($('opacity').value) / 100; nv.updateGLVolume(); study.mirrorLabels() } document.body.dataset.opacity = $('opacity').value }
+$('addImage').onclick = () => { if (state.session) $('imageFile').click(); else status('open a scan first', true) }
+$('imageFile').onchange = () => { const file = $('imageFile').files[0]; $('imageFile').value = ''; if (file) guarded(() => study.add(file)) }
+$('secondShown').onchange = () => guarded(() => study.show(Number($('secondShown').value), $('secondMode').value))
+$('secondMode').onchange = () => guarded(() => study.show(study.shown, $('secondMode').value))
+$('blend').oninput = () => study.setBlend(Number($('blend').value))
+$('modelInput').onchange = () => guarded(() => study.chooseModelInput(Number($('modelInput').value)))
 $('outline').onchange = () => { if (state.overlay) showOutline() }
 $('learn').onclick = () => guarded(learn)
 $('save').onclick = () => guarded(save)
@@ -831,4 +847,5 @@ document.addEventListener('keydown', (event) => {
   else if ((event.key === 'PageUp' || event.key === 'PageDown') && state.session) goToSlice(Math.max(0, Math.min(state.session.frames[0] - 1, state.sliceIndex + (event.key === 'PageUp' ? 1 : -1))))
 })
 window.medsam2.goToSlice = goToSlice
+window.medsam2.study = study
 start()

@@ -1,0 +1,81 @@
+"""The study's other images of a served session (FLAIR beside T1c, PET over CT): read within the
+server's volume budget, put on the scan's grid, written for the page, and chosen as what the model
+sees (in a worker thread: reading and resampling take seconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medsam2.errors import InputTooLarge, MedSAM2Error
+from medsam2.io.limits import DEFAULT_MAX_INPUT_BYTES, ReadLimits
+from medsam2.io.readers import load_volume
+from medsam2.io.resample import resample_onto
+from medsam2.io.windows import choose_window
+from medsam2.serve.deps import ServerState
+from medsam2.serve.errors import ApiError
+from medsam2.serve.opening import relative_message
+from medsam2.serve.store import ServedSession, StudyImage
+from medsam2.serve.viewer_files import window_presets, write_viewer_nifti
+
+#: how many other images a session may hold (each counts against ``--max-volume-mb``)
+MAX_STUDY_IMAGES = 3
+
+
+def image_file(served: ServedSession, index: int) -> Path:
+    """The page's NIfTI copy of the session's image ``index`` (0: the scan)."""
+    return served.folder / ("volume.nii.gz" if index == 0 else f"image{index}.nii.gz")
+
+
+def describe_images(served: ServedSession) -> list[dict]:
+    """The session's images as the page lists them: the scan first, then the others."""
+    model = served.session.model_image
+    listed = [{"index": 0, "name": served.name, "resampled": False, "model_input": model is None,
+               "window_presets": served.window_presets}]
+    for index, image in enumerate(served.images, start=1):
+        listed.append({"index": index, "name": image.name, "resampled": image.resampled, "model_input": model is image.volume,
+                       "window_presets": image.window_presets})
+    return listed
+
+
+def add_study_image(state: ServerState, served: ServedSession, path: Path, name: str, confine_to: Path) -> None:
+    """Read another image of the study onto the session's grid and keep it (hold the session).
+
+    Raises:
+        ApiError: 400 for an image that cannot be read, is in colour or lies elsewhere in space,
+            or when the session holds its most images; 413 when it does not fit the volume budget.
+    """
+    if len(served.images) >= MAX_STUDY_IMAGES:
+        raise ApiError(400, f"a session holds at most {MAX_STUDY_IMAGES} other images; this one has them")
+    scan = served.session.volume
+    with state.store.reading:
+        room = state.store.volume_room()
+        try:
+            if room <= 0:
+                raise InputTooLarge("no room")
+            read = load_volume(path, limits=ReadLimits(min(room, DEFAULT_MAX_INPUT_BYTES)), confine_to=confine_to)
+            volume, resampled = resample_onto(read, scan)
+            if volume.array.nbytes > room:
+                raise InputTooLarge("no room")
+            shown = choose_window(volume.array, "auto", volume.modality)
+        except InputTooLarge:
+            raise ApiError(413, f"{name} does not fit the memory this server keeps for open scans "
+                                "(--max-volume-mb); close a session or raise the budget") from None
+        except MedSAM2Error as exc:
+            raise ApiError(400, relative_message(exc, path, name, (confine_to, served.folder, state.settings.data_dir))) from None
+        image = StudyImage(name, volume, resampled, window_presets(volume, shown))
+        write_viewer_nifti(volume, image_file(served, len(served.images) + 1))
+        served.images.append(image)
+
+
+def choose_model_input(served: ServedSession, index: int, window: str) -> None:
+    """Let the model see the session's image ``index`` (0: the scan) from now on (hold the session).
+
+    Raises:
+        ApiError: 404 for no such image; 400 for an unknown window or a constant image.
+    """
+    if not 0 <= index <= len(served.images):
+        raise ApiError(404, f"no image {index} in this session (0 is the scan; {len(served.images)} other images)")
+    try:
+        served.session.use_image(None if index == 0 else served.images[index - 1].volume, window)
+    except MedSAM2Error as exc:
+        raise ApiError(400, str(exc).splitlines()[0]) from None
