@@ -334,7 +334,7 @@ def test_the_annotators_tools_in_the_page(backbone, browser, tmp_path):
     dragging, opacity, outline and hiding change the display and never the data; a larger brush
     paints more; undo and redo by the keyboard are exact; an object is renamed, deleted and
     brought back by undo; Fill between slices closes the gap; Remove islands takes a stray blob
-    and a detached stroke out; no console errors."""
+    and a detached stroke out; Smooth (closing) only adds to the kidney; no console errors."""
     ct_path, seg_path = sample_paths()
     seg = sitk.ReadImage(str(seg_path))
     array = sitk.GetArrayFromImage(seg)
@@ -455,6 +455,14 @@ def test_the_annotators_tools_in_the_page(backbone, browser, tmp_path):
         blob[5:8, 5:9, 5:9] = True
         assert not islands[blob].any() and np.array_equal(islands == SPLEEN, filled == SPLEEN)
         assert (islands == 3)[(kept == 3) & ~blob].all() and (islands == 3).sum() < (filled == 3).sum() - 48
+        # Smooth (closing): the kidney only grows (its notches filled), the spleen does not move
+        p.select_option("#smoothMethod", "closing")
+        p.click("#smooth")
+        p.wait_for_selector("body[data-smoothed]", timeout=30_000)
+        added, removed = (int(v) for v in p.evaluate("document.body.dataset.smoothed").split(","))
+        smooth = page.save(tmp_path / "smooth.nii.gz")
+        assert removed == 0 and added == ((smooth == 3) & (islands != 3)).sum() > 0
+        assert not ((islands == 3) & (smooth != 3)).any() and np.array_equal(smooth == SPLEEN, islands == SPLEEN)
         assert page.errors == [], page.errors
 
 

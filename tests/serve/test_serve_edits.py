@@ -58,3 +58,8 @@ def test_the_islands_route(backbone, spleen_with_a_blob, tmp_path):  # noqa: F81
         created = client.post(f"{base}/objects/9/brush", json={**stroke, "radius_mm": 3, "name": "marker"})
         assert created.status_code == 200 and created.json()["brush"]["created"] is True
         assert [o["name"] for o in created.json()["objects"] if o["label"] == 9] == ["marker"]
+        # smoothing: the spleen's median; a bad method is one line
+        assert "median" in error_of(client.post(f"{base}/objects/{SPLEEN}/smooth", json={"method": "blur"}), 400)
+        smoothed = client.post(f"{base}/objects/{SPLEEN}/smooth", json={})
+        assert smoothed.status_code == 200 and smoothed.json()["smooth"]["radius_voxels"] == [1, 1, 1]
+        assert "smaller than two voxels" in error_of(client.post(f"{base}/objects/{SPLEEN}/smooth", json={"kernel_mm": 1}), 400)

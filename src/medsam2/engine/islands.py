@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from medsam2.engine.label_import import opened_prediction
-from medsam2.engine.session_state import ObjectState, frame_mask
-from medsam2.engine.tracks import ObjectTrack
+from medsam2.engine.object_volume import object_volume, with_volume
+from medsam2.engine.session_state import ObjectState
 from medsam2.errors import PromptError
 
 
@@ -51,27 +50,11 @@ def without_islands(state: ObjectState, n_frames: int, geometry, min_voxels: int
         PromptError: an object not segmented yet, or one with nothing to remove.
     """
     label = state.prompts.label
-    if state.track is None:
-        raise PromptError(f"label {label} is not segmented yet; propagate it first")
     if min_voxels is not None and min_voxels < 1:
         raise PromptError(f"min_voxels is a size in voxels (1 or more), not {min_voxels}")
-    masks = {f: m for f in range(n_frames) if (m := frame_mask(state, f, geometry)) is not None}
-    if not masks:
-        raise PromptError(f"label {label} has no voxel to keep")
-    rows, cols = next(iter(masks.values())).shape
-    volume = np.zeros((n_frames, rows, cols), bool)
-    for frame, mask in masks.items():
-        volume[frame] = mask
+    volume = object_volume(state, n_frames, geometry)
     kept, removed, islands = kept_islands(volume, min_voxels)
     if removed == 0:
         raise PromptError(f"label {label} is one island{'' if min_voxels is None else ' of that size or more'}: nothing to remove")
-    frames = dict(state.track.frames)
-    for frame, mask in masks.items():
-        if not np.array_equal(kept[frame], mask):
-            if kept[frame].any():
-                frames[frame] = opened_prediction(frame, kept[frame], geometry)
-            else:
-                del frames[frame]
-    new = state.copy()
-    new.track = ObjectTrack(label, state.track.name, list(state.track.prompted_frames), frames)
+    new = with_volume(state, volume, kept, geometry)
     return new, IslandsSummary(label, removed, int(volume.sum() - kept.sum()), islands)

@@ -1,5 +1,5 @@
 """The edits of a session's objects that need no model: remove, rename, lock, fill between slices,
-remove small islands and the spherical 3D brush. Mixed into :class:`medsam2.engine.session.Session`, which provides
+remove small islands, smooth and the spherical 3D brush. Mixed into :class:`medsam2.engine.session.Session`, which provides
 ``_state_of`` (a checked object), ``_step`` (one undoable change), ``_geometry``, ``shape``,
 ``volume`` and ``voxel_axis``; each edit is one step of ``undo``."""
 
@@ -12,6 +12,7 @@ import numpy as np
 from medsam2.engine.brush import BrushSummary, brushed_state, sphere_footprint, within_range
 from medsam2.engine.fill_between import FillSummary, filled_state
 from medsam2.engine.islands import IslandsSummary, without_islands
+from medsam2.engine.smoothing import SmoothSummary, smoothed_state
 from medsam2.errors import PromptError
 from medsam2.io.slicing import frame_spacing, to_frames
 from medsam2.prompts.types import object_label
@@ -62,6 +63,17 @@ class ObjectEdits:
         ``min_voxels`` voxels, and take the rest out (:mod:`medsam2.engine.islands`). PromptError
         also for an object not propagated yet, or one with nothing to remove."""
         new, summary = without_islands(self._state_of(label), self.shape[0], self._geometry(), min_voxels)
+        self._step({summary.label: new})
+        return summary
+
+    def smooth(self, label: int, method: str = "median", kernel_mm: float | None = None) -> SmoothSummary:
+        """Smooth the object in 3D (:mod:`medsam2.engine.smoothing`): ``median`` (edges, small
+        extrusions and holes), ``opening`` (removes extrusions) or ``closing`` (fills holes), with
+        a kernel ``kernel_mm`` wide (None: three voxels of the slice's finer spacing). PromptError
+        also for an object not propagated yet, an unknown method, a kernel under two voxels along
+        every axis, or nothing to change."""
+        spacing = frame_spacing(self.volume.spacing, self.voxel_axis)
+        new, summary = smoothed_state(self._state_of(object_label(label)), self.shape[0], self._geometry(), spacing, method, kernel_mm)
         self._step({summary.label: new})
         return summary
 

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
+from medsam2.engine.smoothing import SMOOTHING_METHODS
 from medsam2.project.vocabulary import STATUSES
 from medsam2.serve.errors import ApiError
 
@@ -103,6 +104,14 @@ class IslandsBody(_Strict):
     """Which islands of an object to keep: its largest (``min_voxels`` null) or every one of at least that many voxels."""
 
     min_voxels: int | None = Field(None, ge=1)
+
+
+class SmoothBody(_Strict):
+    """How to smooth an object: the method and the kernel's width in mm (null: three voxels of the slice's finer spacing)."""
+
+    method: str = Field("median", pattern=f"^({'|'.join(SMOOTHING_METHODS)})$",
+                        description="median, opening (removes extrusions) or closing (fills holes)")
+    kernel_mm: float | None = Field(None, gt=0, le=200)
 
 
 class ObjectPatchBody(_Strict):

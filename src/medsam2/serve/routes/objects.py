@@ -1,5 +1,5 @@
 """A session's objects: prompts, propagation, corrections (erasing among them), adapting, filling
-between slices, removing islands, the 3D brush, renaming, removing, undo and redo.
+between slices, removing islands, smoothing, the 3D brush, renaming, removing, undo and redo.
 
 Propagation and corrections answer with JSON lines (``application/x-ndjson``): one per decoded
 slice, then the summary (:func:`medsam2.serve.views.summary`) with ``"finished": true``.
@@ -27,6 +27,7 @@ from medsam2.serve.bodies import (
     ObjectPatchBody,
     PromptBody,
     PropagateBody,
+    SmoothBody,
     decode_mask,
     one_kind,
     run_lengths,
@@ -138,6 +139,17 @@ def remove_islands(session_id: str, label: int, state: State, body: IslandsBody 
         removed = served.session.remove_islands(label, body.min_voxels)
         with state.model_lock:
             return {"islands": asdict(removed), **summary(served)}
+
+
+@router.post("/api/sessions/{session_id}/objects/{label}/smooth")
+def smooth(session_id: str, label: int, state: State, body: SmoothBody | None = None) -> dict:
+    """Smooth an object in 3D (``Session.smooth``): the summary, with ``smooth``: the kernel's
+    radius in voxels, the slices changed, the voxels added and removed."""
+    body = body or SmoothBody()
+    with state.store.working(session_id) as served:
+        smoothed = served.session.smooth(label, body.method, body.kernel_mm)
+        with state.model_lock:
+            return {"smooth": asdict(smoothed), **summary(served)}
 
 
 @router.post("/api/sessions/{session_id}/objects/{label}/brush")

@@ -593,6 +593,18 @@ async function removeIslands() {
   status(`${obj.name}: ${i.removed_islands} island${i.removed_islands === 1 ? '' : 's'} removed (${i.removed_voxels} voxels); the largest kept`)
   document.body.dataset.islandsRemoved = String(i.removed_islands)
 }
+async function smoothObject() {
+  const obj = state.objects.get(state.selected)
+  if (!obj || !obj.summary) { status('select a segmented object', true); return }
+  const method = $('smoothMethod').value
+  const answer = await (await api('POST', `/api/sessions/${state.session.session}/objects/${obj.label}/smooth`, { method })).json()
+  pushHistory()
+  await reloadOverlay()
+  applySummary(answer)
+  const m = answer.smooth
+  status(`${obj.name}: ${method} smoothing changed ${m.changed_slices} slices (${m.added_voxels} voxels added, ${m.removed_voxels} removed)`)
+  document.body.dataset.smoothed = `${m.added_voxels},${m.removed_voxels}`
+}
 async function download(path, filename) {
   const response = await api('GET', path)
   const blob = await response.blob()
@@ -805,6 +817,7 @@ $('undo').onclick = () => guarded(undo)
 $('redo').onclick = () => guarded(redo)
 $('fillBetween').onclick = () => guarded(fillBetween)
 $('removeIslands').onclick = () => guarded(removeIslands)
+$('smooth').onclick = () => guarded(smoothObject)
 $('openLabelNames').onclick = () => $('labelNamesFile').click()
 $('labelNamesFile').onchange = (event) => { const file = event.target.files[0]; event.target.value = ''; if (file) guarded(() => importLabelNames(file)) }
 $('paintThreshold').onchange = () => {
