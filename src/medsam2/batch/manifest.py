@@ -219,51 +219,70 @@ def read_manifest(path: str | Path, outdir: Path, output_format: str = "nii.gz",
         if case in names:
             raise ManifestError(f"{where}: case '{case}' is also row {names[case]}; give each study its own 'case'")
         names[case] = number
-        items: list[tuple[str, object]] = []
-        if "label" in row:
-            try:
-                items.append(("label", object_label(int(str(row["label"])))))
-            except (ValueError, UsageError):
-                raise ManifestError(f"{where}: 'label' is an integer from 1 to 65535, not {row['label']!r}") from None
-        if "name" in row:
-            items.append(("name", str(row["name"])))
-        for key, parse in (("box", parse_box), ("point", parse_point), ("box_mm", _mm_box), ("point_mm", _mm_point)):
-            for text in _values(row.get(key, []), where, key):
-                try:
-                    if ":" in text or key.endswith("_mm"):  # a 2D image's box may leave out its slice: checked with the image
-                        parse(text)
-                except UsageError as exc:
-                    raise ManifestError(f"{where}: {exc}") from None
-                items.append((key, text))
-        ras = str(row.get("ras", "")).strip().lower()
-        if ras not in ("", "0", "1", "false", "true", "no", "yes"):
-            raise ManifestError(f"{where}: 'ras' is true or false (millimetres as 3D Slicer shows them), not {row['ras']!r}")
-        if "mask" in row:
-            items.append(("mask", str(_existing(row["mask"], base, where, "mask"))))
-        prompts = _existing(row["prompts"], base, where, "prompts") if "prompts" in row else None
-        if not items or all(kind in ("label", "name") for kind, _ in items):
-            if prompts is None:
-                raise ManifestError(f"{where}: no prompt; give 'prompts' or 'box' / 'point' / 'mask'")
-        if "output" in row:
-            if not isinstance(row["output"], str):
-                raise ManifestError(f"{where}: 'output' is a path")
-            output = Path(row["output"]) if Path(row["output"]).is_absolute() else base / row["output"]
-        else:
-            output = outdir / f"{case}{chosen.suffix}"
-        if suffix_of(output) not in WRITABLE_SUFFIXES:
-            raise ManifestError(f"{where}: cannot write '{output.name}'; name outputs with one of {', '.join(WRITABLE_SUFFIXES)}")
-        if suffix_of(output) == ".dcm" and not (image.is_dir() or suffix_of(image) == ".dcm"):
-            raise ManifestError(
-                f"{where}: a DICOM output ({output.name}) references the image's DICOM series, and {image.name} is not DICOM"
-            )
+        items, prompts, ras = _row_prompts(row, base, where)
+        output = _row_output(row, base, where, outdir / f"{case}{chosen.suffix}", image)
         key = resolve_path(output)
         if key in outputs:
             raise ManifestError(f"{where}: writes the same output as row {outputs[key]} ({output})")
         outputs[key] = number
         job = SegmentJob(
             image=image, output=output, prompt_items=tuple(items), prompts_json=prompts, axis=axis, window=window,
-            overwrite=overwrite, limits=limits or ReadLimits(), ras=ras in ("1", "true", "yes"),
+            overwrite=overwrite, limits=limits or ReadLimits(), ras=ras,
             dicom_kind=chosen.dicom_kind or DICOM_KINDS[0],
         )
         cases.append(BatchCase(case=case, row=number, job=job))
     return cases
+
+
+def _row_prompts(row: dict, base: Path, where: str) -> tuple[list[tuple[str, object]], Path | None, bool]:
+    """A row's prompts as (kind, value) items in the command line's terms, its prompts JSON file
+    and whether its millimetres are RAS, each checked.
+
+    Raises:
+        ManifestError: a malformed label, box, point or ``ras``, a missing file, or no prompt.
+    """
+    items: list[tuple[str, object]] = []
+    if "label" in row:
+        try:
+            items.append(("label", object_label(int(str(row["label"])))))
+        except (ValueError, UsageError):
+            raise ManifestError(f"{where}: 'label' is an integer from 1 to 65535, not {row['label']!r}") from None
+    if "name" in row:
+        items.append(("name", str(row["name"])))
+    for key, parse in (("box", parse_box), ("point", parse_point), ("box_mm", _mm_box), ("point_mm", _mm_point)):
+        for text in _values(row.get(key, []), where, key):
+            try:
+                if ":" in text or key.endswith("_mm"):  # a 2D image's box may leave out its slice: checked with the image
+                    parse(text)
+            except UsageError as exc:
+                raise ManifestError(f"{where}: {exc}") from None
+            items.append((key, text))
+    ras = str(row.get("ras", "")).strip().lower()
+    if ras not in ("", "0", "1", "false", "true", "no", "yes"):
+        raise ManifestError(f"{where}: 'ras' is true or false (millimetres as 3D Slicer shows them), not {row['ras']!r}")
+    if "mask" in row:
+        items.append(("mask", str(_existing(row["mask"], base, where, "mask"))))
+    prompts = _existing(row["prompts"], base, where, "prompts") if "prompts" in row else None
+    if prompts is None and all(kind in ("label", "name") for kind, _ in items):
+        raise ManifestError(f"{where}: no prompt; give 'prompts' or 'box' / 'point' / 'mask'")
+    return items, prompts, ras in ("1", "true", "yes")
+
+
+def _row_output(row: dict, base: Path, where: str, default: Path, image: Path) -> Path:
+    """A row's output path (``default`` where it names none), checked to be writable in its format.
+
+    Raises:
+        ManifestError: an output that is not a path, has no label-map suffix, or is DICOM for an
+            image that is not.
+    """
+    if "output" in row:
+        if not isinstance(row["output"], str):
+            raise ManifestError(f"{where}: 'output' is a path")
+        output = Path(row["output"]) if Path(row["output"]).is_absolute() else base / row["output"]
+    else:
+        output = default
+    if suffix_of(output) not in WRITABLE_SUFFIXES:
+        raise ManifestError(f"{where}: cannot write '{output.name}'; name outputs with one of {', '.join(WRITABLE_SUFFIXES)}")
+    if suffix_of(output) == ".dcm" and not (image.is_dir() or suffix_of(image) == ".dcm"):
+        raise ManifestError(f"{where}: a DICOM output ({output.name}) references the image's DICOM series, and {image.name} is not DICOM")
+    return output

@@ -66,7 +66,6 @@ def build_rtstruct(labels: np.ndarray, volume, entries: list[LabelEntry], proven
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-
     source = checked_source(volume, entries, source, "an RT-STRUCT", "ROI")
     first = source.datasets[0]
     now = datetime.datetime.now()
@@ -114,38 +113,48 @@ def build_rtstruct(labels: np.ndarray, volume, entries: list[LabelEntry], proven
             ROIGenerationAlgorithm="SEMIAUTOMATIC",
             ROIGenerationDescription=f"{provenance.name} {provenance.version} ({provenance.backbone})"[:64],
         ))
-        contours = []
-        for z in range(labels.shape[0]):
-            mask = labels[z] == entry.value
-            if not mask.any():
-                continue
-            for points in slice_contours(mask):
-                ijk = np.column_stack([points[:, 1], points[:, 0], np.full(len(points), float(z))])
-                xyz = voxel_to_patient(volume, ijk)
-                contours.append(_item(
-                    ContourImageSequence=[_item(
-                        ReferencedSOPClassUID=source.sop_class_uids[z], ReferencedSOPInstanceUID=source.sop_instance_uids[z],
-                    )],
-                    ContourGeometricType="CLOSED_PLANAR", NumberOfContourPoints=len(points),
-                    ContourNumber=len(contours) + 1, ContourData=[f"{v:.4f}" for v in xyz.ravel()],
-                ))
         roi_contour = _item(ReferencedROINumber=entry.value, ROIDisplayColor=list(entry.colour))
+        contours = _roi_contours(labels == entry.value, volume, source)
         if contours:
             roi_contour.ContourSequence = contours
         roi_contours.append(roi_contour)
-        code = anatomy_code(entry.name)
-        observation = _item(ObservationNumber=number, ReferencedROINumber=entry.value, RTROIInterpretedType="ORGAN",
-                            ROIInterpreter="")
-        if code.known:
-            observation.RTROIIdentificationCodeSequence = [_item(
-                CodeValue=code.type.value, CodingSchemeDesignator=code.type.scheme_designator, CodeMeaning=code.type.meaning,
-            )]
-        observations.append(observation)
+        observations.append(_observation(number, entry))
     ds.StructureSetROISequence = rois
     ds.ROIContourSequence = roi_contours
     ds.RTROIObservationsSequence = observations
     ds.ApprovalStatus = "UNAPPROVED"
     return ds
+
+
+def _roi_contours(mask: np.ndarray, volume, source: SourceSeries) -> list:
+    """The closed planar contours of one ROI's (z, y, x) mask, slice by slice, in patient mm, each
+    referencing its slice's instance."""
+    contours = []
+    for z in range(mask.shape[0]):
+        if not mask[z].any():
+            continue
+        for points in slice_contours(mask[z]):
+            ijk = np.column_stack([points[:, 1], points[:, 0], np.full(len(points), float(z))])
+            xyz = voxel_to_patient(volume, ijk)
+            contours.append(_item(
+                ContourImageSequence=[_item(
+                    ReferencedSOPClassUID=source.sop_class_uids[z], ReferencedSOPInstanceUID=source.sop_instance_uids[z],
+                )],
+                ContourGeometricType="CLOSED_PLANAR", NumberOfContourPoints=len(points),
+                ContourNumber=len(contours) + 1, ContourData=[f"{v:.4f}" for v in xyz.ravel()],
+            ))
+    return contours
+
+
+def _observation(number: int, entry: LabelEntry):
+    """An ROI's observation: an organ, with its anatomy code where its name is a known one."""
+    code = anatomy_code(entry.name)
+    observation = _item(ObservationNumber=number, ReferencedROINumber=entry.value, RTROIInterpretedType="ORGAN", ROIInterpreter="")
+    if code.known:
+        observation.RTROIIdentificationCodeSequence = [_item(
+            CodeValue=code.type.value, CodingSchemeDesignator=code.type.scheme_designator, CodeMeaning=code.type.meaning,
+        )]
+    return observation
 
 
 def write_rtstruct(

@@ -89,62 +89,8 @@ async def receive_upload(
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise ApiError(400, "send the scan as multipart/form-data with a field 'file', or JSON {\"path\": \"name under --data\"}")
-    upload = Upload()
-    state: dict = {"headers": {}, "field": b"", "value": b"", "name": None, "handle": None, "data": bytearray(), "error": None}
-
-    def on_part_begin() -> None:
-        state.update(headers={}, name=None, handle=None, data=bytearray())
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["field"] += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["value"] += data[start:end]
-
-    def on_header_end() -> None:
-        state["headers"][state["field"].decode("latin-1").lower()] = state["value"]
-        state["field"], state["value"] = b"", b""
-
-    def on_headers_finished() -> None:
-        _, disposition = parse_options_header(state["headers"].get("content-disposition", b""))
-        name = disposition.get(b"name", b"").decode("utf-8", "replace")
-        state["name"] = name
-        filename = disposition.get(b"filename")
-        if filename is not None and name != file_field:
-            field_name = name[:40]
-            state["error"] = ApiError(
-                400, f"the form field {field_name!r} holds a file; send the file in the multipart field '{file_field}'")
-            return
-        if name == file_field and filename is not None:
-            if upload.file is not None:
-                state["error"] = ApiError(400, "send one file per session (a DICOM series as one zip)")
-                return
-            given = PurePosixPath(filename.decode("utf-8", "replace").replace("\\", "/")).name[:200]
-            upload.filename = given
-            upload.file = folder / f"upload{_safe_suffix(given)}"
-            state["handle"] = upload.file.open("xb")
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        if state["handle"] is not None:
-            state["handle"].write(data[start:end])
-        else:
-            state["data"] += data[start:end]
-            if len(state["data"]) > max_field_bytes:
-                state["error"] = ApiError(400, f"the form field {state['name']!r} is longer than {max_field_bytes} bytes")
-
-    def on_part_end() -> None:
-        if state["handle"] is not None:
-            state["handle"].close()
-            state["handle"] = None
-        elif state["name"]:
-            upload.fields[state["name"]] = bytes(state["data"]).decode("utf-8", "replace")
-
-    callbacks = {
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
-        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
-        "on_part_end": on_part_end,
-    }
-    parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+    receiver = _PartReceiver(Upload(), folder, file_field, max_field_bytes)
+    parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
     received = 0
     started = time.monotonic()
     chunks = request.stream().__aiter__()
@@ -161,17 +107,89 @@ async def receive_upload(
             if received > max_bytes:
                 raise too_large(max_bytes)
             parser.write(chunk)
-            if state["error"] is not None:
-                raise state["error"]
+            if receiver.error is not None:
+                raise receiver.error
         parser.finalize()
     except ApiError:
         raise
     except Exception as exc:  # the parser's own errors: a malformed body
         raise ApiError(400, f"the upload is not a well-formed multipart body ({type(exc).__name__})") from None
     finally:
-        if state["handle"] is not None:
-            state["handle"].close()
-    return upload
+        receiver.close()
+    return receiver.upload
+
+
+class _PartReceiver:
+    """The multipart parser's callbacks: the file part written to ``folder`` as it arrives, the
+    other fields kept as text; the first error found is kept in ``error`` (the caller raises it)."""
+
+    def __init__(self, upload: Upload, folder: Path, file_field: str, max_field_bytes: int) -> None:
+        self.upload, self.folder, self.file_field, self.max_field_bytes = upload, folder, file_field, max_field_bytes
+        self.error: ApiError | None = None
+        self._headers: dict[str, bytes] = {}
+        self._field, self._value = b"", b""
+        self._name: str | None = None
+        self._handle = None
+        self._data = bytearray()
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self.on_part_begin, "on_header_field": self.on_header_field, "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end, "on_headers_finished": self.on_headers_finished,
+            "on_part_data": self.on_part_data, "on_part_end": self.on_part_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self._headers, self._name, self._handle, self._data = {}, None, None, bytearray()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._headers[self._field.decode("latin-1").lower()] = self._value
+        self._field, self._value = b"", b""
+
+    def on_headers_finished(self) -> None:
+        _, disposition = parse_options_header(self._headers.get("content-disposition", b""))
+        name = disposition.get(b"name", b"").decode("utf-8", "replace")
+        self._name = name
+        filename = disposition.get(b"filename")
+        if filename is not None and name != self.file_field:
+            self.error = ApiError(400, f"the form field {name[:40]!r} holds a file; "
+                                       f"send the file in the multipart field '{self.file_field}'")
+            return
+        if name == self.file_field and filename is not None:
+            if self.upload.file is not None:
+                self.error = ApiError(400, "send one file per session (a DICOM series as one zip)")
+                return
+            given = PurePosixPath(filename.decode("utf-8", "replace").replace("\\", "/")).name[:200]
+            self.upload.filename = given
+            self.upload.file = self.folder / f"upload{_safe_suffix(given)}"
+            self._handle = self.upload.file.open("xb")
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._handle is not None:
+            self._handle.write(data[start:end])
+        else:
+            self._data += data[start:end]
+            if len(self._data) > self.max_field_bytes:
+                self.error = ApiError(400, f"the form field {self._name!r} is longer than {self.max_field_bytes} bytes")
+
+    def on_part_end(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        elif self._name:
+            self.upload.fields[self._name] = bytes(self._data).decode("utf-8", "replace")
+
+    def close(self) -> None:
+        """Close the file part left open by a request that ended in the middle of it."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 def unpack_zip(archive: Path, target: Path, max_bytes: int) -> Path:

@@ -167,8 +167,30 @@ def run_one_prompt(
     began = time.perf_counter()
     settings = settings or OnePromptSettings()
     locator = StructureLocator(engine.backbone, settings)
-    bank = locator.new_bank()
     names = list(support_names or [p.name or Path(v.source).name or f"support {i}" for i, (v, p) in enumerate(supports)])
+    bank, index_names = _support_bank(engine, locator, supports, names, window, settings)
+    run = _QueryRun(engine, queries, settings, window, on_outcome, limits)
+    for item in answer_queries(locator, bank, index_names, [run.loader(i) for i in range(len(queries))]):
+        if isinstance(item, QueryFailure):
+            run.failed(item.position, item.error)
+        else:
+            run.answered(item)
+    plan = engine.backbone.plan
+    return OnePromptResult(
+        queries=[o for o in run.outcomes if o is not None], supports=names, order=run.order, backbone=engine.backbone.name,
+        runtime=plan.runtime if plan else "torch", precision=plan.precision if plan else "fp32",
+        decode_calls=locator.decode_calls, seconds=time.perf_counter() - began,
+    )
+
+
+def _support_bank(engine: Engine, locator: StructureLocator, supports: Sequence[tuple[Volume, ObjectPrompts]], names: list[str],
+                  window: str, settings: OnePromptSettings):
+    """The memory bank of the supports' slices, and the support's name of each bank entry.
+
+    Raises:
+        PromptError: a support without a prompt, an empty mask, or masks that cover whole images.
+    """
+    bank = locator.new_bank()
     index_names: dict[int, str] = {}
     for i, (volume, prompts) in enumerate(supports):
         support = _Support(names[i], volume, prompts)
@@ -184,28 +206,40 @@ def run_one_prompt(
             bank.add(entry)
     if not index_names:
         raise PromptError("the support mask covers the whole image or nothing of it; draw the structure only")
+    return bank, index_names
 
-    outcomes: list[QueryOutcome | None] = [None] * len(queries)
-    loaded: dict[str, tuple[int, Volume, WindowedFrames]] = {}
-    order: list[str] = []
 
-    def loader(position: int) -> Callable[[], QueryFrames]:
+class _QueryRun:
+    """The queries of one run: loaded one at a time as the locator asks, answered (located, then
+    propagated through a 3D query) or failed, each outcome reported as soon as it is known."""
+
+    def __init__(self, engine: Engine, queries: Sequence[Volume | str | os.PathLike], settings: OnePromptSettings, window: str,
+                 on_outcome: Callable[[int, QueryOutcome], None] | None, limits: ReadLimits | None) -> None:
+        self.engine, self.queries, self.settings, self.window = engine, queries, settings, window
+        self.on_outcome, self.limits = on_outcome, limits
+        self.outcomes: list[QueryOutcome | None] = [None] * len(queries)
+        self.order: list[str] = []
+        self._loaded: dict[str, tuple[int, Volume, WindowedFrames]] = {}
+
+    def loader(self, position: int) -> Callable[[], QueryFrames]:
+        """A loader of query ``position``'s frames and the slices to scan."""
         def load() -> QueryFrames:
-            item = queries[position]
-            volume = item if isinstance(item, Volume) else load_volume(item, limits=limits)
+            item = self.queries[position]
+            volume = item if isinstance(item, Volume) else load_volume(item, limits=self.limits)
             name = Path(volume.source).name if volume.source else f"query {position}"
-            name = name if name not in loaded else f"{name} ({position})"
-            frames = _windowed(volume, window)
-            loaded[name] = (position, volume, frames)
+            name = name if name not in self._loaded else f"{name} ({position})"
+            frames = _windowed(volume, self.window)
+            self._loaded[name] = (position, volume, frames)
             count = len(frames)
-            indices = sorted(set(np.linspace(0, count - 1, min(settings.scan_slices, count)).round().astype(int).tolist()))
+            indices = sorted(set(np.linspace(0, count - 1, min(self.settings.scan_slices, count)).round().astype(int).tolist()))
             return QueryFrames(name=name, frames=frames, indices=indices)
 
         return load
 
-    def answered(answer: QueryAnswer) -> None:
-        position, volume, frames = loaded.pop(answer.name)
-        order.append(answer.name)
+    def answered(self, answer: QueryAnswer) -> None:
+        """The located structure, propagated through a 3D query, as the query's outcome."""
+        position, volume, frames = self._loaded.pop(answer.name)
+        self.order.append(answer.name)
         start = time.perf_counter()
         localisation = answer.localisation
         labels = np.zeros(volume.shape, dtype=np.uint8)
@@ -217,38 +251,26 @@ def run_one_prompt(
                 labels[0][mask] = 1
             elif mask.any():
                 prompts = ObjectPrompts(1, "structure", masks=[MaskPrompt(answer.frame, mask)])
-                propagated = _propagator(engine, frames, answer).segment(volume, [prompts], window=window)
+                propagated = _propagator(self.engine, frames, answer).segment(volume, [prompts], window=self.window)
                 labels = (propagated.labels > 0).astype(np.uint8)
-        outcome = QueryOutcome(
-            name=answer.name, labels=labels, confidence=confidence, flagged=confidence < settings.review_below,
+        self._report(position, QueryOutcome(
+            name=answer.name, labels=labels, confidence=confidence, flagged=confidence < self.settings.review_below,
             support=answer.support, located_slice=answer.frame if volume.shape[0] > 1 else None, admitted=answer.admitted,
             seconds=answer.seconds + time.perf_counter() - start, voxels=int((labels > 0).sum()), volume=volume,
-        )
-        outcomes[position] = outcome
-        if on_outcome:
-            on_outcome(position, outcome)
+        ))
 
-    def failed(position: int, exc: Exception) -> None:
-        item = queries[position]
+    def failed(self, position: int, exc: Exception) -> None:
+        """A query that could not be read or answered: an outcome with its one-line error."""
+        item = self.queries[position]
         name = Path(item).name if not isinstance(item, Volume) else f"query {position}"
         message = str(exc) if isinstance(exc, MedSAM2Error) else f"{exc.__class__.__name__}: {exc}"
-        outcome = QueryOutcome(name=name, labels=None, confidence=0.0, flagged=True, support=None, located_slice=None,
-                               admitted=False, seconds=0.0, error=message.splitlines()[0] if message else "unreadable")
-        outcomes[position] = outcome
-        if on_outcome:
-            on_outcome(position, outcome)
+        self._report(position, QueryOutcome(name=name, labels=None, confidence=0.0, flagged=True, support=None, located_slice=None,
+                                            admitted=False, seconds=0.0, error=message.splitlines()[0] if message else "unreadable"))
 
-    for item in answer_queries(locator, bank, index_names, [loader(i) for i in range(len(queries))]):
-        if isinstance(item, QueryFailure):
-            failed(item.position, item.error)
-        else:
-            answered(item)
-    plan = engine.backbone.plan
-    return OnePromptResult(
-        queries=[o for o in outcomes if o is not None], supports=names, order=order, backbone=engine.backbone.name,
-        runtime=plan.runtime if plan else "torch", precision=plan.precision if plan else "fp32",
-        decode_calls=locator.decode_calls, seconds=time.perf_counter() - began,
-    )
+    def _report(self, position: int, outcome: QueryOutcome) -> None:
+        self.outcomes[position] = outcome
+        if self.on_outcome:
+            self.on_outcome(position, outcome)
 
 
 def support_from_arrays(volume: Volume, mask: np.ndarray, name: str = "support") -> tuple[Volume, ObjectPrompts]:
