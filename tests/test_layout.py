@@ -119,6 +119,22 @@ def test_every_module_is_a_small_room():
     assert {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES} == {}
 
 
+#: the longest a function may be, docstring included: one story a reader can hold
+MAX_FUNCTION_LINES = 80
+
+
+def test_every_function_reads_as_one_story():
+    import ast
+
+    root = Path(medsam2.__file__).parent
+    long = {}
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
+                long[f"{path.relative_to(root)}:{node.name}"] = node.end_lineno - node.lineno + 1
+    assert long == {}
+
+
 def test_registries_own_their_vocabularies():
     """The CLI's choices are the registries' names, so a new format or family appears everywhere."""
     from medsam2.backbones.registry import BACKBONES, FAMILIES

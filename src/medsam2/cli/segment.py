@@ -49,6 +49,30 @@ def add_parser(commands) -> None:
         "-o", "--output", required=True,
         help="label map to write (.nii.gz default; suffix picks the format; .dcm: a DICOM SEG of a DICOM input)",
     )
+    _add_prompt_options(seg)
+    seg.add_argument(
+        "--axis", default="axial", choices=AXES,
+        help="slicing direction: axial, coronal, sagittal of the patient (from the direction cosines; default axial) "
+        "or the voxel axis k, j, i",
+    )
+    seg.add_argument(
+        "--multiview", action="store_true",
+        help="after the result along --axis, propagate along the two other axes from boxes on it and keep a voxel "
+        "where 2 of 3 passes agree (3D scans; three passes: 3-5x the time)",
+    )
+    seg.add_argument("--window", default="auto", choices=WINDOW_CHOICES, help="intensity window (default auto)")
+    add_memory_option(seg)
+    seg.set_defaults(prompt_items=[])  # PromptAction appends to it in command-line order
+    add_model_options(seg)
+    seg.add_argument("--time-index", type=int, help="for 4D input: which 3D volume to segment (0-based)")
+    _add_output_options(seg)
+    add_input_limit(seg)
+    add_common(seg)
+
+
+def _add_prompt_options(seg) -> None:
+    """The prompts: --label, --box, --point, --mask (and its segment), the millimetre ones,
+    --index-base, --name and --prompts, in the order the help lists them."""
     seg.add_argument(
         "--label", type=label_value, action=PromptAction,
         help="label (1..65535) of the object that the prompts after it belong to (default 1)",
@@ -77,21 +101,11 @@ def add_parser(commands) -> None:
     )
     seg.add_argument("--name", action=PromptAction, help="name of the current object (for the report)")
     seg.add_argument("--prompts", help="prompts.json with many objects (see README)")
-    seg.add_argument(
-        "--axis", default="axial", choices=AXES,
-        help="slicing direction: axial, coronal, sagittal of the patient (from the direction cosines; default axial) "
-        "or the voxel axis k, j, i",
-    )
-    seg.add_argument(
-        "--multiview", action="store_true",
-        help="after the result along --axis, propagate along the two other axes from boxes on it and keep a voxel "
-        "where 2 of 3 passes agree (3D scans; three passes: 3-5x the time)",
-    )
-    seg.add_argument("--window", default="auto", choices=WINDOW_CHOICES, help="intensity window (default auto)")
-    add_memory_option(seg)
-    seg.set_defaults(prompt_items=[])  # PromptAction appends to it in command-line order
-    add_model_options(seg)
-    seg.add_argument("--time-index", type=int, help="for 4D input: which 3D volume to segment (0-based)")
+
+
+def _add_output_options(seg) -> None:
+    """What is written beside the label map: the report, the format, the PACS copy, the montage
+    and the label description."""
     seg.add_argument("--report", help="write a JSON report here")
     seg.add_argument(
         "--format", choices=OUTPUT_FORMATS, default="auto",
@@ -108,8 +122,6 @@ def add_parser(commands) -> None:
         "--no-label-file", action="store_true",
         help="do not write the ITK-SNAP label description (NAME.label.txt: names and colours) beside the label map",
     )
-    add_input_limit(seg)
-    add_common(seg)
 
 
 def run_segment(args) -> int:

@@ -98,6 +98,18 @@ def load_prompts_json(path: str | Path, n_frames: int | None = None, index_base:
         PromptError: invalid JSON, unknown keys, or malformed entries.
     """
     path = Path(path)
+    parsed = PromptFile(objects=[], mask_paths={})
+    for index, item in enumerate(_json_objects(path)):
+        _add_json_object(parsed, item, f"{path}: objects[{index}]", path, n_frames, index_base)
+    return parsed
+
+
+def _json_objects(path: Path) -> list:
+    """The ``objects`` list of a prompts file.
+
+    Raises:
+        PromptError: no such file, a folder, invalid JSON, non-finite numbers, another shape.
+    """
     if not path.exists() and not path.is_symlink():
         raise PromptError(f"no such prompts file: {path}")
     check_input_path(path)
@@ -117,58 +129,66 @@ def load_prompts_json(path: str | Path, n_frames: int | None = None, index_base:
     items = data.get("objects")
     if not isinstance(items, list) or not items:
         raise PromptError(f"{path}: 'objects' must be a non-empty list")
-    objects: list[ObjectPrompts] = []
-    mask_paths: dict[int, tuple[Path, int | None]] = {}
-    mask_slices: dict[int, int] = {}
-    mm_prompts: dict[int, list[tuple[str, str]]] = {}
-    for index, item in enumerate(items):
-        where = f"{path}: objects[{index}]"
-        if not isinstance(item, dict):
-            raise PromptError(f"{where} must be a JSON object")
-        unknown = set(item) - _OBJECT_KEYS
-        if unknown:
-            raise PromptError(f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(_OBJECT_KEYS)}")
-        label = item.get("label")
-        if not isinstance(label, int) or isinstance(label, bool) or not 1 <= label <= MAX_LABEL_VALUE:
-            raise PromptError(f"{where}: 'label' must be an integer from 1 to {MAX_LABEL_VALUE}")
-        if any(o.label == label for o in objects) or label in mask_paths:
-            raise PromptError(f"{where}: label {label} appears twice in {path.name}; give each object its own label")
-        name = item.get("name")
-        if name is not None and not isinstance(name, str):
-            raise PromptError(f"{where}: 'name' must be a string")
-        obj = ObjectPrompts(label=label, name=name)
-        def sliced(entry: object) -> object:  # a 2D image's string prompts may leave out the slice
-            return f"{index_base}:{entry}" if n_frames == 1 and isinstance(entry, str) and ":" not in entry else entry
+    return items
 
-        for entry in _as_list(item.get("boxes", []), f"{where}.boxes"):
-            box = _box_entry(sliced(entry), f"{where}.boxes")
-            obj.boxes.append(_shift_box(box) if index_base else box)
-        for entry in _as_list(item.get("points", []), f"{where}.points"):
-            point = _point_entry(sliced(entry), f"{where}.points")
-            obj.points.append(_shift_point(point) if index_base else point)
-        for key, kind in (("boxes_mm", "box_mm"), ("points_mm", "point_mm")):
-            for entry in _as_list(item.get(key, []), f"{where}.{key}"):
-                if not isinstance(entry, str):
-                    raise PromptError(f"{where}.{key}: each entry is a string such as \"X0,Y0,Z0,X1,Y1,Z1\" (mm)")
-                mm_prompts.setdefault(label, []).append((kind, entry))
-        if "mask" in item:
-            if not isinstance(item["mask"], str):
-                raise PromptError(f"{where}: 'mask' must be a path string")
-            value = item.get("mask_value")
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                raise PromptError(f"{where}: 'mask_value' must be an integer")
-            mask_path = Path(item["mask"])
-            mask_paths[label] = (mask_path if mask_path.is_absolute() else path.parent / mask_path, value)
-        elif "mask_value" in item or "mask_slice" in item:
-            raise PromptError(f"{where}: 'mask_value' and 'mask_slice' need 'mask'")
-        if "mask_slice" in item:
-            if not _is_index(item["mask_slice"]):
-                raise PromptError(f"{where}: 'mask_slice' must be a slice index (an integer)")
-            mask_slices[label] = item["mask_slice"]
-        if obj.is_empty() and label not in mask_paths and label not in mm_prompts:
-            raise PromptError(f"{where} (label {label}) has no prompt; give boxes, points or a mask")
-        objects.append(obj)
-    return PromptFile(objects=objects, mask_paths=mask_paths, mask_slices=mask_slices, mm_prompts=mm_prompts)
+
+def _add_json_object(parsed: PromptFile, item: object, where: str, path: Path, n_frames: int | None, index_base: int) -> None:
+    """One entry of ``objects`` added to ``parsed``: its object, mask path and slice, mm prompts.
+
+    Raises:
+        PromptError: not an object, unknown keys, a bad or repeated label, malformed entries, no prompt.
+    """
+    if not isinstance(item, dict):
+        raise PromptError(f"{where} must be a JSON object")
+    unknown = set(item) - _OBJECT_KEYS
+    if unknown:
+        raise PromptError(f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(_OBJECT_KEYS)}")
+    label = item.get("label")
+    if not isinstance(label, int) or isinstance(label, bool) or not 1 <= label <= MAX_LABEL_VALUE:
+        raise PromptError(f"{where}: 'label' must be an integer from 1 to {MAX_LABEL_VALUE}")
+    if any(o.label == label for o in parsed.objects) or label in parsed.mask_paths:
+        raise PromptError(f"{where}: label {label} appears twice in {path.name}; give each object its own label")
+    name = item.get("name")
+    if name is not None and not isinstance(name, str):
+        raise PromptError(f"{where}: 'name' must be a string")
+    obj = ObjectPrompts(label=label, name=name)
+
+    def sliced(entry: object) -> object:  # a 2D image's string prompts may leave out the slice
+        return f"{index_base}:{entry}" if n_frames == 1 and isinstance(entry, str) and ":" not in entry else entry
+
+    for entry in _as_list(item.get("boxes", []), f"{where}.boxes"):
+        box = _box_entry(sliced(entry), f"{where}.boxes")
+        obj.boxes.append(_shift_box(box) if index_base else box)
+    for entry in _as_list(item.get("points", []), f"{where}.points"):
+        point = _point_entry(sliced(entry), f"{where}.points")
+        obj.points.append(_shift_point(point) if index_base else point)
+    for key, kind in (("boxes_mm", "box_mm"), ("points_mm", "point_mm")):
+        for entry in _as_list(item.get(key, []), f"{where}.{key}"):
+            if not isinstance(entry, str):
+                raise PromptError(f"{where}.{key}: each entry is a string such as \"X0,Y0,Z0,X1,Y1,Z1\" (mm)")
+            parsed.mm_prompts.setdefault(label, []).append((kind, entry))
+    _add_json_mask(parsed, item, label, where, path)
+    if obj.is_empty() and label not in parsed.mask_paths and label not in parsed.mm_prompts:
+        raise PromptError(f"{where} (label {label}) has no prompt; give boxes, points or a mask")
+    parsed.objects.append(obj)
+
+
+def _add_json_mask(parsed: PromptFile, item: dict, label: int, where: str, path: Path) -> None:
+    """An object's ``mask`` (relative to the prompts file), ``mask_value`` and ``mask_slice``."""
+    if "mask" in item:
+        if not isinstance(item["mask"], str):
+            raise PromptError(f"{where}: 'mask' must be a path string")
+        value = item.get("mask_value")
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise PromptError(f"{where}: 'mask_value' must be an integer")
+        mask_path = Path(item["mask"])
+        parsed.mask_paths[label] = (mask_path if mask_path.is_absolute() else path.parent / mask_path, value)
+    elif "mask_value" in item or "mask_slice" in item:
+        raise PromptError(f"{where}: 'mask_value' and 'mask_slice' need 'mask'")
+    if "mask_slice" in item:
+        if not _is_index(item["mask_slice"]):
+            raise PromptError(f"{where}: 'mask_slice' must be a slice index (an integer)")
+        parsed.mask_slices[label] = item["mask_slice"]
 
 
 def _no_constants(name: str) -> float:
@@ -312,24 +332,7 @@ def collect_prompts(
             segment = items[index + 1][1] if index + 1 < len(items) and items[index + 1][0] == "mask_segment" else None
             obj.masks.extend(_mask_prompts(str(value), volume, frames_axis, frames_shape, index_base, axis, segment=segment))
     if prompts_json:
-        prompt_file = load_prompts_json(prompts_json, n_frames=frames_shape[0], index_base=index_base)
-        for obj in prompt_file.objects:
-            for kind, text in prompt_file.mm_prompts.get(obj.label, []):
-                if kind == "box_mm":
-                    obj.boxes.append(box_from_mm(text, volume, axis, ras))
-                else:
-                    obj.points.append(point_from_mm(text, volume, axis, ras))
-            if obj.label in prompt_file.mask_paths:
-                path, mask_value = prompt_file.mask_paths[obj.label]
-                if obj.label in prompt_file.mask_slices:
-                    masks = _mask_prompts(f"{prompt_file.mask_slices[obj.label]}:{path}", volume, frames_axis,
-                                          frames_shape, index_base, axis, mask_value)
-                    obj.masks.extend(masks)
-                else:
-                    mask = to_frames(read_mask(path, volume), frames_axis)
-                    if mask_value is not None:
-                        mask = mask == mask_value
-                    obj.masks.extend(mask_prompts_from_array(mask, str(path)))
+        for obj in _prompt_file_objects(prompts_json, volume, axis, ras, index_base):
             if obj.label in objects:
                 objects[obj.label].merge(obj)
             else:
@@ -338,6 +341,32 @@ def collect_prompts(
     if empty:
         raise PromptError(f"label {empty[0]} has a name but no prompt; add --box, --point or --mask after --label {empty[0]}")
     return [objects[label] for label in sorted(objects)]
+
+
+def _prompt_file_objects(prompts_json: str | Path, volume, axis: str, ras: bool, index_base: int) -> list[ObjectPrompts]:
+    """The objects of a prompts.json with their millimetre prompts and masks read against ``volume``."""
+    from medsam2.prompts.coordinates import box_from_mm, point_from_mm
+
+    frames_axis = voxel_axis(axis, volume.direction)
+    frames_shape = to_frames(volume.array, frames_axis).shape
+    prompt_file = load_prompts_json(prompts_json, n_frames=frames_shape[0], index_base=index_base)
+    for obj in prompt_file.objects:
+        for kind, text in prompt_file.mm_prompts.get(obj.label, []):
+            if kind == "box_mm":
+                obj.boxes.append(box_from_mm(text, volume, axis, ras))
+            else:
+                obj.points.append(point_from_mm(text, volume, axis, ras))
+        if obj.label in prompt_file.mask_paths:
+            path, mask_value = prompt_file.mask_paths[obj.label]
+            if obj.label in prompt_file.mask_slices:
+                obj.masks.extend(_mask_prompts(f"{prompt_file.mask_slices[obj.label]}:{path}", volume, frames_axis,
+                                               frames_shape, index_base, axis, mask_value))
+            else:
+                mask = to_frames(read_mask(path, volume), frames_axis)
+                if mask_value is not None:
+                    mask = mask == mask_value
+                obj.masks.extend(mask_prompts_from_array(mask, str(path)))
+    return prompt_file.objects
 
 
 def _voxel_prompt(parse, text: str, what: str, n_frames: int, index_base: int, axis: str):
