@@ -350,3 +350,30 @@ def test_two_rows_with_one_case_name_are_still_refused(tmp_path, capsys, content
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_multiview_per_row_or_for_every_row_gives_what_segment_gives(tmp_path, capsys):
+    """A row's ``multiview`` (or ``batch --multiview`` for the rows that do not say) fuses the three
+    axes as ``segment --multiview`` does: the same label map, voxel for voxel; a row that says false
+    keeps the single axis; a value that is no boolean is refused before anything runs."""
+    manifest = _manifest_beside_studies(
+        tmp_path, "m.csv",
+        "case,image,box,multiview\n"
+        f"fused,study3.nii.gz,\"{STUDIES[3][1]}\",yes\n"
+        f"plain,study3.nii.gz,\"{STUDIES[3][1]}\",false\n"
+        f"default,study3.nii.gz,\"{STUDIES[3][1]}\",\n",
+    )
+    out = tmp_path / "out"
+    assert main(["batch", str(manifest), "-o", str(out), "--workers", "1", "--multiview", "--quiet"]) == 0
+    expected = {}
+    for flag in (True, False):
+        target = tmp_path / f"segment-{flag}.nii.gz"
+        argv = ["segment", str(manifest.parent / "study3.nii.gz"), "--box", STUDIES[3][1], "-o", str(target), "--quiet"]
+        assert main(argv + (["--multiview"] if flag else [])) == 0
+        expected[flag] = sitk.GetArrayFromImage(sitk.ReadImage(str(target)))
+    assert not np.array_equal(expected[True], expected[False])  # the fusion changes this liver crop
+    for case, flag in (("fused", True), ("plain", False), ("default", True)):
+        assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz"))), expected[flag]), case
+    bad = _manifest_beside_studies(tmp_path, "bad.csv", f"image,box,multiview\nstudy3.nii.gz,\"{STUDIES[3][1]}\",maybe\n")
+    assert main(["batch", str(bad), "-o", str(tmp_path / "out2"), "--quiet"]) == 2
+    assert "'multiview' is true or false" in capsys.readouterr().err

@@ -30,7 +30,7 @@ from medsam2.io.limits import check_input_path, resolve_path
 from medsam2.io.volume import WRITABLE_SUFFIXES, suffix_of
 from medsam2.prompts.parse import object_label, parse_box, parse_point
 
-MANIFEST_KEYS = ("case", "image", "output", "prompts", "box", "point", "mask", "label", "name", "box_mm", "point_mm", "ras")
+MANIFEST_KEYS = ("case", "image", "output", "prompts", "box", "point", "mask", "label", "name", "box_mm", "point_mm", "ras", "multiview")
 #: what ``--format`` names, and the suffix a default output gets
 #: the formats of default outputs (``batch --format``): the 3D label-map formats and their older spellings
 OUTPUT_FORMATS = format_names(3)
@@ -178,8 +178,9 @@ def _mm_point(text: str) -> None:
 
 
 def read_manifest(path: str | Path, outdir: Path, output_format: str = "nii.gz", axis: str = "axial", window: str = "auto",
-                  limits=None, overwrite: bool = False) -> list[BatchCase]:
-    """Every study of a manifest, checked before anything runs.
+                  limits=None, overwrite: bool = False, multiview: bool = False) -> list[BatchCase]:
+    """Every study of a manifest, checked before anything runs (``multiview``: every study's
+    default; a row's ``multiview`` true or false overrides it).
 
     Raises:
         ManifestError: an unreadable manifest, a missing ``image``, an unknown key, a missing file,
@@ -227,7 +228,7 @@ def read_manifest(path: str | Path, outdir: Path, output_format: str = "nii.gz",
         outputs[key] = number
         job = SegmentJob(
             image=image, output=output, prompt_items=tuple(items), prompts_json=prompts, axis=axis, window=window,
-            overwrite=overwrite, limits=limits or ReadLimits(), ras=ras,
+            overwrite=overwrite, limits=limits or ReadLimits(), ras=ras, multiview=_row_flag(row, "multiview", where, multiview),
             dicom_kind=chosen.dicom_kind or DICOM_KINDS[0],
         )
         cases.append(BatchCase(case=case, row=number, job=job))
@@ -257,15 +258,27 @@ def _row_prompts(row: dict, base: Path, where: str) -> tuple[list[tuple[str, obj
             except UsageError as exc:
                 raise ManifestError(f"{where}: {exc}") from None
             items.append((key, text))
-    ras = str(row.get("ras", "")).strip().lower()
-    if ras not in ("", "0", "1", "false", "true", "no", "yes"):
-        raise ManifestError(f"{where}: 'ras' is true or false (millimetres as 3D Slicer shows them), not {row['ras']!r}")
+    ras = _row_flag(row, "ras", where, False)
     if "mask" in row:
         items.append(("mask", str(_existing(row["mask"], base, where, "mask"))))
     prompts = _existing(row["prompts"], base, where, "prompts") if "prompts" in row else None
     if prompts is None and all(kind in ("label", "name") for kind, _ in items):
         raise ManifestError(f"{where}: no prompt; give 'prompts' or 'box' / 'point' / 'mask'")
-    return items, prompts, ras in ("1", "true", "yes")
+    return items, prompts, ras
+
+
+def _row_flag(row: dict, key: str, where: str, default: bool) -> bool:
+    """A row's true/false column (``default`` where it is absent or empty).
+
+    Raises:
+        ManifestError: a value that is not true/false, yes/no or 1/0.
+    """
+    text = str(row.get(key, "")).strip().lower()
+    if text == "":
+        return default
+    if text not in ("0", "1", "false", "true", "no", "yes"):
+        raise ManifestError(f"{where}: '{key}' is true or false, not {row[key]!r}")
+    return text in ("1", "true", "yes")
 
 
 def _row_output(row: dict, base: Path, where: str, default: Path, image: Path) -> Path:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from medsam2.cli.common import add_common, add_input_limit, add_memory_option, add_model_options, model_options, read_limits, warn
+from medsam2.cli.common import (
+    add_common,
+    add_input_limit,
+    add_memory_option,
+    add_model_options,
+    add_multiview_option,
+    model_options,
+    read_limits,
+    warn,
+)
 
 
 def add_parser(commands) -> None:
@@ -33,6 +42,7 @@ def add_parser(commands) -> None:
     batch.add_argument("--format", default="nii.gz", choices=format_names(3), help="label map format of default outputs")
     batch.add_argument("--axis", default="axial", choices=AXES, help="slicing direction (default axial)")
     batch.add_argument("--window", default="auto", choices=WINDOW_CHOICES, help="intensity window (default auto)")
+    add_multiview_option(batch)  # a row's 'multiview' overrides it
     add_memory_option(batch)
     add_model_options(batch)
     add_input_limit(batch)
@@ -52,7 +62,8 @@ def run_batch_command(args) -> int:
         raise UsageError(f"{outdir} exists and is not a folder")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers takes a positive integer, not {args.workers}")
-    cases = read_manifest(args.manifest, outdir, args.format, args.axis, args.window, read_limits(args), args.overwrite)
+    cases = read_manifest(args.manifest, outdir, args.format, args.axis, args.window, read_limits(args), args.overwrite,
+                          multiview=args.multiview)
     outdir.mkdir(parents=True, exist_ok=True)
     plan_batch(cases, outdir, args.resume, args.overwrite)  # every refusal before a worker starts
     spec = SegmentWorker(model)

@@ -15,6 +15,7 @@ from medsam2.cli.common import (
     add_input_limit,
     add_memory_option,
     add_model_options,
+    add_multiview_option,
     check_output_format,
     check_report_path,
     engine_settings,
@@ -55,11 +56,7 @@ def add_parser(commands) -> None:
         help="slicing direction: axial, coronal, sagittal of the patient (from the direction cosines; default axial) "
         "or the voxel axis k, j, i",
     )
-    seg.add_argument(
-        "--multiview", action="store_true",
-        help="after the result along --axis, propagate along the two other axes from boxes on it and keep a voxel "
-        "where 2 of 3 passes agree (3D scans; three passes: 3-5x the time)",
-    )
+    add_multiview_option(seg)
     seg.add_argument("--window", default="auto", choices=WINDOW_CHOICES, help="intensity window (default auto)")
     add_memory_option(seg)
     seg.set_defaults(prompt_items=[])  # PromptAction appends to it in command-line order
