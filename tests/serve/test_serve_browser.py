@@ -552,7 +552,8 @@ def test_a_second_image_beside_blended_and_seen_by_the_model(backbone, browser, 
     """*Second image…* uploads another "sequence" (a crop of the CT with other intensities, on its
     own grid): it is shown beside the scan in a view that follows the first (slice and crosshair),
     then blended over it (the slider changes the display, never the labels); *model sees* makes
-    the model segment from it: the spleen's labels equal the engine's from that image, bit for bit."""
+    the model segment from it: the spleen's labels equal the engine's from that image, bit for bit,
+    and so do they after *Multi-view*."""
     from tests.io.test_resample import other_sequence
     from tests.serve.test_serve_images import _write
 
@@ -595,4 +596,10 @@ def test_a_second_image_beside_blended_and_seen_by_the_model(backbone, browser, 
         p.click("#propagate")
         p.wait_for_selector("body[data-propagated='1']", timeout=300_000)
         assert np.array_equal(page.save(tmp_path / "labels.nii.gz"), expected)
+        # Multi-view: the passes along the two other axes see the chosen image too
+        engine.fuse_views(SPLEEN)
+        p.click(f"#objects li[data-label='{SPLEEN}']")
+        p.click("#multiview")
+        p.wait_for_selector("body[data-multiview]", timeout=300_000)
+        assert np.array_equal(page.save(tmp_path / "fused.nii.gz"), engine.result(sanity=False).labels)
         assert page.errors == [], page.errors

@@ -34,6 +34,7 @@ from medsam2.engine.sanity import ObjectEvidence
 from medsam2.engine.session_edits import ObjectEdits
 from medsam2.engine.session_history import SessionHistory
 from medsam2.engine.session_input import ModelInput
+from medsam2.engine.session_multiview import MultiView
 from medsam2.engine.session_results import BoxProbes, label_map, object_evidence, object_reports, session_report, session_timings
 from medsam2.engine.session_state import (
     DEFAULT_FEATURE_CACHE_MB,
@@ -76,7 +77,7 @@ class PropagationUpdate:
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
-class Session(ObjectEdits, ModelInput):
+class Session(ObjectEdits, ModelInput, MultiView):
     """Segmentation of one volume that keeps its features, prompts and answers between calls.
 
     Made by :meth:`medsam2.Segmenter.open`; see the module docstring for a walk-through.
@@ -113,6 +114,8 @@ class Session(ObjectEdits, ModelInput):
         backbone = engine.backbone
         raw = to_frames(volume.array, self.voxel_axis)
         self.shape = (int(raw.shape[0]), int(raw.shape[1]), int(raw.shape[2]))
+        #: the intensity window asked for (``intensity`` is what it chose)
+        self.window = window
         self.intensity = choose_window(raw, window, volume.modality)
         self.intensity.require_structure(volume.source)
         self.frames = WindowedFrames(raw, self.intensity)

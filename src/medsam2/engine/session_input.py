@@ -46,7 +46,7 @@ class ModelInput:
         raw = to_frames(source.array, self.voxel_axis)
         intensity = choose_window(raw, window, source.modality)
         intensity.require_structure(source.source)
-        self.intensity = intensity
+        self.intensity, self.window = intensity, window
         self.frames = WindowedFrames(raw, intensity)
         self._probes = BoxProbes(self.cache, self.frames, self.shape[1], self.shape[2])
         self.model_image = image

@@ -1,5 +1,5 @@
 """A session's objects: prompts, propagation, corrections (erasing among them), adapting, filling
-between slices, removing islands, smoothing, the 3D brush, renaming, removing, undo and redo.
+between slices, removing islands, smoothing, multi-view, the 3D brush, renaming, removing, undo and redo.
 
 Propagation and corrections answer with JSON lines (``application/x-ndjson``): one per decoded
 slice, then the summary (:func:`medsam2.serve.views.summary`) with ``"finished": true``.
@@ -139,6 +139,16 @@ def remove_islands(session_id: str, label: int, state: State, body: IslandsBody 
         removed = served.session.remove_islands(label, body.min_voxels)
         with state.model_lock:
             return {"islands": asdict(removed), **summary(served)}
+
+
+@router.post("/api/sessions/{session_id}/objects/{label}/multiview")
+def multiview(session_id: str, label: int, state: State) -> dict:
+    """Fuse the object with passes along the two other axes boxed on it (``Session.fuse_views``,
+    as ``segment --multiview``): the summary, with ``multiview``: the axes, voxels added and removed, seconds."""
+    with state.store.working(session_id) as served:
+        with state.model_lock:
+            fused = served.session.fuse_views(label)
+            return {"multiview": asdict(fused), **summary(served)}
 
 
 @router.post("/api/sessions/{session_id}/objects/{label}/smooth")

@@ -593,6 +593,18 @@ async function removeIslands() {
   status(`${obj.name}: ${i.removed_islands} island${i.removed_islands === 1 ? '' : 's'} removed (${i.removed_voxels} voxels); the largest kept`)
   document.body.dataset.islandsRemoved = String(i.removed_islands)
 }
+async function fuseViews() {
+  const obj = state.objects.get(state.selected)
+  if (!obj || !obj.summary) { status('select a segmented object', true); return }
+  status(`${obj.name}: propagating along the two other axes...`)
+  const answer = await (await api('POST', `/api/sessions/${state.session.session}/objects/${obj.label}/multiview`)).json()
+  pushHistory()
+  await reloadOverlay()
+  applySummary(answer)
+  const m = answer.multiview
+  status(`${obj.name}: fused with ${m.axes.join(' and ')} passes in ${m.seconds.toFixed(1)} s (${m.added_voxels} voxels added, ${m.removed_voxels} removed)`)
+  document.body.dataset.multiview = `${m.added_voxels},${m.removed_voxels}`
+}
 async function smoothObject() {
   const obj = state.objects.get(state.selected)
   if (!obj || !obj.summary) { status('select a segmented object', true); return }
@@ -818,6 +830,7 @@ $('redo').onclick = () => guarded(redo)
 $('fillBetween').onclick = () => guarded(fillBetween)
 $('removeIslands').onclick = () => guarded(removeIslands)
 $('smooth').onclick = () => guarded(smoothObject)
+$('multiview').onclick = () => guarded(fuseViews)
 $('openLabelNames').onclick = () => $('labelNamesFile').click()
 $('labelNamesFile').onchange = (event) => { const file = event.target.files[0]; event.target.value = ''; if (file) guarded(() => importLabelNames(file)) }
 $('paintThreshold').onchange = () => {
