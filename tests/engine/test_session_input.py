@@ -44,3 +44,17 @@ def test_the_model_sees_the_other_image_and_the_scan_again(backbone):
     assert np.array_equal(_segment(session, reference), on_scan)
     with pytest.raises(PromptError, match="not on the scan's grid"):
         session.use_image(other_sequence(ct_path))
+
+
+def test_the_scan_gets_its_own_window_back(backbone):
+    """A session opened with a window of its own: the other image is windowed "auto", and the scan
+    its own window again when the model sees it again (not "auto")."""
+    ct_path, _ = sample_paths()
+    scan = load_volume(ct_path)
+    second, _ = resample_onto(other_sequence(ct_path), scan)
+    session = Segmenter(backbone=backbone).open(scan, window="percentile")
+    own = session.intensity
+    session.use_image(second)
+    assert session.window == "auto" and session.intensity != own
+    session.use_image(None)
+    assert session.window == "percentile" and session.intensity == own

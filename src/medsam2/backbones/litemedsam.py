@@ -7,6 +7,7 @@ trained with box prompts only, so the engine turns every prompt into boxes (see 
 
 from __future__ import annotations
 
+import threading
 import warnings
 from pathlib import Path
 
@@ -119,6 +120,7 @@ class LiteMedSAMBackbone:
         self.checkpoint = Path(checkpoint) if checkpoint else bundled_checkpoint_path()
         self._net: torch.nn.Module | None = None
         self._dense_pe: torch.Tensor | None = None
+        self._building = threading.Lock()  # two threads asking first build it once
         plan = plan_execution(runtime, precision, self.device)
         if checkpoint is not None or plan.runtime != "openvino":
             self._build_net()  # a user's checkpoint is checked now; PyTorch runs it
@@ -146,6 +148,10 @@ class LiteMedSAMBackbone:
         Raises:
             CheckpointError: a file that is not a LiteMedSAM checkpoint.
         """
+        with self._building:
+            return self._net if self._net is not None else self._load_net()
+
+    def _load_net(self) -> torch.nn.Module:
         net = _import_lite_tools().build_lite_medsam()
         state = load_state_dict(self.checkpoint)
         result = net.load_state_dict(state, strict=False)
@@ -155,10 +161,11 @@ class LiteMedSAMBackbone:
                 f"missing (e.g. {result.missing_keys[:2]}), {len(result.unexpected_keys)} unexpected "
                 f"(e.g. {result.unexpected_keys[:2]})"
             )
-        self._net = net.to(self.device).eval()
+        net = net.to(self.device).eval()
         with torch.no_grad():
-            self._dense_pe = self._net.prompt_encoder.get_dense_pe()
-        return self._net
+            self._dense_pe = net.prompt_encoder.get_dense_pe()
+        self._net = net  # last: the properties read _net as "built"
+        return net
 
     @property
     def net(self) -> torch.nn.Module:
@@ -168,7 +175,7 @@ class LiteMedSAMBackbone:
     @property
     def dense_pe(self) -> torch.Tensor:
         """The prompt encoder's dense positional encoding (1, 256, 64, 64)."""
-        if self._dense_pe is None:
+        if self._net is None:
             self._build_net()
         return self._dense_pe
 

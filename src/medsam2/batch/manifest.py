@@ -277,7 +277,8 @@ def _row_flag(row: dict, key: str, where: str, default: bool) -> bool:
     if text == "":
         return default
     if text not in ("0", "1", "false", "true", "no", "yes"):
-        raise ManifestError(f"{where}: '{key}' is true or false, not {row[key]!r}")
+        meaning = {"ras": " (millimetres as 3D Slicer shows them)", "multiview": " (fuse three axes)"}.get(key, "")
+        raise ManifestError(f"{where}: '{key}' is true or false{meaning}, not {row[key]!r}")
     return text in ("1", "true", "yes")
 
 

@@ -114,8 +114,8 @@ class Session(ObjectEdits, ModelInput, MultiView):
         backbone = engine.backbone
         raw = to_frames(volume.array, self.voxel_axis)
         self.shape = (int(raw.shape[0]), int(raw.shape[1]), int(raw.shape[2]))
-        #: the intensity window asked for (``intensity`` is what it chose)
-        self.window = window
+        #: the intensity window asked for (``intensity`` is what it chose); the scan's is kept apart
+        self.window = self.scan_window = window
         self.intensity = choose_window(raw, window, volume.modality)
         self.intensity.require_structure(volume.source)
         self.frames = WindowedFrames(raw, self.intensity)

@@ -18,24 +18,27 @@ from medsam2.io.windows import WindowedFrames, choose_window
 
 class ModelInput:
     """:meth:`use_image`: the image the model encodes (the session provides ``volume``,
-    ``voxel_axis``, ``cache``, ``shape``, ``intensity``, ``frames`` and ``_probes``)."""
+    ``voxel_axis``, ``cache``, ``shape``, ``intensity``, ``frames``, ``window``, ``scan_window`` and ``_probes``)."""
 
     #: the other image the model sees, None where it sees the scan
     model_image: Volume | None = None
 
-    def use_image(self, image: Volume | None, window: str = "auto") -> None:
+    def use_image(self, image: Volume | None, window: str | None = None) -> None:
         """Let the model see ``image`` from now on (None: the scan again).
 
         Arguments:
             image: another image of the study with the scan's voxel grid
                 (:func:`medsam2.io.resample.resample_onto` puts one there).
-            window: its intensity window (see :func:`medsam2.io.windows.choose_window`).
+            window: its intensity window (see :func:`medsam2.io.windows.choose_window`); None:
+                "auto" for an image, the window the session was opened with for the scan.
 
         Raises:
             PromptError: an image on another grid, or a colour image.
             UsageError: an unknown window. InputError: a constant image.
         """
         source = self.volume if image is None else image
+        if window is None:
+            window = self.scan_window if image is None else "auto"
         if image is not None:
             if image.array.ndim != 3:
                 raise PromptError("the model's other image is grey (one value per voxel); this one is a colour image")

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medsam2.engine.multiview import mask_box, start_frame
 from medsam2.engine.object_volume import object_volume, with_volume
+from medsam2.engine.view_boxes import mask_box, start_frame
 from medsam2.errors import PromptError
 from medsam2.io.slicing import from_frames, other_axes, to_frames
 from medsam2.prompts.types import object_label
@@ -29,7 +29,7 @@ class MultiviewSummary:
 
 
 class MultiView:
-    """:meth:`fuse_views` (the session provides ``engine``, ``volume``, ``model_image``, ``window``,
+    """:meth:`fuse_views` (the session provides ``engine``, ``cache``, ``volume``, ``model_image``, ``window``,
     ``axis``, ``voxel_axis``, ``shape``, ``_state_of``, ``_geometry`` and ``_step``)."""
 
     def fuse_views(self, label: int, start: str = "largest") -> MultiviewSummary:
@@ -53,7 +53,7 @@ class MultiView:
         votes = first.astype(np.uint8)
         axes = other_axes(self.axis)
         for other in axes:
-            passing = type(self)(self.engine, source, axis=other, window=self.window, feature_cache_mb=None)
+            passing = type(self)(self.engine, source, axis=other, window=self.window, feature_cache_mb=self.cache.budget_mb)
             mask = to_frames(first, passing.voxel_axis)
             passing.add_prompts(label, boxes=[mask_box(mask, start_frame(mask, start))])
             votes += passing.result(sanity=False).labels == label

@@ -46,8 +46,8 @@ def kernel_radius(kernel_mm: float, spacing_frames: tuple[float, float, float]) 
 
 
 def smoothed(volume: np.ndarray, method: str, radius: tuple[int, int, int]) -> np.ndarray:
-    """A (frames, rows, cols) bool mask smoothed by ``method`` with a box kernel of ``radius``
-    voxels along (frames, rows, cols)."""
+    """A (frames, rows, cols) bool mask smoothed by ``method`` with a kernel of ``radius`` voxels
+    along (frames, rows, cols): a box for the median, a ball for opening and closing."""
     image = sitk.GetImageFromArray(volume.astype(np.uint8))
     size = [int(r) for r in reversed(radius)]  # SimpleITK: (cols, rows, frames)
     if method == "median":

@@ -48,8 +48,9 @@ def resample_onto(image: Volume, scan: Volume) -> tuple[Volume, bool]:
         InputError: a colour image (a second image is grey: one value per voxel), or an image that
             does not overlap the scan in space (no voxel of the scan lies inside it).
     """
-    if image.array.ndim != 3 or scan.array.ndim != 3:
-        raise InputError(f"{image.source or 'the image'} is a colour image; a second image of a study is grey (one value per voxel)")
+    for volume in (image, scan):
+        if volume.array.ndim != 3:
+            raise InputError(f"{volume.source or 'the image'} is a colour image; a study's images here are grey (one value per voxel)")
     if same_grid(image, scan):
         return replace(image, spacing=scan.spacing, origin=scan.origin, direction=scan.direction), False
     moving = _image(image)

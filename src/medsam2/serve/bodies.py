@@ -50,7 +50,8 @@ class ModelInputBody(_Strict):
     """Which of the session's images the model sees (0: the scan) and its intensity window."""
 
     image: int = Field(ge=0, description="0: the scan; 1, 2, ...: the images added by POST .../images")
-    window: str = Field("auto", max_length=40, description="the model's intensity window: auto, a CT preset, percentile, none")
+    window: str | None = Field(None, max_length=40, description="the model's intensity window: auto, a CT preset, percentile, "
+                               "none; null: auto for an image, the session's own for the scan")
 
 
 class CaseOpenBody(_Strict):

@@ -12,7 +12,7 @@ from medsam2.io.readers import load_volume
 from medsam2.io.resample import resample_onto
 from medsam2.io.windows import choose_window
 from medsam2.serve.deps import ServerState
-from medsam2.serve.errors import ApiError
+from medsam2.serve.errors import ApiError, one_line
 from medsam2.serve.opening import relative_message
 from medsam2.serve.store import ServedSession, StudyImage
 from medsam2.serve.viewer_files import window_presets, write_viewer_nifti
@@ -35,6 +35,20 @@ def describe_images(served: ServedSession) -> list[dict]:
         listed.append({"index": index, "name": image.name, "resampled": image.resampled, "model_input": model is image.volume,
                        "window_presets": image.window_presets})
     return listed
+
+
+def room_for_one(state: ServerState, session_id: str) -> None:
+    """Whether the session may take one more image, before it is sent.
+
+    Raises:
+        ApiError: 404 for no such session; 400 when it holds its most images; 413 when the volume
+            budget is spent.
+    """
+    served = state.store.get(session_id)
+    if len(served.images) >= MAX_STUDY_IMAGES:
+        raise ApiError(400, f"a session holds at most {MAX_STUDY_IMAGES} other images; this one has them")
+    if state.store.volume_room() <= 0:
+        raise ApiError(413, "no memory is left for another image (--max-volume-mb); close a session or raise the budget")
 
 
 def add_study_image(state: ServerState, served: ServedSession, path: Path, name: str, confine_to: Path) -> None:
@@ -62,12 +76,14 @@ def add_study_image(state: ServerState, served: ServedSession, path: Path, name:
                                 "(--max-volume-mb); close a session or raise the budget") from None
         except MedSAM2Error as exc:
             raise ApiError(400, relative_message(exc, path, name, (confine_to, served.folder, state.settings.data_dir))) from None
+        except RuntimeError as exc:  # SimpleITK's, from a grid it cannot resample
+            raise ApiError(400, f"{name} could not be put on the scan's grid ({one_line(exc)[:160]})") from None
         image = StudyImage(name, volume, resampled, window_presets(volume, shown))
         write_viewer_nifti(volume, image_file(served, len(served.images) + 1))
         served.images.append(image)
 
 
-def choose_model_input(served: ServedSession, index: int, window: str) -> None:
+def choose_model_input(served: ServedSession, index: int, window: str | None) -> None:
     """Let the model see the session's image ``index`` (0: the scan) from now on (hold the session).
 
     Raises:

@@ -12,7 +12,7 @@ from medsam2.serve.bodies import DataPathBody, ModelInputBody
 from medsam2.serve.datadir import resolve_data_path
 from medsam2.serve.deps import Served, ServerState, State
 from medsam2.serve.errors import ApiError, validation_text
-from medsam2.serve.study_images import add_study_image, choose_model_input, describe_images, image_file
+from medsam2.serve.study_images import add_study_image, choose_model_input, describe_images, image_file, room_for_one
 from medsam2.serve.uploads import receive_upload, unpack_zip
 from medsam2.serve.views import stem
 
@@ -30,24 +30,25 @@ async def add_image(session_id: str, request: Request, state: State) -> dict:
     ``file``: NIfTI, NRRD, MHA or a zip of a DICOM series) or JSON ``{"path": ...}`` under
     ``--data``. An image on another grid is resampled onto the scan's (SimpleITK, linear, by the
     headers' positions: no registration). The answer lists the session's images."""
+    room_for_one(state, session_id)  # refused before a byte of the image arrives
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             body = DataPathBody.model_validate_json(await request.body())
         except ValidationError as exc:
             raise ApiError(400, validation_text(exc.errors())) from None
         path = resolve_data_path(state.settings.data_dir, body.path)
-        return await run_in_threadpool(_add, state, session_id, path, body.path, state.settings.data_dir)
+        return await run_in_threadpool(_add, state, session_id, path, body.path, state.settings.data_dir, False)
     with state.store.staging() as folder:
         upload = await receive_upload(request, folder, state.settings.max_upload_bytes, state.pace)
         if upload.file is None:
             raise ApiError(400, "no file in the upload: send the image in the multipart field 'file'")
-        path = upload.file
-        if path.name.lower().endswith(".zip"):
-            path = unpack_zip(path, folder / "series", state.settings.max_upload_bytes)
-        return await run_in_threadpool(_add, state, session_id, path, upload.filename or upload.file.name, folder)
+        return await run_in_threadpool(_add, state, session_id, upload.file, upload.filename or upload.file.name, folder, True)
 
 
-def _add(state: ServerState, session_id: str, path, name: str, confine_to) -> dict:
+def _add(state: ServerState, session_id: str, path, name: str, confine_to, uploaded: bool) -> dict:
+    """Read the image onto the session's grid, in a worker thread (an uploaded zip of a DICOM series unpacked first)."""
+    if uploaded and path.name.lower().endswith(".zip"):
+        path = unpack_zip(path, confine_to / "series", state.settings.max_upload_bytes)
     with state.store.working(session_id) as served:
         add_study_image(state, served, path, name, confine_to)
         return {"images": describe_images(served)}

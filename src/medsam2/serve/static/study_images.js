@@ -17,9 +17,13 @@ export class StudyImages {
   }
 
   reset (images = []) {
+    // a new scan: no other image, nothing shown beside or blended
     this.images = images; this.shown = 0
     if (this.blended) { this.page.nv.removeVolume(this.blended); this.blended = null }
     this.hideSide()
+    if (this.side && this.sideLabels) this.side.removeVolume(this.sideLabels)
+    this.sideLabels = null
+    delete document.body.dataset.secondShown
     this.render()
   }
 
@@ -99,6 +103,14 @@ export class StudyImages {
     // the view beside shows the labels as the scan's view does (outlines, hidden objects, opacity)
     if (!this.side || document.getElementById('gl2').hidden) return
     const labels = this.page.labels()
+    if (this.sideLabels && labels && this.sideLabels.img.length === labels.img.length) {
+      // the same grid: copy the voxels into the view's own volume (no new volume while propagating)
+      this.sideLabels.img.set(labels.img)
+      this.sideLabels.opacity = labels.opacity
+      this.sideLabels.setColormapLabel(this.page.colours())
+      this.side.updateGLVolume()
+      return
+    }
     if (this.sideLabels) this.side.removeVolume(this.sideLabels)
     this.sideLabels = null
     if (!labels) return
