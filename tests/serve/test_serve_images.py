@@ -95,3 +95,17 @@ def test_the_volume_budget_counts_the_second_image(backbone, tmp_path):
         with (tmp_path / "t1c.nii.gz").open("rb") as handle:
             refused = client.post(f"{url}/api/sessions/{session}/images", files={"file": ("t1c.nii.gz", handle)})
         assert "--max-volume-mb" in error_of(refused, 413)
+
+
+def test_an_image_from_the_data_folder(backbone, tmp_path):
+    """JSON ``{"path": ...}`` names an image under ``--data``; a path out of it is refused."""
+    ct_path, _ = sample_paths()
+    _write(other_sequence(ct_path), tmp_path / "t1c.nii.gz")
+    with running(backbone, data_dir=tmp_path) as (url, _), httpx.Client(timeout=300) as client:
+        with ct_path.open("rb") as handle:
+            session = client.post(f"{url}/api/sessions", files={"file": (ct_path.name, handle)}).json()["session"]
+        added = client.post(f"{url}/api/sessions/{session}/images", json={"path": "t1c.nii.gz"})
+        assert added.status_code == 200, added.text
+        assert [(i["name"], i["resampled"]) for i in added.json()["images"]] == [(ct_path.name, False), ("t1c.nii.gz", True)]
+        error_of(client.post(f"{url}/api/sessions/{session}/images", json={"path": "../elsewhere.nii.gz"}), 400)
+        assert "no session" in error_of(client.post(f"{url}/api/sessions/nope/images", json={"path": "t1c.nii.gz"}), 404)
