@@ -569,8 +569,12 @@ def test_a_second_image_beside_blended_and_seen_by_the_model(backbone, browser, 
     with running(backbone) as (url, state):
         page = Page(browser, url + "/", ct_path)
         p = page.page
-        p.set_input_files("#imageFile", str(tmp_path / "t1c.nii.gz"))
+        view_before = p.evaluate("window.medsam2.nv.opts.sliceType")
+        with p.expect_file_chooser() as chooser:
+            p.click("#addImage")  # the button a user clicks, not the hidden input
+        chooser.value.set_files(str(tmp_path / "t1c.nii.gz"))
         p.wait_for_selector("body[data-second-shown='1|beside']", timeout=60_000)
+        assert p.evaluate("window.medsam2.nv.opts.sliceType") == view_before  # the button is no view button
         assert p.is_visible("#gl2") and "resampled" in p.inner_text("#status")
         page.screen(box["slice"] + 2, 10, 10)  # moves the first view; the view beside follows
         p.wait_for_function("() => { const s = window.medsam2.study.side; const a = window.medsam2.nv.scene.crosshairPos;"

@@ -82,6 +82,8 @@ def test_a_second_image_shown_and_seen_by_the_model(backbone, tmp_path):
                 assert client.post(f"{base}/images", files={"file": ("t1c.nii.gz", handle)}).status_code == 200
         with (tmp_path / "t1c.nii.gz").open("rb") as handle:
             assert "at most 3" in error_of(client.post(f"{base}/images", files={"file": ("t1c.nii.gz", handle)}), 400)
+        names = [i["name"] for i in client.get(f"{base}/images").json()["images"]]
+        assert names == [ct_path.name, "t1c.nii.gz", "t1c.nii.gz (2)", "t1c.nii.gz (3)"]  # told apart
         assert state.store.get(session).held_bytes() == scan.array.nbytes + 3 * on_grid.array.nbytes
 
 

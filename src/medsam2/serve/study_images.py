@@ -78,7 +78,9 @@ def add_study_image(state: ServerState, served: ServedSession, path: Path, name:
             raise ApiError(400, relative_message(exc, path, name, (confine_to, served.folder, state.settings.data_dir))) from None
         except RuntimeError as exc:  # SimpleITK's, from a grid it cannot resample
             raise ApiError(400, f"{name} could not be put on the scan's grid ({one_line(exc)[:160]})") from None
-        image = StudyImage(name, volume, resampled, window_presets(volume, shown))
+        taken = {served.name, *(i.name for i in served.images)}
+        shown_name = name if name not in taken else next(f"{name} ({n})" for n in range(2, 10) if f"{name} ({n})" not in taken)
+        image = StudyImage(shown_name, volume, resampled, window_presets(volume, shown))
         write_viewer_nifti(volume, image_file(served, len(served.images) + 1))
         served.images.append(image)
 

@@ -768,7 +768,7 @@ function setView(view) {
   const types = { axial: SLICE_TYPE.AXIAL, coronal: SLICE_TYPE.CORONAL, sagittal: SLICE_TYPE.SAGITTAL, multi: SLICE_TYPE.MULTIPLANAR, render: SLICE_TYPE.RENDER }
   nv.setSliceType(types[view])
   study.setSliceType(types[view])
-  for (const button of document.querySelectorAll('#viewToolbar button')) button.classList.toggle('active', button.dataset.view === view)
+  for (const button of document.querySelectorAll('#viewToolbar button[data-view]')) button.classList.toggle('active', button.dataset.view === view)
 }
 
 async function start() {
@@ -856,7 +856,7 @@ $('saveKey').onclick = () => { state.key = $('apiKey').value; sessionStorage.set
 $('helpButton').onclick = $('closeHelp').onclick = () => { $('help').hidden = !$('help').hidden }
 $('displayWindow').onchange = () => { const [lo, hi] = state.session.window_presets[$('displayWindow').value]; nv.volumes[0].cal_min = lo; nv.volumes[0].cal_max = hi; nv.updateGLVolume(); showWindow() }
 for (const button of document.querySelectorAll('#tools button')) button.onclick = () => setTool(button.dataset.tool)
-for (const button of document.querySelectorAll('#viewToolbar button')) button.onclick = () => setView(button.dataset.view)
+for (const button of document.querySelectorAll('#viewToolbar button[data-view]')) button.onclick = () => setView(button.dataset.view)
 document.addEventListener('keydown', (event) => {
   if (event.target.tagName === 'INPUT' || event.target.tagName === 'SELECT') return
   const keys = { b: 'box', a: 'plus', d: 'minus', p: 'paint', e: 'erase', n: 'navigate', w: 'window' }

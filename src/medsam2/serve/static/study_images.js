@@ -30,6 +30,7 @@ export class StudyImages {
   url (index) { return `/api/sessions/${this.page.session().session}/images/${index}` }
 
   async add (file) {
+    if (!this.page.session()) { this.page.status('open a scan first, then add another image of its study', true); return }
     const form = new FormData(); form.append('file', file)
     this.page.status(`${file.name}: reading it onto the scan's grid...`)
     const answer = await (await this.page.api('POST', `/api/sessions/${this.page.session().session}/images`, form)).json()
@@ -49,12 +50,14 @@ export class StudyImages {
     if (index && mode === 'beside') await this.showSide(index)
     this.render()
     document.body.dataset.secondShown = index ? `${index}|${mode}` : ''
+    if (index) this.page.status(`${this.images[index].name} shown ${mode === 'blended' ? 'blended over the scan (the slider fades to it)' : 'beside the scan'}`)
+    else this.page.status('the scan alone')
   }
 
   async blend (index) {
     const nv = this.page.nv
     const image = await NVImage.loadFromUrl({ url: this.url(index), headers: this.page.headers(), name: `image${index}.nii.gz`, colormap: 'gray' })
-    const [low, high] = Object.values(this.images[index].window_presets)[0]
+    const [low, high] = this.displayWindow(index)
     image.cal_min = low; image.cal_max = high
     image.opacity = Number(document.getElementById('blend').value) / 100
     // under the labels: the scan, the image, then the labels on top
@@ -63,6 +66,12 @@ export class StudyImages {
     nv.addVolume(image)
     if (labels) nv.addVolume(labels)
     this.blended = image
+  }
+
+  displayWindow (index) {
+    // shown in its 0.5-99.5 percentiles, which suit an image of any modality
+    const presets = this.images[index].window_presets
+    return presets.percentile || Object.values(presets)[0]
   }
 
   setBlend (percent) {
@@ -80,7 +89,7 @@ export class StudyImages {
       await this.side.attachToCanvas(canvas)
     }
     await this.side.loadVolumes([{ url: this.url(index), headers: this.page.headers(), name: `image${index}.nii.gz` }])
-    const [low, high] = Object.values(this.images[index].window_presets)[0]
+    const [low, high] = this.displayWindow(index)
     this.side.volumes[0].cal_min = low; this.side.volumes[0].cal_max = high
     this.sideLabels = null
     this.mirrorLabels()
