@@ -12,7 +12,8 @@ import numpy as np
 
 from medsam2 import Segmenter, load_volume
 from medsam2.cli import main
-from medsam2.engine.multiview import fuse_majority, mask_box, segment_multiview, start_frame
+from medsam2.engine.multiview import segment_multiview
+from medsam2.engine.view_passes import fuse_majority, mask_box, start_frame
 from medsam2.evaluation.metrics import dice
 from medsam2.evaluation.protocols import middle_slice_box
 from medsam2.io.slicing import to_frames, voxel_axis

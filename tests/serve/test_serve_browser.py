@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from medsam2 import Box, Segmenter, load_volume
+from medsam2 import load_volume
 from medsam2.cli.demo import sample_paths
-from medsam2.io.resample import resample_onto
 from tests.serve_helpers import SPLEEN, running, spleen_box
 from tests.shared_data import REPO
 
@@ -554,18 +553,11 @@ def test_a_second_image_beside_blended_and_seen_by_the_model(backbone, browser, 
     then blended over it (the slider changes the display, never the labels); *model sees* makes
     the model segment from it: the spleen's labels equal the engine's from that image, bit for bit,
     and so do they after *Multi-view*."""
-    from tests.io.test_resample import other_sequence
-    from tests.serve.test_serve_images import _write
+    from tests.serve.test_serve_images import spleen_seen_through_another_sequence
 
     ct_path, seg_path = sample_paths()
-    scan = load_volume(ct_path)
-    _write(other_sequence(ct_path), tmp_path / "t1c.nii.gz")
-    on_grid, _ = resample_onto(load_volume(tmp_path / "t1c.nii.gz"), scan)
     box = spleen_box(load_volume(seg_path).array == SPLEEN)
-    engine = Segmenter(backbone=backbone).open(scan)
-    engine.use_image(on_grid)
-    engine.add_prompts(SPLEEN, boxes=[Box(box["slice"], *box["box"])])
-    expected = engine.result(sanity=False).labels
+    engine, _, expected = spleen_seen_through_another_sequence(backbone, tmp_path)
     with running(backbone) as (url, state):
         page = Page(browser, url + "/", ct_path)
         p = page.page

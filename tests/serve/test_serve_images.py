@@ -32,18 +32,26 @@ def _spleen(client, base) -> None:
     assert lines(client.post(f"{base}/propagate"))[-1]["finished"]
 
 
-def test_a_second_image_shown_and_seen_by_the_model(backbone, tmp_path):
+def spleen_seen_through_another_sequence(backbone, folder):
+    """``folder``/t1c.nii.gz written (another "sequence" of the bundled CT, on its own grid), and
+    the engine's session on the CT that sees it: the spleen propagated from its box there; (the
+    session, the image on the scan's grid, the spleen's labels)."""
     ct_path, seg_path = sample_paths()
     scan = load_volume(ct_path)
-    second = other_sequence(ct_path)
-    _write(second, tmp_path / "t1c.nii.gz")
-    _write(other_sequence(ct_path, shift_mm=5000.0), tmp_path / "elsewhere.nii.gz")
-    on_grid, _ = resample_onto(load_volume(tmp_path / "t1c.nii.gz"), scan)
+    _write(other_sequence(ct_path), folder / "t1c.nii.gz")
+    on_grid, _ = resample_onto(load_volume(folder / "t1c.nii.gz"), scan)
     box = spleen_box(load_volume(seg_path).array == SPLEEN)
     engine = Segmenter(backbone=backbone).open(scan)
     engine.use_image(on_grid)
     engine.add_prompts(SPLEEN, boxes=[Box(box["slice"], *box["box"])])
-    expected = engine.result(sanity=False).labels
+    return engine, on_grid, engine.result(sanity=False).labels
+
+
+def test_a_second_image_shown_and_seen_by_the_model(backbone, tmp_path):
+    ct_path, _ = sample_paths()
+    scan = load_volume(ct_path)
+    _write(other_sequence(ct_path, shift_mm=5000.0), tmp_path / "elsewhere.nii.gz")
+    _, on_grid, expected = spleen_seen_through_another_sequence(backbone, tmp_path)
     with running(backbone) as (url, state), httpx.Client(timeout=300) as client:
         with ct_path.open("rb") as handle:
             session = client.post(f"{url}/api/sessions", files={"file": (ct_path.name, handle)}).json()["session"]

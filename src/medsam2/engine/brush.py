@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from medsam2.engine.fill_between import signed_distance
-from medsam2.engine.label_import import opened_objects, opened_prediction
+from medsam2.engine.label_import import opened_objects
+from medsam2.engine.object_volume import with_masks
 from medsam2.engine.session_state import ObjectState, frame_mask
-from medsam2.engine.tracks import ObjectTrack
 from medsam2.errors import PromptError
 
 
@@ -98,25 +98,16 @@ def brushed_state(
         return created, BrushSummary(label, sorted(footprint), int(sum(m.sum() for m in footprint.values())), True)
     if state.track is None:
         raise PromptError(f"label {label} is not segmented yet; propagate it first (the 3D brush edits its answers)")
-    frames = dict(state.track.frames)
-    changed: list[int] = []
+    masks: dict[int, np.ndarray] = {}
     voxels = 0
     for frame, stroke in footprint.items():
         current = frame_mask(state, frame, geometry)
         current = np.zeros_like(stroke) if current is None else current
         new = current & ~stroke if erase else current | stroke
-        difference = int((new != current).sum())
-        if not difference:
-            continue
-        changed.append(frame)
-        voxels += difference
-        if new.any():
-            frames[frame] = opened_prediction(frame, new, geometry)
-        else:
-            frames.pop(frame, None)
-    if not changed:
+        if difference := int((new != current).sum()):
+            masks[frame] = new
+            voxels += difference
+    if not masks:
         raise PromptError(f"label {label}: the stroke {'erases' if erase else 'paints'} nothing "
                           f"({'no voxel of the object' if erase else 'every voxel is painted already'})")
-    new_state = state.copy()
-    new_state.track = ObjectTrack(label, state.track.name, list(state.track.prompted_frames), dict(sorted(frames.items())))
-    return new_state, BrushSummary(label, changed, voxels, False)
+    return with_masks(state, masks, geometry), BrushSummary(label, sorted(masks), voxels, False)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medsam2.engine.results import SegmentationResult
-from medsam2.engine.view_boxes import STARTS, mask_box, start_frame
+from medsam2.engine.view_passes import STARTS, fuse_majority, other_passes
 from medsam2.errors import UsageError
 from medsam2.io.slicing import check_axis, other_axes, to_frames, voxel_axis
 from medsam2.prompts.parse import ObjectPrompts
@@ -30,26 +30,6 @@ from medsam2.prompts.parse import ObjectPrompts
 if TYPE_CHECKING:
     from medsam2.engine.segmenter import Segmenter
     from medsam2.io.volume import Volume
-
-def fuse_majority(maps: Sequence[np.ndarray], labels: Sequence[int]) -> np.ndarray:
-    """Per object, the voxels that at least two of three label maps give it.
-
-    Arguments:
-        maps: three (z, y, x) integer label maps of one shape.
-        labels: the objects' labels to fuse (others are left out).
-
-    Returns:
-        (z, y, x) label map of the first map's dtype. With three voters and one label per voxel in
-        each map, at most one label reaches two votes, so objects never compete for a voxel.
-    """
-    if len(maps) != 3:
-        raise UsageError(f"internal: majority fusion takes three label maps, not {len(maps)}")
-    fused = np.zeros_like(maps[0])
-    for label in labels:
-        votes = sum((m == label).astype(np.uint8) for m in maps)
-        fused[votes >= 2] = label
-    return fused
-
 
 def segment_multiview(
     segmenter: Segmenter,
@@ -90,31 +70,10 @@ def segment_multiview(
         raise UsageError(f"multi-view segmentation needs a 3D volume; this one is {volume.array.shape[:3]} (z, y, x)")
     items = [objects] if isinstance(objects, ObjectPrompts) else list(objects)
     first = segmenter.segment(volume, items, axis=axis, window=window).labels
-    per_axis = {axis: first, **_other_passes(segmenter, volume, first, items, axis, window, start)}
+    along = lambda prompts, other: segmenter.segment(volume, prompts, axis=other, window=window).labels  # noqa: E731
+    per_axis = {axis: first, **other_passes(along, first, items, axis, volume.direction, start)}
     found = [obj.label for obj in items if (first == obj.label).any()]
     return fuse_majority(list(per_axis.values()), found), per_axis
-
-
-def _other_passes(segmenter, volume, first: np.ndarray, items, axis: str, window: str, start: str, results=None):
-    """The two other axes' (z, y, x) label maps, each from boxes on ``first`` read along it; each
-    pass's :class:`SegmentationResult` is appended to ``results`` when given."""
-    per_axis: dict[str, np.ndarray] = {}
-    found = [obj for obj in items if (first == obj.label).any()]
-    for other in other_axes(axis):
-        resolved = voxel_axis(other, volume.direction)
-        frames = to_frames(first, resolved)
-        prompts = []
-        for obj in found:
-            mask = frames == obj.label
-            prompts.append(ObjectPrompts(obj.label, name=obj.name, boxes=[mask_box(mask, start_frame(mask, start))]))
-        if prompts:
-            outcome = segmenter.segment(volume, prompts, axis=other, window=window)
-            per_axis[other] = outcome.labels
-            if results is not None:
-                results.append(outcome)
-        else:
-            per_axis[other] = np.zeros_like(first)
-    return per_axis
 
 
 def fuse_views(
@@ -132,7 +91,12 @@ def fuse_views(
     if min(volume.array.shape[:3]) < 2:
         raise UsageError(f"multi-view segmentation needs a 3D volume; this one is {volume.array.shape[:3]} (z, y, x)")
     passes: list[SegmentationResult] = []
-    per_axis = {axis: first.labels, **_other_passes(segmenter, volume, first.labels, objects, axis, window, start, passes)}
+
+    def along(prompts: list[ObjectPrompts], other: str) -> np.ndarray:
+        passes.append(segmenter.segment(volume, prompts, axis=other, window=window))
+        return passes[-1].labels
+
+    per_axis = {axis: first.labels, **other_passes(along, first.labels, objects, axis, volume.direction, start)}
     found = [obj.label for obj in objects if (first.labels == obj.label).any()]
     labels = fuse_majority(list(per_axis.values()), found)
     report = copy.deepcopy(first.report)

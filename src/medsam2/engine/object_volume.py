@@ -32,13 +32,18 @@ def object_volume(state: ObjectState, n_frames: int, geometry) -> np.ndarray:
 
 def with_volume(state: ObjectState, before: np.ndarray, after: np.ndarray, geometry) -> ObjectState:
     """The object whose slices that differ between ``before`` and ``after`` ((frames, rows, cols)
-    bool) answer ``after`` there, exactly, with confidence 1; a slice left empty has no answer.
-    The other slices keep the model's answers."""
+    bool) answer ``after`` there (:func:`with_masks`); the other slices keep the model's answers."""
+    changed = np.flatnonzero((before != after).reshape(len(after), -1).any(axis=1))
+    return with_masks(state, {int(frame): after[frame] for frame in changed}, geometry)
+
+
+def with_masks(state: ObjectState, masks: dict[int, np.ndarray], geometry) -> ObjectState:
+    """The object answering ``masks`` ({frame: (rows, cols) bool}) on those frames, exactly, with
+    confidence 1; a frame given an empty mask has no answer. The other frames stay."""
     frames = dict(state.track.frames)
-    for frame in np.flatnonzero((before != after).reshape(len(after), -1).any(axis=1)):
-        frame = int(frame)
-        if after[frame].any():
-            frames[frame] = opened_prediction(frame, after[frame], geometry)
+    for frame, mask in masks.items():
+        if mask.any():
+            frames[frame] = opened_prediction(frame, mask, geometry)
         else:
             frames.pop(frame, None)
     new = state.copy()

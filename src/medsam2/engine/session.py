@@ -35,7 +35,7 @@ from medsam2.engine.session_edits import ObjectEdits
 from medsam2.engine.session_history import SessionHistory
 from medsam2.engine.session_input import ModelInput
 from medsam2.engine.session_multiview import MultiView
-from medsam2.engine.session_results import BoxProbes, label_map, object_evidence, object_reports, session_report, session_timings
+from medsam2.engine.session_results import label_map, object_evidence, object_reports, session_report, session_timings
 from medsam2.engine.session_state import (
     DEFAULT_FEATURE_CACHE_MB,
     EngineView,
@@ -50,7 +50,6 @@ from medsam2.engine.tracks import ObjectTrack, PropagationStats
 from medsam2.errors import ArgumentTypeError, PromptError
 from medsam2.io.slicing import check_axis, from_frames, to_frames, voxel_axis
 from medsam2.io.volume import Volume
-from medsam2.io.windows import WindowedFrames, choose_window
 from medsam2.prompts.parse import Box, MaskPrompt, ObjectPrompts, Point, object_label, validate_prompts
 
 #: medsam2 exports these from here (CorrectionSummary is defined in medsam2.engine.corrections)
@@ -114,15 +113,12 @@ class Session(ObjectEdits, ModelInput, MultiView):
         backbone = engine.backbone
         raw = to_frames(volume.array, self.voxel_axis)
         self.shape = (int(raw.shape[0]), int(raw.shape[1]), int(raw.shape[2]))
-        #: the intensity window asked for (``intensity`` is what it chose); the scan's is kept apart
-        self.window = self.scan_window = window
-        self.intensity = choose_window(raw, window, volume.modality)
-        self.intensity.require_structure(volume.source)
-        self.frames = WindowedFrames(raw, self.intensity)
         self.cache = (backbone if isinstance(backbone, CachedBackbone)
                       else CachedBackbone(backbone, feature_cache_mb, disk=feature_folder))
+        #: the intensity window the session was opened with (``window`` is the model input's)
+        self.scan_window = window
+        self._see(volume, window)  # intensity, window, frames and the box probes
         self._objects: dict[int, ObjectState] = {}
-        #: the states to go back to: the objects and the number of corrections made before each step
         #: the objects and corrections before each step and of the steps undone; ``revision`` counts changes
         self.history: SessionHistory[tuple[dict[int, ObjectState], int]] = SessionHistory(max_undo)
         self._stats = PropagationStats()
@@ -131,8 +127,6 @@ class Session(ObjectEdits, ModelInput, MultiView):
         self._notes.extend(volume.warnings)
         #: add sanity warnings (a result that looks like the answer to a mistaken prompt) to the report
         self.sanity = True
-        #: the model's answers to single boxes, kept for the sanity warnings
-        self._probes = BoxProbes(self.cache, self.frames, self.shape[1], self.shape[2])
         self._preprocess_seconds = time.perf_counter() - began
         self._work_seconds = 0.0
 

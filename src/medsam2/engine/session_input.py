@@ -46,10 +46,20 @@ class ModelInput:
                 raise PromptError(f"the image ({size_text(image.array.shape)}) is not on the scan's grid "
                                   f"({size_text(self.volume.array.shape)}): resample it onto the scan first "
                                   "(medsam2.io.resample.resample_onto)")
+        self._see(source, window)
+        self.model_image = image
+
+    def _see(self, source: Volume, window: str) -> None:
+        """The model's frames of ``source`` (the scan or an image on its grid) in ``window``, and
+        the box probes over them (the sanity warnings' answers to single boxes).
+
+        Raises:
+            UsageError: an unknown window. InputError: a constant image.
+        """
         raw = to_frames(source.array, self.voxel_axis)
         intensity = choose_window(raw, window, source.modality)
         intensity.require_structure(source.source)
+        #: the intensity window asked for (``intensity`` is what it chose)
         self.intensity, self.window = intensity, window
         self.frames = WindowedFrames(raw, intensity)
         self._probes = BoxProbes(self.cache, self.frames, self.shape[1], self.shape[2])
-        self.model_image = image

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from medsam2.engine.object_volume import object_volume, with_volume
-from medsam2.engine.view_boxes import mask_box, start_frame
+from medsam2.engine.view_passes import fuse_majority, other_passes
 from medsam2.errors import PromptError
-from medsam2.io.slicing import from_frames, other_axes, to_frames
-from medsam2.prompts.types import object_label
+from medsam2.io.slicing import from_frames, to_frames
+from medsam2.prompts.types import ObjectPrompts, object_label
 
 
 @dataclass(frozen=True)
@@ -50,17 +50,19 @@ class MultiView:
         before = object_volume(state, self.shape[0], self._geometry())
         first = from_frames(before, self.voxel_axis)  # (z, y, x)
         source = self.model_image if self.model_image is not None else self.volume
-        votes = first.astype(np.uint8)
-        axes = other_axes(self.axis)
-        for other in axes:
+
+        def along(prompts: list[ObjectPrompts], other: str) -> np.ndarray:  # a pass: a session along another axis
             passing = type(self)(self.engine, source, axis=other, window=self.window, feature_cache_mb=self.cache.budget_mb)
-            mask = to_frames(first, passing.voxel_axis)
-            passing.add_prompts(label, boxes=[mask_box(mask, start_frame(mask, start))])
-            votes += passing.result(sanity=False).labels == label
-        after = to_frames(votes >= 2, self.voxel_axis)
+            for obj in prompts:
+                passing.add(obj)
+            return passing.result(sanity=False).labels
+
+        first_labels = first.astype(np.uint8) * label if label < 256 else first.astype(np.uint16) * label
+        per_axis = other_passes(along, first_labels, [ObjectPrompts(label)], self.axis, self.volume.direction, start)
+        after = to_frames(fuse_majority([first_labels, *per_axis.values()], [label]) == label, self.voxel_axis)
         if not after.any():
             raise PromptError(f"label {label}: the two other axes found none of it; the answer stays as it is")
         self._step({label: with_volume(state, before, after, self._geometry())})
         seconds = time.perf_counter() - began
         self._work_seconds += seconds
-        return MultiviewSummary(label, axes, int((after & ~before).sum()), int((before & ~after).sum()), round(seconds, 3))
+        return MultiviewSummary(label, tuple(per_axis), int((after & ~before).sum()), int((before & ~after).sum()), round(seconds, 3))

@@ -23,7 +23,7 @@ from scipy import ndimage
 
 from medsam2.engine.adapt import MIN_ADAPT_SLICES
 from medsam2.engine.session import Session
-from medsam2.engine.view_boxes import mask_box
+from medsam2.engine.view_passes import mask_box
 from medsam2.evaluation.metrics import dice
 from medsam2.io.slicing import to_frames
 

@@ -14,6 +14,7 @@ import SimpleITK as sitk
 
 from medsam2.errors import InputError
 from medsam2.io.volume import Volume
+from medsam2.io.writers import image_in_geometry
 
 #: how far two grids' spacing, origin (mm) and direction cosines may differ and be the same grid
 GRID_TOLERANCE = 1e-3
@@ -27,14 +28,6 @@ def same_grid(a: Volume, b: Volume) -> bool:
         and np.allclose(a.origin, b.origin, atol=GRID_TOLERANCE * max(1.0, float(np.max(np.abs(a.spacing)))))
         and np.allclose(a.direction, b.direction, atol=GRID_TOLERANCE)
     )
-
-
-def _image(volume: Volume) -> sitk.Image:
-    image = sitk.GetImageFromArray(np.asarray(volume.array, np.float32))
-    image.SetSpacing(volume.spacing)
-    image.SetOrigin(volume.origin)
-    image.SetDirection(volume.direction)
-    return image
 
 
 def resample_onto(image: Volume, scan: Volume) -> tuple[Volume, bool]:
@@ -53,22 +46,15 @@ def resample_onto(image: Volume, scan: Volume) -> tuple[Volume, bool]:
             raise InputError(f"{volume.source or 'the image'} is a colour image; a study's images here are grey (one value per voxel)")
     if same_grid(image, scan):
         return replace(image, spacing=scan.spacing, origin=scan.origin, direction=scan.direction), False
-    moving = _image(image)
-    reference = _image(Volume(np.zeros(scan.array.shape, np.uint8), scan.spacing, scan.origin, scan.direction))
-    lowest = float(np.min(image.array))
-    inside = sitk.Resample(_ones_like(moving), reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0, sitk.sitkUInt8)
-    if not sitk.GetArrayViewFromImage(inside).any():
+    moving = image_in_geometry(np.asarray(image.array, np.float32), image)
+    reference = image_in_geometry(np.zeros(scan.array.shape, np.uint8), scan)  # the grid only
+    # one pass: voxels of the scan outside the image come back NaN, then its lowest value
+    array = sitk.GetArrayFromImage(sitk.Resample(moving, reference, sitk.Transform(), sitk.sitkLinear, float("nan"), sitk.sitkFloat32))
+    outside = np.isnan(array)
+    if outside.all():
         raise InputError(f"{image.source or 'the image'} does not overlap the scan in space (their headers place them apart); "
                          "a second image must show the same part of the patient")
-    resampled = sitk.Resample(moving, reference, sitk.Transform(), sitk.sitkLinear, lowest, sitk.sitkFloat32)
-    array = sitk.GetArrayFromImage(resampled)
+    array[outside] = np.nanmin(image.array)
     note = f"{image.source or 'the image'} was resampled onto the scan's grid (linear interpolation, no registration)"
     return replace(image, array=array, spacing=scan.spacing, origin=scan.origin, direction=scan.direction,
                    warnings=[*image.warnings, note], dicom_files=(), data_files=()), True
-
-
-def _ones_like(image: sitk.Image) -> sitk.Image:
-    """An image of ones with ``image``'s grid: where it is, once resampled."""
-    ones = sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1
-    ones.CopyInformation(image)
-    return ones

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from medsam2.io.atomic import atomic_write, write_json_atomic
 from medsam2.serve.errors import ApiError
 from medsam2.serve.store import ServedSession
 
@@ -52,10 +52,10 @@ def write_autosave(root: Path, served: ServedSession) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         scan = folder / SCAN
         if not scan.exists():
-            _atomic(scan, lambda tmp: shutil.copyfile(served.folder / "volume.nii.gz", tmp))
+            atomic_write(scan, lambda tmp: shutil.copyfile(served.folder / "volume.nii.gz", tmp))
         objects = _save_labels(served, folder / LABELS)
         note = AutosaveNote(key, served.name, time.time(), objects, None if served.case is None else served.case.case_id)
-        _atomic(folder / NOTE, lambda tmp: tmp.write_text(json.dumps(asdict(note))))
+        write_json_atomic(asdict(note), folder / NOTE, overwrite=True)
         served.autosave_key = key
         served.saved_revision = served.session.history.revision
     except Exception:  # noqa: BLE001 (logged; the next change tries again)
@@ -70,15 +70,6 @@ def _save_labels(served: ServedSession, path: Path) -> list[dict]:
     names = {obj.label: obj.name for obj in result.report.objects}
     save_mask(result.labels, served.session.volume, path, overwrite=True, names=names)
     return [{"label": label, "name": name} for label, name in names.items()]
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def list_autosaves(root: Path | None) -> list[AutosaveNote]:

@@ -11,7 +11,7 @@ from medsam2.engine.segmenter import Segmenter
 from medsam2.errors import InputTooLarge, MedSAM2Error
 from medsam2.io.limits import DEFAULT_MAX_INPUT_BYTES, ReadLimits
 from medsam2.io.readers import load_volume
-from medsam2.io.volume import suffix_of
+from medsam2.io.volume import Volume, suffix_of
 from medsam2.serve.deps import ServerState
 from medsam2.serve.errors import ApiError, one_line
 from medsam2.serve.settings import ServeSettings
@@ -28,25 +28,41 @@ def open_scan(
     server's volume budget), open a session on it with ``segmenter`` (default: the server's; its
     features on disk in ``feature_folder``) and write the viewer's copy (in a worker thread)."""
     settings = state.settings
-    room = 0
     try:
         if suffix_of(path).lower() == ".zip":
             path = unpack_zip(path, folder / "series", settings.max_upload_bytes)
         with state.store.reading:
-            room = state.store.volume_room()
-            if room <= 0:
-                raise InputTooLarge("no room")
-            volume = load_volume(path, limits=ReadLimits(min(room, DEFAULT_MAX_INPUT_BYTES)), confine_to=confine_to)
+            volume = read_within_budget(state, path, name, confine_to)
             state.store.claim(folder, volume.array.nbytes)
         session = (segmenter or state.segmenter).open(volume, axis=axis, window=window, feature_cache_mb=settings.feature_cache_mb,
                                                       feature_folder=feature_folder)
-    except InputTooLarge:
-        raise ApiError(413, f"{name} does not fit the memory this server keeps for open scans ({_mb(max(0, room))} MB free of "
-                            f"{_mb(settings.max_volume_bytes)} MB, --max-volume-mb); close a session or raise the budget") from None
     except MedSAM2Error as exc:
         raise ApiError(400, relative_message(exc, path, name, (folder, settings.data_dir))) from None
     write_viewer_nifti(volume, folder / "volume.nii.gz")
     return state.store.add(name, session, folder, window_presets(volume, session.intensity), pacs=pacs)
+
+
+def read_within_budget(state: ServerState, path: Path, name: str, confine_to: Path | None) -> Volume:
+    """The volume at ``path``, read only where its voxels fit the room left in the server's volume
+    budget; call holding ``state.store.reading``.
+
+    Raises:
+        ApiError: 413 where it does not fit (with the room left and the budget).
+        MedSAM2Error: as :func:`medsam2.io.readers.load_volume`.
+    """
+    room = state.store.volume_room()
+    try:
+        if room <= 0:
+            raise InputTooLarge("no room")
+        return load_volume(path, limits=ReadLimits(min(room, DEFAULT_MAX_INPUT_BYTES)), confine_to=confine_to)
+    except InputTooLarge:
+        raise no_room(state, name, room) from None
+
+
+def no_room(state: ServerState, name: str, room: int) -> ApiError:
+    """413: ``name`` does not fit the memory the server keeps for open scans."""
+    return ApiError(413, f"{name} does not fit the memory this server keeps for open scans ({_mb(max(0, room))} MB free of "
+                         f"{_mb(state.settings.max_volume_bytes)} MB, --max-volume-mb); close a session or raise the budget")
 
 
 def fetch_series(settings: ServeSettings, study: str, series: str, folder: Path):

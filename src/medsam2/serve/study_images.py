@@ -6,14 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medsam2.errors import InputTooLarge, MedSAM2Error
-from medsam2.io.limits import DEFAULT_MAX_INPUT_BYTES, ReadLimits
-from medsam2.io.readers import load_volume
+from medsam2.errors import MedSAM2Error
 from medsam2.io.resample import resample_onto
 from medsam2.io.windows import choose_window
 from medsam2.serve.deps import ServerState
 from medsam2.serve.errors import ApiError, one_line
-from medsam2.serve.opening import relative_message
+from medsam2.serve.opening import no_room, read_within_budget, relative_message
 from medsam2.serve.store import ServedSession, StudyImage
 from medsam2.serve.viewer_files import window_presets, write_viewer_nifti
 
@@ -44,11 +42,14 @@ def room_for_one(state: ServerState, session_id: str) -> None:
         ApiError: 404 for no such session; 400 when it holds its most images; 413 when the volume
             budget is spent.
     """
-    served = state.store.get(session_id)
+    _check_count(state.store.get(session_id))
+    if (room := state.store.volume_room()) <= 0:
+        raise no_room(state, "another image", room)
+
+
+def _check_count(served: ServedSession) -> None:
     if len(served.images) >= MAX_STUDY_IMAGES:
         raise ApiError(400, f"a session holds at most {MAX_STUDY_IMAGES} other images; this one has them")
-    if state.store.volume_room() <= 0:
-        raise ApiError(413, "no memory is left for another image (--max-volume-mb); close a session or raise the budget")
 
 
 def add_study_image(state: ServerState, served: ServedSession, path: Path, name: str, confine_to: Path) -> None:
@@ -58,22 +59,13 @@ def add_study_image(state: ServerState, served: ServedSession, path: Path, name:
         ApiError: 400 for an image that cannot be read, is in colour or lies elsewhere in space,
             or when the session holds its most images; 413 when it does not fit the volume budget.
     """
-    if len(served.images) >= MAX_STUDY_IMAGES:
-        raise ApiError(400, f"a session holds at most {MAX_STUDY_IMAGES} other images; this one has them")
-    scan = served.session.volume
+    _check_count(served)
     with state.store.reading:
-        room = state.store.volume_room()
         try:
-            if room <= 0:
-                raise InputTooLarge("no room")
-            read = load_volume(path, limits=ReadLimits(min(room, DEFAULT_MAX_INPUT_BYTES)), confine_to=confine_to)
-            volume, resampled = resample_onto(read, scan)
-            if volume.array.nbytes > room:
-                raise InputTooLarge("no room")
+            volume, resampled = resample_onto(read_within_budget(state, path, name, confine_to), served.session.volume)
+            if volume.array.nbytes > (room := state.store.volume_room()):  # resampled: another size
+                raise no_room(state, name, room)
             shown = choose_window(volume.array, "auto", volume.modality)
-        except InputTooLarge:
-            raise ApiError(413, f"{name} does not fit the memory this server keeps for open scans "
-                                "(--max-volume-mb); close a session or raise the budget") from None
         except MedSAM2Error as exc:
             raise ApiError(400, relative_message(exc, path, name, (confine_to, served.folder, state.settings.data_dir))) from None
         except RuntimeError as exc:  # SimpleITK's, from a grid it cannot resample
@@ -85,15 +77,25 @@ def add_study_image(state: ServerState, served: ServedSession, path: Path, name:
         served.images.append(image)
 
 
+def study_image(served: ServedSession, index: int):
+    """The session's image ``index``: None for the scan (0), else its :class:`StudyImage`.
+
+    Raises:
+        ApiError: 404 for no such image.
+    """
+    if not 0 <= index <= len(served.images):
+        raise ApiError(404, f"no image {index} in this session (0 is the scan; {len(served.images)} other images)")
+    return None if index == 0 else served.images[index - 1]
+
+
 def choose_model_input(served: ServedSession, index: int, window: str | None) -> None:
     """Let the model see the session's image ``index`` (0: the scan) from now on (hold the session).
 
     Raises:
         ApiError: 404 for no such image; 400 for an unknown window or a constant image.
     """
-    if not 0 <= index <= len(served.images):
-        raise ApiError(404, f"no image {index} in this session (0 is the scan; {len(served.images)} other images)")
+    image = study_image(served, index)
     try:
-        served.session.use_image(None if index == 0 else served.images[index - 1].volume, window)
+        served.session.use_image(None if image is None else image.volume, window)
     except MedSAM2Error as exc:
         raise ApiError(400, str(exc).splitlines()[0]) from None

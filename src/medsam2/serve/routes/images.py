@@ -12,7 +12,7 @@ from medsam2.serve.bodies import DataPathBody, ModelInputBody
 from medsam2.serve.datadir import resolve_data_path
 from medsam2.serve.deps import Served, ServerState, State
 from medsam2.serve.errors import ApiError, validation_text
-from medsam2.serve.study_images import add_study_image, choose_model_input, describe_images, image_file, room_for_one
+from medsam2.serve.study_images import add_study_image, choose_model_input, describe_images, image_file, room_for_one, study_image
 from medsam2.serve.uploads import receive_upload, unpack_zip
 from medsam2.serve.views import stem
 
@@ -63,9 +63,8 @@ def list_images(served: Served) -> dict:
 @router.get("/api/sessions/{session_id}/images/{index}")
 def image(index: int, served: Served):
     """Image ``index`` on the scan's grid, as NIfTI (what the page shows)."""
-    if not 0 <= index <= len(served.images):
-        raise ApiError(404, f"no image {index} in this session (0 is the scan; {len(served.images)} other images)")
-    name = served.name if index == 0 else served.images[index - 1].name
+    shown = study_image(served, index)
+    name = served.name if shown is None else shown.name
     return FileResponse(image_file(served, index), media_type="application/octet-stream", filename=f"{stem(name)}.nii.gz")
 
 

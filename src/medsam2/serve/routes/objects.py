@@ -113,10 +113,7 @@ def correct(session_id: str, label: int, body: CorrectionBody, state: State):
 def adapt(session_id: str, label: int, state: State) -> dict:
     """Learn from the object's prompted and corrected slices (two or more) and propagate it again
     (``Session.adapt``): the summary, with ``adapt``: the slices learned from, slices decoded, seconds."""
-    with state.store.working(session_id) as served:
-        with state.model_lock:
-            outcome = served.session.adapt(label)
-            return {"adapt": asdict(outcome), **summary(served)}
+    return _changed(state, session_id, lambda session: session.adapt(label), "adapt")
 
 
 @router.post("/api/sessions/{session_id}/objects/{label}/fill")
@@ -124,31 +121,22 @@ def fill_between(session_id: str, label: int, state: State) -> dict:
     """*Fill between slices*: the empty slices between the object's slices get shape-based
     interpolations (``Session.fill_between``): the summary, with ``fill``: the slices filled and
     those they were filled from."""
-    with state.store.working(session_id) as served:
-        filled = served.session.fill_between(label)
-        with state.model_lock:
-            return {"fill": asdict(filled), **summary(served)}
+    return _changed(state, session_id, lambda session: session.fill_between(label), "fill")
 
 
 @router.post("/api/sessions/{session_id}/objects/{label}/islands")
 def remove_islands(session_id: str, label: int, state: State, body: IslandsBody | None = None) -> dict:
     """Remove small islands: keep the object's largest 3D island (or every one of at least
     ``min_voxels``): the summary, with ``islands``: the islands and voxels removed, the islands kept."""
-    body = body or IslandsBody()
-    with state.store.working(session_id) as served:
-        removed = served.session.remove_islands(label, body.min_voxels)
-        with state.model_lock:
-            return {"islands": asdict(removed), **summary(served)}
+    min_voxels = (body or IslandsBody()).min_voxels
+    return _changed(state, session_id, lambda session: session.remove_islands(label, min_voxels), "islands")
 
 
 @router.post("/api/sessions/{session_id}/objects/{label}/multiview")
 def multiview(session_id: str, label: int, state: State) -> dict:
     """Fuse the object with passes along the two other axes boxed on it (``Session.fuse_views``,
     as ``segment --multiview``): the summary, with ``multiview``: the axes, voxels added and removed, seconds."""
-    with state.store.working(session_id) as served:
-        with state.model_lock:
-            fused = served.session.fuse_views(label)
-            return {"multiview": asdict(fused), **summary(served)}
+    return _changed(state, session_id, lambda session: session.fuse_views(label), "multiview")
 
 
 @router.post("/api/sessions/{session_id}/objects/{label}/smooth")
@@ -156,10 +144,7 @@ def smooth(session_id: str, label: int, state: State, body: SmoothBody | None = 
     """Smooth an object in 3D (``Session.smooth``): the summary, with ``smooth``: the kernel's
     radius in voxels, the slices changed, the voxels added and removed."""
     body = body or SmoothBody()
-    with state.store.working(session_id) as served:
-        smoothed = served.session.smooth(label, body.method, body.kernel_mm)
-        with state.model_lock:
-            return {"smooth": asdict(smoothed), **summary(served)}
+    return _changed(state, session_id, lambda session: session.smooth(label, body.method, body.kernel_mm), "smooth")
 
 
 @router.post("/api/sessions/{session_id}/objects/{label}/brush")
@@ -167,12 +152,11 @@ def brush(session_id: str, label: int, body: BrushBody, state: State) -> dict:
     """A stroke of the spherical 3D brush (``Session.paint_sphere``): paints (or erases) every voxel
     within ``radius_mm`` of the stroke; a new label creates the object; nothing propagates. The
     summary, with ``brush``: the slices and voxels changed."""
-    with state.store.working(session_id) as served:
-        rows, cols = served.session.shape[1:]
-        painted = served.session.paint_sphere(label, body.slice, decode_mask(body, rows, cols), body.radius_mm,
-                                              erase=body.erase, within=body.within, name=body.name)
-        with state.model_lock:
-            return {"brush": asdict(painted), **summary(served)}
+    def paint(session: Session):
+        return session.paint_sphere(label, body.slice, decode_mask(body, *session.shape[1:]), body.radius_mm,
+                                    erase=body.erase, within=body.within, name=body.name)
+
+    return _changed(state, session_id, paint, "brush")
 
 
 @router.patch("/api/sessions/{session_id}/objects/{label}")
@@ -181,13 +165,13 @@ def change_object(session_id: str, label: int, body: ObjectPatchBody, state: Sta
     voxel it shares with another), each one undo step: the summary."""
     if body.name is None and body.locked is None:
         raise ApiError(400, 'give "name", "locked" or both')
-    with state.store.working(session_id) as served:
+    def change(session: Session) -> None:
         if body.name is not None:
-            served.session.rename(label, body.name)
+            session.rename(label, body.name)
         if body.locked is not None:
-            served.session.lock(label, body.locked)
-        with state.model_lock:
-            return summary(served)
+            session.lock(label, body.locked)
+
+    return _changed(state, session_id, change)
 
 
 @router.delete("/api/sessions/{session_id}/objects/{label}")
@@ -208,12 +192,13 @@ def redo(session_id: str, state: State) -> dict:
     return _changed(state, session_id, lambda session: session.redo())
 
 
-def _changed(state: ServerState, session_id: str, change: Callable[[Session], object]) -> dict:
-    """Make one change to the session (holding it) and answer its summary."""
-    with state.store.working(session_id) as served:
-        change(served.session)
-        with state.model_lock:
-            return summary(served)
+def _changed(state: ServerState, session_id: str, change: Callable[[Session], object], key: str | None = None) -> dict:
+    """Make one change to the session, holding it and the model (a change may decode, and so may
+    the summary's checks), and answer the summary, with ``key``: what ``change`` returned (a
+    dataclass) where ``key`` is given."""
+    with state.store.working(session_id) as served, state.model_lock:
+        outcome = change(served.session)
+        return {key: asdict(outcome), **summary(served)} if key else summary(served)
 
 
 def _stream(state: ServerState, served: ServedSession, work: Callable[[Callable[[dict], None]], dict]) -> StreamingResponse:

@@ -178,12 +178,23 @@ function toggleShown(label, shown) {
   document.body.dataset.hidden = [...state.hidden].sort((a, b) => a - b).join(',')
 }
 function onServer(obj) { return Boolean(obj.summary || obj.pending) }
-async function lockObject(obj, locked) {
-  if (!onServer(obj)) { status(`${obj.name}: prompt it first, then lock it`, true); renderObjects(); return }
-  const answer = await (await api('PATCH', `/api/sessions/${state.session.session}/objects/${obj.label}`, { locked })).json()
+async function objectStep(obj, method, action, body) {
+  // one step the server makes on an object (an undo step): its answer laid on every view
+  const answer = await (await api(method, `/api/sessions/${state.session.session}/objects/${obj.label}${action ? '/' + action : ''}`, body)).json()
   pushHistory()
   await reloadOverlay()
   applySummary(answer)
+  return answer
+}
+function segmentedSelection(hint = 'select a segmented object') {
+  const obj = state.objects.get(state.selected)
+  if (obj && obj.summary) return obj
+  status(hint, true)
+  return null
+}
+async function lockObject(obj, locked) {
+  if (!onServer(obj)) { status(`${obj.name}: prompt it first, then lock it`, true); renderObjects(); return }
+  const answer = await objectStep(obj, 'PATCH', '', { locked })
   status(`${obj.name} ${locked ? 'locked: it keeps the voxels it shares with others' : 'unlocked'}`)
   document.body.dataset.locked = answer.objects.filter((o) => o.locked).map((o) => o.label).join(',')
 }
@@ -419,11 +430,7 @@ async function paintSphere(obj, slice, painted) {
   const erase = state.tool === 'erase'
   const within = !erase && $('paintThreshold').checked ? [Number($('thresholdLow').value), Number($('thresholdHigh').value)] : null
   const body = { slice, png_base64: maskPng(painted), radius_mm: radiusMm, erase, within, name: obj.name }
-  const answer = await (await api('POST', `/api/sessions/${state.session.session}/objects/${obj.label}/brush`, body)).json()
-  pushHistory()
-  await reloadOverlay()
-  applySummary(answer)
-  const b = answer.brush
+  const b = (await objectStep(obj, 'POST', 'brush', body)).brush
   status(`${obj.name}: ${b.changed_voxels} voxels ${erase ? 'erased' : 'painted'} on slices ${b.changed_slices[0]}-${b.changed_slices.at(-1)} (3D brush, ${radiusMm.toFixed(1)} mm)`)
   document.body.dataset.brushSlices = b.changed_slices.join(',')
 }
@@ -559,61 +566,40 @@ async function redo() {
   document.body.dataset.redone = String(Number(document.body.dataset.redone || 0) + 1)
 }
 async function learn() {
-  const obj = state.objects.get(state.selected)
-  if (!obj || !obj.summary) { status('select a segmented object with two or more corrected slices', true); return }
+  const obj = segmentedSelection('select a segmented object with two or more corrected slices')
+  if (!obj) return
   status(`${obj.name}: learning from its corrected slices...`)
-  const response = await api('POST', `/api/sessions/${state.session.session}/objects/${obj.label}/adapt`)
-  const answer = await response.json()
-  pushHistory()
-  await reloadOverlay()
-  applySummary(answer)
-  const a = answer.adapt
+  const a = (await objectStep(obj, 'POST', 'adapt')).adapt
   status(`${obj.name}: learned from slices ${a.slices_learned.join(', ')}; ${a.decoded_slices} slices decoded again in ${a.seconds.toFixed(1)} s`)
 }
 async function fillBetween() {
   const obj = state.objects.get(state.selected)
   if (!obj || !onServer(obj)) { status('select an object drawn (or segmented) on two or more slices', true); return }
   status(`${obj.name}: filling between its slices...`)
-  const answer = await (await api('POST', `/api/sessions/${state.session.session}/objects/${obj.label}/fill`)).json()
-  pushHistory()
-  await reloadOverlay()
-  applySummary(answer)
-  const f = answer.fill
+  const f = (await objectStep(obj, 'POST', 'fill')).fill
   status(`${obj.name}: filled slices ${f.filled_slices.join(', ')} between its slices`)
   document.body.dataset.filled = f.filled_slices.join(',')
 }
 async function removeIslands() {
-  const obj = state.objects.get(state.selected)
-  if (!obj || !obj.summary) { status('select a segmented object', true); return }
-  const answer = await (await api('POST', `/api/sessions/${state.session.session}/objects/${obj.label}/islands`, {})).json()
-  pushHistory()
-  await reloadOverlay()
-  applySummary(answer)
-  const i = answer.islands
+  const obj = segmentedSelection()
+  if (!obj) return
+  const i = (await objectStep(obj, 'POST', 'islands', {})).islands
   status(`${obj.name}: ${i.removed_islands} island${i.removed_islands === 1 ? '' : 's'} removed (${i.removed_voxels} voxels); the largest kept`)
   document.body.dataset.islandsRemoved = String(i.removed_islands)
 }
 async function fuseViews() {
-  const obj = state.objects.get(state.selected)
-  if (!obj || !obj.summary) { status('select a segmented object', true); return }
+  const obj = segmentedSelection()
+  if (!obj) return
   status(`${obj.name}: propagating along the two other axes...`)
-  const answer = await (await api('POST', `/api/sessions/${state.session.session}/objects/${obj.label}/multiview`)).json()
-  pushHistory()
-  await reloadOverlay()
-  applySummary(answer)
-  const m = answer.multiview
+  const m = (await objectStep(obj, 'POST', 'multiview')).multiview
   status(`${obj.name}: fused with ${m.axes.join(' and ')} passes in ${m.seconds.toFixed(1)} s (${m.added_voxels} voxels added, ${m.removed_voxels} removed)`)
   document.body.dataset.multiview = `${m.added_voxels},${m.removed_voxels}`
 }
 async function smoothObject() {
-  const obj = state.objects.get(state.selected)
-  if (!obj || !obj.summary) { status('select a segmented object', true); return }
+  const obj = segmentedSelection()
+  if (!obj) return
   const method = $('smoothMethod').value
-  const answer = await (await api('POST', `/api/sessions/${state.session.session}/objects/${obj.label}/smooth`, { method })).json()
-  pushHistory()
-  await reloadOverlay()
-  applySummary(answer)
-  const m = answer.smooth
+  const m = (await objectStep(obj, 'POST', 'smooth', { method })).smooth
   status(`${obj.name}: ${method} smoothing changed ${m.changed_slices} slices (${m.added_voxels} voxels added, ${m.removed_voxels} removed)`)
   document.body.dataset.smoothed = `${m.added_voxels},${m.removed_voxels}`
 }
