@@ -192,8 +192,9 @@ def repropagate(session: SessionView, state: ObjectState, slice: int, current: n
     if clicked:
         _decode_clicks(step, features, state, slice, current, cache.input_size)
     previous = None
-    if current is not None and not clicked:
-        previous = features.geometry.frame_to_model(current.astype(np.float32), size=cache.input_size) > 0.5
+    seen = current if current is not None else _beside(state, slice, session.cache.frame_geometry(*session.shape[1:]))
+    if seen is not None and not clicked:
+        previous = features.geometry.frame_to_model(seen.astype(np.float32), size=cache.input_size) > 0.5
     result, entry = step.pin(state.prompts, slice, features, previous)
     track = state.track
     assert track is not None
@@ -208,6 +209,15 @@ def repropagate(session: SessionView, state: ObjectState, slice: int, current: n
         track.frames.pop(frame, None)
     track.frames.update(change.frames)
     return Correction(state, change.decoded, sorted(change.removed), tracker.stats)
+
+
+def _beside(state: ObjectState, slice: int, geometry) -> np.ndarray | None:
+    """Where the object has no answer on a corrected slice: its answers on the adjacent slices
+    (their union, (rows, cols) bool), None where it has neither. A box there is answered with them
+    cut to the box where they span it clearly better than the box's own mask (as an old answer on
+    the slice would be): one slice away, the structure is much where it was."""
+    masks = [m for m in (frame_mask(state, slice + step, geometry) for step in (-1, 1)) if m is not None]
+    return np.logical_or.reduce(masks) if masks else None
 
 
 def _decode_clicks(step: LiteMedSAMStep, features, state: ObjectState, slice: int, current: np.ndarray | None, input_size) -> None:

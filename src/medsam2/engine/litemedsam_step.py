@@ -320,6 +320,8 @@ class LiteMedSAMStep:
         - where the structure ends by the stop rule: the old answers beyond are kept (they came
           from another anchor, which saw the structure there; only an erase removes);
         - after ``agree_run`` frames in a row whose new mask has Dice >= ``agree_dice`` with the old one;
+        - where an old answer outweighs the new one (its predicted IoU x presence, both judged by the
+          walk's memory, is higher): the old answer stays, and so do the old answers beyond it;
         - halfway to the object's next pinned frame: each frame between two anchors is answered
           from the nearer one (the old answers on the far half came from the other anchor);
         - where no pinned frame lies ahead, at the object's old end on that side: a correction
@@ -357,10 +359,15 @@ class LiteMedSAMStep:
                 yield frame
                 if advance.ended:
                     break
-                for result in advance.commit:  # where an old answer is more confident, it stays
+                outweighed = False
+                for result in advance.commit:  # where an old answer outweighs the new one, it stays...
                     before = old.get(result.frame)
-                    if before is None or result.confidence >= before.confidence:
+                    if before is None or result.confidence >= self._rejudged(before, store.get(result.frame), walk.memory):
                         outcome.frames[result.frame] = result
+                    else:
+                        outweighed = True
+                if outweighed:  # ...and the walk ends: it would go on from an answer not taken
+                    break
                 if advance.commit:  # the object is there: does it agree with the old answer?
                     before = old.get(frame)
                     agreed = agreed + 1 if before is not None and mask_dice(before, advance.commit[-1]) >= agree_dice else 0
@@ -369,6 +376,19 @@ class LiteMedSAMStep:
                 frame += direction
             yield from self._bridge(store, pinned, start, direction, anchor, old, outcome)
         self.repropagation = outcome
+
+    def _rejudged(self, before: FramePrediction, features: FrameFeatures, memory: Memory) -> float:
+        """An old answer's confidence as the walk's memory judges it (the decoder's predicted IoU x
+        presence against the memory's references), so that old and new answers are compared by the
+        same judge: a walk whose memory holds the corrected slice finds any answer near it more
+        present than the old walk's memory did."""
+        if before.exact is not None or before.prompted:  # an opened slice or a prompt: as it was given
+            return before.confidence
+        probability = before.probability_float()
+        if not bool((probability > 0.5).any()):
+            return 0.0
+        presence = max(0.0, float((memory.reference_prototypes() @ mask_prototype(features, probability)).max()))
+        return before.iou * presence
 
     def _walk_step(self, walk: DirectionPass, features: FrameFeatures, frame: int) -> Advance:
         key = frame_key(features, self.settings.bank.key_grid)
