@@ -75,6 +75,8 @@ class DirectionPass:
 #: a box correction keeps the previous answer (inside the box) where its bounding box agrees with
 #: the drawn box by this much more (IoU of boxes) than the box's decoded mask does
 KEEP_PREVIOUS_MARGIN = 0.1
+#: ...and answers with the union of the two where they agree by this Dice
+UNION_AGREEMENT = 0.8
 
 
 def box_agreement(mask: np.ndarray, box: np.ndarray, limit: float) -> float:
@@ -90,18 +92,28 @@ def box_agreement(mask: np.ndarray, box: np.ndarray, limit: float) -> float:
 
 
 def keep_previous_inside_box(decoded: Prediction, previous: torch.Tensor, box: np.ndarray, limit: float) -> Prediction:
-    """A box correction's answer: the box's decoded mask, or the previous answer cut to the box
-    where that spans the drawn box clearly better (LiteMedSAM sometimes answers a box with a small
-    structure inside it, confidently; the annotator's box says the object fills it)."""
+    """A box correction's answer from the box's decoded mask and the previous answer cut to the box:
+    - the previous answer (cut) where it spans the drawn box clearly better (LiteMedSAM sometimes
+      answers a box with a small structure inside it, confidently; the annotator's box says the
+      object fills it);
+    - their union where the two agree (Dice >= :data:`UNION_AGREEMENT`): both are evidence of the
+      structure inside the box, and the box adds to what was there rather than trading a few of
+      its voxels for others (the decoder's answer to a box moves by a few voxels on small, faint
+      structures, and a round could lose them);
+    - else the box's decoded mask."""
     size = previous.shape[-1]
     cols, rows = np.arange(size)[None, :] + 0.5, np.arange(size)[:, None] + 0.5
     inside = previous.numpy() & (cols >= box[0]) & (cols <= box[2]) & (rows >= box[1]) & (rows <= box[3])
     if not inside.any():
         return decoded
     mine = (decoded.logits > 0).numpy()
-    if box_agreement(inside, box, limit) <= box_agreement(mine, box, limit) + KEEP_PREVIOUS_MARGIN:
+    if box_agreement(inside, box, limit) > box_agreement(mine, box, limit) + KEEP_PREVIOUS_MARGIN:
+        answer = inside
+    elif 2.0 * float((inside & mine).sum()) / float(inside.sum() + mine.sum()) >= UNION_AGREEMENT:
+        answer = inside | mine
+    else:
         return decoded
-    probability = torch.from_numpy(inside.astype(np.float32)).clamp(1e-4, 1 - 1e-4)
+    probability = torch.from_numpy(answer.astype(np.float32)).clamp(1e-4, 1 - 1e-4)
     return Prediction(logits=torch.logit(probability), iou=decoded.iou)
 
 

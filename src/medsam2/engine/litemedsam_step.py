@@ -205,9 +205,10 @@ class LiteMedSAMStep:
     ) -> tuple[FramePrediction, MemoryEntry]:
         """The answer on a prompted frame and its pinned memory entry.
 
-        ``previous``: a correction's frame, the object's answer there before it ((S, S) bool, model
-        space): a box correction keeps it (inside the box) where it spans the box better than
-        the box's own mask does (:func:`keep_previous_inside_box`)."""
+        ``previous``: a correction's frame, the object's answer there before it (or, where it had
+        none, on the adjacent frames) ((S, S) bool, model space): a box correction keeps it
+        (inside the box) where it spans the box better than the box's own mask does, and adds it
+        where the two agree (:func:`keep_previous_inside_box`)."""
         prediction = self._pinned_prediction(obj, frame, features)
         boxes = [b for b in obj.boxes if b.frame == frame]
         if previous is not None and len(boxes) == 1 and not any(m.frame == frame for m in obj.masks):
