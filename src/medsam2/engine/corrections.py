@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from medsam2.engine.session_state import ObjectState, SessionView, frame_mask, new_tracker, replace_slice_prompts
 from medsam2.engine.tracks import FeatureStore, PropagationStats
@@ -192,9 +193,11 @@ def repropagate(session: SessionView, state: ObjectState, slice: int, current: n
     if clicked:
         _decode_clicks(step, features, state, slice, current, cache.input_size)
     previous = None
-    seen = current if current is not None else _beside(state, slice, session.cache.frame_geometry(*session.shape[1:]))
-    if seen is not None and not clicked:
-        previous = features.geometry.frame_to_model(seen.astype(np.float32), size=cache.input_size) > 0.5
+    if not clicked:
+        if current is not None:
+            previous = features.geometry.frame_to_model(current.astype(np.float32), size=cache.input_size) > 0.5
+        else:
+            previous = _beside(state, slice)
     result, entry = step.pin(state.prompts, slice, features, previous)
     track = state.track
     assert track is not None
@@ -211,13 +214,16 @@ def repropagate(session: SessionView, state: ObjectState, slice: int, current: n
     return Correction(state, change.decoded, sorted(change.removed), tracker.stats)
 
 
-def _beside(state: ObjectState, slice: int, geometry) -> np.ndarray | None:
-    """Where the object has no answer on a corrected slice: its answers on the adjacent slices
-    (their union, (rows, cols) bool), None where it has neither. A box there is answered with them
-    cut to the box where they span it clearly better than the box's own mask (as an old answer on
-    the slice would be): one slice away, the structure is much where it was."""
-    masks = [m for m in (frame_mask(state, slice + step, geometry) for step in (-1, 1)) if m is not None]
-    return np.logical_or.reduce(masks) if masks else None
+def _beside(state: ObjectState, slice: int) -> torch.Tensor | None:
+    """Where the object has no answer on a corrected slice: the union of its answers on the
+    adjacent slices ((S, S) bool, model space), None where it has neither. A box there is answered
+    with them as with an old answer on the slice (one slice away, the structure is much where it
+    was; :func:`~medsam2.engine.litemedsam_records.box_answer_with_previous`)."""
+    track = state.track
+    assert track is not None
+    masks = [track.frames[f].probability > 127 for f in (slice - 1, slice + 1) if f in track.frames]
+    union = torch.stack(masks).any(dim=0) if masks else None
+    return union if union is not None and bool(union.any()) else None
 
 
 def _decode_clicks(step: LiteMedSAMStep, features, state: ObjectState, slice: int, current: np.ndarray | None, input_size) -> None:

@@ -91,7 +91,7 @@ def box_agreement(mask: np.ndarray, box: np.ndarray, limit: float) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-def keep_previous_inside_box(decoded: Prediction, previous: torch.Tensor, box: np.ndarray, limit: float) -> Prediction:
+def box_answer_with_previous(decoded: Prediction, previous: torch.Tensor, box: np.ndarray, limit: float) -> Prediction:
     """A box correction's answer from the box's decoded mask and the previous answer cut to the box:
     - the previous answer (cut) where it spans the drawn box clearly better (LiteMedSAM sometimes
       answers a box with a small structure inside it, confidently; the annotator's box says the
@@ -109,7 +109,7 @@ def keep_previous_inside_box(decoded: Prediction, previous: torch.Tensor, box: n
     mine = (decoded.logits > 0).numpy()
     if box_agreement(inside, box, limit) > box_agreement(mine, box, limit) + KEEP_PREVIOUS_MARGIN:
         answer = inside
-    elif 2.0 * float((inside & mine).sum()) / float(inside.sum() + mine.sum()) >= UNION_AGREEMENT:
+    elif dice_of(inside, mine) >= UNION_AGREEMENT:
         answer = inside | mine
     else:
         return decoded
@@ -117,11 +117,15 @@ def keep_previous_inside_box(decoded: Prediction, previous: torch.Tensor, box: n
     return Prediction(logits=torch.logit(probability), iou=decoded.iou)
 
 
+def dice_of(a, b) -> float:
+    """Dice of two bool masks of one shape (NumPy arrays or tensors); 1 when both are empty."""
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
 def mask_dice(a: FramePrediction, b: FramePrediction) -> float:
     """Dice of two answers' masks (probability > 0.5) in model space; 1 when both are empty."""
-    mask_a, mask_b = a.probability > 127, b.probability > 127
-    total = int(mask_a.sum()) + int(mask_b.sum())
-    return 1.0 if total == 0 else 2.0 * int((mask_a & mask_b).sum()) / total
+    return dice_of(a.probability > 127, b.probability > 127)
 
 
 def values_at(logits: torch.Tensor, points: np.ndarray) -> np.ndarray:

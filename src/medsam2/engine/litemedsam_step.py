@@ -22,7 +22,8 @@ from medsam2.engine.litemedsam_records import (
     DirectionPass,
     Repropagation,
     TrackStep,
-    keep_previous_inside_box,
+    box_answer_with_previous,
+    dice_of,
     mask_dice,
     values_at,
 )
@@ -161,8 +162,7 @@ class LiteMedSAMStep:
             grown[:2] = np.minimum(grown[:2], (x - 2, y - 2))
             grown[2:] = np.maximum(grown[2:], (x + 2, y + 2))
             candidate = (self._decode(features, box=np.clip(grown, 0, limit)).logits > 0).numpy()
-            overlap = 2.0 * float((candidate & mask).sum()) / float(candidate.sum() + mask.sum())
-            if candidate[row, col] and overlap >= 0.7:
+            if candidate[row, col] and dice_of(candidate, mask) >= 0.7:
                 mask |= candidate
             else:
                 reach = float(ndimage.distance_transform_edt(~mask)[row, col]) + 1.0
@@ -208,12 +208,12 @@ class LiteMedSAMStep:
         ``previous``: a correction's frame, the object's answer there before it (or, where it had
         none, on the adjacent frames) ((S, S) bool, model space): a box correction keeps it
         (inside the box) where it spans the box better than the box's own mask does, and adds it
-        where the two agree (:func:`keep_previous_inside_box`)."""
+        where the two agree (:func:`box_answer_with_previous`)."""
         prediction = self._pinned_prediction(obj, frame, features)
         boxes = [b for b in obj.boxes if b.frame == frame]
         if previous is not None and len(boxes) == 1 and not any(m.frame == frame for m in obj.masks):
             box = features.geometry.box_to_model(boxes[0].as_tuple())
-            prediction = keep_previous_inside_box(prediction, previous, box, self.backbone.input_size)
+            prediction = box_answer_with_previous(prediction, previous, box, self.backbone.input_size)
         probability = torch.sigmoid(prediction.logits)
         entry = MemoryEntry(
             frame=frame,
@@ -383,7 +383,7 @@ class LiteMedSAMStep:
         presence against the memory's references), so that old and new answers are compared by the
         same judge: a walk whose memory holds the corrected slice finds any answer near it more
         present than the old walk's memory did."""
-        if before.exact is not None or before.prompted:  # an opened slice or a prompt: as it was given
+        if before.exact is not None:  # an opened label map's slice: as it was given
             return before.confidence
         probability = before.probability_float()
         if not bool((probability > 0.5).any()):
